@@ -1,0 +1,146 @@
+"""Lake layout (DESIGN.md §2): the one definition of where every file of the lake lives.
+
+Writer (collector.store) and readers (l2_pipeline) both build and parse paths here, so the
+layout cannot drift between them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+INST_ID_RE = re.compile(r"^[A-Z0-9]+(-[A-Z0-9]+)+$")
+RAW_PREFIX = Path("raw", "okx", "l2_perps")
+META_PREFIX = Path("meta", "okx", "instruments")
+CURATED_PREFIX = Path("curated", "okx", "l2_perps")
+
+RECORDS_SUFFIX = ".jsonl"
+EVENTS_SUFFIX = ".events.jsonl"
+ARCHIVE_SUFFIX = ".jsonl.gz"
+
+HOUR = timedelta(hours=1)
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_HOUR_FILE_RE = re.compile(r"^(\d{2})(\.jsonl\.gz|\.events\.jsonl|\.jsonl)$")
+
+
+class InvalidInstrumentId(ValueError):
+    """An instrument id that must not become a path component."""
+
+
+def validate_inst_id(inst_id: str) -> str:
+    """Return `inst_id` unchanged if it is a well-formed OKX instId, else raise with a clear reason."""
+    if not isinstance(inst_id, str) or not INST_ID_RE.fullmatch(inst_id):
+        raise InvalidInstrumentId(
+            f"invalid instrument id {inst_id!r}: expected upper-case OKX instId like BTC-USDT-SWAP "
+            f"(pattern {INST_ID_RE.pattern})"
+        )
+    return inst_id
+
+
+def hour_floor(ts_ms: int) -> datetime:
+    """The UTC hour containing epoch-milliseconds `ts_ms`."""
+    dt = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    return dt.replace(minute=0, second=0, microsecond=0)
+
+
+def _check_hour(hour: datetime) -> datetime:
+    if hour.tzinfo is None or hour.utcoffset() != timedelta(0):
+        raise ValueError(f"hour must be timezone-aware UTC, got {hour!r}")
+    if hour.minute or hour.second or hour.microsecond:
+        raise ValueError(f"hour must be on the hour, got {hour.isoformat()}")
+    return hour
+
+
+def raw_root(data_dir: Path) -> Path:
+    return Path(data_dir) / RAW_PREFIX
+
+
+def hour_dir(data_dir: Path, inst_id: str, hour: datetime) -> Path:
+    _check_hour(hour)
+    return raw_root(data_dir) / validate_inst_id(inst_id) / hour.strftime("%Y-%m-%d")
+
+
+def records_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
+    """`raw/okx/l2_perps/{instId}/{YYYY-MM-DD}/{HH}.jsonl`."""
+    return hour_dir(data_dir, inst_id, hour) / f"{hour:%H}{RECORDS_SUFFIX}"
+
+
+def events_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
+    """`raw/okx/l2_perps/{instId}/{YYYY-MM-DD}/{HH}.events.jsonl`."""
+    return hour_dir(data_dir, inst_id, hour) / f"{hour:%H}{EVENTS_SUFFIX}"
+
+
+def archive_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
+    """`raw/okx/l2_perps/{instId}/{YYYY-MM-DD}/{HH}.jsonl.gz`."""
+    return hour_dir(data_dir, inst_id, hour) / f"{hour:%H}{ARCHIVE_SUFFIX}"
+
+
+def meta_path(data_dir: Path, inst_id: str) -> Path:
+    """Latest REST instrument object: `meta/okx/instruments/{instId}.json`."""
+    return Path(data_dir) / META_PREFIX / f"{validate_inst_id(inst_id)}.json"
+
+
+def meta_history_path(data_dir: Path, inst_id: str) -> Path:
+    """Every distinct version of the instrument object, one JSON per line, oldest first."""
+    return Path(data_dir) / META_PREFIX / f"{validate_inst_id(inst_id)}.history.jsonl"
+
+
+def curated_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
+    """Analysis-ready Parquet of one instrument-hour."""
+    _check_hour(hour)
+    return (
+        Path(data_dir) / CURATED_PREFIX / validate_inst_id(inst_id) / hour.strftime("%Y-%m-%d")
+        / f"{hour:%H}.parquet"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HourFile:
+    """One file of the raw lake, identified by what its path says."""
+
+    inst_id: str
+    hour: datetime
+    kind: str  # "records" | "events" | "archive"
+    path: Path
+
+
+_KIND_BY_SUFFIX = {RECORDS_SUFFIX: "records", EVENTS_SUFFIX: "events", ARCHIVE_SUFFIX: "archive"}
+
+
+def parse_hour_file(path: Path) -> HourFile | None:
+    """Decode a raw-lake path back into (instId, hour, kind); None for anything else."""
+    path = Path(path)
+    m = _HOUR_FILE_RE.fullmatch(path.name)
+    date_name, inst_id = path.parent.name, path.parent.parent.name
+    if not m or not _DATE_RE.fullmatch(date_name) or not INST_ID_RE.fullmatch(inst_id):
+        return None
+    try:
+        hour = datetime.strptime(f"{date_name} {m.group(1)}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return HourFile(inst_id, hour, _KIND_BY_SUFFIX[m.group(2)], path)
+
+
+def list_instruments(data_dir: Path) -> list[str]:
+    """instIds that have a directory in the raw lake, sorted."""
+    root = raw_root(data_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and INST_ID_RE.fullmatch(p.name))
+
+
+def iter_hour_files(data_dir: Path, inst_id: str | None = None) -> Iterator[HourFile]:
+    """Every recognised hour file of the raw lake (optionally one instrument), in path order."""
+    inst_ids = [validate_inst_id(inst_id)] if inst_id else list_instruments(data_dir)
+    for iid in inst_ids:
+        inst_dir = raw_root(data_dir) / iid
+        if not inst_dir.is_dir():
+            continue
+        for day in sorted(d for d in inst_dir.iterdir() if d.is_dir() and _DATE_RE.fullmatch(d.name)):
+            for f in sorted(day.iterdir()):
+                parsed = parse_hour_file(f)
+                if parsed is not None:
+                    yield parsed
