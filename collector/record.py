@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -123,7 +124,7 @@ def _is_level(level: Any) -> bool:
 
 def _side_sorted(levels: list, descending: bool) -> bool:
     prices = [Decimal(level[0]) for level in levels]
-    pairs = zip(prices, prices[1:], strict=False)
+    pairs = pairwise(prices)
     return all(a > b for a, b in pairs) if descending else all(a < b for a, b in pairs)
 
 

@@ -1,0 +1,92 @@
+"""In-memory order book of one instrument: exact OKX levels behind a sorted price index.
+
+Levels are kept as the lists OKX sent (`[px, sz, liq, orders]`, all strings) so records and
+checksums use the exchange's own text. The numeric value of the price is used only as a sort key:
+prices are tick multiples with far fewer than 15 significant digits, so distinct prices map to
+distinct doubles and the order is exact. Each side keeps a sorted key list maintained with
+`bisect`, so an update costs O(levels changed × log n) plus a short memmove, and the top N is a slice.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Sequence
+
+from collector.checksum import CHECKSUM_DEPTH, okx_checksum
+
+Level = list[str]
+
+
+class BadLevel(ValueError):
+    """A level that cannot be applied: wrong shape, non-positive or non-finite price, bad size."""
+
+
+class BookSide:
+    """One side of the book. Keys are floats ascending; bids store negated prices."""
+
+    __slots__ = ("_keys", "_levels", "_sign")
+
+    def __init__(self, descending: bool) -> None:
+        self._sign = -1.0 if descending else 1.0
+        self._keys: list[float] = []
+        self._levels: dict[float, Level] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def clear(self) -> None:
+        self._keys.clear()
+        self._levels.clear()
+
+    def apply(self, levels: Iterable[Sequence[str]]) -> None:
+        """Apply OKX levels: size 0 deletes the price, any other size replaces or inserts it.
+
+        Raises BadLevel on the first malformed level; the side is then partly updated and the
+        caller must treat the whole book as untrustworthy.
+        """
+        keys, book, sign = self._keys, self._levels, self._sign
+        for level in levels:
+            try:
+                px, sz = level[0], level[1]
+                price = float(px)
+                size = 0.0 if sz == "0" else float(sz)
+            except (TypeError, ValueError, IndexError, KeyError) as exc:
+                raise BadLevel(f"malformed level {level!r}") from exc
+            if not (0.0 < price < math.inf) or not (0.0 <= size < math.inf) or not isinstance(sz, str):
+                raise BadLevel(f"level {level!r} has a non-positive/non-finite price or negative size")
+            key = price * sign
+            if size == 0.0:
+                if book.pop(key, None) is not None:
+                    del keys[bisect_left(keys, key)]
+            else:
+                if key not in book:
+                    insort(keys, key)
+                book[key] = level if type(level) is list else list(level)
+
+    def top(self, n: int) -> list[Level]:
+        """The best `n` levels, best first (the lists themselves, not copies)."""
+        book = self._levels
+        return [book[k] for k in self._keys[:n]]
+
+
+class OrderBook:
+    """Both sides of one instrument's book."""
+
+    __slots__ = ("asks", "bids")
+
+    def __init__(self) -> None:
+        self.bids = BookSide(descending=True)
+        self.asks = BookSide(descending=False)
+
+    def clear(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+
+    def apply(self, bids: Iterable[Sequence[str]], asks: Iterable[Sequence[str]]) -> None:
+        self.bids.apply(bids)
+        self.asks.apply(asks)
+
+    def checksum(self) -> int:
+        """OKX CRC32 of the current top 25."""
+        return okx_checksum(self.bids.top(CHECKSUM_DEPTH), self.asks.top(CHECKSUM_DEPTH))

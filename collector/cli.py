@@ -1,0 +1,106 @@
+"""Command line of `l2-collector`: `run`, `simulate` and `replay` (names are a scripted contract).
+
+Exit codes: 0 success (also after SIGINT/SIGTERM), 2 bad configuration or unknown instrument
+(one clear line on stderr), 1 unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from collector import logs
+from collector.app import EXIT_CONFIG, check_data_dir, run_collector
+from collector.config import CollectorConfig, ConfigError, load_config
+
+_DEFAULTS = CollectorConfig()
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    d = _DEFAULTS
+    p.add_argument("--config", type=Path, help="TOML file (keys as below, optionally under [collector])")
+    p.add_argument("--data-dir", help=f"lake root (env L2_DATA_DIR, default {d.data_dir})")
+    p.add_argument("--instruments", help=f"comma-separated instIds (default {','.join(d.instruments)})")
+    p.add_argument("--cadence", help=f"seconds between snapshot records (default {d.cadence:g})")
+    p.add_argument("--depth", help=f"levels per side in each record, 1..400 (default {d.depth})")
+    p.add_argument("--ws-url", help=f"OKX public WebSocket URL (default {d.ws_url})")
+    p.add_argument("--rest-url", help=f"OKX REST base URL (default {d.rest_url})")
+    p.add_argument("--channels-per-connection", help=f"instruments per WS connection, ≤30 "
+                   f"(default {d.channels_per_connection})")
+    p.add_argument("--ping-after", help=f"idle seconds before sending ping, <30 (default {d.ping_after:g})")
+    p.add_argument("--pong-timeout", help=f"seconds to wait for pong before the feed is stale "
+                   f"(default {d.pong_timeout:g})")
+    p.add_argument("--status-interval", help=f"seconds between status lines (default {d.status_interval:g})")
+    p.add_argument("--metadata-refresh-hours", help=f"instrument metadata refresh period "
+                   f"(default {d.metadata_refresh_hours:g})")
+    p.add_argument("--backoff-initial", help=f"first reconnect delay cap, s (default {d.backoff_initial:g})")
+    p.add_argument("--backoff-max", help=f"largest reconnect delay, s (default {d.backoff_max:g})")
+    p.add_argument("--rest-timeout", help=f"REST request timeout, s (default {d.rest_timeout:g})")
+    p.add_argument("--log-level", help=f"DEBUG, INFO, WARNING or ERROR (default {d.log_level})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from collector.simulator.server import add_simulate_arguments
+
+    parser = argparse.ArgumentParser(prog="l2-collector", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_arguments(sub.add_parser("run", help="collect OKX books into the lake"))
+    add_simulate_arguments(sub.add_parser("simulate", help="local OKX-protocol server with faults"))
+    replay = sub.add_parser("replay", help="recorded frames through the engine into a lake")
+    replay.add_argument("--input", type=Path, required=True, help="JSONL file, one raw WS frame per line")
+    replay.add_argument("--data-dir", type=Path, required=True, help="lake root to write")
+    replay.add_argument("--cadence", type=float, default=_DEFAULTS.cadence,
+                        help="seconds of event time between records (default 2)")
+    replay.add_argument("--depth", type=int, default=_DEFAULTS.depth, help="levels per side (default 400)")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"l2-collector: error: {message}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _run(args: argparse.Namespace) -> int:
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    cfg = load_config(flags, args.config)
+    logs.configure(cfg.log_level)
+    return asyncio.run(run_collector(cfg))
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from collector.replay import replay_file
+
+    logs.configure()
+    if not args.input.is_file():
+        return _fail(f"--input {args.input} is not a file")
+    if not args.cadence > 0:
+        return _fail(f"--cadence {args.cadence} must be > 0")
+    if not 1 <= args.depth <= 400:
+        return _fail(f"--depth {args.depth} must be between 1 and 400")
+    check_data_dir(args.data_dir)
+    stats = replay_file(args.input, args.data_dir, args.cadence, args.depth)
+    print(f"replayed {stats.frames} frames ({stats.book_messages} book messages, {stats.bad_frames} bad) "
+          f"-> {stats.records} records in {args.data_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "replay":
+            return _replay(args)
+        from collector.simulator.server import run_simulate
+
+        return run_simulate(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

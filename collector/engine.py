@@ -1,0 +1,256 @@
+"""Per-instrument synchronisation: sequence rule, checksum, resync and REST alignment (DESIGN.md §3–§5).
+
+`InstrumentSync` is the hot path. It is synchronous and does no I/O: it applies book messages,
+reports integrity events and flagged marker records to a sink, and tells its caller what to do when
+the book cannot be trusted (`Resync.RESUBSCRIBE` or `Resync.REST`). The asyncio feed, the replay
+command, tests and benchmarks all drive the same object.
+
+States: WAIT_ACK (subscription requested; pushes still in flight belong to the old subscription),
+WAIT_FIRST (acknowledged; the first push tells whether OKX sends a WS snapshot), ALIGNING (updates
+buffered while a REST snapshot is fetched), SYNCED (book is exactly the exchange's).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from collector.book import BadLevel, OrderBook
+from collector.frames import BookMessage
+from collector.record import build_record
+
+MAX_BUFFERED_UPDATES = 3000  # 5 min of 100 ms updates while a REST snapshot is awaited
+MAX_REST_ATTEMPTS = 10
+
+
+class Resync(enum.Enum):
+    RESUBSCRIBE = "resubscribe"  # unsubscribe + subscribe to get a fresh WS snapshot
+    REST = "rest"  # fetch GET /api/v5/market/books and call on_rest_snapshot
+
+
+class State(enum.Enum):
+    WAIT_ACK = "wait_ack"
+    WAIT_FIRST = "wait_first"
+    ALIGNING = "aligning"
+    SYNCED = "synced"
+
+
+class Sink(Protocol):
+    """Where the engine reports; the store writes these, tests collect them."""
+
+    def event(self, inst_id: str, event_type: str, **details: Any) -> None: ...
+
+    def record(self, inst_id: str, ts_ms: int, record: dict[str, Any]) -> None: ...
+
+
+class InstrumentSync:
+    """Book, sequence state and counters of one instrument."""
+
+    def __init__(self, inst_id: str, depth: int, sink: Sink) -> None:
+        self.inst_id = inst_id
+        self.depth = depth
+        self.sink = sink
+        self.book = OrderBook()
+        self.state = State.WAIT_ACK
+        self._buffer: list[tuple[BookMessage, int]] = []  # (update, recv_ms)
+        self._bridge_seq: int | None = None  # snapshot seqId the next update must straddle
+        self._rest_attempts = 0
+        self._resync_reason: str | None = None
+        self.changed = False
+        # last applied message
+        self.seq_id: int | None = None
+        self.prev_seq_id: int | None = None
+        self.ts_ms = 0
+        self.recv_ms = 0
+        self.checksum = 0
+        # counters for status and tests
+        self.messages = 0
+        self.gaps = 0
+        self.checksum_failures = 0
+        self.resyncs = 0
+        self.bad_levels = 0
+
+    @property
+    def in_sync(self) -> bool:
+        return self.state is State.SYNCED
+
+    # -- subscription lifecycle (driven by the feed) -------------------------------------------
+
+    def drop(self, reason: str) -> None:
+        """Forget the book (reconnect, stale feed, resubscribe); wait for a new subscription ack."""
+        if self.state is State.SYNCED:
+            self._start_resync(reason)
+        elif self._resync_reason is None and reason != "start":
+            self._resync_reason = reason
+        self._reset(State.WAIT_ACK)
+
+    def subscribed(self) -> None:
+        """The subscribe ack arrived: the next push decides WS-snapshot or REST path."""
+        if self.state is State.WAIT_ACK:
+            self.state = State.WAIT_FIRST
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def on_book(self, msg: BookMessage, recv_ms: int) -> Resync | None:
+        """Apply one pushed book message; returns what the caller must do, if anything."""
+        self.messages += 1
+        if msg.is_snapshot:
+            return self._load_snapshot(msg, recv_ms, how="ws_snapshot")
+        state = self.state
+        if state is State.SYNCED:
+            return self._apply_update(msg, recv_ms)
+        if state is State.WAIT_ACK:
+            return None  # pushed under the previous subscription
+        if len(self._buffer) >= MAX_BUFFERED_UPDATES:
+            del self._buffer[0]
+        self._buffer.append((msg, recv_ms))
+        if state is State.WAIT_FIRST:
+            self.state = State.ALIGNING
+            if self._resync_reason is None:
+                self._resync_reason = "no_ws_snapshot"
+            self._rest_attempts = 0
+            return Resync.REST
+        return None
+
+    def on_rest_snapshot(self, msg: BookMessage, recv_ms: int) -> Resync | None:
+        """A REST `/market/books` result for an ALIGNING book (OKX's alignment procedure)."""
+        if self.state is not State.ALIGNING:
+            return None  # a WS snapshot won the race
+        self._rest_attempts += 1
+        first = self._buffer[0][0]
+        if first.prev_seq_id is not None and msg.seq_id < first.prev_seq_id:
+            # Older than our first buffered update: the updates between are lost to us. Retry.
+            if self._rest_attempts >= MAX_REST_ATTEMPTS:
+                self._reset(State.WAIT_ACK)
+                return Resync.RESUBSCRIBE
+            return Resync.REST
+        return self._load_snapshot(msg, recv_ms, how="rest")
+
+    def rest_failed(self) -> Resync:
+        """The REST fetch failed; retry, or fall back to resubscribing after repeated failures."""
+        self._rest_attempts += 1
+        if self._rest_attempts >= MAX_REST_ATTEMPTS:
+            self._reset(State.WAIT_ACK)
+            return Resync.RESUBSCRIBE
+        return Resync.REST
+
+    # -- cadence -------------------------------------------------------------------------------
+
+    def snapshot_record(self) -> dict[str, Any] | None:
+        """The record for this cadence tick: only from a synced book that changed since the last one."""
+        if self.state is not State.SYNCED or not self.changed:
+            return None
+        self.changed = False
+        return self._record(self.ts_ms, self.seq_id, self.prev_seq_id, gap=False, checksum_ok=True)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _record(self, ts_ms: int, seq_id: int | None, prev_seq_id: int | None, *, gap: bool,
+                checksum_ok: bool, checksum: int | None = None) -> dict[str, Any]:
+        return build_record(
+            inst_id=self.inst_id, ts_ms=ts_ms, recv_ms=self.recv_ms,
+            bids=self.book.bids.top(self.depth), asks=self.book.asks.top(self.depth),
+            checksum=self.checksum if checksum is None else checksum,
+            seq_id=seq_id, prev_seq_id=prev_seq_id, gap_detected=gap, checksum_ok=checksum_ok,
+        )
+
+    def _reset(self, state: State) -> None:
+        self.book.clear()
+        self._buffer.clear()
+        self._bridge_seq = None
+        self.changed = False
+        self.state = state
+
+    def _start_resync(self, reason: str) -> None:
+        self.resyncs += 1
+        self._resync_reason = reason
+        self.sink.event(self.inst_id, "resync_start", reason=reason, seqId=self.seq_id)
+
+    def _desync(self, reason: str) -> Resync:
+        self._start_resync(reason)
+        self._reset(State.WAIT_ACK)
+        return Resync.RESUBSCRIBE
+
+    def _load_snapshot(self, msg: BookMessage, recv_ms: int, how: str) -> Resync | None:
+        buffered = self._buffer[:] if self.state is State.ALIGNING else []
+        self._reset(State.SYNCED)
+        try:
+            self.book.apply(msg.bids, msg.asks)
+        except BadLevel as exc:
+            return self._bad_levels(exc)
+        if msg.checksum:
+            computed = self.book.checksum()
+            if computed != msg.checksum:
+                self.checksum_failures += 1
+                self.sink.event(self.inst_id, "checksum_mismatch", expected=msg.checksum, computed=computed,
+                                seqId=msg.seq_id, action="snapshot")
+                return self._desync("checksum_mismatch")
+        self._accept(msg, recv_ms)
+        self._bridge_seq = msg.seq_id
+        self.sink.event(self.inst_id, "resync_done", how=how, seqId=msg.seq_id,
+                        reason=self._resync_reason or "start")
+        self._resync_reason = None
+        for update, update_recv_ms in buffered:
+            resync = self._apply_update(update, update_recv_ms)
+            if resync is not None:
+                return resync
+        return None
+
+    def _apply_update(self, msg: BookMessage, recv_ms: int) -> Resync | None:
+        prev, seq = msg.prev_seq_id, msg.seq_id
+        if prev is not None and self.seq_id is not None:
+            bridge = self._bridge_seq
+            if bridge is not None and prev != bridge:
+                if seq <= bridge:
+                    return None  # already contained in the snapshot
+                if prev > bridge:
+                    return self._gap(msg, expected=bridge)
+            elif bridge is None and prev != self.seq_id:
+                return self._gap(msg, expected=self.seq_id)
+        self._bridge_seq = None
+        try:
+            self.book.apply(msg.bids, msg.asks)
+        except BadLevel as exc:
+            return self._bad_levels(exc)
+        if msg.checksum:
+            computed = self.book.checksum()
+            if computed != msg.checksum:
+                self.checksum_failures += 1
+                self.sink.event(self.inst_id, "checksum_mismatch", expected=msg.checksum, computed=computed,
+                                seqId=seq)
+                self.recv_ms = recv_ms
+                self.sink.record(self.inst_id, msg.ts_ms, self._record(
+                    msg.ts_ms, seq, prev, gap=False, checksum_ok=False, checksum=msg.checksum))
+                return self._desync("checksum_mismatch")
+        if msg.bids or msg.asks:
+            self.changed = True
+        self._accept(msg, recv_ms)
+        return None
+
+    def _accept(self, msg: BookMessage, recv_ms: int) -> None:
+        self.seq_id, self.prev_seq_id = msg.seq_id, msg.prev_seq_id
+        self.ts_ms, self.recv_ms, self.checksum = msg.ts_ms, recv_ms, msg.checksum
+        if msg.is_snapshot:
+            self.changed = True
+
+    def _gap(self, msg: BookMessage, expected: int | None) -> Resync:
+        self.gaps += 1
+        self.sink.event(self.inst_id, "gap", expected=expected, received=msg.prev_seq_id, seqId=msg.seq_id)
+        # Marker record: the last trusted book, stamped where the gap was seen, flagged.
+        self.sink.record(self.inst_id, msg.ts_ms, self._record(msg.ts_ms, msg.seq_id, msg.prev_seq_id,
+                                                              gap=True, checksum_ok=True))
+        return self._desync("gap")
+
+    def _bad_levels(self, exc: BadLevel) -> Resync:
+        self.bad_levels += 1
+        self.sink.event(self.inst_id, "bad_frame", kind="bad_level", detail=str(exc))
+        return self._desync("bad_level")
+
+
+def write_due_snapshots(syncs: Mapping[str, InstrumentSync], sink: Sink) -> None:
+    """One cadence tick: a record for every in-sync instrument whose book changed since its last one."""
+    for inst_id, sync in syncs.items():
+        record = sync.snapshot_record()
+        if record is not None:
+            sink.record(inst_id, sync.ts_ms, record)

@@ -1,0 +1,246 @@
+"""One OKX public WebSocket connection carrying the `books` channel of a shard of instruments.
+
+The connection only moves bytes: frames are decoded (`collector.frames`) and handed to each
+instrument's `InstrumentSync`; what the engine asks for (resubscribe, REST alignment) is done here.
+Keepalive: the text `ping` after `ping_after` s without traffic; no answer within `pong_timeout`
+means the feed is stale. Any close, stale feed or 64008 notice leads to a reconnect with capped
+exponential backoff and full jitter, a `reconnect` event per instrument and a full resubscribe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from collector import rest
+from collector.config import CollectorConfig
+from collector.engine import InstrumentSync, Resync
+from collector.frames import BadFrame, BookMessage, EventMessage, Pong, decode, decode_rest_books
+from collector.logs import log_event
+
+log = logging.getLogger("collector.feed")
+
+BOOKS_PATH = "/api/v5/market/books"
+REST_RETRY_DELAY = 0.5
+BAD_FRAME_EVENT_INTERVAL_MS = 60_000
+UNKNOWN_INSTRUMENT_CODE = "60018"
+SERVICE_UPGRADE_CODE = "64008"
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def backoff_delay(attempt: int, initial: float, cap: float) -> float:
+    """Capped exponential backoff with full jitter (attempt 0 is the first retry)."""
+    return random.uniform(0, min(cap, initial * 2 ** min(attempt, 30)))
+
+
+class FeedConnection:
+    """A reconnecting WebSocket session for `syncs` (at most 30 `books` channels)."""
+
+    def __init__(self, name: str, cfg: CollectorConfig, syncs: dict[str, InstrumentSync],
+                 on_unknown_instrument: Callable[[str, str], None]) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.syncs = syncs
+        self._on_unknown = on_unknown_instrument
+        self._last_recv = 0.0
+        self._ping_sent_at: float | None = None
+        self._close_reason: str | None = None
+        self._rest_tasks: dict[str, asyncio.Task] = {}
+        self._bad_frames: dict[tuple[str | None, str], list[int]] = {}  # -> [count, last event ms]
+        self.reconnects = 0
+        self.connected = False
+
+    # -- connection loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, stream and reconnect until cancelled."""
+        attempt = 0
+        while True:
+            reason = "closed"
+            try:
+                async with connect(self.cfg.ws_url, ping_interval=None, max_size=1 << 24,
+                                   open_timeout=10, close_timeout=1, max_queue=1024) as ws:
+                    self.connected = True
+                    log_event(log, logging.INFO, "connected", None,
+                              f"{self.name} connected to {self.cfg.ws_url}", instruments=len(self.syncs))
+                    if await self._session(ws):
+                        attempt = 0  # the session got books: the next reconnect starts over
+                    reason = self._close_reason or _close_text(ws)
+            except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            finally:
+                self.connected = False
+                self._cancel_rest_tasks()
+            delay = 0.0 if self._close_reason == "notice_64008" else backoff_delay(
+                attempt, self.cfg.backoff_initial, self.cfg.backoff_max)
+            self._close_reason = None
+            attempt += 1
+            self.reconnects += 1
+            for inst_id, sync in self.syncs.items():
+                sync.drop("reconnect")
+                sync.sink.event(inst_id, "reconnect", reason=reason, attempt=attempt, delay_s=round(delay, 3))
+            log_event(log, logging.WARNING, "reconnect", None,
+                      f"{self.name} lost its connection ({reason}); reconnecting in {delay:.1f} s",
+                      attempt=attempt)
+            await asyncio.sleep(delay)
+
+    async def _session(self, ws: ClientConnection) -> bool:
+        """Subscribe everything and pump frames until the connection ends; True if books arrived."""
+        self._last_recv = time.monotonic()
+        self._ping_sent_at = None
+        for sync in self.syncs.values():
+            sync.drop("start")
+        await self._send(ws, "subscribe", list(self.syncs))
+        watchdog = asyncio.create_task(self._keepalive(ws))
+        got_books = False
+        try:
+            async for raw in ws:
+                self._last_recv = time.monotonic()
+                self._ping_sent_at = None
+                got_books |= await self._handle(ws, raw)
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        finally:
+            watchdog.cancel()
+        return got_books
+
+    async def _keepalive(self, ws: ClientConnection) -> None:
+        cfg = self.cfg
+        tick = min(1.0, cfg.ping_after / 4, cfg.pong_timeout / 4)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if self._ping_sent_at is not None:
+                if now - self._ping_sent_at >= cfg.pong_timeout:
+                    silent = round(now - self._last_recv, 1)
+                    for inst_id, sync in self.syncs.items():
+                        sync.sink.event(inst_id, "stale", silent_s=silent)
+                    log_event(log, logging.WARNING, "stale", None,
+                              f"{self.name}: no traffic for {silent} s and no pong; reconnecting")
+                    self._close_reason = "stale"
+                    ws.transport.abort()
+                    return
+            elif now - self._last_recv >= cfg.ping_after:
+                self._ping_sent_at = now
+                await ws.send("ping")
+
+    # -- frames --------------------------------------------------------------------------------
+
+    async def _handle(self, ws: ClientConnection, raw: str | bytes) -> bool:
+        recv_ms = wall_ms()
+        try:
+            decoded = decode(raw)
+        except BadFrame as exc:
+            self._bad_frame(exc)
+            return False
+        if isinstance(decoded, list):
+            for msg in decoded:
+                await self._on_book(ws, msg, recv_ms)
+            return True
+        if isinstance(decoded, EventMessage):
+            await self._on_event(ws, decoded)
+        elif not isinstance(decoded, Pong):
+            raise AssertionError(decoded)
+        return False
+
+    async def _on_book(self, ws: ClientConnection, msg: BookMessage, recv_ms: int) -> None:
+        sync = self.syncs.get(msg.inst_id)
+        if sync is None:
+            self._bad_frame(BadFrame("unsubscribed_instrument", f"books push for {msg.inst_id}, "
+                                     "which this connection did not subscribe", msg.inst_id))
+            return
+        await self._act(ws, sync, sync.on_book(msg, recv_ms))
+
+    async def _act(self, ws: ClientConnection, sync: InstrumentSync, resync: Resync | None) -> None:
+        if resync is Resync.RESUBSCRIBE:
+            await self._send(ws, "unsubscribe", [sync.inst_id])
+            await self._send(ws, "subscribe", [sync.inst_id])
+        elif resync is Resync.REST and sync.inst_id not in self._rest_tasks:
+            self._rest_tasks[sync.inst_id] = asyncio.create_task(self._align_by_rest(ws, sync))
+
+    async def _align_by_rest(self, ws: ClientConnection, sync: InstrumentSync) -> None:
+        """OKX's alignment: fetch REST books until its seqId covers our first buffered update."""
+        inst_id = sync.inst_id
+        try:
+            resync: Resync | None = Resync.REST
+            while resync is Resync.REST:
+                try:
+                    body = await rest.get(self.cfg.rest_url, BOOKS_PATH, {"instId": inst_id, "sz": "400"},
+                                          self.cfg.rest_timeout)
+                    resync = sync.on_rest_snapshot(decode_rest_books(body, inst_id), wall_ms())
+                except (rest.RestError, BadFrame) as exc:
+                    log_event(log, logging.WARNING, "rest_error", inst_id,
+                              f"REST books for alignment failed: {exc}; retrying")
+                    resync = sync.rest_failed()
+                if resync is Resync.REST:
+                    await asyncio.sleep(REST_RETRY_DELAY)
+        finally:
+            self._rest_tasks.pop(inst_id, None)
+        await self._act(ws, sync, resync)
+
+    async def _on_event(self, ws: ClientConnection, ev: EventMessage) -> None:
+        if ev.event == "subscribe" and ev.inst_id in self.syncs:
+            self.syncs[ev.inst_id].subscribed()
+        elif ev.event == "error":
+            inst_id = ev.inst_id or _inst_in_message(ev.msg, self.syncs)
+            if ev.code == UNKNOWN_INSTRUMENT_CODE and inst_id is not None:
+                self._on_unknown(inst_id, ev.msg or "")
+            for target in [inst_id] if inst_id else list(self.syncs):
+                self.syncs[target].sink.event(target, "error", code=ev.code, msg=ev.msg)
+            log_event(log, logging.ERROR, "error", inst_id, f"OKX error event code={ev.code}: {ev.msg}")
+        elif ev.event == "notice":
+            for inst_id, sync in self.syncs.items():
+                sync.sink.event(inst_id, "notice", code=ev.code, msg=ev.msg)
+            log_event(log, logging.WARNING, "notice", None,
+                      f"{self.name}: OKX notice {ev.code}: {ev.msg}; reconnecting now")
+            if ev.code == SERVICE_UPGRADE_CODE:
+                self._close_reason = "notice_64008"
+                await ws.close()
+
+    def _bad_frame(self, exc: BadFrame) -> None:
+        key = (exc.inst_id, exc.kind)
+        seen = self._bad_frames.setdefault(key, [0, 0])
+        seen[0] += 1
+        if seen[0] == 1:
+            log_event(log, logging.WARNING, "bad_frame", exc.inst_id,
+                      f"{self.name}: ignored a bad frame ({exc}); further ones of this kind are counted "
+                      "in the events sidecar only", kind=exc.kind)
+        now = wall_ms()
+        sync = self.syncs.get(exc.inst_id) if exc.inst_id else None
+        if sync is not None and now - seen[1] >= BAD_FRAME_EVENT_INTERVAL_MS:
+            seen[1] = now
+            sync.sink.event(exc.inst_id, "bad_frame", kind=exc.kind, detail=exc.detail, count=seen[0])
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    async def _send(self, ws: ClientConnection, op: str, inst_ids: list[str]) -> None:
+        args: list[dict[str, Any]] = [{"channel": "books", "instId": i} for i in inst_ids]
+        await ws.send(orjson.dumps({"op": op, "args": args}).decode())
+
+    def _cancel_rest_tasks(self) -> None:
+        for task in self._rest_tasks.values():
+            task.cancel()
+        self._rest_tasks.clear()
+
+
+def _close_text(ws: ClientConnection) -> str:
+    rcvd = ws.close_rcvd
+    return f"closed by server code={rcvd.code} {rcvd.reason}".strip() if rcvd else "connection lost"
+
+
+def _inst_in_message(msg: str | None, syncs: dict[str, Any]) -> str | None:
+    """OKX puts the offending instId only inside the error text (`...instId:X doesn't exist`)."""
+    if not msg:
+        return None
+    return next((i for i in syncs if i in msg), None)

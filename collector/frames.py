@@ -1,0 +1,147 @@
+"""Decoding of OKX public WebSocket frames into typed messages, with clear errors for bad input.
+
+A frame is one of: the text `pong`; an event (`subscribe`/`unsubscribe` ack, `error`, `notice`);
+or a `books` push carrying one or more book messages. Anything else raises `BadFrame` naming what
+was wrong, so the caller can count it, log it once per kind and carry on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+class BadFrame(ValueError):
+    """A frame we cannot use. `kind` is a short stable label for counting and log de-duplication."""
+
+    def __init__(self, kind: str, detail: str, inst_id: str | None = None) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+        self.inst_id = inst_id
+
+
+@dataclass(slots=True)
+class BookMessage:
+    """One element of a `books` push (`data[i]`), or a REST `/market/books` snapshot."""
+
+    inst_id: str
+    action: str  # "snapshot" | "update"
+    bids: list
+    asks: list
+    ts_ms: int
+    checksum: int
+    seq_id: int | None  # None only in pre-2022-08 recordings, which predate seqId
+    prev_seq_id: int | None
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.action == "snapshot"
+
+
+@dataclass(slots=True)
+class EventMessage:
+    """A WS event: subscribe/unsubscribe ack, error, notice."""
+
+    event: str
+    inst_id: str | None
+    code: str | None
+    msg: str | None
+
+
+@dataclass(slots=True)
+class Pong:
+    """The reply to our text `ping`."""
+
+
+PONG = Pong()
+_ACTIONS = frozenset(("snapshot", "update"))
+
+
+def _int_field(item: dict, name: str, inst_id: str, required: bool) -> int | None:
+    value = item.get(name)
+    if value is None:
+        if required:
+            raise BadFrame("missing_field", f"books message without {name!r}", inst_id)
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise BadFrame("wrong_type", f"{name} is {type(value).__name__}, expected integer", inst_id)
+    try:
+        return int(value)
+    except ValueError:
+        raise BadFrame("wrong_type", f"{name}={value!r} is not an integer", inst_id) from None
+
+
+def book_message(item: Any, inst_id: str, action: str) -> BookMessage:
+    """Validate one `data` element of a books push (or a REST books result) into a BookMessage."""
+    if not isinstance(item, dict):
+        raise BadFrame("wrong_type", f"data element is {type(item).__name__}, expected object", inst_id)
+    bids, asks = item.get("bids"), item.get("asks")
+    if not isinstance(bids, list) or not isinstance(asks, list):
+        raise BadFrame("missing_field", "books message without bids/asks lists", inst_id)
+    ts_ms = _int_field(item, "ts", inst_id, required=True)
+    checksum = _int_field(item, "checksum", inst_id, required=False) or 0
+    seq_id = _int_field(item, "seqId", inst_id, required=False)
+    prev_seq_id = _int_field(item, "prevSeqId", inst_id, required=False)
+    if (seq_id is None) != (prev_seq_id is None):
+        raise BadFrame("missing_field", "books message with only one of seqId/prevSeqId", inst_id)
+    return BookMessage(inst_id, action, bids, asks, ts_ms, checksum, seq_id, prev_seq_id)
+
+
+def _event(obj: dict) -> EventMessage:
+    arg = obj.get("arg")
+    inst_id = arg.get("instId") if isinstance(arg, dict) else None
+    code = obj.get("code")
+    return EventMessage(
+        str(obj["event"]), inst_id if isinstance(inst_id, str) else None,
+        None if code is None else str(code), obj.get("msg"),
+    )
+
+
+def decode(raw: str | bytes) -> Pong | EventMessage | list[BookMessage]:
+    """Decode one WS frame. Raises BadFrame for anything malformed or unexpected."""
+    if raw == "pong" or raw == b"pong":
+        return PONG
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        preview = raw[:80] if isinstance(raw, str) else raw[:80].decode("utf-8", "replace")
+        raise BadFrame("malformed_json", f"{exc} in frame starting {preview!r}") from None
+    if not isinstance(obj, dict):
+        raise BadFrame("wrong_type", f"frame is a JSON {type(obj).__name__}, expected object")
+    if "event" in obj:
+        return _event(obj)
+    arg, data = obj.get("arg"), obj.get("data")
+    if not isinstance(arg, dict) or not isinstance(data, list):
+        raise BadFrame("unknown_frame", f"neither event nor data push: keys {sorted(obj)[:8]}")
+    inst_id = arg.get("instId")
+    if arg.get("channel") != "books" or not isinstance(inst_id, str):
+        raise BadFrame("unknown_channel", f"push for channel {arg.get('channel')!r}", None)
+    action = obj.get("action")
+    if action not in _ACTIONS:
+        raise BadFrame("unknown_action", f"action {action!r}", inst_id)
+    return [book_message(item, inst_id, action) for item in data]
+
+
+def decode_rest_books(body: bytes, inst_id: str) -> BookMessage:
+    """Decode a `GET /api/v5/market/books` body into a snapshot BookMessage (needs seqId)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadFrame("malformed_json", f"REST books body: {exc}", inst_id) from None
+    if not isinstance(obj, dict) or str(obj.get("code")) != "0":
+        code = obj.get("code") if isinstance(obj, dict) else None
+        msg = obj.get("msg") if isinstance(obj, dict) else None
+        raise BadFrame("rest_error", f"REST books code={code!r} msg={msg!r}", inst_id)
+    data = obj.get("data")
+    if not isinstance(data, list) or len(data) != 1:
+        raise BadFrame("rest_error", "REST books without exactly one data element", inst_id)
+    item = data[0]
+    if isinstance(item, dict):
+        item = {"prevSeqId": -1, **item}  # REST results carry seqId only
+    msg_ = book_message(item, inst_id, "snapshot")
+    if msg_.seq_id is None:
+        raise BadFrame("missing_field", "REST books result without seqId: cannot align", inst_id)
+    return msg_

@@ -1,0 +1,44 @@
+"""The periodic one-line status per instrument that `l2-collector run` prints on stderr.
+
+Example: `status BTC-USDT-SWAP synced 10.0 msg/s seqId=123 lag=15ms gaps=0 resyncs=0 records=1800`.
+Rates are computed from the engine's counters between two calls; nothing here touches the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from collector.engine import InstrumentSync
+from collector.logs import log_event
+from collector.store import LakeWriter
+
+log = logging.getLogger("collector.status")
+
+
+@dataclass
+class StatusReporter:
+    """Remembers the previous counters so each line shows rates over the last interval."""
+
+    syncs: dict[str, InstrumentSync]
+    store: LakeWriter
+    _last: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    def report(self, now_s: float, now_ms: int) -> None:
+        for inst_id, sync in self.syncs.items():
+            prev_t, prev_msgs = self._last.get(inst_id, (now_s, sync.messages))
+            elapsed = now_s - prev_t
+            rate = (sync.messages - prev_msgs) / elapsed if elapsed > 0 else 0.0
+            self._last[inst_id] = (now_s, sync.messages)
+            lag = f"{sync.recv_ms - sync.ts_ms}ms" if sync.ts_ms else "-"
+            age = f"{(now_ms - sync.recv_ms) / 1000:.1f}s" if sync.recv_ms else "-"
+            records = self.store.records_written[inst_id]
+            log_event(
+                log, logging.INFO, "status", inst_id,
+                f"{inst_id} {sync.state.value} {rate:.1f} msg/s seqId={sync.seq_id} "
+                f"lag={lag} last_msg_age={age} "
+                f"gaps={sync.gaps} checksum_failures={sync.checksum_failures} resyncs={sync.resyncs} "
+                f"records={records}",
+                state=sync.state.value, msgs_per_s=round(rate, 2), seqId=sync.seq_id,
+                gaps=sync.gaps, resyncs=sync.resyncs, records=records,
+            )

@@ -1,0 +1,194 @@
+"""Sequence rule, checksum handling, resync and REST alignment of `InstrumentSync`, and frame decoding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from collector.book import OrderBook
+from collector.engine import InstrumentSync, Resync, State
+from collector.frames import BadFrame, BookMessage, EventMessage, Pong, decode, decode_rest_books
+
+INST = "BTC-USDT-SWAP"
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []
+
+    def event(self, inst_id: str, event_type: str, **details: Any) -> None:
+        self.events.append({"instId": inst_id, "type": event_type, **details})
+
+    def record(self, inst_id: str, ts_ms: int, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+
+BIDS = [["100.5", "3", "0", "1"], ["100.4", "1", "0", "2"], ["100", "7", "0", "1"]]
+ASKS = [["100.6", "2", "0", "1"], ["100.8", "5", "0", "3"]]
+
+
+def msg(action: str, seq: int, prev: int, bids=(), asks=(), ts: int = 1_000, checksum: int = 0) -> BookMessage:
+    return BookMessage(INST, action, [list(b) for b in bids], [list(a) for a in asks], ts, checksum, seq, prev)
+
+
+def true_checksum(bids, asks) -> int:
+    book = OrderBook()
+    book.apply(bids, asks)
+    return book.checksum()
+
+
+@pytest.fixture
+def synced() -> tuple[InstrumentSync, ListSink]:
+    sink = ListSink()
+    sync = InstrumentSync(INST, 400, sink)
+    sync.subscribed()
+    assert sync.on_book(msg("snapshot", 10, -1, BIDS, ASKS, checksum=true_checksum(BIDS, ASKS)), 1_005) is None
+    return sync, sink
+
+
+def test_snapshot_then_chained_updates(synced) -> None:
+    sync, sink = synced
+    assert sync.in_sync and sink.types() == ["resync_done"]
+    assert sync.on_book(msg("update", 12, 10, bids=[["100.5", "0", "0", "0"]], ts=1_100), 1_101) is None
+    rec = sync.snapshot_record()
+    assert rec["bids_top400"] == BIDS[1:] and rec["best_bid"] == "100.4" and rec["mid_price"] == "100.5"
+    assert rec["seqId"] == 12 and rec["prevSeqId"] == 10 and rec["gap_detected"] is False
+    assert rec["timestamp_utc"] == "1970-01-01T00:00:01.100Z" and rec["recv_ts_utc"] == "1970-01-01T00:00:01.101Z"
+    assert sync.snapshot_record() is None  # unchanged since the last record
+
+
+def test_heartbeat_and_sequence_reset_are_not_gaps(synced) -> None:
+    sync, _sink = synced
+    sync.snapshot_record()
+    assert sync.on_book(msg("update", 10, 10, ts=2_000), 2_000) is None  # heartbeat
+    assert sync.snapshot_record() is None  # a heartbeat changes nothing
+    assert sync.on_book(msg("update", 3, 10, asks=[["100.7", "1", "0", "1"]], ts=2_100), 2_100) is None  # reset
+    assert sync.on_book(msg("update", 5, 3, ts=2_200, bids=[["99", "1", "0", "1"]]), 2_200) is None
+    assert sync.in_sync and sync.gaps == 0 and sync.seq_id == 5
+
+
+def test_gap_writes_flagged_marker_and_resubscribes(synced) -> None:
+    sync, sink = synced
+    assert sync.on_book(msg("update", 20, 15, bids=[["1", "1", "0", "1"]], ts=3_000), 3_000) is Resync.RESUBSCRIBE
+    assert [e for e in sink.events if e["type"] == "gap"] == [
+        {"instId": INST, "type": "gap", "expected": 10, "received": 15, "seqId": 20}]
+    marker = sink.records[-1]
+    assert marker["gap_detected"] is True and marker["seqId"] == 20
+    assert marker["bids_top400"] == BIDS  # the last trusted book, not the gapped update
+    assert not sync.in_sync and sync.snapshot_record() is None
+    # Pushes of the old subscription are ignored until the new ack and snapshot.
+    assert sync.on_book(msg("update", 21, 20, ts=3_100), 3_100) is None
+    sync.subscribed()
+    assert sync.on_book(msg("snapshot", 30, -1, BIDS, ASKS, ts=3_200), 3_200) is None
+    assert sync.in_sync and sink.events[-1]["type"] == "resync_done" and sink.events[-1]["reason"] == "gap"
+
+
+def test_checksum_mismatch_flags_and_resyncs_but_zero_is_absent(synced) -> None:
+    sync, sink = synced
+    assert sync.on_book(msg("update", 11, 10, asks=[["100.9", "1", "0", "1"]], checksum=0), 1) is None
+    assert sync.on_book(msg("update", 12, 11, asks=[["101", "1", "0", "1"]], checksum=12345), 1) \
+        is Resync.RESUBSCRIBE
+    mismatch = next(e for e in sink.events if e["type"] == "checksum_mismatch")
+    assert mismatch["expected"] == 12345 and mismatch["computed"] != 12345
+    assert sink.records[-1]["checksum_ok"] is False and sink.records[-1]["checksum"] == 12345
+    assert sync.checksum_failures == 1 and not sync.in_sync
+
+
+def test_bad_level_resyncs(synced) -> None:
+    sync, sink = synced
+    assert sync.on_book(msg("update", 11, 10, bids=[["100.1", "-3", "0", "1"]]), 1) is Resync.RESUBSCRIBE
+    assert "bad_frame" in sink.types() and not sync.in_sync
+
+
+def test_rest_alignment_without_ws_snapshot() -> None:
+    sink = ListSink()
+    sync = InstrumentSync(INST, 400, sink)
+    sync.subscribed()
+    # No snapshot: updates arrive first and are buffered.
+    assert sync.on_book(msg("update", 105, 100, bids=[["100.5", "4", "0", "1"]], ts=10), 10) is Resync.REST
+    assert sync.on_book(msg("update", 108, 105, asks=[["100.6", "0", "0", "0"]], ts=20), 20) is None
+    assert sync.on_book(msg("update", 110, 108, bids=[["100.45", "1", "0", "1"]], ts=30), 30) is None
+    assert sync.state is State.ALIGNING
+    # A REST snapshot older than the first buffered prevSeqId cannot be bridged: retry.
+    assert sync.on_rest_snapshot(msg("snapshot", 90, -1, BIDS, ASKS, ts=5), 40) is Resync.REST
+    # seqId 105: drop buffered seqId <= 105, apply 108 (prevSeqId 105 <= 105 < 108) and 110.
+    assert sync.on_rest_snapshot(msg("snapshot", 105, -1, BIDS, ASKS, ts=12), 41) is None
+    assert sync.in_sync and sync.seq_id == 110
+    rec = sync.snapshot_record()
+    assert rec["bids_top400"][:2] == [BIDS[0], ["100.45", "1", "0", "1"]]  # 105's change was in the snapshot
+    assert rec["asks_top400"] == ASKS[1:]
+    done = [e for e in sink.events if e["type"] == "resync_done"]
+    assert done[-1]["how"] == "rest"
+
+
+def test_rest_snapshot_ahead_of_buffer_bridges_next_update() -> None:
+    sink = ListSink()
+    sync = InstrumentSync(INST, 400, sink)
+    sync.subscribed()
+    assert sync.on_book(msg("update", 105, 100, ts=10), 10) is Resync.REST
+    assert sync.on_rest_snapshot(msg("snapshot", 107, -1, BIDS, ASKS, ts=15), 15) is None
+    assert sync.on_book(msg("update", 109, 106, bids=[["100.2", "1", "0", "1"]], ts=20), 20) is None  # straddles
+    assert sync.on_book(msg("update", 111, 109, ts=30), 30) is None
+    assert sync.in_sync and sync.gaps == 0
+    assert sync.on_book(msg("update", 115, 112, ts=40), 40) is Resync.RESUBSCRIBE  # a real gap again
+
+
+def test_repeated_rest_failure_falls_back_to_resubscribe() -> None:
+    sync = InstrumentSync(INST, 400, ListSink())
+    sync.subscribed()
+    sync.on_book(msg("update", 5, 1), 1)
+    results = [sync.rest_failed() for _ in range(10)]
+    assert results[:-1] == [Resync.REST] * 9 and results[-1] is Resync.RESUBSCRIBE
+
+
+def test_depth_limits_record_levels(synced) -> None:
+    sync, _ = synced
+    sync.depth = 1
+    sync.changed = True
+    rec = sync.snapshot_record()
+    assert rec["bids_top400"] == BIDS[:1] and rec["asks_top400"] == ASKS[:1]
+
+
+# -- frame decoding ---------------------------------------------------------------------------
+
+def test_decode_kinds() -> None:
+    assert isinstance(decode("pong"), Pong)
+    ev = decode('{"event":"error","code":"60018","msg":"doesn\'t exist","arg":{"channel":"books","instId":"X-Y"}}')
+    assert isinstance(ev, EventMessage) and ev.code == "60018" and ev.inst_id == "X-Y"
+    frame = orjson.dumps({"arg": {"channel": "books", "instId": INST}, "action": "update", "extra": 1,
+                          "data": [{"asks": [], "bids": [], "ts": "5", "checksum": 0, "seqId": 2,
+                                    "prevSeqId": 1, "newField": "x"}]})
+    (book,) = decode(frame)
+    assert (book.seq_id, book.prev_seq_id, book.ts_ms) == (2, 1, 5)
+
+
+@pytest.mark.parametrize(("raw", "kind"), [
+    ('{"arg":{"channel":"books","instId":"A-B"},"action":"update","data":[{"asks":[],"bids":[]', "malformed_json"),
+    ('[1,2]', "wrong_type"),
+    ('{"arg":{"channel":"books","instId":"A-B"},"action":"update","data":[{"asks":[],"bids":[]}]}', "missing_field"),
+    ('{"arg":{"channel":"books","instId":"A-B"},"action":"update","data":[{"asks":[],"bids":[],"ts":"x"}]}',
+     "wrong_type"),
+    ('{"arg":{"channel":"books","instId":"A-B"},"action":"partial","data":[]}', "unknown_action"),
+    ('{"arg":{"channel":"trades","instId":"A-B"},"data":[]}', "unknown_channel"),
+    ('{"arg":{"channel":"books","instId":"A-B"},"action":"update","data":[{"asks":[],"bids":[],"ts":"1",'
+     '"seqId":2}]}', "missing_field"),
+    ('{"hello":1}', "unknown_frame"),
+])
+def test_decode_rejects_bad_frames_with_a_kind(raw: str, kind: str) -> None:
+    with pytest.raises(BadFrame) as info:
+        decode(raw)
+    assert info.value.kind == kind
+
+
+def test_decode_rest_books() -> None:
+    body = orjson.dumps({"code": "0", "msg": "", "data": [{"asks": ASKS, "bids": BIDS, "ts": "9", "seqId": 77}]})
+    snap = decode_rest_books(body, INST)
+    assert snap.is_snapshot and snap.seq_id == 77 and snap.bids == BIDS
+    with pytest.raises(BadFrame, match="code='51001'"):
+        decode_rest_books(b'{"code":"51001","msg":"Instrument ID does not exist","data":[]}', INST)
