@@ -217,10 +217,13 @@ class FeedConnection:
                       f"{self.name}: ignored a bad frame ({exc}); further ones of this kind are counted "
                       "in the events sidecar only", kind=exc.kind)
         now = wall_ms()
-        sync = self.syncs.get(exc.inst_id) if exc.inst_id else None
-        if sync is not None and now - seen[1] >= BAD_FRAME_EVENT_INTERVAL_MS:
-            seen[1] = now
-            sync.sink.event(exc.inst_id, "bad_frame", kind=exc.kind, detail=exc.detail, count=seen[0])
+        if now - seen[1] < BAD_FRAME_EVENT_INTERVAL_MS:
+            return
+        seen[1] = now
+        # A frame we cannot attribute is recorded for every instrument of this connection.
+        targets = [exc.inst_id] if exc.inst_id in self.syncs else list(self.syncs)
+        for inst_id in targets:
+            self.syncs[inst_id].sink.event(inst_id, "bad_frame", kind=exc.kind, detail=exc.detail, count=seen[0])
 
     # -- helpers -------------------------------------------------------------------------------
 
