@@ -79,6 +79,10 @@ class FeedConnection:
                     reason = self._close_reason or _close_text(ws)
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a bug must cost one connection, not the whole process
+                reason = f"internal error {type(exc).__name__}: {exc}"
+                log.exception("unexpected error in %s; reconnecting", self.name,
+                              extra={"event": "internal_error"})
             finally:
                 self.connected = False
                 self._cancel_rest_tasks()
@@ -238,8 +242,9 @@ class FeedConnection:
 
 
 def _close_text(ws: ClientConnection) -> str:
-    rcvd = ws.close_rcvd
-    return f"closed by server code={rcvd.code} {rcvd.reason}".strip() if rcvd else "connection lost"
+    if ws.close_code is None:
+        return "connection lost"
+    return f"closed code={ws.close_code} {ws.close_reason or ''}".strip()
 
 
 def _inst_in_message(msg: str | None, syncs: dict[str, Any]) -> str | None:

@@ -62,7 +62,7 @@ def start_collector(tmp: Path, sim: Simulator, data_dir: Path, instruments: str,
         cli("run", "--data-dir", str(data_dir), "--instruments", instruments, "--ws-url", sim.ws_url,
             "--rest-url", sim.rest_url, "--cadence", "0.2", "--status-interval", "1", "--ping-after", "1",
             "--pong-timeout", "1", "--backoff-initial", "0.2", "--backoff-max", "1", *extra),
-        stdout=subprocess.DEVNULL, stderr=open(tmp / "collector.stderr", "ab"),  # noqa: SIM115
+        stdout=subprocess.DEVNULL, stderr=open(tmp / "collector.stderr", "ab"),
     )
 
 
