@@ -116,3 +116,26 @@ def test_metadata_written_at_start(tmp_path: Path) -> None:
     assert meta["instId"] == "ETH-USDT-SWAP" and "fetched_at" in meta and meta["tickSz"]
     history = (data / "meta/okx/instruments/ETH-USDT-SWAP.history.jsonl").read_bytes().splitlines()
     assert len(history) == 1
+
+
+def test_hour_rollover_by_exchange_event_time(tmp_path: Path) -> None:
+    """The exchange clock crosses 11:00 while the local clock does not: records follow event time."""
+    sim = start_simulator(tmp_path, INSTS, "--interval-ms", "50", "--start-at", "2026-11-25T10:59:57Z")
+    data = tmp_path / "lake"
+    collector = start_collector(tmp_path, sim, data, INSTS)
+    eleven = data / "raw/okx/l2_perps/BTC-USDT-SWAP/2026-11-25/11.jsonl"
+    try:
+        wait_for(lambda: eleven.exists() and eleven.stat().st_size > 0, what="the 11:00 hour file")
+        time.sleep(1)
+        stop_process(collector)
+    finally:
+        stop_process(collector, signal.SIGKILL)
+        sim.stop()
+    for inst_id in INSTS.split(","):
+        ten = (data / f"raw/okx/l2_perps/{inst_id}/2026-11-25/10.jsonl").read_bytes().splitlines()
+        after = (data / f"raw/okx/l2_perps/{inst_id}/2026-11-25/11.jsonl").read_bytes().splitlines()
+        assert ten and after
+        assert all(orjson.loads(r)["timestamp_utc"].startswith("2026-11-25T10:59:") for r in ten)
+        assert all(orjson.loads(r)["timestamp_utc"].startswith("2026-11-25T11:00:") for r in after)
+    result = verify_lake(data, sim.truth_log)
+    assert not result.wrong and result.exact == result.promised > 0

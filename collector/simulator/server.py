@@ -25,6 +25,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from collector.layout import validate_inst_id
+from collector.record import parse_ts_ms
 from collector.simulator.faults import (
     BOOK_FAULTS,
     CONNECTION_FAULTS,
@@ -65,6 +66,7 @@ class SimConfig:
     notice_grace: float = 60.0
     silence_seconds: float = 40.0
     truth_log: Path | None = None
+    start_at_ms: int | None = None  # exchange clock starts here (e.g. just before an hour boundary)
 
     def __post_init__(self) -> None:
         if not self.instruments:
@@ -90,8 +92,10 @@ class Simulator:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
+        offset_ms = 0 if config.start_at_ms is None else config.start_at_ms - wall_clock_ms()
+        self.clock_ms = lambda: wall_clock_ms() + offset_ms
         self.books = {
-            inst_id: MarketBook(instrument_spec(inst_id), config.seed, wall_clock_ms, config.checksum_mode)
+            inst_id: MarketBook(instrument_spec(inst_id), config.seed, self.clock_ms, config.checksum_mode)
             for inst_id in config.instruments
         }
         self.truth = TruthLog(config.truth_log)
@@ -174,7 +178,7 @@ class Simulator:
             wanted = {f for f, i in injected if f in BOOK_FAULTS and i in (None, inst_id)}
             self._tick_book(book, wanted)
         self.rest.record_tick()
-        now_ms = wall_clock_ms()
+        now_ms = self.clock_ms()
         for session in list(self.sessions):
             wanted = {f for f, i in injected if f in CONNECTION_FAULTS and (i is None or i in session.subscriptions)}
             session.on_tick(wanted, now_ms)
@@ -259,6 +263,8 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between a 64008 notice and the close (default 60)")
     parser.add_argument("--silence-seconds", type=float, default=40.0,
                         help="how long a silenced connection sends nothing (default 40)")
+    parser.add_argument("--start-at", type=_iso_ms, metavar="ISO-8601",
+                        help="exchange clock starts at this UTC time (e.g. 2026-11-25T10:59:55Z) to test hour rollover")
     parser.add_argument("--truth-log", type=Path, help="JSONL of every true book state and every fault")
     parser.add_argument("--dump-frames", type=Path, metavar="FILE",
                         help="write --frames raw frames (synthetic clock) to FILE and exit; no server")
@@ -279,7 +285,15 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         notice_grace=args.notice_grace,
         silence_seconds=args.silence_seconds,
         truth_log=args.truth_log,
+        start_at_ms=args.start_at,
     )
+
+
+def _iso_ms(text: str) -> int:
+    try:
+        return parse_ts_ms(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 UTC time like 2026-11-25T10:59:55Z") from None
 
 
 async def _serve_until_signal(config: SimConfig) -> int:
