@@ -10,10 +10,10 @@ distinct doubles and the order is exact. Each side keeps a sorted key list maint
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
-from collector.checksum import CHECKSUM_DEPTH, okx_checksum
+from collector.checksum import CHECKSUM_DEPTH, join_interleaved, signed_crc32
 
 Level = list[str]
 
@@ -23,14 +23,20 @@ class BadLevel(ValueError):
 
 
 class BookSide:
-    """One side of the book. Keys are floats ascending; bids store negated prices."""
+    """One side of the book. Keys are floats ascending; bids store negated prices.
 
-    __slots__ = ("_keys", "_levels", "_sign")
+    Alongside each level it keeps the level's `px:sz` checksum text, and notes whether anything in
+    the top 25 changed, so the checksum is rebuilt only when it can differ.
+    """
+
+    __slots__ = ("_keys", "_levels", "_sign", "_texts", "top_changed")
 
     def __init__(self, descending: bool) -> None:
         self._sign = -1.0 if descending else 1.0
         self._keys: list[float] = []
         self._levels: dict[float, Level] = {}
+        self._texts: dict[float, str] = {}
+        self.top_changed = True
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -38,6 +44,8 @@ class BookSide:
     def clear(self) -> None:
         self._keys.clear()
         self._levels.clear()
+        self._texts.clear()
+        self.top_changed = True
 
     def apply(self, levels: Iterable[Sequence[str]]) -> None:
         """Apply OKX levels: size 0 deletes the price, any other size replaces or inserts it.
@@ -45,7 +53,8 @@ class BookSide:
         Raises BadLevel on the first malformed level; the side is then partly updated and the
         caller must treat the whole book as untrustworthy.
         """
-        keys, book, sign = self._keys, self._levels, self._sign
+        keys, book, texts, sign = self._keys, self._levels, self._texts, self._sign
+        top_changed = self.top_changed
         for level in levels:
             try:
                 px, sz = level[0], level[1]
@@ -53,31 +62,46 @@ class BookSide:
                 size = 0.0 if sz == "0" else float(sz)
             except (TypeError, ValueError, IndexError, KeyError) as exc:
                 raise BadLevel(f"malformed level {level!r}") from exc
-            if not (0.0 < price < math.inf) or not (0.0 <= size < math.inf) or not isinstance(sz, str):
+            if not (0.0 < price < math.inf) or not (0.0 <= size < math.inf) or type(sz) is not str:
                 raise BadLevel(f"level {level!r} has a non-positive/non-finite price or negative size")
             key = price * sign
             if size == 0.0:
                 if book.pop(key, None) is not None:
-                    del keys[bisect_left(keys, key)]
+                    index = bisect_left(keys, key)
+                    del keys[index]
+                    del texts[key]
+                    top_changed = top_changed or index < CHECKSUM_DEPTH
+                continue
+            if key in book:
+                top_changed = top_changed or bisect_left(keys, key) < CHECKSUM_DEPTH
             else:
-                if key not in book:
-                    insort(keys, key)
-                book[key] = level if type(level) is list else list(level)
+                index = bisect_left(keys, key)
+                keys.insert(index, key)
+                top_changed = top_changed or index < CHECKSUM_DEPTH
+            book[key] = level if type(level) is list else list(level)
+            texts[key] = f"{px}:{sz}"
+        self.top_changed = top_changed
 
     def top(self, n: int) -> list[Level]:
         """The best `n` levels, best first (the lists themselves, not copies)."""
         book = self._levels
         return [book[k] for k in self._keys[:n]]
 
+    def top_texts(self) -> list[str]:
+        """`px:sz` of the best 25 levels, for the checksum."""
+        texts = self._texts
+        return [texts[k] for k in self._keys[:CHECKSUM_DEPTH]]
+
 
 class OrderBook:
     """Both sides of one instrument's book."""
 
-    __slots__ = ("asks", "bids")
+    __slots__ = ("_checksum", "asks", "bids")
 
     def __init__(self) -> None:
         self.bids = BookSide(descending=True)
         self.asks = BookSide(descending=False)
+        self._checksum = 0
 
     def clear(self) -> None:
         self.bids.clear()
@@ -88,5 +112,9 @@ class OrderBook:
         self.asks.apply(asks)
 
     def checksum(self) -> int:
-        """OKX CRC32 of the current top 25."""
-        return okx_checksum(self.bids.top(CHECKSUM_DEPTH), self.asks.top(CHECKSUM_DEPTH))
+        """OKX CRC32 of the current top 25 (recomputed only if the top 25 changed)."""
+        bids, asks = self.bids, self.asks
+        if bids.top_changed or asks.top_changed:
+            self._checksum = signed_crc32(join_interleaved(bids.top_texts(), asks.top_texts()))
+            bids.top_changed = asks.top_changed = False
+        return self._checksum

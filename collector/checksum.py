@@ -15,22 +15,32 @@ CHECKSUM_DEPTH = 25
 Level = Sequence[str]
 
 
+def join_interleaved(bid_texts: Sequence[str], ask_texts: Sequence[str]) -> str:
+    """`b1:a1:b2:a2:...` from per-level `px:sz` texts (already cut to the checksum depth)."""
+    n = min(len(bid_texts), len(ask_texts))
+    parts: list[str] = [""] * (2 * n)
+    parts[0::2] = bid_texts[:n]
+    parts[1::2] = ask_texts[:n]
+    parts.extend(bid_texts[n:])
+    parts.extend(ask_texts[n:])
+    return ":".join(parts)
+
+
+def level_text(level: Level) -> str:
+    return f"{level[0]}:{level[1]}"
+
+
+def signed_crc32(text: str) -> int:
+    crc = zlib.crc32(text.encode())
+    return crc - 0x1_0000_0000 if crc & 0x8000_0000 else crc
+
+
 def checksum_string(bids: Sequence[Level], asks: Sequence[Level]) -> str:
     """The text OKX hashes; `bids` best (highest) first, `asks` best (lowest) first."""
-    parts: list[str] = []
-    for i in range(CHECKSUM_DEPTH):
-        if i < len(bids):
-            bid = bids[i]
-            parts.append(bid[0])
-            parts.append(bid[1])
-        if i < len(asks):
-            ask = asks[i]
-            parts.append(ask[0])
-            parts.append(ask[1])
-    return ":".join(parts)
+    return join_interleaved([level_text(lv) for lv in bids[:CHECKSUM_DEPTH]],
+                            [level_text(lv) for lv in asks[:CHECKSUM_DEPTH]])
 
 
 def okx_checksum(bids: Sequence[Level], asks: Sequence[Level]) -> int:
     """OKX's signed 32-bit CRC32 of the top 25 levels of each side."""
-    crc = zlib.crc32(checksum_string(bids, asks).encode())
-    return crc - 0x1_0000_0000 if crc & 0x8000_0000 else crc
+    return signed_crc32(checksum_string(bids, asks))
