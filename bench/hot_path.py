@@ -20,7 +20,8 @@ from collector.engine import InstrumentSync
 from collector.frames import decode
 from collector.simulator.market import dump_frames
 
-REFERENCE = Path(__file__).resolve().parents[1] / "l2_pipeline_tests" / "okx_reference" / "cryptofeed_OKX_books_only.jsonl"
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "l2_pipeline_tests" / "okx_reference"
+REFERENCE = REFERENCE_DIR / "cryptofeed_OKX_books_only.jsonl"
 
 
 class NullSink:
