@@ -1,6 +1,8 @@
 """The periodic one-line status per instrument that `l2-collector run` prints on stderr.
 
-Example: `status BTC-USDT-SWAP synced 10.0 msg/s seqId=123 lag=15ms gaps=0 resyncs=0 records=1800`.
+Example: `BTC-USDT-SWAP synced 10.0 msg/s seqId=123 lag=15ms last_msg_age=0.1s gaps=0 checksum_failures=0
+resyncs=0 records=1800 write_lag_p50=1003ms p99=1950ms` — `lag` is receive minus event time of the last
+message, `write_lag` event time to record on disk over the interval (bounded by the cadence).
 Rates are computed from the engine's counters between two calls; nothing here touches the hot path.
 """
 
@@ -33,12 +35,22 @@ class StatusReporter:
             lag = f"{sync.recv_ms - sync.ts_ms}ms" if sync.ts_ms else "-"
             age = f"{(now_ms - sync.recv_ms) / 1000:.1f}s" if sync.recv_ms else "-"
             records = self.store.records_written[inst_id]
+            write_lag = _percentiles(self.store.write_lags_ms.pop(inst_id, []))
             log_event(
                 log, logging.INFO, "status", inst_id,
                 f"{inst_id} {sync.state.value} {rate:.1f} msg/s seqId={sync.seq_id} "
                 f"lag={lag} last_msg_age={age} "
                 f"gaps={sync.gaps} checksum_failures={sync.checksum_failures} resyncs={sync.resyncs} "
-                f"records={records}",
+                f"records={records} write_lag_p50={write_lag[0]}ms p99={write_lag[1]}ms",
                 state=sync.state.value, msgs_per_s=round(rate, 2), seqId=sync.seq_id,
-                gaps=sync.gaps, resyncs=sync.resyncs, records=records,
+                gaps=sync.gaps, resyncs=sync.resyncs, records=records, write_lag_p50_ms=write_lag[0],
+                write_lag_p99_ms=write_lag[1],
             )
+
+
+def _percentiles(values: list[int]) -> tuple[int | str, int | str]:
+    """(p50, p99) of the lags since the last line, '-' when nothing was written."""
+    if not values:
+        return "-", "-"
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, (len(ordered) * 99) // 100)]

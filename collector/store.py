@@ -110,6 +110,7 @@ class LakeWriter:
         self.records_written: Counter[str] = Counter()
         self.duplicates_skipped: Counter[str] = Counter()
         self.write_failures = 0
+        self.write_lags_ms: dict[str, list[int]] = {}  # event time → on disk, drained by the status line
         self._failing = False
 
     # -- Sink ----------------------------------------------------------------------------------
@@ -122,6 +123,7 @@ class LakeWriter:
         if self._write(inst_id, "records", layout.hour_floor(ts_ms), encode_line(record)):
             self._last_ts[inst_id] = ts_ms
             self.records_written[inst_id] += 1
+            self.write_lags_ms.setdefault(inst_id, []).append(self._clock_ms() - ts_ms)
 
     def event(self, inst_id: str, event_type: str, **details: Any) -> None:
         now = self._clock_ms()

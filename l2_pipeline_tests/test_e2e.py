@@ -81,7 +81,7 @@ def test_restart_and_kill_9_leave_no_duplicates_or_torn_lines(tmp_path: Path) ->
     sim = start_simulator(tmp_path, INSTS, "--interval-ms", "20", "--seed", "3")
     data = tmp_path / "lake"
     try:
-        for stop_signal in (signal.SIGTERM, signal.SIGKILL, signal.SIGKILL, signal.SIGTERM):
+        for stop_signal in (signal.SIGTERM, signal.SIGKILL, signal.SIGKILL, signal.SIGINT):
             before = count_records(data)
             collector = start_collector(tmp_path, sim, data, INSTS)
             wait_for(lambda b=before: count_records(data) >= b + 6, what="new records")
@@ -116,6 +116,21 @@ def test_metadata_written_at_start(tmp_path: Path) -> None:
     assert meta["instId"] == "ETH-USDT-SWAP" and "fetched_at" in meta and meta["tickSz"]
     history = (data / "meta/okx/instruments/ETH-USDT-SWAP.history.jsonl").read_bytes().splitlines()
     assert len(history) == 1
+
+
+def test_status_line_per_instrument(tmp_path: Path) -> None:
+    sim = start_simulator(tmp_path, INSTS, "--interval-ms", "50")
+    try:
+        collector = start_collector(tmp_path, sim, tmp_path / "lake", INSTS)
+        stderr = tmp_path / "collector.stderr"
+        wait_for(lambda: "records=" in stderr.read_text() and " synced " in stderr.read_text(), what="status")
+        assert stop_process(collector, signal.SIGINT) < 5.0 and collector.returncode == 0
+    finally:
+        sim.stop()
+    status = [line for line in (tmp_path / "collector.stderr").read_text().splitlines() if "event=status" in line]
+    for inst_id in INSTS.split(","):
+        line = next(x for x in status if f"instId={inst_id}" in x and " synced " in x)
+        assert "msg/s" in line and "seqId=" in line and "lag=" in line and "gaps=0" in line
 
 
 def test_hour_rollover_by_exchange_event_time(tmp_path: Path) -> None:
