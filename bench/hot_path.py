@@ -1,7 +1,8 @@
 """Hot-path benchmark: parse → apply → sequence check → checksum (when non-zero) → in-sync flag.
 
 Reports µs per frame for our engine next to the parse-only floor (`orjson.loads` of the same frames),
-measured in the same run, on (a) the real OKX recording and (b) a simulated 400-level stream.
+measured in the same run, on (a) the real OKX recording (every message carries a checksum) and (b) a
+simulated 400-level stream with real checksums and (c) with checksum 0, as OKX sends since 2026-06-23.
 Usage: `python -m bench.hot_path [--frames 200000] [--repeat 5]`.
 """
 
@@ -84,10 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = [measure("okx recording (290 frames x 200)", REFERENCE.read_bytes().splitlines() * 200, args.repeat)]
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "frames.jsonl"
-        dump_frames(path, ["BTC-USDT-SWAP", "ETH-USDT-SWAP", "SOL-USDT-SWAP"], args.frames, seed=1)
-        rows.append(measure(f"simulated 400-level ({args.frames} frames)", path.read_bytes().splitlines(),
-                            max(1, args.repeat // 2)))
+        for mode in ("real", "zero"):
+            path = Path(tmp) / f"frames-{mode}.jsonl"
+            dump_frames(path, ["BTC-USDT-SWAP", "ETH-USDT-SWAP", "SOL-USDT-SWAP"], args.frames, seed=1,
+                        checksum_mode=mode)
+            rows.append(measure(f"simulated 400-level, checksum {mode} ({args.frames})",
+                                path.read_bytes().splitlines(), max(1, args.repeat // 2)))
     print(f"{'input':44} {'frames':>8} {'orjson.loads µs':>16} {'ours µs':>9} {'ours/floor':>11}")
     for r in rows:
         print(f"{r['input']:44} {r['frames']:>8} {r['floor_us']:>16.2f} {r['ours_us']:>9.2f} {r['ratio']:>10.2f}x")

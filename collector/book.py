@@ -25,8 +25,9 @@ class BadLevel(ValueError):
 class BookSide:
     """One side of the book. Keys are floats ascending; bids store negated prices.
 
-    Alongside each level it keeps the level's `px:sz` checksum text, and notes whether anything in
-    the top 25 changed, so the checksum is rebuilt only when it can differ.
+    Parallel to the sorted keys it keeps each level's `px:sz` checksum text, so the checksum input
+    is a slice, and it notes whether anything in the top 25 changed, so the checksum is rebuilt only
+    when it can differ.
     """
 
     __slots__ = ("_keys", "_levels", "_sign", "_texts", "top_changed")
@@ -34,8 +35,8 @@ class BookSide:
     def __init__(self, descending: bool) -> None:
         self._sign = -1.0 if descending else 1.0
         self._keys: list[float] = []
+        self._texts: list[str] = []
         self._levels: dict[float, Level] = {}
-        self._texts: dict[float, str] = {}
         self.top_changed = True
 
     def __len__(self) -> int:
@@ -43,8 +44,8 @@ class BookSide:
 
     def clear(self) -> None:
         self._keys.clear()
-        self._levels.clear()
         self._texts.clear()
+        self._levels.clear()
         self.top_changed = True
 
     def apply(self, levels: Iterable[Sequence[str]]) -> None:
@@ -53,34 +54,35 @@ class BookSide:
         Raises BadLevel on the first malformed level; the side is then partly updated and the
         caller must treat the whole book as untrustworthy.
         """
-        keys, book, texts, sign = self._keys, self._levels, self._texts, self._sign
-        top_changed = self.top_changed
+        keys, texts, book, sign = self._keys, self._texts, self._levels, self._sign
+        lowest_index = CHECKSUM_DEPTH
         for level in levels:
             try:
                 px, sz = level[0], level[1]
-                price = float(px)
+                key = float(px) * sign
                 size = 0.0 if sz == "0" else float(sz)
             except (TypeError, ValueError, IndexError, KeyError) as exc:
                 raise BadLevel(f"malformed level {level!r}") from exc
-            if not (0.0 < price < math.inf) or not (0.0 <= size < math.inf) or type(sz) is not str:
+            if not (0.0 < key * sign < math.inf) or not (0.0 <= size < math.inf) or type(sz) is not str:
                 raise BadLevel(f"level {level!r} has a non-positive/non-finite price or negative size")
-            key = price * sign
+            index = bisect_left(keys, key)
             if size == 0.0:
                 if book.pop(key, None) is not None:
-                    index = bisect_left(keys, key)
                     del keys[index]
-                    del texts[key]
-                    top_changed = top_changed or index < CHECKSUM_DEPTH
-                continue
-            if key in book:
-                top_changed = top_changed or bisect_left(keys, key) < CHECKSUM_DEPTH
+                    del texts[index]
+                else:
+                    continue
+            elif key in book:
+                texts[index] = f"{px}:{sz}"
+                book[key] = level if type(level) is list else list(level)
             else:
-                index = bisect_left(keys, key)
                 keys.insert(index, key)
-                top_changed = top_changed or index < CHECKSUM_DEPTH
-            book[key] = level if type(level) is list else list(level)
-            texts[key] = f"{px}:{sz}"
-        self.top_changed = top_changed
+                texts.insert(index, f"{px}:{sz}")
+                book[key] = level if type(level) is list else list(level)
+            if index < lowest_index:
+                lowest_index = index
+        if lowest_index < CHECKSUM_DEPTH:
+            self.top_changed = True
 
     def top(self, n: int) -> list[Level]:
         """The best `n` levels, best first (the lists themselves, not copies)."""
@@ -89,8 +91,7 @@ class BookSide:
 
     def top_texts(self) -> list[str]:
         """`px:sz` of the best 25 levels, for the checksum."""
-        texts = self._texts
-        return [texts[k] for k in self._keys[:CHECKSUM_DEPTH]]
+        return self._texts[:CHECKSUM_DEPTH]
 
 
 class OrderBook:

@@ -76,6 +76,19 @@ def _int_field(item: dict, name: str, inst_id: str, required: bool) -> int | Non
 
 def book_message(item: Any, inst_id: str, action: str) -> BookMessage:
     """Validate one `data` element of a books push (or a REST books result) into a BookMessage."""
+    try:  # fast path: the shape OKX sends today
+        bids, asks, seq_id, prev_seq_id = item["bids"], item["asks"], item["seqId"], item["prevSeqId"]
+        checksum, ts = item.get("checksum", 0), item["ts"]
+        if (type(bids) is list and type(asks) is list and type(seq_id) is int and type(prev_seq_id) is int
+                and type(checksum) is int and type(ts) is str):
+            return BookMessage(inst_id, action, bids, asks, int(ts), checksum, seq_id, prev_seq_id)
+    except (KeyError, TypeError, ValueError):
+        pass
+    return _validated_book_message(item, inst_id, action)
+
+
+def _validated_book_message(item: Any, inst_id: str, action: str) -> BookMessage:
+    """The slow path: accept legacy/odd shapes where unambiguous, else say exactly what is wrong."""
     if not isinstance(item, dict):
         raise BadFrame("wrong_type", f"data element is {type(item).__name__}, expected object", inst_id)
     bids, asks = item.get("bids"), item.get("asks")
