@@ -63,8 +63,11 @@ class BookSide:
                 size = 0.0 if sz == "0" else float(sz)
             except (TypeError, ValueError, IndexError, KeyError) as exc:
                 raise BadLevel(f"malformed level {level!r}") from exc
-            if not (0.0 < key * sign < math.inf) or not (0.0 <= size < math.inf) or type(sz) is not str:
-                raise BadLevel(f"level {level!r} has a non-positive/non-finite price or negative size")
+            if not (0.0 < key * sign < math.inf and 0.0 <= size < math.inf) or len(level) != 4 \
+                    or type(px) is not str or type(sz) is not str or type(level[2]) is not str \
+                    or type(level[3]) is not str:
+                raise BadLevel(f"level {level!r}: expected [price, size, liquidated, orders] as 4 strings "
+                               "with a positive price and a non-negative size")
             index = bisect_left(keys, key)
             if size == 0.0:
                 if book.pop(key, None) is not None:

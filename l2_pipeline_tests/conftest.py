@@ -16,3 +16,10 @@ def reference_file(name: str) -> Path:
         if (directory / name).is_file():
             return directory / name
     pytest.fail(f"reference file {name} not found in {BUNDLED_REFERENCE_DIR} or {REFERENCE_DIR}")
+
+
+# `pytest l2_pipeline_tests/test_fuzz.py --hypothesis-profile=fuzz-long` fuzzes for hours (README).
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("fuzz-long", max_examples=50_000_000, deadline=None,
+                          suppress_health_check=list(HealthCheck))
