@@ -95,10 +95,6 @@ def last_record_ts_ms(data_dir: Path, inst_id: str) -> int | None:
     return None
 
 
-class WriteFailed(OSError):
-    """A line could not be written (disk full, I/O error); the file was left without a torn line."""
-
-
 class LakeWriter:
     """Appends records and events to the lake; implements the engine's `Sink`."""
 
@@ -168,10 +164,10 @@ class LakeWriter:
         return True
 
     def _append(self, f: _OpenFile, line: bytes) -> None:
+        written = 0
         try:
-            written = os.write(f.fd, line)
-            if written != len(line):
-                raise WriteFailed(28, f"short write ({written} of {len(line)} bytes) to {f.path}")
+            while written < len(line):  # a short write is retried: a full disk then raises ENOSPC
+                written += os.write(f.fd, line[written:])
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(f.fd, f.size)  # never leave a torn line behind
