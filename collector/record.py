@@ -6,6 +6,7 @@ sizes are the exact strings OKX sent; the mid price is computed with `decimal`, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -119,20 +120,38 @@ def encode_line(obj: dict[str, Any]) -> bytes:
 
 
 def _is_level(level: Any) -> bool:
-    return isinstance(level, list) and len(level) >= 2 and all(isinstance(x, str) for x in level)
+    return (type(level) is list and len(level) == 4 and type(level[0]) is str and type(level[1]) is str
+            and type(level[2]) is str and type(level[3]) is str)
 
 
-def _side_sorted(levels: list, descending: bool) -> bool:
-    prices = [Decimal(level[0]) for level in levels]
+def _prices(levels: list) -> list[float] | None:
+    """Prices as floats for ordering checks (exact for tick prices), None if one is not a positive number."""
+    try:
+        prices = [float(level[0]) for level in levels]
+    except ValueError:
+        return None
+    return prices if all(0.0 < p < math.inf for p in prices) else None
+
+
+def _strictly_sorted(prices: list[float], descending: bool) -> bool:
     pairs = pairwise(prices)
     return all(a > b for a, b in pairs) if descending else all(a < b for a, b in pairs)
 
 
-def record_problems(rec: Any) -> list[str]:
+def is_crossed(rec: dict[str, Any]) -> bool:
+    """Best bid at or above best ask (exact decimals); False when a side is empty or malformed."""
+    try:
+        return Decimal(rec["best_bid"]) >= Decimal(rec["best_ask"])
+    except (TypeError, KeyError, InvalidOperation):
+        return False
+
+
+def record_problems(rec: Any, *, check_crossed: bool = True) -> list[str]:
     """Everything wrong with one parsed record line; empty when it honours the contract.
 
     Checks field presence and order, types, level shape, strict sorting, best/mid consistency,
-    and that `book_crc32` matches the record's own top 25.
+    that `book_crc32` matches the record's own top 25 and (unless `check_crossed` is False, for
+    callers that count crossed books separately) that the book is not crossed.
     """
     if not isinstance(rec, dict):
         return [f"record is {type(rec).__name__}, not an object"]
@@ -149,20 +168,19 @@ def record_problems(rec: Any) -> list[str]:
     bids, asks = rec["bids_top400"], rec["asks_top400"]
     if not isinstance(bids, list) or not isinstance(asks, list):
         return [*problems, "levels are not lists"]
-    if not all(_is_level(lv) for lv in bids) or not all(_is_level(lv) for lv in asks):
-        return [*problems, "a level is not a list of strings"]
-    try:
-        if not _side_sorted(bids, descending=True):
-            problems.append("bids not strictly descending")
-        if not _side_sorted(asks, descending=False):
-            problems.append("asks not strictly ascending")
-        if bids and asks and Decimal(bids[0][0]) >= Decimal(asks[0][0]):
-            problems.append("crossed book: best bid >= best ask")
-    except InvalidOperation:
-        problems.append("a price is not a decimal number")
-        return problems
+    if not all(map(_is_level, bids)) or not all(map(_is_level, asks)):
+        return [*problems, "a level is not a list of 4 strings"]
+    bid_prices, ask_prices = _prices(bids), _prices(asks)
+    if bid_prices is None or ask_prices is None:
+        return [*problems, "a price is not a positive decimal number"]
+    if not _strictly_sorted(bid_prices, descending=True):
+        problems.append("bids not strictly descending")
+    if not _strictly_sorted(ask_prices, descending=False):
+        problems.append("asks not strictly ascending")
     if rec["best_bid"] != (bids[0][0] if bids else None) or rec["best_ask"] != (asks[0][0] if asks else None):
         problems.append("best_bid/best_ask disagree with levels")
+    elif check_crossed and is_crossed(rec):
+        problems.append("crossed book: best bid >= best ask")
     if not isinstance(rec["gap_detected"], bool):
         problems.append("gap_detected is not a bool")
     if rec["book_crc32"] != okx_checksum(bids, asks):

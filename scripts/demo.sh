@@ -34,4 +34,4 @@ wait "$COLLECTOR_PID"
 COLLECTOR_PID=""
 echo "lake written under $DATA_DIR:"
 find "$DATA_DIR/raw" -name '*.jsonl' -exec wc -l {} + | sed 's/^/  /'
-echo "explore it in Dagster: L2_DATA_DIR=$DATA_DIR .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1"
+echo "explore it in Dagster: mkdir -p dagster_home && DAGSTER_HOME=$PWD/dagster_home L2_DATA_DIR=$DATA_DIR .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1"

@@ -1,0 +1,214 @@
+"""Verified gzip archive of one closed instrument-hour: `{HH}.jsonl` → `{HH}.jsonl.gz`.
+
+Procedure (kill-safe at every step; the original is removed only once a verified archive is in
+place under its final name):
+1. lock the original (`flock`, non-blocking) so two runs never archive the same hour at once,
+   and remove stray temp files a killed run left for this hour;
+2. stream-compress into `.{HH}.jsonl.gz.<random>.tmp` in the same directory, hashing the
+   original (sha256, line count) on the way; flush and fsync;
+3. decompress the temp file and compare its sha256 and line count with the original's, and check
+   the original did not change meanwhile (size, mtime);
+4. atomic `os.replace` to `{HH}.jsonl.gz`, fsync the directory; then unlink `{HH}.jsonl`, fsync.
+
+If a previous run died between 4's rename and unlink, the next run finds both files, verifies the
+archive against the original and only then removes the original. The open hour is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+from collector import layout
+from l2_pipeline.hours import is_closed
+
+CHUNK = 1 << 20
+COMPRESS_LEVEL = 6
+
+
+class OpenHourError(ValueError):
+    """The hour is still open (or inside the grace period): the collector may still write it."""
+
+
+class ArchiveVerificationError(RuntimeError):
+    """The decompressed archive differs from the original; nothing was replaced or removed."""
+
+
+@dataclass(frozen=True)
+class Digest:
+    lines: int
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    """What archiving one hour did. `status`: archived | already_archived | completed_removal |
+    no_data | busy (another run holds the hour)."""
+
+    inst_id: str
+    hour: datetime
+    status: str
+    archive: Path
+    lines: int = 0
+    sha256: str = ""
+    original_bytes: int = 0
+    archive_bytes: int = 0
+    removed_temps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def changed_lake(self) -> bool:
+        return self.status in ("archived", "completed_removal")
+
+    def metadata(self) -> dict[str, object]:
+        ratio = self.original_bytes / self.archive_bytes if self.archive_bytes and self.original_bytes else 0.0
+        return {
+            "status": self.status,
+            "path": str(self.archive),
+            "lines": self.lines,
+            "sha256": self.sha256,
+            "original_bytes": self.original_bytes,
+            "archive_bytes": self.archive_bytes,
+            "compression_ratio": round(ratio, 3),
+            "removed_temp_files": self.removed_temps,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def temp_prefix(hour: datetime) -> str:
+    """Name prefix of this hour's archive temp files (hidden, never matched by layout.parse_hour_file)."""
+    return f".{hour:%H}{layout.ARCHIVE_SUFFIX}."
+
+
+def stray_temps(directory: Path, hour: datetime) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    prefix = temp_prefix(hour)
+    return sorted(p for p in directory.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp"))
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def digest_stream(f: IO[bytes]) -> Digest:
+    """sha256, newline count and size of everything readable from `f`."""
+    sha = hashlib.sha256()
+    lines = size = 0
+    while chunk := f.read(CHUNK):
+        sha.update(chunk)
+        lines += chunk.count(b"\n")
+        size += len(chunk)
+    return Digest(lines, sha.hexdigest(), size)
+
+
+def digest_archive(path: Path) -> Digest:
+    """Digest of the decompressed content of a `.jsonl.gz`."""
+    with gzip.open(path, "rb") as f:
+        return digest_stream(f)
+
+
+def _compress(src: IO[bytes], tmp: Path, member_name: str) -> Digest:
+    sha = hashlib.sha256()
+    lines = size = 0
+    with open(tmp, "xb") as raw:
+        with gzip.GzipFile(filename=member_name, mode="wb", fileobj=raw, compresslevel=COMPRESS_LEVEL, mtime=0) as gz:
+            while chunk := src.read(CHUNK):
+                sha.update(chunk)
+                lines += chunk.count(b"\n")
+                size += len(chunk)
+                gz.write(chunk)
+        raw.flush()
+        os.fsync(raw.fileno())
+    return Digest(lines, sha.hexdigest(), size)
+
+
+def archive_hour(
+    data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta = timedelta(minutes=2)
+) -> ArchiveResult:
+    """Archive one closed hour (idempotent). Raises OpenHourError for an open hour and
+    ArchiveVerificationError if the compressed copy does not decompress to the original."""
+    started = time.monotonic()
+    original = layout.records_path(data_dir, inst_id, hour)
+    final = layout.archive_path(data_dir, inst_id, hour)
+    if not is_closed(hour, now, grace):
+        raise OpenHourError(
+            f"{inst_id} {hour:%Y-%m-%d %H}:00 is not closed yet (ends {hour + layout.HOUR:%H:%M} UTC + grace "
+            f"{grace}); the collector may still be writing {original.name}"
+        )
+
+    def result(status: str, **kw: object) -> ArchiveResult:
+        return ArchiveResult(inst_id, hour, status, final, seconds=time.monotonic() - started, **kw)  # type: ignore[arg-type]
+
+    try:
+        src = open(original, "rb")  # noqa: SIM115 - held open for the lock's lifetime
+    except FileNotFoundError:
+        if final.is_file():
+            return result("already_archived", archive_bytes=final.stat().st_size)
+        return result("no_data")
+    with src:
+        try:
+            fcntl.flock(src.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return result("busy")
+        if not original.exists():  # another run finished between our open and our lock
+            return result("already_archived", archive_bytes=final.stat().st_size if final.exists() else 0)
+        directory = original.parent
+        removed = 0
+        for stray in stray_temps(directory, hour):
+            stray.unlink(missing_ok=True)
+            removed += 1
+        before = os.fstat(src.fileno())
+
+        if final.is_file():
+            # a previous run was killed after the rename: finish it if the archive is the original
+            orig_digest = digest_stream(src)
+            try:
+                arch_digest = digest_archive(final)
+            except (OSError, EOFError, gzip.BadGzipFile):
+                arch_digest = None
+            if arch_digest == orig_digest:
+                original.unlink()
+                fsync_dir(directory)
+                return result("completed_removal", lines=orig_digest.lines, sha256=orig_digest.sha256,
+                              original_bytes=orig_digest.size, archive_bytes=final.stat().st_size,
+                              removed_temps=removed)
+            src.seek(0)  # archive is stale or damaged: rebuild it from the original below
+
+        tmp = directory / f"{temp_prefix(hour)}{secrets.token_hex(6)}.tmp"
+        try:
+            written = _compress(src, tmp, original.name)
+            check = digest_archive(tmp)
+            if check != written:
+                raise ArchiveVerificationError(
+                    f"{tmp.name}: decompressed {check.lines} lines sha256 {check.sha256[:16]}… but the original "
+                    f"has {written.lines} lines sha256 {written.sha256[:16]}…; original kept"
+                )
+            after = os.stat(original)
+            changed = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
+            if changed or after.st_size != written.size:
+                raise ArchiveVerificationError(
+                    f"{original} changed while it was being archived (late append?); original kept, retry later"
+                )
+            os.replace(tmp, final)
+            fsync_dir(directory)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        original.unlink()
+        fsync_dir(directory)
+        return result("archived", lines=written.lines, sha256=written.sha256, original_bytes=written.size,
+                      archive_bytes=final.stat().st_size, removed_temps=removed)

@@ -1,0 +1,96 @@
+"""Asset checks on `raw_hour`: six partition-aware quality checks and collector freshness.
+
+`raw_hour_quality` (one multi-asset check, partitioned like the asset) re-reads the partition's
+files and emits the verdicts of `l2_pipeline.quality.evaluate_hour`; the sensor emits the very same
+verdicts as check evaluations when it registers an hour, so every closed hour has check results
+without a run. `collector_freshness` is not partitioned: it looks at the open hour, and
+`collector_freshness_sensor` re-evaluates it every minute.
+"""
+
+import warnings
+from collections.abc import Iterator
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckExecutionContext,
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    MetadataValue,
+    PreviewWarning,
+    asset_check,
+    multi_asset_check,
+)
+
+from l2_pipeline.hour_stats import compute_hour_stats
+from l2_pipeline.hours import now_utc
+from l2_pipeline.keys import RAW_HOUR
+from l2_pipeline.partitions import lake_partitions, parse_partition_key
+from l2_pipeline.quality import (
+    COLLECTOR_FRESHNESS,
+    DESCRIPTIONS,
+    HOUR_CHECKS,
+    Verdict,
+    collector_freshness,
+    evaluate_hour,
+)
+from l2_pipeline.resources import LakeResource
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", PreviewWarning)  # partitions_def on AssetCheckSpec is "preview" in 1.13
+    HOUR_CHECK_SPECS = [
+        AssetCheckSpec(name, asset=RAW_HOUR, description=DESCRIPTIONS[name], partitions_def=lake_partitions)
+        for name in HOUR_CHECKS
+    ]
+
+HOUR_CHECK_KEYS = [AssetCheckKey(RAW_HOUR, name) for name in HOUR_CHECKS]
+FRESHNESS_CHECK_KEY = AssetCheckKey(RAW_HOUR, COLLECTOR_FRESHNESS)
+
+
+def _severity(verdict: Verdict) -> AssetCheckSeverity:
+    return AssetCheckSeverity.WARN if verdict.warn else AssetCheckSeverity.ERROR
+
+
+def _metadata(verdict: Verdict) -> dict[str, object]:
+    return {**verdict.metadata, "summary": MetadataValue.text(verdict.description)}
+
+
+def verdict_result(verdict: Verdict) -> AssetCheckResult:
+    """A verdict as the result of a check executed in a run."""
+    return AssetCheckResult(
+        asset_key=RAW_HOUR,
+        check_name=verdict.check_name,
+        passed=verdict.passed,
+        severity=_severity(verdict),
+        description=verdict.description,
+        metadata=_metadata(verdict),
+    )
+
+
+def verdict_evaluation(verdict: Verdict, partition: str | None) -> AssetCheckEvaluation:
+    """A verdict as a runless check evaluation (emitted by sensors)."""
+    return AssetCheckEvaluation(
+        asset_key=RAW_HOUR,
+        check_name=verdict.check_name,
+        passed=verdict.passed,
+        severity=_severity(verdict),
+        description=verdict.description,
+        metadata=_metadata(verdict),
+        partition=partition,
+    )
+
+
+@multi_asset_check(specs=HOUR_CHECK_SPECS, name="raw_hour_quality")
+def raw_hour_quality(context: AssetCheckExecutionContext, lake: LakeResource) -> Iterator[AssetCheckResult]:
+    """Gaps, checksum failures, coverage, crossed books, schema and timestamps of one hour."""
+    inst_id, hour = parse_partition_key(context.partition_key)
+    stats = compute_hour_stats(lake.root, inst_id, hour, lake.cadence_seconds)
+    for verdict in evaluate_hour(stats, lake.coverage_threshold_pct):
+        yield verdict_result(verdict)
+
+
+@asset_check(asset=RAW_HOUR, name=COLLECTOR_FRESHNESS, description=DESCRIPTIONS[COLLECTOR_FRESHNESS])
+def collector_freshness_check(lake: LakeResource) -> AssetCheckResult:
+    verdict = collector_freshness(lake.root, lake.validated_instruments(), now_utc(), lake.freshness).verdict()
+    return verdict_result(verdict)

@@ -1,0 +1,79 @@
+"""Instrument metadata refresh: OKX `GET /api/v5/public/instruments?instType=SWAP` → lake meta files.
+
+Parsing and storage are the collector's (`collector.meta.parse_instruments`,
+`collector.meta.store_instrument`): one definition of `meta/okx/instruments/{instId}.json` and its
+`.history.jsonl`, which gets a line only when a field other than `fetched_at` changed. This module
+adds the fetch (the collector's REST client, synchronously) and a field-level diff for the run's
+metadata, because tick size and contract value changes decide how old data must be read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector import layout, meta, rest
+
+IMPORTANT_FIELDS = ("tickSz", "ctVal", "ctMult", "lotSz", "minSz", "state", "ctType", "settleCcy")
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    inst_id: str
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass
+class RefreshResult:
+    stored: list[str] = field(default_factory=list)
+    new_instruments: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # wanted but not listed by OKX
+    changes: list[FieldChange] = field(default_factory=list)
+    listed: int = 0
+
+    @property
+    def important_changes(self) -> list[FieldChange]:
+        return [c for c in self.changes if c.field in IMPORTANT_FIELDS]
+
+
+def fetch_swap_instruments(rest_url: str, timeout: float) -> dict[str, dict[str, Any]]:
+    """instId → instrument object of every SWAP instrument OKX lists (raises collector.rest.RestError)."""
+    body = asyncio.run(rest.get(rest_url, meta.INSTRUMENTS_PATH, {"instType": "SWAP"}, timeout))
+    return meta.parse_instruments(body)
+
+
+def _previous(data_dir: Path, inst_id: str) -> dict[str, Any] | None:
+    path = layout.meta_path(data_dir, inst_id)
+    try:
+        obj = orjson.loads(path.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def refresh_instruments(
+    data_dir: Path, wanted: list[str], listed: dict[str, dict[str, Any]], fetched_ms: int
+) -> RefreshResult:
+    """Store the latest object of every wanted instId OKX lists; diff against what was stored."""
+    result = RefreshResult(listed=len(listed))
+    for inst_id in sorted(set(wanted)):
+        instrument = listed.get(inst_id)
+        if instrument is None:
+            result.missing.append(inst_id)
+            continue
+        previous = _previous(data_dir, inst_id)
+        meta.store_instrument(data_dir, instrument, fetched_ms)
+        result.stored.append(inst_id)
+        if previous is None:
+            result.new_instruments.append(inst_id)
+            continue
+        for name in sorted((set(previous) | set(instrument)) - {"fetched_at"}):
+            if previous.get(name) != instrument.get(name):
+                result.changes.append(FieldChange(inst_id, name, previous.get(name), instrument.get(name)))
+    return result

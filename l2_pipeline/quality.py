@@ -1,0 +1,131 @@
+"""Quality verdicts of one instrument-hour, decided from its `HourStats` (pure, no Dagster).
+
+The same verdicts are emitted by the sensor as check evaluations when it registers an hour and
+by the partitioned asset checks when a user (re)runs them, so both paths always agree.
+Severity: gaps and checksum failures are WARN (the collector flagged and resynced them, the data
+around them is still exact); the others are ERROR (the hour's data is incomplete or not trusted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from collector import layout
+from l2_pipeline.hour_stats import HourStats
+
+NO_GAPS = "no_gaps"
+NO_CHECKSUM_FAILURES = "no_checksum_failures"
+COVERAGE = "coverage"
+NO_CROSSED_BOOKS = "no_crossed_books"
+SCHEMA_VALID = "schema_valid"
+TIMESTAMPS_VALID = "timestamps_valid"
+COLLECTOR_FRESHNESS = "collector_freshness"
+
+HOUR_CHECKS: tuple[str, ...] = (
+    NO_GAPS, NO_CHECKSUM_FAILURES, COVERAGE, NO_CROSSED_BOOKS, SCHEMA_VALID, TIMESTAMPS_VALID
+)
+WARN_CHECKS = frozenset({NO_GAPS, NO_CHECKSUM_FAILURES})
+
+DESCRIPTIONS: dict[str, str] = {
+    NO_GAPS: "No sequence gap in the hour (gap events / gap_detected markers). WARN.",
+    NO_CHECKSUM_FAILURES: "No OKX checksum mismatch in the hour (events / checksum_ok=false markers). WARN.",
+    COVERAGE: "Records ≥ threshold % of 3600/cadence (LakeResource.coverage_threshold_pct, default 95).",
+    NO_CROSSED_BOOKS: "No record with best bid ≥ best ask.",
+    SCHEMA_VALID: "Every line parses; required fields in order, sorted levels, book_crc32 verifies, instId matches.",
+    TIMESTAMPS_VALID: "Every timestamp_utc inside the partition hour and strictly increasing.",
+    COLLECTOR_FRESHNESS: "Each configured instrument's current hour file was written within freshness_minutes.",
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One check's outcome, ready to become an AssetCheckResult / AssetCheckEvaluation."""
+
+    check_name: str
+    passed: bool
+    warn: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_hour(stats: HourStats, coverage_threshold_pct: float) -> list[Verdict]:
+    """The six per-hour verdicts, in `HOUR_CHECKS` order."""
+    scan = stats.scan
+    examples = "\n".join(scan.examples)
+    none = stats.source is None
+
+    def verdict(name: str, passed: bool, description: str, **meta: Any) -> Verdict:
+        return Verdict(name, passed, name in WARN_CHECKS, description, meta)
+
+    out = [
+        verdict(NO_GAPS, stats.gaps == 0, f"{stats.gaps} gap(s)", gaps=stats.gaps,
+                gap_events=stats.events.count("gap"), gap_markers=scan.gap_markers, resyncs=stats.resyncs),
+        verdict(NO_CHECKSUM_FAILURES, stats.checksum_failures == 0, f"{stats.checksum_failures} checksum failure(s)",
+                checksum_failures=stats.checksum_failures, mismatch_events=stats.events.count("checksum_mismatch"),
+                checksum_markers=scan.checksum_markers),
+        verdict(COVERAGE, stats.coverage_pct >= coverage_threshold_pct,
+                "no records file for this hour" if none else
+                f"coverage {stats.coverage_pct:.2f}% (threshold {coverage_threshold_pct:g}%)",
+                coverage_pct=round(stats.coverage_pct, 3), records=scan.records,
+                expected_records=stats.expected_records, threshold_pct=coverage_threshold_pct),
+        verdict(NO_CROSSED_BOOKS, scan.crossed_records == 0, f"{scan.crossed_records} crossed record(s)",
+                crossed_records=scan.crossed_records),
+        verdict(SCHEMA_VALID, scan.invalid_lines == 0,
+                f"{scan.invalid_lines} invalid line(s) of {scan.lines}" + (f":\n{examples}" if examples else ""),
+                invalid_lines=scan.invalid_lines, unparseable_lines=scan.bad_json,
+                invalid_records=scan.invalid_records, lines=scan.lines),
+        verdict(TIMESTAMPS_VALID, scan.out_of_hour == 0 and scan.non_increasing == 0,
+                f"{scan.out_of_hour} outside the hour, {scan.non_increasing} not increasing",
+                out_of_hour=scan.out_of_hour, non_increasing=scan.non_increasing),
+    ]
+    return out
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Age of the newest write per expected instrument."""
+
+    passed: bool
+    ages_seconds: dict[str, float | None]  # None: nothing written in the current or previous hour
+    max_age: timedelta
+
+    @property
+    def stale(self) -> list[str]:
+        limit = self.max_age.total_seconds()
+        return [i for i, age in self.ages_seconds.items() if age is None or age > limit]
+
+    def verdict(self) -> Verdict:
+        described = ", ".join(
+            f"{i}: {'no file' if a is None else f'{a:.0f}s'}" for i, a in sorted(self.ages_seconds.items())
+        )
+        desc = (f"stale: {', '.join(self.stale)} ({described})" if self.stale else f"fresh ({described})")
+        meta: dict[str, Any] = {f"age_s[{i}]": (-1.0 if a is None else round(a, 1))
+                                for i, a in self.ages_seconds.items()}
+        meta["stale_instruments"] = len(self.stale)
+        meta["max_age_s"] = self.max_age.total_seconds()
+        return Verdict(COLLECTOR_FRESHNESS, self.passed, False, desc, meta)
+
+
+def collector_freshness(data_dir: Path, instruments: list[str], now: datetime, max_age: timedelta) -> Freshness:
+    """Newest mtime of each instrument's current- and previous-hour records/events files vs `now`.
+
+    The previous hour counts so the minute after a rollover (before the first record of the new
+    hour) is not reported stale."""
+    current = now.replace(minute=0, second=0, microsecond=0)
+    ages: dict[str, float | None] = {}
+    for inst_id in instruments:
+        newest: float | None = None
+        for hour in (current, current - layout.HOUR):
+            for path in (layout.records_path(data_dir, inst_id, hour), layout.events_path(data_dir, inst_id, hour)):
+                try:
+                    mtime = path.stat().st_mtime
+                except OSError:
+                    continue
+                newest = mtime if newest is None else max(newest, mtime)
+        ages[inst_id] = None if newest is None else max(0.0, now.timestamp() - newest)
+    limit = max_age.total_seconds()
+    passed = bool(instruments) and all(a is not None and a <= limit for a in ages.values())
+    return Freshness(passed, ages, max_age)

@@ -1,0 +1,134 @@
+"""Retention: which files are due for deletion at a given time, and deleting them safely.
+
+- raw hours (`.jsonl`, `.jsonl.gz`, `.events.jsonl`) that ended ≥ `raw_retention` before `as_of`;
+- curated Parquet of hours that ended ≥ `curated_retention` before `as_of` (None: keep forever).
+
+Only paths the lake layout names are candidates, and each is deleted only if it is a regular file
+(not a symlink) whose resolved path lies inside the resolved data root; anything else is refused
+and reported. Emptied day directories are removed the same way. `dry_run` reports without deleting.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from collector import layout
+from l2_pipeline.hours import ended_at_least
+from l2_pipeline.selection import DAY_FORMAT, LakeHour, hour_files, lake_instruments
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: Path
+    kind: str  # records | events | archive | curated
+    inst_id: str
+    hour: datetime
+
+
+@dataclass
+class DeletionReport:
+    dry_run: bool
+    removed: list[str] = field(default_factory=list)  # (or would remove, in a dry run)
+    refused: list[str] = field(default_factory=list)  # "path: reason"
+    removed_dirs: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    hours: set[LakeHour] = field(default_factory=set)
+
+
+class UnsafePath(ValueError):
+    """A path that must not be deleted: outside the data root, or a symlink."""
+
+
+def check_inside_root(root: Path, path: Path) -> Path:
+    """The resolved `path` if it is a regular file or directory strictly inside the resolved `root`
+    and not a symlink itself; raises UnsafePath otherwise."""
+    real_root = Path(root).resolve(strict=True)
+    if path.is_symlink():
+        raise UnsafePath(f"{path}: is a symlink (-> {os.readlink(path)}); refusing to delete through links")
+    resolved = path.resolve(strict=True)
+    if resolved == real_root or not resolved.is_relative_to(real_root):
+        raise UnsafePath(f"{path}: resolves to {resolved}, outside the data root {real_root}")
+    return resolved
+
+
+def _curated_files(data_dir: Path, cutoff: datetime) -> list[Candidate]:
+    base = Path(data_dir) / layout.CURATED_PREFIX
+    if not base.is_dir():
+        return []
+    out: list[Candidate] = []
+    for inst_dir in sorted(base.iterdir()):
+        if not layout.INST_ID_RE.fullmatch(inst_dir.name) or not inst_dir.is_dir():
+            continue
+        for day_dir in sorted(inst_dir.iterdir()):
+            try:
+                day = datetime.strptime(day_dir.name, DAY_FORMAT).replace(tzinfo=UTC)
+            except ValueError:
+                continue
+            if day > cutoff or not day_dir.is_dir():
+                continue
+            for f in sorted(day_dir.iterdir()):
+                stem = f.name.removesuffix(".parquet")
+                if len(stem) != 2 or not stem.isdigit() or not f.name.endswith(".parquet") or int(stem) > 23:
+                    continue
+                hour = day.replace(hour=int(stem))
+                # the layout module is the one definition of this path: accept only its exact spelling
+                if layout.curated_path(data_dir, inst_dir.name, hour) == f:
+                    out.append(Candidate(f, "curated", inst_dir.name, hour))
+    return out
+
+
+def plan_deletions(
+    data_dir: Path, as_of: datetime, raw_retention: timedelta, curated_retention: timedelta | None
+) -> list[Candidate]:
+    """Every file due for deletion at `as_of` (the scheduled time), oldest first."""
+    if raw_retention <= timedelta(0):
+        raise ValueError("raw retention must be positive: refusing to delete the open hour")
+    data_dir = Path(data_dir)
+    raw_cutoff = as_of - raw_retention
+    out: list[Candidate] = []
+    for inst_id in lake_instruments(data_dir):
+        for hour, kinds in sorted(hour_files(data_dir, inst_id, until=raw_cutoff).items()):
+            if ended_at_least(hour, as_of, raw_retention):
+                out.extend(Candidate(path, kind, inst_id, hour) for kind, path in sorted(kinds.items()))
+    if curated_retention is not None and curated_retention > timedelta(0):
+        cur_cutoff = as_of - curated_retention
+        out.extend(c for c in _curated_files(data_dir, cur_cutoff) if ended_at_least(c.hour, as_of, curated_retention))
+    return sorted(out, key=lambda c: (c.hour, c.inst_id, c.kind))
+
+
+def delete_files(data_dir: Path, candidates: list[Candidate], dry_run: bool) -> DeletionReport:
+    """Delete (or, dry run, only list) `candidates`, refusing anything unsafe; then remove the
+    day directories this emptied."""
+    report = DeletionReport(dry_run=dry_run)
+    root = Path(data_dir)
+    touched_dirs: set[Path] = set()
+    for cand in candidates:
+        try:
+            check_inside_root(root, cand.path)
+            if not cand.path.is_file():
+                raise UnsafePath(f"{cand.path}: not a regular file")
+            size = cand.path.stat().st_size
+        except FileNotFoundError:
+            continue  # already gone: idempotent
+        except UnsafePath as exc:
+            report.refused.append(str(exc))
+            continue
+        if not dry_run:
+            cand.path.unlink()
+            touched_dirs.add(cand.path.parent)
+        report.removed.append(str(cand.path))
+        report.bytes_freed += size
+        if cand.kind != "curated":
+            report.hours.add(LakeHour(cand.hour, cand.inst_id))
+    for directory in sorted(touched_dirs):
+        try:
+            check_inside_root(root, directory)
+            if not any(directory.iterdir()):
+                directory.rmdir()
+                report.removed_dirs.append(str(directory))
+        except (OSError, UnsafePath):
+            continue
+    return report

@@ -1,0 +1,154 @@
+"""Plant lakes for the pipeline tests: records built with `collector.record.build_record` and
+written with `encode_line` at the paths `collector.layout` defines, plus helpers that damage an
+hour in the ways the quality checks must catch (gaps, torn/invalid lines, crossed books,
+out-of-hour timestamps)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from collector import layout
+from collector.record import build_event, build_record, encode_line
+
+BTC = "BTC-USDT-SWAP"
+ETH = "ETH-USDT-SWAP"
+BASE_HOUR = datetime(2026, 11, 20, 0, tzinfo=UTC)  # well in the past, inside the partitions
+
+
+def hour_at(offset_hours: int, base: datetime = BASE_HOUR) -> datetime:
+    return base + timedelta(hours=offset_hours)
+
+
+def ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def levels(mid_ticks: int, depth: int, tick: Decimal = Decimal("0.1"), seed: int = 0) -> tuple[list, list]:
+    """A valid book around `mid_ticks` × tick: bids descending, asks ascending, exact strings."""
+    bids = [[str((mid_ticks - 1 - i) * tick), str(Decimal(1 + (i + seed) % 7) / 100), "0", str(1 + i % 4)]
+            for i in range(depth)]
+    asks = [[str((mid_ticks + 1 + i) * tick), str(Decimal(1 + (i + 2 * seed) % 5) / 100), "0", str(1 + i % 3)]
+            for i in range(depth)]
+    return bids, asks
+
+
+def make_record(inst_id: str, ts_ms: int, *, seq: int, depth: int = 5, mid_ticks: int = 970_000,
+                gap: bool = False, checksum_ok: bool = True, bids: list | None = None,
+                asks: list | None = None) -> dict[str, Any]:
+    if bids is None or asks is None:
+        bids, asks = levels(mid_ticks, depth, seed=seq)
+    return build_record(inst_id=inst_id, ts_ms=ts_ms, recv_ms=ts_ms + 15, bids=bids, asks=asks, checksum=0,
+                        seq_id=seq, prev_seq_id=seq - 1, gap_detected=gap, checksum_ok=checksum_ok)
+
+
+def make_records(inst_id: str, hour: datetime, *, count: int = 1800, cadence_ms: int = 2000,
+                 depth: int = 5, first_offset_ms: int = 1000) -> list[dict[str, Any]]:
+    """`count` valid records every `cadence_ms` from `hour` + `first_offset_ms`."""
+    start = ms(hour) + first_offset_ms
+    return [make_record(inst_id, start + i * cadence_ms, seq=1000 + i, depth=depth, mid_ticks=970_000 + (i % 50) - 25)
+            for i in range(count)]
+
+
+def write_lines(path: Path, lines: Iterable[bytes], *, gz: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = b"".join(lines)
+    if gz:
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def write_hour(data_dir: Path, inst_id: str, hour: datetime, records: Sequence[dict] | None = None, *,
+               lines: Sequence[bytes] | None = None, events: Sequence[dict] = (), archived: bool = False) -> Path:
+    """Write one instrument-hour: records (or raw `lines`) as `.jsonl` (or only `.jsonl.gz` when
+    `archived`), plus the events sidecar. Returns the records file path."""
+    body = list(lines) if lines is not None else [encode_line(r) for r in (records or [])]
+    target = (layout.archive_path if archived else layout.records_path)(data_dir, inst_id, hour)
+    write_lines(target, body, gz=archived)
+    if events:
+        write_events(data_dir, inst_id, hour, events)
+    return target
+
+
+def write_events(data_dir: Path, inst_id: str, hour: datetime, events: Sequence[dict]) -> Path:
+    """Write (replace) the hour's events sidecar."""
+    return write_lines(layout.events_path(data_dir, inst_id, hour), [encode_line(e) for e in events])
+
+
+def plant_good_hour(data_dir: Path, inst_id: str, hour: datetime, *, count: int = 1800, depth: int = 5,
+                    archived: bool = False, mtime: datetime | None = None) -> list[dict]:
+    records = make_records(inst_id, hour, count=count, depth=depth)
+    path = write_hour(data_dir, inst_id, hour, records, archived=archived)
+    if mtime is not None:
+        os.utime(path, (mtime.timestamp(), mtime.timestamp()))
+    return records
+
+
+def event(inst_id: str, event_type: str, at: datetime, **details: Any) -> dict[str, Any]:
+    return build_event(inst_id, event_type, ms(at), **details)
+
+
+# --- damage -------------------------------------------------------------------------------------
+
+
+def with_gap(records: list[dict], index: int, inst_id: str, hour: datetime) -> tuple[list[dict], list[dict]]:
+    """Mark record `index` as a gap marker and return the matching sidecar events."""
+    rec = records[index]
+    records[index] = make_record(inst_id, ms(datetime.fromisoformat(rec["timestamp_utc"].replace("Z", "+00:00"))),
+                                 seq=rec["seqId"], gap=True, bids=rec["bids_top400"], asks=rec["asks_top400"])
+    at = hour + timedelta(seconds=index * 2 + 1)
+    events = [
+        event(inst_id, "gap", at, expected=rec["seqId"] - 1, received=rec["seqId"] - 5, seqId=rec["seqId"]),
+        event(inst_id, "resync_start", at, reason="gap", seqId=rec["seqId"]),
+        event(inst_id, "resync_done", at + timedelta(seconds=1), how="ws_snapshot", seqId=rec["seqId"] + 1,
+              reason="gap"),
+    ]
+    return records, events
+
+
+def crossed_record(inst_id: str, ts_ms: int, seq: int) -> dict[str, Any]:
+    """A record whose best bid is above its best ask (otherwise well-formed, crc correct)."""
+    bids = [["97001.0", "0.5", "0", "1"], ["97000.0", "0.5", "0", "1"]]
+    asks = [["96999.0", "0.5", "0", "1"], ["97002.0", "0.5", "0", "1"]]
+    return make_record(inst_id, ts_ms, seq=seq, bids=bids, asks=asks)
+
+
+def unsorted_record(inst_id: str, ts_ms: int, seq: int) -> dict[str, Any]:
+    bids = [["96990.0", "0.5", "0", "1"], ["96995.0", "0.5", "0", "1"]]
+    asks = [["97001.0", "0.5", "0", "1"], ["97002.0", "0.5", "0", "1"]]
+    return make_record(inst_id, ts_ms, seq=seq, bids=bids, asks=asks)
+
+
+def bad_crc(record: dict) -> dict:
+    return {**record, "book_crc32": record["book_crc32"] ^ 1}
+
+
+def torn(line: bytes, keep: int = 40) -> bytes:
+    """A line cut mid-write: no newline, not valid JSON."""
+    return line[:keep]
+
+
+# --- Dagster helpers ----------------------------------------------------------------------------
+
+
+def lake_resource(data_dir: Path, **overrides: Any):
+    """A LakeResource over `data_dir` (instruments default to BTC and ETH)."""
+    from l2_pipeline.resources import LakeResource
+
+    return LakeResource(data_dir=str(data_dir), **{"instruments": [BTC, ETH], **overrides})
+
+
+def apply_sensor_result(instance, result) -> None:
+    """Do with a SensorResult what the sensor daemon does: store its asset events, add partitions."""
+    for ev in result.asset_events:
+        instance.report_runless_asset_event(ev)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
