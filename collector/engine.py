@@ -179,13 +179,8 @@ class InstrumentSync:
             self.book.apply(msg.bids, msg.asks)
         except BadLevel as exc:
             return self._bad_levels(exc)
-        if msg.checksum:
-            computed = self.book.checksum()
-            if computed != msg.checksum:
-                self.checksum_failures += 1
-                self.sink.event(self.inst_id, "checksum_mismatch", expected=msg.checksum, computed=computed,
-                                seqId=msg.seq_id, action="snapshot")
-                return self._desync("checksum_mismatch")
+        if self._checksum_mismatch(msg):
+            return self._desync("checksum_mismatch")
         self._accept(msg, recv_ms)
         self._bridge_seq = msg.seq_id
         self.sink.event(self.inst_id, "resync_done", how=how, seqId=msg.seq_id,
@@ -213,20 +208,28 @@ class InstrumentSync:
             self.book.apply(msg.bids, msg.asks)
         except BadLevel as exc:
             return self._bad_levels(exc)
-        if msg.checksum:
-            computed = self.book.checksum()
-            if computed != msg.checksum:
-                self.checksum_failures += 1
-                self.sink.event(self.inst_id, "checksum_mismatch", expected=msg.checksum, computed=computed,
-                                seqId=seq)
-                self.recv_ms = recv_ms
-                self.sink.record(self.inst_id, msg.ts_ms, self._record(
-                    msg.ts_ms, seq, prev, gap=False, checksum_ok=False, checksum=msg.checksum))
-                return self._desync("checksum_mismatch")
+        if self._checksum_mismatch(msg):
+            # Marker record: the book as the bad message left it, flagged checksum_ok=false.
+            self.recv_ms = recv_ms
+            self.sink.record(self.inst_id, msg.ts_ms, self._record(
+                msg.ts_ms, seq, prev, gap=False, checksum_ok=False, checksum=msg.checksum))
+            return self._desync("checksum_mismatch")
         if msg.bids or msg.asks:
             self.changed = True
         self._accept(msg, recv_ms)
         return None
+
+    def _checksum_mismatch(self, msg: BookMessage) -> bool:
+        """True (and reported) when OKX sent a non-zero checksum that the applied book does not match."""
+        if not msg.checksum:
+            return False  # 0 means absent (OKX production since 2026-06-23)
+        computed = self.book.checksum()
+        if computed == msg.checksum:
+            return False
+        self.checksum_failures += 1
+        self.sink.event(self.inst_id, "checksum_mismatch", expected=msg.checksum, computed=computed,
+                        seqId=msg.seq_id, action=msg.action)
+        return True
 
     def _accept(self, msg: BookMessage, recv_ms: int) -> None:
         self.seq_id, self.prev_seq_id = msg.seq_id, msg.prev_seq_id

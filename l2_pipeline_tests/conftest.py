@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,3 +25,16 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile("fuzz-long", max_examples=50_000_000, deadline=None,
                           suppress_health_check=list(HealthCheck))
+
+
+def mounted_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A real small filesystem for disk-full tests; skips with the reason where mounting is impossible."""
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a {size} tmpfs to simulate a full disk (needs root): {result.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)

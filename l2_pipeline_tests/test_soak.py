@@ -12,7 +12,6 @@ import itertools
 import os
 import random
 import signal
-import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from collector.record import parse_ts_ms
+from l2_pipeline_tests.conftest import mounted_tmpfs
 from l2_pipeline_tests.harness import (
     count_records,
     lake_events,
@@ -116,17 +116,7 @@ def test_soak_long(tmp_path: Path) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    """A 3 MiB tmpfs for the lake; skipped with the reason when this machine cannot mount one."""
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs (needs root): {result.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    yield from mounted_tmpfs(tmp_path / "small_disk", "3m")
 
 
 @pytest.mark.soak

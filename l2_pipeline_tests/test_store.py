@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import uuid
 from pathlib import Path
 
 import orjson
@@ -13,6 +11,7 @@ import pytest
 from collector import layout
 from collector.record import RECORD_FIELDS, build_record, record_problems
 from collector.store import LakeWriter, last_record_ts_ms, repair_torn_tail
+from l2_pipeline_tests.conftest import mounted_tmpfs
 
 INST = "BTC-USDT-SWAP"
 H10 = 1_764_064_800_000  # 2025-11-25T10:00:00Z
@@ -98,16 +97,7 @@ def test_unwritable_directory_reports_and_recovers(tmp_path: Path) -> None:
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path):
-    mount_point = tmp_path / f"tiny-{uuid.uuid4().hex[:6]}"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to simulate a full disk: {result.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    yield from mounted_tmpfs(tmp_path / "tiny_fs", "256k")
 
 
 def test_disk_full_leaves_no_torn_line_and_resumes(tiny_fs: Path) -> None:
