@@ -192,3 +192,18 @@ def test_decode_rest_books() -> None:
     assert snap.is_snapshot and snap.seq_id == 77 and snap.bids == BIDS
     with pytest.raises(BadFrame, match="code='51001'"):
         decode_rest_books(b'{"code":"51001","msg":"Instrument ID does not exist","data":[]}', INST)
+
+
+def test_duplicate_snapshot_replaces_the_book_and_stays_in_sync(synced) -> None:
+    sync, _sink = synced
+    new_bids = [["99.9", "1", "0", "1"]]
+    assert sync.on_book(msg("snapshot", 40, -1, new_bids, ASKS, ts=5_000), 5_000) is None
+    assert sync.in_sync and sync.seq_id == 40 and sync.book.bids.top(400) == new_bids
+    assert sync.on_book(msg("update", 41, 40, ts=5_100, asks=[["100.7", "1", "0", "1"]]), 5_100) is None
+    assert sync.gaps == 0
+
+
+def test_unknown_action_is_rejected_naming_the_instrument() -> None:
+    with pytest.raises(BadFrame) as info:
+        decode('{"arg":{"channel":"books","instId":"A-B"},"action":"delete","data":[]}')
+    assert info.value.kind == "unknown_action" and info.value.inst_id == "A-B"
