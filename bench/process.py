@@ -304,7 +304,7 @@ class Result:
     background_busy_pct: float
 
 
-def run_size(n: int, args: argparse.Namespace, workdir: Path) -> Result:
+def run_size(n: int, args: argparse.Namespace, workdir: Path, have_time: bool) -> Result:
     inst_ids = instrument_ids(n)
     instruments = ",".join(inst_ids)
     data_dir = workdir / f"data-{n}"
@@ -329,13 +329,15 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path) -> Result:
         listening = wait_for_line(sim_out, LISTENING_RE, sim, timeout=120)
         ws_url, rest_url = listening.group(1), listening.group(2)
         print(f"  N={n}: simulator pid {sim.pid} at {ws_url}; collector for {args.duration:g} s", flush=True)
-        collector = subprocess.Popen(
-            [TIME_BIN, "-v", "-o", str(time_out), python, "-m", "collector", "run", "--data-dir", str(data_dir),
-             "--instruments", instruments, "--ws-url", ws_url, "--rest-url", rest_url,
-             "--cadence", f"{args.cadence:g}", "--status-interval", f"{args.status_interval:g}",
-             "--channels-per-connection", str(args.channels_per_connection)],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=sink(col_err), start_new_session=True)
-        collector_pid = child_pid(collector.pid)
+        command = [python, "-m", "collector", "run", "--data-dir", str(data_dir), "--instruments", instruments,
+                   "--ws-url", ws_url, "--rest-url", rest_url, "--cadence", f"{args.cadence:g}",
+                   "--status-interval", f"{args.status_interval:g}",
+                   "--channels-per-connection", str(args.channels_per_connection)]
+        timer = [TIME_BIN, "-v", "-o", str(time_out)] if have_time else []
+        started = time.monotonic()
+        collector = subprocess.Popen([*timer, *command], cwd=REPO, stdout=subprocess.DEVNULL,
+                                     stderr=sink(col_err), start_new_session=True)
+        collector_pid = child_pid(collector.pid) if have_time else collector.pid
         window = Window({"collector": collector_pid, "simulator": sim.pid})
         time.sleep(args.warmup)
         window.open()
@@ -344,7 +346,15 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path) -> Result:
         window.close()
         window_end = time.time()
         sim_rss = proc_peak_rss_mb(sim.pid)
+        if not have_time:  # /proc fallback: everything up to the SIGTERM, shutdown excluded
+            time_out.write_text(f"User time (seconds): {proc_cpu_s(collector_pid)}\n"
+                                f"System time (seconds): 0\n"
+                                f"Elapsed (wall clock) time (h:mm:ss or m:ss): {time.monotonic() - started}\n"
+                                f"Maximum resident set size (kbytes): {proc_peak_rss_mb(collector_pid) * 1024}\n")
         stop(collector, collector_pid)
+        if not have_time:
+            with open(time_out, "a") as f:
+                f.write(f"Exit status: {collector.returncode}\n")
     finally:
         if collector is not None and collector.poll() is None:
             stop(collector, collector_pid or collector.pid)
@@ -352,7 +362,7 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path) -> Result:
         for handle in handles:
             handle.close()
 
-    time_v = parse_time_v(time_out.read_text())
+    time_v = parse_time_v(time_out.read_text())  # written by /usr/bin/time -v, or by the fallback above
     intervals = parse_status(col_err.read_text(errors="replace"))
     steady = [iv for iv in intervals if iv.ts >= window_start]
     written = [iv for iv in steady if iv.new_records and iv.p50 is not None and iv.p99 is not None]
@@ -432,18 +442,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels-per-connection", type=int, default=25)
     parser.add_argument("--late-ms", type=float, help="late threshold (default cadence + 250 ms)")
     parser.add_argument("--keep-data", action="store_true", help="keep the data directories and logs")
+    parser.add_argument("--no-time", action="store_true", help=f"do not use {TIME_BIN}; sample /proc instead")
     args = parser.parse_args(argv)
     if args.warmup >= args.duration:
         parser.error("--warmup must be shorter than --duration")
-    if not os.access(TIME_BIN, os.X_OK):
-        sys.exit(f"{TIME_BIN} is missing: install GNU time (`apt-get install -y time`)")
+    have_time = os.access(TIME_BIN, os.X_OK) and not args.no_time
+    if not have_time:
+        print(f"not using {TIME_BIN} (install GNU time: `apt-get install -y time`); whole-run CPU and peak RSS "
+              "come from /proc/<pid>/stat and VmHWM, sampled just before SIGTERM", flush=True)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="bench-process-"))
     print(f"logs and data under {workdir}", flush=True)
     results = []
     try:
         for n in sizes:
-            results.append(run_size(n, args, workdir))
+            results.append(run_size(n, args, workdir, have_time))
     finally:
         if not args.keep_data:
             shutil.rmtree(workdir, ignore_errors=True)
