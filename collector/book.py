@@ -1,10 +1,12 @@
 """In-memory order book of one instrument: exact OKX levels behind a sorted price index.
 
 Levels are kept as the lists OKX sent (`[px, sz, liq, orders]`, all strings) so records and
-checksums use the exchange's own text. The numeric value of the price is used only as a sort key:
-prices are tick multiples with far fewer than 15 significant digits, so distinct prices map to
-distinct doubles and the order is exact. Each side keeps a sorted key list maintained with
-`bisect`, so an update costs O(levels changed × log n) plus a short memmove, and the top N is a slice.
+checksums use the exchange's own text. Each side maps the price string to its sort key and keeps
+two parallel lists in price order: the keys (for `bisect`) and the levels (so the top N is a
+slice). The key is the price as a float, used only for ordering: prices are tick multiples with
+far fewer than 15 significant digits, so distinct prices map to distinct doubles and the order is
+exact; a price written two ways ("100" and "100.0") is rejected rather than stored twice. An update
+costs O(levels changed × log n) plus a short memmove, and known prices are never re-parsed.
 """
 
 from __future__ import annotations
@@ -16,35 +18,38 @@ from collections.abc import Iterable, Sequence
 from collector.checksum import CHECKSUM_DEPTH, join_interleaved, signed_crc32
 
 Level = list[str]
+_INF = math.inf
 
 
 class BadLevel(ValueError):
     """A level that cannot be applied: wrong shape, non-positive or non-finite price, bad size."""
 
 
+def _bad(level: object, why: str) -> BadLevel:
+    return BadLevel(f"level {level!r}: {why}; expected [price, size, liquidated, orders] as 4 strings")
+
+
 class BookSide:
     """One side of the book. Keys are floats ascending; bids store negated prices.
 
-    Parallel to the sorted keys it keeps each level's `px:sz` checksum text, so the checksum input
-    is a slice, and it notes whether anything in the top 25 changed, so the checksum is rebuilt only
-    when it can differ.
+    Notes whether anything in the top 25 changed, so the checksum is rebuilt only when it can differ.
     """
 
-    __slots__ = ("_keys", "_levels", "_sign", "_texts", "top_changed")
+    __slots__ = ("_index", "_keys", "_levels", "_sign", "top_changed")
 
     def __init__(self, descending: bool) -> None:
         self._sign = -1.0 if descending else 1.0
+        self._index: dict[str, float] = {}  # price string -> sort key
         self._keys: list[float] = []
-        self._texts: list[str] = []
-        self._levels: dict[float, Level] = {}
+        self._levels: list[Level] = []
         self.top_changed = True
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def clear(self) -> None:
+        self._index.clear()
         self._keys.clear()
-        self._texts.clear()
         self._levels.clear()
         self.top_changed = True
 
@@ -54,47 +59,63 @@ class BookSide:
         Raises BadLevel on the first malformed level; the side is then partly updated and the
         caller must treat the whole book as untrustworthy.
         """
-        keys, texts, book, sign = self._keys, self._texts, self._levels, self._sign
-        lowest_index = CHECKSUM_DEPTH
+        index, keys, ordered, sign = self._index, self._keys, self._levels, self._sign
+        lowest = CHECKSUM_DEPTH
         for level in levels:
             try:
-                px, sz = level[0], level[1]
-                key = float(px) * sign
-                size = 0.0 if sz == "0" else float(sz)
-            except (TypeError, ValueError, IndexError, KeyError) as exc:
-                raise BadLevel(f"malformed level {level!r}") from exc
-            if not (0.0 < key * sign < math.inf and 0.0 <= size < math.inf) or len(level) != 4 \
-                    or type(px) is not str or type(sz) is not str or type(level[2]) is not str \
-                    or type(level[3]) is not str:
-                raise BadLevel(f"level {level!r}: expected [price, size, liquidated, orders] as 4 strings "
-                               "with a positive price and a non-negative size")
-            index = bisect_left(keys, key)
-            if size == 0.0:
-                if book.pop(key, None) is not None:
-                    del keys[index]
-                    del texts[index]
+                px, sz, liq, orders = level
+                key = index.get(px)
+                if sz == "0":
+                    if key is None:
+                        continue  # deleting an unknown price changes nothing
+                    del index[px]
+                    i = bisect_left(keys, key)
+                    del keys[i]
+                    del ordered[i]
                 else:
-                    continue
-            elif key in book:
-                texts[index] = f"{px}:{sz}"
-                book[key] = level if type(level) is list else list(level)
-            else:
-                keys.insert(index, key)
-                texts.insert(index, f"{px}:{sz}")
-                book[key] = level if type(level) is list else list(level)
-            if index < lowest_index:
-                lowest_index = index
-        if lowest_index < CHECKSUM_DEPTH:
+                    size = float(sz)
+                    if not 0.0 <= size < _INF or type(sz) is not str or type(liq) is not str \
+                            or type(orders) is not str:
+                        raise _bad(level, "bad size or field type")
+                    if type(level) is not list:
+                        level = list(level)
+                    if key is None:
+                        price = float(px)
+                        if not 0.0 < price < _INF or type(px) is not str:
+                            raise _bad(level, "price not a positive number")
+                        key = price * sign
+                        i = bisect_left(keys, key)
+                        if i < len(keys) and keys[i] == key:
+                            raise _bad(level, f"same price as {ordered[i][0]!r} written differently")
+                        if size == 0.0:
+                            continue  # "0.0" for an unknown price
+                        index[px] = key
+                        keys.insert(i, key)
+                        ordered.insert(i, level)
+                    else:
+                        i = bisect_left(keys, key)
+                        if size == 0.0:
+                            del index[px]
+                            del keys[i]
+                            del ordered[i]
+                        else:
+                            ordered[i] = level
+            except (TypeError, ValueError) as exc:
+                if isinstance(exc, BadLevel):
+                    raise
+                raise _bad(level, str(exc)) from exc
+            if i < lowest:
+                lowest = i
+        if lowest < CHECKSUM_DEPTH:
             self.top_changed = True
 
     def top(self, n: int) -> list[Level]:
         """The best `n` levels, best first (the lists themselves, not copies)."""
-        book = self._levels
-        return [book[k] for k in self._keys[:n]]
+        return self._levels[:n]
 
     def top_texts(self) -> list[str]:
         """`px:sz` of the best 25 levels, for the checksum."""
-        return self._texts[:CHECKSUM_DEPTH]
+        return [f"{level[0]}:{level[1]}" for level in self._levels[:CHECKSUM_DEPTH]]
 
 
 class OrderBook:

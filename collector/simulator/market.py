@@ -247,11 +247,13 @@ class MarketBook:
         rng = self._rng
         if rng.random() < 0.25:
             self._move(rng.choice((1, -1)) * (1 + min(4, int(rng.expovariate(1.2)))))
-        for _ in range(1 + min(9, int(rng.expovariate(0.35)))):
+        # ~20 level changes per 100 ms, most near the top but reaching deep into the 400 (as in the
+        # recorded OKX stream, ~25 levels per update).
+        for _ in range(4 + min(60, int(rng.expovariate(0.06)))):
             side = self.bids if rng.random() < 0.5 else self.asks
             roll = rng.random()
             if roll < 0.6:
-                tick = side.tick_at(min(int(rng.expovariate(0.15)), len(side) - 1))
+                tick = side.tick_at(min(int(rng.expovariate(0.03)), len(side) - 1))
                 side.put(tick, self._new_level(tick))
             elif roll < 0.8:
                 if len(side) > 1:
