@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Reproduces README "Performance": every benchmark once, in one go (about 15 minutes, 2 cores).
+# Figures are ratios measured within each run; absolute times depend on the machine and its load.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+PY=.venv/bin/python
+echo "== 1. hot path vs orjson.loads floor";        $PY -m bench.hot_path --frames 200000 --repeat 3
+echo "== 2. side by side with cryptofeed";          [ -x bench/.cf-venv/bin/python ] || $PY -m bench.cryptofeed_compare --setup
+                                                    $PY -m bench.cryptofeed_compare --frames 100000 --repeat 3
+echo "== 3. writing snapshot records";              $PY -m bench.write_records
+echo "== 4. whole process, 2/50/250 instruments";   $PY -m bench.process --sizes 2,50,250 --duration 60 --warmup 15
+echo "== 5. archive and Parquet vs gzip -6";        $PY -m bench.archive --minutes 60 --repeat 3
+echo "== 6. Dagster sensor and compression ticks";  $PY -m l2_pipeline.bench_lake --instruments 2,20 --days 5
