@@ -10,6 +10,7 @@ exponential backoff and full jitter, a `reconnect` event per instrument and a fu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -191,7 +192,8 @@ class FeedConnection:
                     await asyncio.sleep(REST_RETRY_DELAY)
         finally:
             self._rest_tasks.pop(inst_id, None)
-        await self._act(ws, sync, resync)
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed):  # the reconnect resubscribes anyway
+            await self._act(ws, sync, resync)
 
     async def _on_event(self, ws: ClientConnection, ev: EventMessage) -> None:
         if ev.event == "subscribe" and ev.inst_id in self.syncs:
