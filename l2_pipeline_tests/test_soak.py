@@ -109,6 +109,7 @@ def test_soak_short(tmp_path: Path) -> None:
 
 
 @pytest.mark.soak_long
+@pytest.mark.timeout(0)
 def test_soak_long(tmp_path: Path) -> None:
     run_soak(tmp_path, seconds=float(os.environ.get("SOAK_SECONDS", "1800")),
              seed=int(os.environ.get("SOAK_SEED", str(random.randrange(1 << 30)))))
