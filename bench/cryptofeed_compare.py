@@ -8,7 +8,7 @@ same interpreter and the same frames (text, as the WebSocket client hands them o
 
 Per frame, measured as best of `--repeat` interleaved passes:
 - floor: `orjson.loads`;
-- ours: `collector.frames.decode` → `InstrumentSync.on_book` (`bench.hot_path.make_engine_pass`);
+- ours: `collector.frames.decode` → `InstrumentSync.on_book` (`bench.hot_path.EngineDriver`);
 - cryptofeed: `OKX.message_handler(raw, conn, ts)` — its own parse (yapic json, floats as Decimal),
   `_book` (Decimal levels into the C `order_book` structure, CRC32 of the top 25 every message),
   `book_callback` and a do-nothing async callback. The feed is constructed offline: the instrument
@@ -48,7 +48,7 @@ from typing import Any
 
 import orjson
 
-from bench.hot_path import REFERENCE, NullSink, make_engine_pass, parse_floor
+from bench.hot_path import REFERENCE, EngineDriver, NullSink, parse_floor
 from bench.process import code_version
 from collector.engine import InstrumentSync
 from collector.frames import decode
@@ -209,16 +209,9 @@ def interleaved_best(passes: dict[str, Pass], frames: list[str], repeat: int) ->
 
 def our_final_books(frames: list[str]) -> dict[str, InstrumentSync]:
     """Our engine over `frames` (untimed), to compare its final books with cryptofeed's."""
-    sink = NullSink()
-    syncs: dict[str, InstrumentSync] = {}
-    for raw in frames:
-        for msg in decode(raw):
-            sync = syncs.get(msg.inst_id)
-            if sync is None:
-                sync = syncs[msg.inst_id] = InstrumentSync(msg.inst_id, 400, sink)
-                sync.subscribed()
-            sync.on_book(msg, msg.ts_ms)
-    return syncs
+    driver = EngineDriver()
+    driver(frames)
+    return driver.syncs
 
 
 def books_agree(syncs: dict[str, InstrumentSync], feed: Any) -> bool:
@@ -246,7 +239,7 @@ class Row:
 
 def measure(name: str, frames: list[str], repeat: int, loop: asyncio.AbstractEventLoop,
             checksum_validation: bool = True) -> Row:
-    engine = make_engine_pass()
+    engine = EngineDriver()
     theirs, feed = cryptofeed_pass(loop, checksum_validation)
     passes: dict[str, Pass] = {
         "floor": parse_floor,

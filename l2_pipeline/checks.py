@@ -9,6 +9,7 @@ without a run. `collector_freshness` is not partitioned: it looks at the open ho
 
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
@@ -52,33 +53,26 @@ def _severity(verdict: Verdict) -> AssetCheckSeverity:
     return AssetCheckSeverity.WARN if verdict.warn else AssetCheckSeverity.ERROR
 
 
-def _metadata(verdict: Verdict) -> dict[str, object]:
-    return {**verdict.metadata, "summary": MetadataValue.text(verdict.description)}
+def _fields(verdict: Verdict) -> dict[str, Any]:
+    """What a check result and a runless check evaluation of one verdict have in common."""
+    return {
+        "asset_key": RAW_HOUR,
+        "check_name": verdict.check_name,
+        "passed": verdict.passed,
+        "severity": _severity(verdict),
+        "description": verdict.description,
+        "metadata": {**verdict.metadata, "summary": MetadataValue.text(verdict.description)},
+    }
 
 
 def verdict_result(verdict: Verdict) -> AssetCheckResult:
     """A verdict as the result of a check executed in a run."""
-    return AssetCheckResult(
-        asset_key=RAW_HOUR,
-        check_name=verdict.check_name,
-        passed=verdict.passed,
-        severity=_severity(verdict),
-        description=verdict.description,
-        metadata=_metadata(verdict),
-    )
+    return AssetCheckResult(**_fields(verdict))
 
 
 def verdict_evaluation(verdict: Verdict, partition: str | None) -> AssetCheckEvaluation:
     """A verdict as a runless check evaluation (emitted by sensors)."""
-    return AssetCheckEvaluation(
-        asset_key=RAW_HOUR,
-        check_name=verdict.check_name,
-        passed=verdict.passed,
-        severity=_severity(verdict),
-        description=verdict.description,
-        metadata=_metadata(verdict),
-        partition=partition,
-    )
+    return AssetCheckEvaluation(**_fields(verdict), partition=partition)
 
 
 @multi_asset_check(specs=HOUR_CHECK_SPECS, name="raw_hour_quality")
