@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "okx_reference"
 BUNDLED_REFERENCE_DIR = Path(__file__).resolve().parent / "okx_reference"
@@ -20,11 +22,11 @@ def reference_file(name: str) -> Path:
     pytest.fail(f"reference file {name} not found in {BUNDLED_REFERENCE_DIR} or {REFERENCE_DIR}")
 
 
-# `pytest l2_pipeline_tests/test_fuzz.py --hypothesis-profile=fuzz-long --timeout 0`: ~300k examples per test (README).
-from hypothesis import HealthCheck, settings  # noqa: E402
-
-settings.register_profile("fuzz-long", max_examples=300_000, deadline=None,
-                          suppress_health_check=list(HealthCheck))
+# Fuzz example counts: `ci` (default) keeps the suite fast; HYPOTHESIS_PROFILE=fuzz-long (README) runs
+# 100k examples per fuzz test (500k frames and streams in all), about 45 minutes.
+settings.register_profile("ci", max_examples=500, deadline=None)
+settings.register_profile("fuzz-long", max_examples=100_000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def mounted_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:

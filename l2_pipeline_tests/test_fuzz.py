@@ -1,7 +1,8 @@
 """Fuzzing the frame decoder and the engine with hypothesis: hostile input is rejected with
 `BadFrame`/`BadLevel` or applied, never crashes, and never leaves a synced book inconsistent.
 
-The CI run is short; `--hypothesis-profile=fuzz-long` runs it for as long as you let it.
+Example counts come from the hypothesis profile: `ci` by default (seconds), `HYPOTHESIS_PROFILE=fuzz-long`
+for the long local run (README).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.engine import InstrumentSync, Resync
@@ -38,13 +39,11 @@ def _check_decoded(raw: bytes | str) -> None:
         assert all(isinstance(m, BookMessage) and isinstance(m.ts_ms, int) for m in decoded)
 
 
-@settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=300))
 def test_decode_arbitrary_bytes(raw: bytes) -> None:
     _check_decoded(raw)
 
 
-@settings(max_examples=600, deadline=None)
 @given(json_values)
 def test_decode_arbitrary_json(value: Any) -> None:
     raw = orjson.dumps(value)
@@ -63,7 +62,6 @@ def test_decode_huge_numbers_and_frames() -> None:
     assert len(msg.asks) == 200_000
 
 
-@settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=8))
 def test_decode_books_shaped_frames(data_item: dict) -> None:
     frame = {"arg": {"channel": "books", "instId": INST}, "action": "update", "data": [data_item]}
@@ -79,7 +77,6 @@ hostile_level = st.one_of(
 )
 
 
-@settings(max_examples=500, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["snapshot", "update"]), st.lists(hostile_level, max_size=6),
                           st.lists(hostile_level, max_size=6), st.integers(0, 3)), max_size=25))
 def test_engine_survives_hostile_levels(stream: list) -> None:
