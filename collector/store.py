@@ -27,7 +27,7 @@ import orjson
 
 from collector import layout
 from collector.logs import log_event
-from collector.record import build_event, encode_line, parse_ts_ms
+from collector.record import build_event, encode_line, format_ts_ms, parse_ts_ms
 
 log = logging.getLogger("collector.store")
 _TAIL_CHUNK = 1 << 16
@@ -107,7 +107,8 @@ class LakeWriter:
         self.duplicates_skipped: Counter[str] = Counter()
         self.write_failures = 0
         self.write_lags_ms: dict[str, list[int]] = {}  # event time → on disk, drained by the status line
-        self._failing = False
+        self._failing_since_ms: int | None = None
+        self._lost_lines: Counter[str] = Counter()
 
     # -- Sink ----------------------------------------------------------------------------------
 
@@ -150,17 +151,21 @@ class LakeWriter:
             self._append(f, line)
         except OSError as exc:
             self.write_failures += 1
-            if not self._failing:
-                self._failing = True
+            self._lost_lines[inst_id] += 1
+            if self._failing_since_ms is None:
+                self._failing_since_ms = self._clock_ms()
                 log_event(log, logging.ERROR, "write_error", inst_id,
                           f"cannot write to the lake ({exc}); lines are dropped until writes succeed, "
                           "books stay in sync. Free disk space or fix permissions under "
-                          f"{self.data_dir}", kind=kind)
+                          f"{self.data_dir}", kind=kind, error=exc.strerror or str(exc))
             return False
-        if self._failing:
-            self._failing = False
+        if self._failing_since_ms is not None:
+            since, self._failing_since_ms = self._failing_since_ms, None
+            lost, self._lost_lines = self._lost_lines, Counter()
             log_event(log, logging.WARNING, "write_recovered", inst_id,
-                      f"writes to the lake succeed again after {self.write_failures} failed lines")
+                      f"writes to the lake succeed again after {sum(lost.values())} lost lines")
+            for lost_inst, count in lost.items():  # the sidecar must say why these records are missing
+                self.event(lost_inst, "write_error", lost_lines=count, since=format_ts_ms(since))
         return True
 
     def _append(self, f: _OpenFile, line: bytes) -> None:

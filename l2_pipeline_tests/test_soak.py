@@ -153,3 +153,5 @@ def test_disk_full_under_running_collector(tmp_path: Path, small_disk: Path) -> 
     assert "No space left on device" in log and "event=write_recovered" in log
     result = verify_lake(data, sim.truth_log)  # no torn line, no duplicate, every record exact
     assert not result.wrong and result.exact == result.promised > 0
+    lost = [e for e in lake_events(data) if e["type"] == "write_error"]
+    assert lost and all(e["lost_lines"] > 0 for e in lost)
