@@ -115,11 +115,18 @@ class Collector:
             self.status.report(time.monotonic(), wall_ms())
 
     async def run(self) -> int:
-        try:
-            await self._startup_metadata()
-        except meta.UnknownInstruments as exc:
-            log_event(log, logging.ERROR, "unknown_instrument", None, str(exc))
+        startup = asyncio.create_task(self._startup_metadata())
+        stopped = asyncio.create_task(self._stop.wait())
+        await asyncio.wait([startup, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not startup.done():  # SIGINT/SIGTERM while OKX REST is slow: stop now, nothing to flush
+            startup.cancel()
+            log_event(log, logging.INFO, "stop", None, "stopped during start-up")
+            return self.exit_code
+        if isinstance(startup.exception(), meta.UnknownInstruments):
+            log_event(log, logging.ERROR, "unknown_instrument", None, str(startup.exception()))
             return EXIT_CONFIG
+        startup.result()
         log_event(log, logging.INFO, "start", None,
                   f"collecting {len(self.syncs)} instrument(s) over {len(self.feeds)} connection(s) into "
                   f"{self.cfg.data_dir} every {self.cfg.cadence} s", ws_url=self.cfg.ws_url)

@@ -1,14 +1,19 @@
 """Minimal async REST client for OKX public endpoints (stdlib urllib run in a worker thread).
 
-Two calls a minute per instrument at most, so a thread per request is cheap and avoids another
-HTTP dependency. Errors come back as `RestError` with the URL, status and OKX code in the message.
+REST is off the hot path (metadata every 24 h, books only to resync), so a thread per request is
+cheap and avoids another HTTP dependency. Errors come back as `RestError` with the URL, status and
+OKX code in the message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from functools import partial
 from urllib.parse import urlencode
 
 USER_AGENT = "okx-l2-collector/0.1"
@@ -40,5 +45,28 @@ def _get(url: str, timeout: float) -> bytes:
 
 
 async def get(base_url: str, path: str, params: dict[str, str], timeout: float) -> bytes:
-    """GET `base_url + path?params`; returns the body of an HTTP 200 response."""
-    return await asyncio.to_thread(_get, build_url(base_url, path, params), timeout)
+    """GET `base_url + path?params`; returns the body of an HTTP 200 response.
+
+    The request runs in a daemon thread rather than the loop's executor: a hung server must not keep
+    the process alive after SIGTERM (an executor is joined at exit; a daemon thread is not).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[bytes] = loop.create_future()
+    url = build_url(base_url, path, params)
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def work() -> None:
+        try:
+            body = _get(url, timeout)
+        except BaseException as exc:  # handed to the awaiting coroutine, not lost in the thread
+            result: Callable[[], None] = partial(future.set_exception, exc)
+        else:
+            result = partial(future.set_result, body)
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody is waiting
+            loop.call_soon_threadsafe(settle, result)
+
+    threading.Thread(target=work, name="okx-rest", daemon=True).start()
+    return await future

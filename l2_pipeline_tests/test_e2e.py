@@ -7,6 +7,9 @@ simulator's true book at that seqId and ts; each fault must show up as the right
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -154,3 +157,19 @@ def test_hour_rollover_by_exchange_event_time(tmp_path: Path) -> None:
         assert all(orjson.loads(r)["timestamp_utc"].startswith("2026-11-25T11:00:") for r in after)
     result = verify_lake(data, sim.truth_log)
     assert not result.wrong and result.exact == result.promised > 0
+
+
+def test_sigterm_exits_promptly_while_okx_rest_hangs(tmp_path: Path) -> None:
+    """A REST server that accepts and never answers must not delay shutdown past 5 s."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()
+        port = hung.getsockname()[1]
+        collector = subprocess.Popen(
+            [sys.executable, "-m", "collector", "run", "--data-dir", str(tmp_path / "lake"),
+             "--rest-url", f"http://127.0.0.1:{port}", "--ws-url", f"ws://127.0.0.1:{port}/ws",
+             "--rest-timeout", "30"], stderr=subprocess.DEVNULL)
+        time.sleep(2.0)
+        assert collector.poll() is None
+        assert stop_process(collector) < 5.0
+        assert collector.returncode == 0
