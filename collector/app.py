@@ -18,7 +18,7 @@ from pathlib import Path
 from collector import meta, rest
 from collector.config import CollectorConfig, ConfigError
 from collector.engine import InstrumentSync, write_due_snapshots
-from collector.feed import FeedConnection, wall_ms
+from collector.feed import ConnectionPacer, FeedConnection, wall_ms
 from collector.logs import log_event
 from collector.status import StatusReporter
 from collector.store import LakeWriter
@@ -53,8 +53,9 @@ class Collector:
         self.cfg = cfg
         self.store = LakeWriter(cfg.data_dir, clock_ms=wall_ms)
         self.syncs = {i: InstrumentSync(i, cfg.depth, self.store) for i in cfg.instruments}
+        pacer = ConnectionPacer()
         self.feeds = [
-            FeedConnection(f"conn{n}", cfg, {i: self.syncs[i] for i in group}, self._unknown_instrument)
+            FeedConnection(f"conn{n}", cfg, {i: self.syncs[i] for i in group}, self._unknown_instrument, pacer)
             for n, group in enumerate(shard(cfg.instruments, cfg.channels_per_connection))
         ]
         self.status = StatusReporter(self.syncs, self.store)

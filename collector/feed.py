@@ -5,6 +5,7 @@ instrument's `InstrumentSync`; what the engine asks for (resubscribe, REST align
 Keepalive: the text `ping` after `ping_after` s without traffic; no answer within `pong_timeout`
 means the feed is stale. Any close, stale feed or 64008 notice leads to a reconnect with capped
 exponential backoff and full jitter, a `reconnect` event per instrument and a full resubscribe.
+All feeds share a pacer that keeps new connections under OKX's limit of 3 per second per IP.
 """
 
 from __future__ import annotations
@@ -45,12 +46,29 @@ def backoff_delay(attempt: int, initial: float, cap: float) -> float:
     return random.uniform(0, min(cap, initial * 2 ** min(attempt, 30)))
 
 
+class ConnectionPacer:
+    """Spaces connection attempts of all feeds: OKX allows 3 new connections per second per IP."""
+
+    def __init__(self, per_second: float = 3.0) -> None:
+        self._interval = 1.0 / per_second
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait_turn(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+            self._next = max(now, self._next) + self._interval
+
+
 class FeedConnection:
     """A reconnecting WebSocket session for `syncs` (at most 30 `books` channels)."""
 
     def __init__(self, name: str, cfg: CollectorConfig, syncs: dict[str, InstrumentSync],
-                 on_unknown_instrument: Callable[[str, str], None]) -> None:
+                 on_unknown_instrument: Callable[[str, str], None], pacer: ConnectionPacer) -> None:
         self.name = name
+        self._pacer = pacer
         self.cfg = cfg
         self.syncs = syncs
         self._on_unknown = on_unknown_instrument
@@ -59,8 +77,6 @@ class FeedConnection:
         self._close_reason: str | None = None
         self._rest_tasks: dict[str, asyncio.Task] = {}
         self._bad_frames: dict[tuple[str | None, str], list[int]] = {}  # -> [count, last event ms]
-        self.reconnects = 0
-        self.connected = False
 
     # -- connection loop -----------------------------------------------------------------------
 
@@ -69,10 +85,10 @@ class FeedConnection:
         attempt = 0
         while True:
             reason = "closed"
+            await self._pacer.wait_turn()
             try:
                 async with connect(self.cfg.ws_url, ping_interval=None, max_size=1 << 24,
                                    open_timeout=10, close_timeout=1, max_queue=1024) as ws:
-                    self.connected = True
                     log_event(log, logging.INFO, "connected", None,
                               f"{self.name} connected to {self.cfg.ws_url}", instruments=len(self.syncs))
                     if await self._session(ws):
@@ -85,13 +101,11 @@ class FeedConnection:
                 log.exception("unexpected error in %s; reconnecting", self.name,
                               extra={"event": "internal_error"})
             finally:
-                self.connected = False
                 self._cancel_rest_tasks()
             delay = 0.0 if self._close_reason == "notice_64008" else backoff_delay(
                 attempt, self.cfg.backoff_initial, self.cfg.backoff_max)
             self._close_reason = None
             attempt += 1
-            self.reconnects += 1
             for inst_id, sync in self.syncs.items():
                 sync.drop("reconnect")
                 sync.sink.event(inst_id, "reconnect", reason=reason, attempt=attempt, delay_s=round(delay, 3))

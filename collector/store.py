@@ -134,11 +134,6 @@ class LakeWriter:
             self._last_ts[inst_id] = last_record_ts_ms(self.data_dir, inst_id)
         return self._last_ts[inst_id]
 
-    def flush(self) -> None:
-        """fsync every open file (shutdown and periodic durability point)."""
-        for f in self._files.values():
-            os.fsync(f.fd)
-
     def close(self) -> None:
         for key in list(self._files):
             self._close(key)

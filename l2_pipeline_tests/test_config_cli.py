@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from collector.app import shard
 from collector.config import CollectorConfig, ConfigError, load_config
+from collector.feed import ConnectionPacer
 
 
 def test_precedence_defaults_toml_env_flags(tmp_path: Path) -> None:
@@ -80,3 +84,16 @@ def test_cli_unwritable_data_dir_exits_2(tmp_path: Path) -> None:
     result = _cli("run", "--data-dir", str(tmp_path / "afile" / "lake"), "--ws-url", "ws://127.0.0.1:9/ws",
                   "--rest-url", "http://127.0.0.1:9", cwd=tmp_path)
     assert result.returncode == 2 and "data_dir: cannot write" in result.stderr
+
+
+def test_connection_pacer_keeps_under_three_per_second() -> None:
+    async def seven_connects() -> list[float]:
+        pacer, stamps = ConnectionPacer(), []
+        for _ in range(7):
+            await pacer.wait_turn()
+            stamps.append(time.monotonic())
+        return stamps
+
+    stamps = asyncio.run(seven_connects())
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert min(gaps) >= 1 / 3 - 0.01 and stamps[-1] - stamps[0] >= 2.0 - 0.05
