@@ -19,6 +19,7 @@ import pytest
 from l2_pipeline_tests.harness import (
     count_records,
     lake_events,
+    lake_records,
     start_collector,
     start_simulator,
     stop_process,
@@ -173,3 +174,23 @@ def test_sigterm_exits_promptly_while_okx_rest_hangs(tmp_path: Path) -> None:
         assert collector.poll() is None
         assert stop_process(collector) < 5.0
         assert collector.returncode == 0
+
+
+def test_instruments_sharded_over_connections(tmp_path: Path) -> None:
+    insts = "BTC-USDT-SWAP,ETH-USDT-SWAP,SOL-USDT-SWAP"
+    sim = start_simulator(tmp_path, insts, "--interval-ms", "50")
+    data = tmp_path / "lake"
+    try:
+        collector = start_collector(tmp_path, sim, data, insts, "--channels-per-connection", "2")
+        wait_for(lambda: len([r for r in lake_records(data).values() if len(r) >= 3]) == 3, what="3 instruments")
+        sim.inject("disconnect", "SOL-USDT-SWAP")  # only the second connection drops
+        time.sleep(1.5)
+        assert stop_process(collector) < 5.0 and collector.returncode == 0
+    finally:
+        sim.stop()
+    log = (tmp_path / "collector.stderr").read_text()
+    assert "conn0 connected" in log and "conn1 connected" in log and "conn2" not in log
+    reconnected = {e["instId"] for e in lake_events(data) if e["type"] == "reconnect"}
+    assert reconnected == {"SOL-USDT-SWAP"}
+    result = verify_lake(data, sim.truth_log)
+    assert not result.wrong and result.exact == result.promised > 0
