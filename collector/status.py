@@ -9,6 +9,7 @@ Rates are computed from the engine's counters between two calls; nothing here to
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from collector.engine import InstrumentSync
@@ -25,10 +26,11 @@ class StatusReporter:
     syncs: dict[str, InstrumentSync]
     store: LakeWriter
     _last: dict[str, tuple[float, int]] = field(default_factory=dict)
+    _started_s: float = field(default_factory=time.monotonic)
 
     def report(self, now_s: float, now_ms: int) -> None:
         for inst_id, sync in self.syncs.items():
-            prev_t, prev_msgs = self._last.get(inst_id, (now_s, sync.messages))
+            prev_t, prev_msgs = self._last.get(inst_id, (self._started_s, 0))
             elapsed = now_s - prev_t
             rate = (sync.messages - prev_msgs) / elapsed if elapsed > 0 else 0.0
             self._last[inst_id] = (now_s, sync.messages)
