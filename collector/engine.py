@@ -54,7 +54,8 @@ class InstrumentSync:
         self.book = OrderBook()
         self.state = State.WAIT_ACK
         self._buffer: list[tuple[BookMessage, int]] = []  # (update, recv_ms)
-        self._bridge_seq: int | None = None  # snapshot seqId the next update must straddle
+        self._bridge: tuple[int, int] | None = None  # (seqId, ts) of the snapshot the next update must follow
+        self._bridge_contained = False  # an update contained in that snapshot has been seen
         self._rest_attempts = 0
         self._resync_reason: str | None = None
         self.changed = False
@@ -118,14 +119,21 @@ class InstrumentSync:
         if self.state is not State.ALIGNING:
             return None  # a WS snapshot won the race
         self._rest_attempts += 1
-        first = self._buffer[0][0]
-        if first.prev_seq_id is not None and msg.seq_id < first.prev_seq_id:
-            # Older than our first buffered update: the updates between are lost to us. Retry.
+        if self._older_than_buffer(msg):
+            # Older than the buffered stream: the updates between are lost to us. Retry.
             if self._rest_attempts >= MAX_REST_ATTEMPTS:
                 self._reset(State.WAIT_ACK)
                 return Resync.RESUBSCRIBE
             return Resync.REST
         return self._load_snapshot(msg, recv_ms, how="rest")
+
+    def _older_than_buffer(self, snap: BookMessage) -> bool:
+        """True when the first buffered update the snapshot does not contain cannot follow it."""
+        for index, (update, _) in enumerate(self._buffer):
+            follow = _follows(update, snap.seq_id, snap.ts_ms, after_contained=index > 0)
+            if follow is not Follow.SKIP:
+                return follow is Follow.HOLE
+        return False
 
     def rest_failed(self) -> Resync:
         """The REST fetch failed; retry, or fall back to resubscribing after repeated failures."""
@@ -158,7 +166,7 @@ class InstrumentSync:
     def _reset(self, state: State) -> None:
         self.book.clear()
         self._buffer.clear()
-        self._bridge_seq = None
+        self._bridge = None
         self.changed = False
         self.state = state
 
@@ -182,7 +190,8 @@ class InstrumentSync:
         if self._checksum_mismatch(msg):
             return self._desync("checksum_mismatch")
         self._accept(msg, recv_ms)
-        self._bridge_seq = msg.seq_id
+        self._bridge = None if msg.seq_id is None else (msg.seq_id, msg.ts_ms)
+        self._bridge_contained = False
         self.sink.event(self.inst_id, "resync_done", how=how, seqId=msg.seq_id,
                         reason=self._resync_reason or "start")
         self._resync_reason = None
@@ -195,15 +204,16 @@ class InstrumentSync:
     def _apply_update(self, msg: BookMessage, recv_ms: int) -> Resync | None:
         prev, seq = msg.prev_seq_id, msg.seq_id
         if prev is not None and self.seq_id is not None:
-            bridge = self._bridge_seq
-            if bridge is not None and prev != bridge:
-                if seq <= bridge:
+            if self._bridge is not None:
+                follow = _follows(msg, *self._bridge, after_contained=self._bridge_contained)
+                if follow is Follow.SKIP:
+                    self._bridge_contained = True
                     return None  # already contained in the snapshot
-                if prev > bridge:
-                    return self._gap(msg, expected=bridge)
-            elif bridge is None and prev != self.seq_id:
+                if follow is Follow.HOLE:
+                    return self._gap(msg, expected=self._bridge[0])
+            elif prev != self.seq_id:
                 return self._gap(msg, expected=self.seq_id)
-        self._bridge_seq = None
+        self._bridge = None
         try:
             self.book.apply(msg.bids, msg.asks)
         except BadLevel as exc:
@@ -249,6 +259,31 @@ class InstrumentSync:
         self.bad_levels += 1
         self.sink.event(self.inst_id, "bad_frame", kind="bad_level", detail=str(exc))
         return self._desync("bad_level")
+
+
+class Follow(enum.Enum):
+    SKIP = "skip"  # contained in the snapshot
+    APPLY = "apply"  # the first update after the snapshot
+    HOLE = "hole"  # updates between the snapshot and this one are missing
+
+
+def _follows(update: BookMessage, snap_seq: int, snap_ts: int, after_contained: bool) -> Follow:
+    """How an update relates to a snapshot taken at (seqId, ts), per OKX's alignment rules.
+
+    OKX's rule alone (skip seqId ≤ snapshot; apply prevSeqId ≤ snapshot < seqId) is ambiguous after
+    a sequence reset, when seqIds repeat: an update older than the snapshot can carry a larger
+    seqId. Event time settles it: an update stamped before the snapshot is contained in it. An
+    update that straddles the snapshot is trusted only right after one it contains
+    (`after_contained`); as the very first update it could belong to another seqId epoch. (This
+    assumes the snapshot's `ts` is not older than the updates it contains; if it ever were, alignment
+    would find a hole and fall back to retrying and resubscribing, never to a wrong book.)
+    """
+    seq, prev, ts = update.seq_id, update.prev_seq_id, update.ts_ms
+    if ts < snap_ts or (ts == snap_ts and prev != snap_seq):
+        return Follow.SKIP
+    if prev == snap_seq or (after_contained and prev <= snap_seq < seq):
+        return Follow.APPLY
+    return Follow.HOLE
 
 
 def write_due_snapshots(syncs: Mapping[str, InstrumentSync], sink: Sink) -> None:

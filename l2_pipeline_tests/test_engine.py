@@ -207,3 +207,30 @@ def test_unknown_action_is_rejected_naming_the_instrument() -> None:
     with pytest.raises(BadFrame) as info:
         decode('{"arg":{"channel":"books","instId":"A-B"},"action":"delete","data":[]}')
     assert info.value.kind == "unknown_action" and info.value.inst_id == "A-B"
+
+
+def test_rest_alignment_across_a_sequence_reset_with_repeated_seq_ids() -> None:
+    """After a reset seqIds repeat; event time decides which buffered updates the snapshot holds."""
+    sink = ListSink()
+    sync = InstrumentSync(INST, 400, sink)
+    sync.subscribed()
+    contained = [msg("update", 2, 1, bids=[["99", "1", "0", "1"]], ts=10),
+                 msg("update", 1, 2, bids=[["99", "0", "0", "0"], ["98", "1", "0", "1"]], ts=20)]  # reset
+    assert sync.on_book(contained[0], 10) is Resync.REST
+    assert sync.on_book(contained[1], 20) is None
+    snapshot_bids = [*BIDS, ["98", "1", "0", "1"]]
+    # Snapshot at seqId 1, ts 20: holds both updates although the first has the larger seqId.
+    assert sync.on_rest_snapshot(msg("snapshot", 1, -1, snapshot_bids, ASKS, ts=20), 25) is None
+    assert sync.on_book(msg("update", 3, 1, bids=[["97", "1", "0", "1"]], ts=30), 30) is None
+    assert sync.in_sync and sync.gaps == 0
+    assert sync.book.bids.top(400) == [*snapshot_bids, ["97", "1", "0", "1"]]
+
+
+def test_straddling_first_update_after_an_old_snapshot_is_not_trusted() -> None:
+    sink = ListSink()
+    sync = InstrumentSync(INST, 400, sink)
+    sync.subscribed()
+    assert sync.on_book(msg("update", 6, 1, ts=50), 50) is Resync.REST  # seqIds restarted at 1
+    # A snapshot from before the reset, seqId 4: 1 <= 4 < 6 looks like a straddle but is not.
+    assert sync.on_rest_snapshot(msg("snapshot", 4, -1, BIDS, ASKS, ts=30), 55) is Resync.REST
+    assert sync.state is State.ALIGNING
