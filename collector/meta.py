@@ -40,10 +40,14 @@ def parse_instruments(body: bytes) -> dict[str, dict[str, Any]]:
     return {item["instId"]: item for item in obj["data"] if isinstance(item, dict) and "instId" in item}
 
 
+async def fetch_swap_instruments(rest_url: str, timeout: float) -> dict[str, dict[str, Any]]:
+    """instId → instrument object of every SWAP instrument OKX lists (raises rest.RestError)."""
+    return parse_instruments(await rest.get(rest_url, INSTRUMENTS_PATH, {"instType": "SWAP"}, timeout))
+
+
 async def fetch_instruments(rest_url: str, inst_ids: Iterable[str], timeout: float) -> dict[str, dict]:
     """The instrument objects of `inst_ids`; raises UnknownInstruments naming any OKX does not list."""
-    body = await rest.get(rest_url, INSTRUMENTS_PATH, {"instType": "SWAP"}, timeout)
-    listed = parse_instruments(body)
+    listed = await fetch_swap_instruments(rest_url, timeout)
     wanted = list(inst_ids)
     unknown = [i for i in wanted if i not in listed]
     if unknown:
@@ -65,27 +69,32 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _without_fetched_at(obj: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k != "fetched_at"}
+def _stored(path: Path) -> dict[str, Any] | None:
+    """The stored instrument object without `fetched_at`, or None if there is no readable one."""
+    try:
+        obj = orjson.loads(path.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+    return {k: v for k, v in obj.items() if k != "fetched_at"} if isinstance(obj, dict) else None
 
 
-def store_instrument(data_dir: Path, instrument: dict[str, Any], fetched_ms: int) -> list[str]:
-    """Write the latest object; append to history if it changed. Returns the changed field names."""
+def store_instrument(data_dir: Path, instrument: dict[str, Any], fetched_ms: int) -> dict[str, tuple[Any, Any]] | None:
+    """Write the latest object; append to history if it is new or changed.
+
+    Returns field → (old, new) of every changed field, or None when nothing was stored before.
+    """
     inst_id = instrument["instId"]
     latest_path = layout.meta_path(data_dir, inst_id)
-    previous: dict[str, Any] = {}
-    if latest_path.exists():
-        try:
-            previous = _without_fetched_at(orjson.loads(latest_path.read_bytes()))
-        except orjson.JSONDecodeError:
-            previous = {}
+    previous = _stored(latest_path)
     current = {**instrument, "fetched_at": format_ts_ms(fetched_ms)}
-    changed = sorted(k for k in set(previous) | set(instrument) if previous.get(k) != instrument.get(k))
+    before = previous or {}
+    changes = {k: (before.get(k), instrument.get(k)) for k in sorted(set(before) | set(instrument))
+               if before.get(k) != instrument.get(k)}
     _atomic_write(latest_path, orjson.dumps(current, option=orjson.OPT_INDENT_2))
-    if changed:
+    if changes:
         history = layout.meta_history_path(data_dir, inst_id)
         with open(history, "ab") as f:
             f.write(orjson.dumps(current) + b"\n")
             f.flush()
             os.fsync(f.fileno())
-    return changed if previous else []
+    return None if previous is None else changes

@@ -3,7 +3,7 @@
 Parsing and storage are the collector's (`collector.meta.parse_instruments`,
 `collector.meta.store_instrument`): one definition of `meta/okx/instruments/{instId}.json` and its
 `.history.jsonl`, which gets a line only when a field other than `fetched_at` changed. This module
-adds the fetch (the collector's REST client, synchronously) and a field-level diff for the run's
+runs the fetch synchronously and turns the field-level diff `store_instrument` returns into the run's
 metadata, because tick size and contract value changes decide how old data must be read.
 """
 
@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from collector import layout, meta, rest
+from collector import meta
 
 IMPORTANT_FIELDS = ("tickSz", "ctVal", "ctMult", "lotSz", "minSz", "state", "ctType", "settleCcy")
 
@@ -44,17 +42,7 @@ class RefreshResult:
 
 def fetch_swap_instruments(rest_url: str, timeout: float) -> dict[str, dict[str, Any]]:
     """instId → instrument object of every SWAP instrument OKX lists (raises collector.rest.RestError)."""
-    body = asyncio.run(rest.get(rest_url, meta.INSTRUMENTS_PATH, {"instType": "SWAP"}, timeout))
-    return meta.parse_instruments(body)
-
-
-def _previous(data_dir: Path, inst_id: str) -> dict[str, Any] | None:
-    path = layout.meta_path(data_dir, inst_id)
-    try:
-        obj = orjson.loads(path.read_bytes())
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        return None
-    return obj if isinstance(obj, dict) else None
+    return asyncio.run(meta.fetch_swap_instruments(rest_url, timeout))
 
 
 def refresh_instruments(
@@ -67,13 +55,10 @@ def refresh_instruments(
         if instrument is None:
             result.missing.append(inst_id)
             continue
-        previous = _previous(data_dir, inst_id)
-        meta.store_instrument(data_dir, instrument, fetched_ms)
+        changes = meta.store_instrument(data_dir, instrument, fetched_ms)
         result.stored.append(inst_id)
-        if previous is None:
+        if changes is None:
             result.new_instruments.append(inst_id)
             continue
-        for name in sorted((set(previous) | set(instrument)) - {"fetched_at"}):
-            if previous.get(name) != instrument.get(name):
-                result.changes.append(FieldChange(inst_id, name, previous.get(name), instrument.get(name)))
+        result.changes.extend(FieldChange(inst_id, name, old, new) for name, (old, new) in changes.items())
     return result
