@@ -118,13 +118,8 @@ class InstrumentSync:
         """A REST `/market/books` result for an ALIGNING book (OKX's alignment procedure)."""
         if self.state is not State.ALIGNING:
             return None  # a WS snapshot won the race
-        self._rest_attempts += 1
         if self._older_than_buffer(msg):
-            # Older than the buffered stream: the updates between are lost to us. Retry.
-            if self._rest_attempts >= MAX_REST_ATTEMPTS:
-                self._reset(State.WAIT_ACK)
-                return Resync.RESUBSCRIBE
-            return Resync.REST
+            return self.rest_failed()  # the updates between snapshot and buffer are lost to us
         return self._load_snapshot(msg, recv_ms, how="rest")
 
     def _older_than_buffer(self, snap: BookMessage) -> bool:
@@ -136,7 +131,7 @@ class InstrumentSync:
         return False
 
     def rest_failed(self) -> Resync:
-        """The REST fetch failed; retry, or fall back to resubscribing after repeated failures."""
+        """The REST snapshot failed or was too old; retry, or resubscribe after repeated failures."""
         self._rest_attempts += 1
         if self._rest_attempts >= MAX_REST_ATTEMPTS:
             self._reset(State.WAIT_ACK)
@@ -167,6 +162,7 @@ class InstrumentSync:
         self.book.clear()
         self._buffer.clear()
         self._bridge = None
+        self._bridge_contained = False
         self.changed = False
         self.state = state
 
@@ -191,7 +187,6 @@ class InstrumentSync:
             return self._desync("checksum_mismatch")
         self._accept(msg, recv_ms)
         self._bridge = None if msg.seq_id is None else (msg.seq_id, msg.ts_ms)
-        self._bridge_contained = False
         self.sink.event(self.inst_id, "resync_done", how=how, seqId=msg.seq_id,
                         reason=self._resync_reason or "start")
         self._resync_reason = None
