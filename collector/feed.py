@@ -189,7 +189,7 @@ class FeedConnection:
             self._rest_tasks[sync.inst_id] = asyncio.create_task(self._align_by_rest(ws, sync))
 
     async def _align_by_rest(self, ws: ClientConnection, sync: InstrumentSync) -> None:
-        """OKX's alignment: fetch REST books until its seqId covers our first buffered update."""
+        """OKX's alignment: fetch REST books until one can be spliced onto the buffered updates."""
         inst_id = sync.inst_id
         try:
             resync: Resync | None = Resync.REST
