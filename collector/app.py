@@ -1,33 +1,45 @@
 """`l2-collector run`: wires config, metadata, engine, feed connections, cadence and store together.
 
-Start-up order matters: validate config, prove the data directory is writable, check every
-instrument against OKX REST (unknown ones are a startup error, exit 2), then connect. SIGINT and
-SIGTERM stop the connections, fsync and close every file and exit 0 well within 5 s.
+Start-up order matters: validate config, lock the data directory (one collector per lake), prove
+it is writable, check every instrument against OKX REST (unknown ones are a startup error, exit 2),
+then connect. From then on every long-lived task (feeds, cadence, status, metadata refresh, the
+writer and the loop monitor) runs supervised: a crash is logged with its traceback, written as an
+`error` event and the task restarted with backoff. The process ends only on a configuration error
+(2) or SIGINT/SIGTERM (0), which stop the connections, fsync and close every file within 5 s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import IO
 
 from collector import meta, rest
 from collector.config import CollectorConfig, ConfigError
 from collector.engine import InstrumentSync, write_due_snapshots
 from collector.feed import ConnectionPacer, FeedConnection, wall_ms
 from collector.logs import log_event
+from collector.loop_monitor import LoopMonitor
 from collector.status import StatusReporter
 from collector.store import LakeWriter
+from collector.supervise import supervise
+from collector.writer import BackgroundWriter
 
 log = logging.getLogger("collector.app")
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
 METADATA_STARTUP_ATTEMPTS = 3
+METADATA_RETRY_S = 60.0  # first retry after a failed refresh; doubles up to the refresh period
+LOCK_NAME = ".l2-collector.lock"
+CLOSE_TIMEOUT_S = 3.0
 
 
 def check_data_dir(data_dir: Path) -> None:
@@ -42,80 +54,149 @@ def check_data_dir(data_dir: Path) -> None:
                           "choose a writable --data-dir or fix its permissions") from None
 
 
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Hold an exclusive lock on the data directory for the life of the process (released by the OS
+    even after kill -9); ConfigError naming the holder's PID if another collector has it."""
+    path = data_dir / LOCK_NAME
+    handle = open(path, "a+")  # noqa: SIM115 - held open until the process exits
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ConfigError(f"data_dir: {data_dir} is in use by another l2-collector (PID {holder}, lock {path}); "
+                          "stop that one or choose another --data-dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def shard(instruments: tuple[str, ...], per_connection: int) -> list[tuple[str, ...]]:
     return [instruments[i:i + per_connection] for i in range(0, len(instruments), per_connection)]
 
 
 class Collector:
-    """The running process: one engine per instrument, one feed per shard, shared store."""
+    """The running process: one engine per instrument, one feed per shard, one writer thread."""
 
     def __init__(self, cfg: CollectorConfig) -> None:
         self.cfg = cfg
-        self.store = LakeWriter(cfg.data_dir, clock_ms=wall_ms)
-        self.syncs = {i: InstrumentSync(i, cfg.depth, self.store) for i in cfg.instruments}
+        self.writer = BackgroundWriter(LakeWriter(cfg.data_dir, clock_ms=wall_ms), clock_ms=wall_ms)
+        self.rest = rest.RestClient(cfg.rest_url, cfg.rest_timeout)
+        self.syncs = {i: InstrumentSync(i, cfg.depth, self.writer) for i in cfg.instruments}
         pacer = ConnectionPacer()
         self.feeds = [
-            FeedConnection(f"conn{n}", cfg, {i: self.syncs[i] for i in group}, self._unknown_instrument, pacer)
+            FeedConnection(f"conn{n}", cfg, {i: self.syncs[i] for i in group}, self.rest,
+                           self._unknown_instrument, pacer)
             for n, group in enumerate(shard(cfg.instruments, cfg.channels_per_connection))
         ]
-        self.status = StatusReporter(self.syncs, self.store)
+        self.loop_monitor = LoopMonitor()
+        self.status = StatusReporter(self.syncs, self.writer, self.loop_monitor)
         self.exit_code = EXIT_OK
+        self._metadata_validated = False
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _unknown_instrument(self, inst_id: str, detail: str) -> None:
-        sync = self.syncs[inst_id]
-        if sync.messages == 0:
-            log_event(log, logging.ERROR, "unknown_instrument", inst_id,
-                      f"OKX rejected instrument {inst_id} ({detail}); fix --instruments. Exiting with code 2")
-            self.exit_code = EXIT_CONFIG
-            self.stop()
+    def _unknown_instrument(self, inst_id: str, detail: str) -> bool:
+        """OKX answered 60018 for `inst_id`. Before anything was validated or received that is a
+        configuration error (exit 2, returns True); later it is a delisting the feed retries."""
+        if self._metadata_validated or self.syncs[inst_id].messages:
+            return False
+        log_event(log, logging.ERROR, "unknown_instrument", inst_id,
+                  f"OKX rejected instrument {inst_id} ({detail}); fix --instruments. Exiting with code 2")
+        self.exit_code = EXIT_CONFIG
+        self.stop()
+        return True
 
-    async def refresh_metadata(self) -> None:
-        fetched = await meta.fetch_instruments(self.cfg.rest_url, self.cfg.instruments, self.cfg.rest_timeout)
+    # -- metadata ------------------------------------------------------------------------------
+
+    async def refresh_metadata(self, *, startup: bool) -> None:
+        """Fetch the SWAP list and store every configured instrument's object (in the writer thread).
+
+        At start-up an instrument OKX does not list raises UnknownInstruments; later it is logged
+        and its last stored files are kept.
+        """
+        listed = await meta.fetch_swap_instruments(self.rest)
+        if startup:
+            meta.require_listed(listed, self.cfg.instruments)
+            self._metadata_validated = True
         now = wall_ms()
-        for inst_id, instrument in fetched.items():
-            changed = meta.store_instrument(self.cfg.data_dir, instrument, now)
+        for inst_id in self.cfg.instruments:
+            instrument = listed.get(inst_id)
+            if instrument is None:
+                log_event(log, logging.ERROR, "metadata_missing", inst_id,
+                          f"OKX no longer lists {inst_id}; keeping its last metadata files")
+                continue
+            changed = await self.writer.call(lambda i=instrument: meta.store_instrument(self.cfg.data_dir, i, now))
             if changed:
                 log_event(log, logging.WARNING, "metadata_changed", inst_id,
                           f"instrument metadata changed: {', '.join(changed)}")
 
-    async def _startup_metadata(self) -> None:
-        """Unknown instruments end the run (exit 2); an unreachable REST only warns."""
+    async def _startup_metadata(self) -> bool:
+        """True when metadata was fetched and stored; unknown instruments raise; otherwise warn."""
         for attempt in range(1, METADATA_STARTUP_ATTEMPTS + 1):
             try:
-                await self.refresh_metadata()
-                return
-            except rest.RestError as exc:
+                await self.refresh_metadata(startup=True)
+                return True
+            except meta.UnknownInstruments:
+                raise
+            except (rest.RestError, OSError) as exc:
                 log_event(log, logging.WARNING, "metadata_error", None,
                           f"instrument metadata fetch failed (attempt {attempt}): {exc}")
                 await asyncio.sleep(min(2.0 * attempt, 5.0))
         log_event(log, logging.WARNING, "metadata_error", None,
-                  "starting without instrument metadata; unknown instIds will surface as OKX error 60018")
+                  "starting without instrument metadata; it is retried in the background")
+        return False
 
-    async def _metadata_loop(self) -> None:
+    async def _metadata_loop(self, first_delay_s: float) -> None:
+        """Refresh every `metadata_refresh_hours`; after a failure retry sooner, keeping the last good files."""
+        period = self.cfg.metadata_refresh_hours * 3600
+        delay, retry = first_delay_s, METADATA_RETRY_S
         while True:
-            await asyncio.sleep(self.cfg.metadata_refresh_hours * 3600)
+            await asyncio.sleep(delay)
             try:
-                await self.refresh_metadata()
-            except (rest.RestError, meta.UnknownInstruments) as exc:
-                log_event(log, logging.ERROR, "metadata_error", None, f"metadata refresh failed: {exc}")
+                await self.refresh_metadata(startup=False)
+                delay, retry = period, METADATA_RETRY_S
+            except (rest.RestError, OSError) as exc:
+                log_event(log, logging.ERROR, "metadata_error", None,
+                          f"metadata refresh failed ({exc}); last good files kept, retrying in {retry:.0f} s")
+                delay, retry = retry, min(period, retry * 2)
+
+    # -- periodic work -------------------------------------------------------------------------
 
     async def _cadence_loop(self) -> None:
         cadence = self.cfg.cadence
         while True:
             now = time.time()
             await asyncio.sleep(cadence - now % cadence)  # ticks on wall-clock multiples of cadence
-            write_due_snapshots(self.syncs, self.store)
+            write_due_snapshots(self.syncs, self.writer)
 
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.status_interval)
             self.status.report(time.monotonic(), wall_ms())
 
+    def _task_crashed(self, instruments: tuple[str, ...]) -> Callable[[str, str], None]:
+        def report(task: str, error: str) -> None:
+            for inst_id in instruments:
+                self.writer.event(inst_id, "error", source="collector", task=task, error=error)
+        return report
+
+    def _supervised(self, name: str, run: Callable[[], Awaitable[None]],
+                    instruments: tuple[str, ...] | None = None) -> asyncio.Task[None]:
+        on_crash = self._task_crashed(tuple(self.syncs) if instruments is None else instruments)
+        return asyncio.create_task(supervise(name, run, on_crash, backoff_initial=self.cfg.backoff_initial,
+                                             backoff_max=self.cfg.backoff_max), name=name)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
     async def run(self) -> int:
+        self.writer.start()
+        self.writer.submit(lambda: self.writer.store.repair_recent(self.cfg.instruments))  # before any append
         startup = asyncio.create_task(self._startup_metadata())
         stopped = asyncio.create_task(self._stop.wait())
         await asyncio.wait([startup, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -123,38 +204,47 @@ class Collector:
         if not startup.done():  # SIGINT/SIGTERM while OKX REST is slow: stop now, nothing to flush
             startup.cancel()
             log_event(log, logging.INFO, "stop", None, "stopped during start-up")
+            await self.writer.close(CLOSE_TIMEOUT_S)
             return self.exit_code
         if isinstance(startup.exception(), meta.UnknownInstruments):
             log_event(log, logging.ERROR, "unknown_instrument", None, str(startup.exception()))
+            await self.writer.close(CLOSE_TIMEOUT_S)
             return EXIT_CONFIG
-        startup.result()
+        metadata_ok = startup.result()
         log_event(log, logging.INFO, "start", None,
                   f"collecting {len(self.syncs)} instrument(s) over {len(self.feeds)} connection(s) into "
                   f"{self.cfg.data_dir} every {self.cfg.cadence} s", ws_url=self.cfg.ws_url)
-        tasks = [asyncio.create_task(feed.run(), name=feed.name) for feed in self.feeds]
-        tasks += [asyncio.create_task(loop()) for loop in
-                  (self._cadence_loop, self._status_loop, self._metadata_loop)]
-        stopper = asyncio.create_task(self._stop.wait())
+        first_refresh = self.cfg.metadata_refresh_hours * 3600 if metadata_ok else METADATA_RETRY_S
+        tasks = [self._supervised(feed.name, feed.run, tuple(feed.syncs)) for feed in self.feeds]
+        tasks += [
+            self._supervised("cadence", self._cadence_loop),
+            self._supervised("status", self._status_loop),
+            self._supervised("metadata", lambda: self._metadata_loop(first_refresh)),
+            self._supervised("writer", self.writer.watch),
+            self._supervised("loop_monitor", self.loop_monitor.run),
+        ]
         try:
-            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not stopper and task.exception() is not None:
-                    raise task.exception()
+            await self._stop.wait()
         finally:
-            for task in [stopper, *tasks]:
+            for task in tasks:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=3)
-            self.store.close()
+                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=1)
+            closed = await self.writer.close(CLOSE_TIMEOUT_S)
             self.status.report(time.monotonic(), wall_ms())
-            log_event(log, logging.INFO, "stop", None, "stopped; all files fsynced and closed")
+            log_event(log, logging.INFO, "stop", None, "stopped; all files fsynced and closed" if closed else
+                      f"stopped; the lake writer did not finish within {CLOSE_TIMEOUT_S:.0f} s (disk hung?)")
         return self.exit_code
 
 
 async def run_collector(cfg: CollectorConfig) -> int:
     check_data_dir(cfg.data_dir)
-    collector = Collector(cfg)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, collector.stop)
-    return await collector.run()
+    lock = lock_data_dir(cfg.data_dir)
+    try:
+        collector = Collector(cfg)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, collector.stop)
+        return await collector.run()
+    finally:
+        lock.close()

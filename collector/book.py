@@ -5,7 +5,8 @@ checksums use the exchange's own text. Each side maps the price string to its so
 two parallel lists in price order: the keys (for `bisect`) and the levels (so the top N is a
 slice). The key is the price as a float, used only for ordering: prices are tick multiples with
 far fewer than 15 significant digits, so distinct prices map to distinct doubles and the order is
-exact; a price written two ways ("100" and "100.0") is rejected rather than stored twice. An update
+exact. A price written two ways ("100" and "100.0") is a bad level, whether it inserts, updates or
+deletes: it is never stored twice, and a delete spelled differently never leaves a stale level. An update
 costs O(levels changed × log n) plus a short memmove, and known prices are never re-parsed.
 """
 
@@ -27,6 +28,16 @@ class BadLevel(ValueError):
 
 def _bad(level: object, why: str) -> BadLevel:
     return BadLevel(f"level {level!r}: {why}; expected [price, size, liquidated, orders] as 4 strings")
+
+
+def _stored_as_other_text(px: str, keys: list[float], ordered: list[Level], sign: float) -> bool:
+    """True when a price text we do not hold names a stored level's price ("100.0" vs "100")."""
+    try:
+        key = float(px) * sign
+    except (TypeError, ValueError):
+        return False
+    i = bisect_left(keys, key)
+    return i < len(keys) and keys[i] == key
 
 
 class BookSide:
@@ -67,6 +78,8 @@ class BookSide:
                 key = index.get(px)
                 if sz == "0":
                     if key is None:
+                        if _stored_as_other_text(px, keys, ordered, sign):
+                            raise _bad(level, "deletes a stored price written differently")
                         continue  # deleting an unknown price changes nothing
                     del index[px]
                     i = bisect_left(keys, key)

@@ -32,6 +32,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ping-after", help=f"idle seconds before sending ping, <30 (default {d.ping_after:g})")
     p.add_argument("--pong-timeout", help=f"seconds to wait for pong before the feed is stale "
                    f"(default {d.pong_timeout:g})")
+    p.add_argument("--resync-timeout", help=f"seconds an instrument may stay out of sync (waiting for the ack, "
+                   f"the first message or alignment) before it is resubscribed (default {d.resync_timeout:g})")
     p.add_argument("--status-interval", help=f"seconds between status lines (default {d.status_interval:g})")
     p.add_argument("--metadata-refresh-hours", help=f"instrument metadata refresh period "
                    f"(default {d.metadata_refresh_hours:g})")

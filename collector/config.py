@@ -34,6 +34,7 @@ class CollectorConfig:
     channels_per_connection: int = 25
     ping_after: float = 20.0
     pong_timeout: float = 10.0
+    resync_timeout: float = 30.0
     status_interval: float = 30.0
     metadata_refresh_hours: float = 24.0
     backoff_initial: float = 1.0
@@ -85,8 +86,8 @@ def _validate(cfg: CollectorConfig) -> None:
         raise ConfigError(f"channels_per_connection: {cfg.channels_per_connection}; OKX allows at most 30")
     if not 0 < cfg.ping_after < 30:
         raise ConfigError(f"ping_after: {cfg.ping_after} s; must be in (0, 30): OKX drops idle links at 30 s")
-    for name in ("pong_timeout", "status_interval", "metadata_refresh_hours", "backoff_initial",
-                 "rest_timeout"):
+    for name in ("pong_timeout", "resync_timeout", "status_interval", "metadata_refresh_hours",
+                 "backoff_initial", "rest_timeout"):
         if not getattr(cfg, name) > 0:
             raise ConfigError(f"{name}: {getattr(cfg, name)}; must be > 0")
     if not cfg.backoff_max >= cfg.backoff_initial:

@@ -8,12 +8,16 @@ command, tests and benchmarks all drive the same object.
 States: WAIT_ACK (subscription requested; pushes still in flight belong to the old subscription),
 WAIT_FIRST (acknowledged; the first push tells whether OKX sends a WS snapshot), ALIGNING (updates
 buffered while a REST snapshot is fetched), SYNCED (book is exactly the exchange's).
+
+Records are stamped only with the event time of a WS message the book has absorbed, never with a
+REST snapshot's `ts` (OKX may stamp that later than its content), and never with a `ts` that is not
+plausible epoch milliseconds within a day of the local clock (`bad_ts`: the book resyncs).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from collector.book import BadLevel, OrderBook
@@ -22,6 +26,10 @@ from collector.record import build_record
 
 MAX_BUFFERED_UPDATES = 3000  # 5 min of 100 ms updates while a REST snapshot is awaited
 MAX_REST_ATTEMPTS = 10
+MAX_AHEAD_UPDATES = 50  # a REST snapshot newer than every buffered update waits ~5 s for its successor
+TS_MIN_MS = 946_684_800_000  # 2000-01-01: below this a ts is in seconds, or garbage
+TS_MAX_MS = 4_102_444_800_000  # 2100-01-01: above this a ts is in micro- or nanoseconds
+MAX_CLOCK_DISTANCE_MS = 86_400_000  # a ts more than a day from the local clock is not trusted
 
 
 class Resync(enum.Enum):
@@ -44,6 +52,40 @@ class Sink(Protocol):
     def record(self, inst_id: str, ts_ms: int, record: dict[str, Any]) -> None: ...
 
 
+class Unaligned(enum.Enum):
+    HOLE = "hole"  # the snapshot is older than the buffer, or cannot be placed in it
+    AHEAD = "ahead"  # the snapshot is newer than every buffered update: wait for the next one
+
+
+def alignment_start(updates: Sequence[BookMessage], snap_seq: int, snap_ts: int) -> int | Unaligned:
+    """Index of the first buffered update to apply on top of a REST snapshot at `snap_seq`.
+
+    OKX's seqId rule decides: the snapshot sits before update i when i's `prevSeqId` equals its
+    seqId, or (after an update it contains) when i straddles it (`prevSeqId < seqId_snap < seqId`).
+    `len(updates)` means it holds them all (the last one's `seqId` equals its own). seqIds repeat
+    after a sequence reset, so more than one place can fit; only then does event time break the
+    tie: a snapshot cannot hold an update stamped after it. A tie that stays between books that
+    differ is treated as a hole (fetch again), never guessed.
+    """
+    n = len(updates)
+    if not n or any(u.seq_id is None or u.prev_seq_id is None for u in updates):
+        return Unaligned.HOLE  # nothing to place it against (frames without seqId cannot be aligned)
+    fits = []
+    for i, u in enumerate(updates):
+        prev = u.prev_seq_id
+        if prev == snap_seq or (i and prev < snap_seq < u.seq_id and updates[i - 1].seq_id <= snap_seq):
+            fits.append(i)
+    if updates[-1].seq_id == snap_seq:
+        fits.append(n)
+    if len(fits) > 1:
+        fits = [i for i in fits if i == 0 or updates[i - 1].ts_ms <= snap_ts]
+        if len(fits) > 1 and any(u.bids or u.asks for u in updates[fits[0]:fits[-1]]):
+            return Unaligned.HOLE  # places holding different books fit: ambiguous, fetch again
+    if fits:
+        return fits[-1]
+    return Unaligned.AHEAD if snap_seq > updates[-1].seq_id else Unaligned.HOLE
+
+
 class InstrumentSync:
     """Book, sequence state and counters of one instrument."""
 
@@ -54,8 +96,8 @@ class InstrumentSync:
         self.book = OrderBook()
         self.state = State.WAIT_ACK
         self._buffer: list[tuple[BookMessage, int]] = []  # (update, recv_ms)
-        self._bridge: tuple[int, int] | None = None  # (seqId, ts) of the snapshot the next update must follow
-        self._bridge_contained = False  # an update contained in that snapshot has been seen
+        self._pending_rest: BookMessage | None = None  # a REST snapshot newer than every buffered update
+        self._ahead_updates = 0  # updates buffered since `_pending_rest` arrived
         self._rest_attempts = 0
         self._resync_reason: str | None = None
         self.changed = False
@@ -71,6 +113,10 @@ class InstrumentSync:
         self.checksum_failures = 0
         self.resyncs = 0
         self.bad_levels = 0
+        self.bad_ts = 0
+        # kept by the feed's watchdog: monotonic time the book was last lost, and a runtime 60018
+        self.unsynced_since: float | None = None
+        self.delisted = False
 
     @property
     def in_sync(self) -> bool:
@@ -96,8 +142,11 @@ class InstrumentSync:
     def on_book(self, msg: BookMessage, recv_ms: int) -> Resync | None:
         """Apply one pushed book message; returns what the caller must do, if anything."""
         self.messages += 1
+        ts = msg.ts_ms
+        if not TS_MIN_MS <= ts <= TS_MAX_MS or not -MAX_CLOCK_DISTANCE_MS <= ts - recv_ms <= MAX_CLOCK_DISTANCE_MS:
+            return self._bad_ts(msg, recv_ms)
         if msg.is_snapshot:
-            return self._load_snapshot(msg, recv_ms, how="ws_snapshot")
+            return self._load_snapshot(msg, recv_ms)
         state = self.state
         if state is State.SYNCED:
             return self._apply_update(msg, recv_ms)
@@ -112,26 +161,21 @@ class InstrumentSync:
                 self._resync_reason = "no_ws_snapshot"
             self._rest_attempts = 0
             return Resync.REST
+        if self._pending_rest is not None:
+            self._ahead_updates += 1
+            return self._align(self._pending_rest)
         return None
 
     def on_rest_snapshot(self, msg: BookMessage, recv_ms: int) -> Resync | None:
         """A REST `/market/books` result for an ALIGNING book (OKX's alignment procedure)."""
         if self.state is not State.ALIGNING:
-            return None  # a WS snapshot won the race
-        if self._older_than_buffer(msg):
-            return self.rest_failed()  # the updates between snapshot and buffer are lost to us
-        return self._load_snapshot(msg, recv_ms, how="rest")
-
-    def _older_than_buffer(self, snap: BookMessage) -> bool:
-        """True when the first buffered update the snapshot does not contain cannot follow it."""
-        for index, (update, _) in enumerate(self._buffer):
-            follow = _follows(update, snap.seq_id, snap.ts_ms, after_contained=index > 0)
-            if follow is not Follow.SKIP:
-                return follow is Follow.HOLE
-        return False
+            return None  # a WS snapshot won the race, or the book was dropped meanwhile
+        self._ahead_updates = 0
+        return self._align(msg)
 
     def rest_failed(self) -> Resync:
-        """The REST snapshot failed or was too old; retry, or resubscribe after repeated failures."""
+        """The REST snapshot failed or could not be aligned; retry, or resubscribe after repeated failures."""
+        self._pending_rest = None
         self._rest_attempts += 1
         if self._rest_attempts >= MAX_REST_ATTEMPTS:
             self._reset(State.WAIT_ACK)
@@ -161,8 +205,7 @@ class InstrumentSync:
     def _reset(self, state: State) -> None:
         self.book.clear()
         self._buffer.clear()
-        self._bridge = None
-        self._bridge_contained = False
+        self._pending_rest = None
         self.changed = False
         self.state = state
 
@@ -176,8 +219,13 @@ class InstrumentSync:
         self._reset(State.WAIT_ACK)
         return Resync.RESUBSCRIBE
 
-    def _load_snapshot(self, msg: BookMessage, recv_ms: int, how: str) -> Resync | None:
-        buffered = self._buffer[:] if self.state is State.ALIGNING else []
+    def _synced(self, how: str, seq_id: int | None, **details: Any) -> None:
+        self.sink.event(self.inst_id, "resync_done", how=how, seqId=seq_id,
+                        reason=self._resync_reason or "start", **details)
+        self._resync_reason = None
+
+    def _load_snapshot(self, msg: BookMessage, recv_ms: int) -> Resync | None:
+        """A WS snapshot: everything pushed before it (buffered or not) is older and dropped."""
         self._reset(State.SYNCED)
         try:
             self.book.apply(msg.bids, msg.asks)
@@ -186,11 +234,39 @@ class InstrumentSync:
         if self._checksum_mismatch(msg):
             return self._desync("checksum_mismatch")
         self._accept(msg, recv_ms)
-        self._bridge = None if msg.seq_id is None else (msg.seq_id, msg.ts_ms)
-        self.sink.event(self.inst_id, "resync_done", how=how, seqId=msg.seq_id,
-                        reason=self._resync_reason or "start")
-        self._resync_reason = None
-        for update, update_recv_ms in buffered:
+        self.changed = True
+        self._synced("ws_snapshot", msg.seq_id)
+        return None
+
+    def _align(self, snap: BookMessage) -> Resync | None:
+        start = alignment_start([u for u, _ in self._buffer], snap.seq_id, snap.ts_ms)
+        if start is Unaligned.AHEAD and self._ahead_updates < MAX_AHEAD_UPDATES:
+            self._pending_rest = snap
+            return None
+        if isinstance(start, Unaligned):
+            return self.rest_failed()
+        return self._load_rest_snapshot(snap, start)
+
+    def _load_rest_snapshot(self, snap: BookMessage, start: int) -> Resync | None:
+        """Splice the buffer onto a REST snapshot placed before `self._buffer[start]`."""
+        buffered = self._buffer[:]
+        attempts = self._rest_attempts + 1
+        self._reset(State.SYNCED)
+        try:
+            self.book.apply(snap.bids, snap.asks)
+        except BadLevel as exc:
+            return self._bad_levels(exc)
+        self._synced("rest", snap.seq_id, attempts=attempts)
+        self.changed = True
+        if start == len(buffered):
+            # The snapshot is exactly the book after the last buffered update: take its stamp.
+            last, last_recv_ms = buffered[-1]
+            if self._checksum_mismatch(last):
+                return self._desync("checksum_mismatch")
+            self._accept(last, last_recv_ms)
+            return None
+        self.seq_id = buffered[start][0].prev_seq_id  # the first kept update follows (or straddles) it
+        for update, update_recv_ms in buffered[start:]:
             resync = self._apply_update(update, update_recv_ms)
             if resync is not None:
                 return resync
@@ -198,17 +274,8 @@ class InstrumentSync:
 
     def _apply_update(self, msg: BookMessage, recv_ms: int) -> Resync | None:
         prev, seq = msg.prev_seq_id, msg.seq_id
-        if prev is not None and self.seq_id is not None:
-            if self._bridge is not None:
-                follow = _follows(msg, *self._bridge, after_contained=self._bridge_contained)
-                if follow is Follow.SKIP:
-                    self._bridge_contained = True
-                    return None  # already contained in the snapshot
-                if follow is Follow.HOLE:
-                    return self._gap(msg, expected=self._bridge[0])
-            elif prev != self.seq_id:
-                return self._gap(msg, expected=self.seq_id)
-        self._bridge = None
+        if prev is not None and self.seq_id is not None and prev != self.seq_id:
+            return self._gap(msg, expected=self.seq_id)
         try:
             self.book.apply(msg.bids, msg.asks)
         except BadLevel as exc:
@@ -239,8 +306,6 @@ class InstrumentSync:
     def _accept(self, msg: BookMessage, recv_ms: int) -> None:
         self.seq_id, self.prev_seq_id = msg.seq_id, msg.prev_seq_id
         self.ts_ms, self.recv_ms, self.checksum = msg.ts_ms, recv_ms, msg.checksum
-        if msg.is_snapshot:
-            self.changed = True
 
     def _gap(self, msg: BookMessage, expected: int | None) -> Resync:
         self.gaps += 1
@@ -255,30 +320,19 @@ class InstrumentSync:
         self.sink.event(self.inst_id, "bad_frame", kind="bad_level", detail=str(exc))
         return self._desync("bad_level")
 
-
-class Follow(enum.Enum):
-    SKIP = "skip"  # contained in the snapshot
-    APPLY = "apply"  # the first update after the snapshot
-    HOLE = "hole"  # updates between the snapshot and this one are missing
-
-
-def _follows(update: BookMessage, snap_seq: int, snap_ts: int, after_contained: bool) -> Follow:
-    """How an update relates to a snapshot taken at (seqId, ts), per OKX's alignment rules.
-
-    OKX's rule alone (skip seqId ≤ snapshot; apply prevSeqId ≤ snapshot < seqId) is ambiguous after
-    a sequence reset, when seqIds repeat: an update older than the snapshot can carry a larger
-    seqId. Event time settles it: an update stamped before the snapshot is contained in it. An
-    update that straddles the snapshot is trusted only right after one it contains
-    (`after_contained`); as the very first update it could belong to another seqId epoch. (This
-    assumes the snapshot's `ts` is not older than the updates it contains; if it ever were, alignment
-    would find a hole and fall back to retrying and resubscribing, never to a wrong book.)
-    """
-    seq, prev, ts = update.seq_id, update.prev_seq_id, update.ts_ms
-    if ts < snap_ts or (ts == snap_ts and prev != snap_seq):
-        return Follow.SKIP
-    if prev == snap_seq or (after_contained and prev <= snap_seq < seq):
-        return Follow.APPLY
-    return Follow.HOLE
+    def _bad_ts(self, msg: BookMessage, recv_ms: int) -> Resync | None:
+        """A `ts` no record may carry: the message is not applied, so the book cannot stay in sync."""
+        self.bad_ts += 1
+        self.sink.event(self.inst_id, "bad_frame", kind="bad_ts", seqId=msg.seq_id,
+                        detail=f"ts={msg.ts_ms} is not epoch milliseconds within a day of the local clock "
+                               f"({recv_ms})")
+        if self.state is State.WAIT_ACK:
+            return None
+        if self.state is State.SYNCED:
+            return self._desync("bad_ts")
+        self._resync_reason = self._resync_reason or "bad_ts"
+        self._reset(State.WAIT_ACK)
+        return Resync.RESUBSCRIBE
 
 
 def write_due_snapshots(syncs: Mapping[str, InstrumentSync], sink: Sink) -> None:

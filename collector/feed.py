@@ -2,10 +2,19 @@
 
 The connection only moves bytes: frames are decoded (`collector.frames`) and handed to each
 instrument's `InstrumentSync`; what the engine asks for (resubscribe, REST alignment) is done here.
-Keepalive: the text `ping` after `ping_after` s without traffic; no answer within `pong_timeout`
-means the feed is stale. Any close, stale feed or 64008 notice leads to a reconnect with capped
-exponential backoff and full jitter, a `reconnect` event per instrument and a full resubscribe.
-All feeds share a pacer that keeps new connections under OKX's limit of 3 per second per IP.
+
+- Keepalive: the text `ping` after `ping_after` s without traffic; no answer within `pong_timeout`
+  means the feed is stale. Any close, stale feed or 64008 notice leads to a reconnect with capped
+  exponential backoff and full jitter, a `reconnect` event per instrument and a full resubscribe.
+- Per-instrument watchdog: an instrument not in sync for `resync_timeout` s since its last
+  (re)subscription, whatever it waits for (the ack, the first push, a REST alignment), gets a
+  `stale` event and a fresh resubscribe. One OKX rejected with 60018 at runtime (delisted) is tried
+  again every `DELISTED_RETRY_S`.
+- OKX allows 480 (un)subscribe requests per connection per hour: the connection counts them and,
+  before running out, emits `subscribe_budget` and reconnects, which starts a fresh budget.
+- REST alignment tasks share the process's `RestClient` (one rate limiter per endpoint). A task
+  that fails in any way costs only that instrument a resubscribe.
+- All feeds share a pacer that keeps new connections under OKX's limit of 3 per second per IP.
 """
 
 from __future__ import annotations
@@ -13,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +36,7 @@ from collector.config import CollectorConfig
 from collector.engine import InstrumentSync, Resync
 from collector.frames import BadFrame, BookMessage, EventMessage, Pong, decode, decode_rest_books
 from collector.logs import log_event
+from collector.supervise import backoff_delay
 
 log = logging.getLogger("collector.feed")
 
@@ -35,15 +45,14 @@ REST_RETRY_DELAY = 0.5
 BAD_FRAME_EVENT_INTERVAL_MS = 60_000
 UNKNOWN_INSTRUMENT_CODE = "60018"
 SERVICE_UPGRADE_CODE = "64008"
+WATCH_TICK_S = 0.5
+DELISTED_RETRY_S = 300.0
+SUBSCRIBE_LIMIT_PER_HOUR = 480
+SUBSCRIBE_MARGIN = 10  # act before the last few requests, so a full resubscribe never hits the limit
 
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def backoff_delay(attempt: int, initial: float, cap: float) -> float:
-    """Capped exponential backoff with full jitter (attempt 0 is the first retry)."""
-    return random.uniform(0, min(cap, initial * 2 ** min(attempt, 30)))
 
 
 class ConnectionPacer:
@@ -62,19 +71,47 @@ class ConnectionPacer:
             self._next = max(now, self._next) + self._interval
 
 
+class SubscribeBudget:
+    """(Un)subscribe requests sent on one connection within the last hour."""
+
+    def __init__(self, limit: int = SUBSCRIBE_LIMIT_PER_HOUR - SUBSCRIBE_MARGIN, window_s: float = 3600.0) -> None:
+        self.limit = limit
+        self._window = window_s
+        self._sent: deque[float] = deque()
+
+    def used(self, now: float) -> int:
+        while self._sent and self._sent[0] <= now - self._window:
+            self._sent.popleft()
+        return len(self._sent)
+
+    def spend(self, requests: int, now: float) -> bool:
+        """Count `requests` if they fit the budget; False (nothing counted) if they do not."""
+        if self.used(now) + requests > self.limit:
+            return False
+        self._sent.extend([now] * requests)
+        return True
+
+
+class BudgetExhausted(Exception):
+    """This connection must not send more (un)subscribe requests this hour."""
+
+
 class FeedConnection:
     """A reconnecting WebSocket session for `syncs` (at most 30 `books` channels)."""
 
-    def __init__(self, name: str, cfg: CollectorConfig, syncs: dict[str, InstrumentSync],
-                 on_unknown_instrument: Callable[[str, str], None], pacer: ConnectionPacer) -> None:
+    def __init__(self, name: str, cfg: CollectorConfig, syncs: dict[str, InstrumentSync], client: rest.RestClient,
+                 on_unknown_instrument: Callable[[str, str], bool], pacer: ConnectionPacer) -> None:
         self.name = name
         self._pacer = pacer
         self.cfg = cfg
         self.syncs = syncs
+        self._client = client
         self._on_unknown = on_unknown_instrument
         self._last_recv = 0.0
         self._ping_sent_at: float | None = None
         self._close_reason: str | None = None
+        self._budget = SubscribeBudget()
+        self._subscribed_at: dict[str, float] = {}  # monotonic time of each instrument's last (re)subscribe
         self._rest_tasks: dict[str, asyncio.Task] = {}
         self._bad_frames: dict[tuple[str | None, str], list[int]] = {}  # -> [count, last event ms]
 
@@ -98,11 +135,12 @@ class FeedConnection:
                 reason = f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # a bug must cost one connection, not the whole process
                 reason = f"internal error {type(exc).__name__}: {exc}"
-                log.exception("unexpected error in %s; reconnecting", self.name,
-                              extra={"event": "internal_error"})
+                log.exception("unexpected error in %s; reconnecting", self.name, extra={"event": "internal_error"})
+                for inst_id, sync in self.syncs.items():
+                    sync.sink.event(inst_id, "error", source="collector", task=self.name, error=reason)
             finally:
                 self._cancel_rest_tasks()
-            delay = 0.0 if self._close_reason == "notice_64008" else backoff_delay(
+            delay = 0.0 if self._close_reason in ("notice_64008", "subscribe_budget") else backoff_delay(
                 attempt, self.cfg.backoff_initial, self.cfg.backoff_max)
             self._close_reason = None
             attempt += 1
@@ -118,10 +156,11 @@ class FeedConnection:
         """Subscribe everything and pump frames until the connection ends; True if books arrived."""
         self._last_recv = time.monotonic()
         self._ping_sent_at = None
+        self._budget = SubscribeBudget()  # the limit is per connection
         for sync in self.syncs.values():
             sync.drop("start")
-        await self._send(ws, "subscribe", list(self.syncs))
-        watchdog = asyncio.create_task(self._keepalive(ws))
+        await self._subscribe(ws, list(self.syncs))
+        watchdog = asyncio.create_task(self._watch(ws))
         got_books = False
         try:
             async for raw in ws:
@@ -130,29 +169,72 @@ class FeedConnection:
                 got_books |= await self._handle(ws, raw)
         except websockets.exceptions.ConnectionClosed:
             pass
+        except BudgetExhausted:
+            self._close_reason = "subscribe_budget"
         finally:
             watchdog.cancel()
         return got_books
 
-    async def _keepalive(self, ws: ClientConnection) -> None:
-        cfg = self.cfg
-        tick = min(1.0, cfg.ping_after / 4, cfg.pong_timeout / 4)
-        while True:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            if self._ping_sent_at is not None:
-                if now - self._ping_sent_at >= cfg.pong_timeout:
-                    silent = round(now - self._last_recv, 1)
-                    for inst_id, sync in self.syncs.items():
-                        sync.sink.event(inst_id, "stale", silent_s=silent)
-                    log_event(log, logging.WARNING, "stale", None,
-                              f"{self.name}: no traffic for {silent} s and no pong; reconnecting")
-                    self._close_reason = "stale"
-                    ws.transport.abort()
+    async def _watch(self, ws: ClientConnection) -> None:
+        """Keepalive for the connection and the per-instrument watchdog, every WATCH_TICK_S.
+
+        Whatever ends this task ends the connection too: a session must never run unwatched.
+        """
+        try:
+            while True:
+                await asyncio.sleep(WATCH_TICK_S)
+                now = time.monotonic()
+                if not await self._keepalive(ws, now):
                     return
-            elif now - self._last_recv >= cfg.ping_after:
-                self._ping_sent_at = now
-                await ws.send("ping")
+                await self._watch_instruments(ws, now)
+        except websockets.exceptions.ConnectionClosed:
+            return
+        except BudgetExhausted:
+            self._close_reason = "subscribe_budget"
+        except Exception as exc:
+            self._close_reason = f"internal error in the watchdog {type(exc).__name__}: {exc}"
+            log.exception("%s: watchdog crashed; reconnecting", self.name, extra={"event": "task_crashed"})
+        ws.transport.abort()
+
+    async def _keepalive(self, ws: ClientConnection, now: float) -> bool:
+        """Ping an idle connection; abort it (False) when the ping went unanswered."""
+        cfg = self.cfg
+        if self._ping_sent_at is not None:
+            if now - self._ping_sent_at < cfg.pong_timeout:
+                return True
+            silent = round(now - self._last_recv, 1)
+            for inst_id, sync in self.syncs.items():
+                sync.sink.event(inst_id, "stale", reason="no_pong", silent_s=silent)
+            log_event(log, logging.WARNING, "stale", None,
+                      f"{self.name}: no traffic for {silent} s and no pong; reconnecting")
+            self._close_reason = "stale"
+            ws.transport.abort()
+            return False
+        if now - self._last_recv >= cfg.ping_after:
+            self._ping_sent_at = now
+            await ws.send("ping")
+        return True
+
+    async def _watch_instruments(self, ws: ClientConnection, now: float) -> None:
+        for inst_id, sync in self.syncs.items():
+            if sync.in_sync:
+                sync.unsynced_since = None
+                continue
+            if sync.unsynced_since is None:
+                sync.unsynced_since = now
+            limit = DELISTED_RETRY_S if sync.delisted else self.cfg.resync_timeout
+            waited = now - self._subscribed_at.get(inst_id, now)
+            if waited < limit:
+                continue
+            unsynced = round(now - sync.unsynced_since, 1)
+            reason = "delisted_retry" if sync.delisted else "unsynced"
+            sync.sink.event(inst_id, "stale", reason=reason, state=sync.state.value, unsynced_s=unsynced)
+            log_event(log, logging.WARNING, "stale", inst_id,
+                      f"{inst_id} not in sync for {unsynced} s (state {sync.state.value}); resubscribing",
+                      reason=reason)
+            self._cancel_rest_task(inst_id)
+            sync.drop(reason)
+            await self._resubscribe(ws, inst_id)
 
     # -- frames --------------------------------------------------------------------------------
 
@@ -183,39 +265,52 @@ class FeedConnection:
 
     async def _act(self, ws: ClientConnection, sync: InstrumentSync, resync: Resync | None) -> None:
         if resync is Resync.RESUBSCRIBE:
-            await self._send(ws, "unsubscribe", [sync.inst_id])
-            await self._send(ws, "subscribe", [sync.inst_id])
+            await self._resubscribe(ws, sync.inst_id)
         elif resync is Resync.REST and sync.inst_id not in self._rest_tasks:
             self._rest_tasks[sync.inst_id] = asyncio.create_task(self._align_by_rest(ws, sync))
 
     async def _align_by_rest(self, ws: ClientConnection, sync: InstrumentSync) -> None:
         """OKX's alignment: fetch REST books until one can be spliced onto the buffered updates."""
         inst_id = sync.inst_id
+        resync: Resync | None = Resync.REST
         try:
-            resync: Resync | None = Resync.REST
             while resync is Resync.REST:
                 try:
-                    body = await rest.get(self.cfg.rest_url, BOOKS_PATH, {"instId": inst_id, "sz": "400"},
-                                          self.cfg.rest_timeout)
-                    resync = sync.on_rest_snapshot(decode_rest_books(body, inst_id), wall_ms())
+                    data = await self._client.get(BOOKS_PATH, {"instId": inst_id, "sz": "400"})
+                    resync = sync.on_rest_snapshot(decode_rest_books(data, inst_id), wall_ms())
                 except (rest.RestError, BadFrame) as exc:
                     log_event(log, logging.WARNING, "rest_error", inst_id,
                               f"REST books for alignment failed: {exc}; retrying")
                     resync = sync.rest_failed()
                 if resync is Resync.REST:
                     await asyncio.sleep(REST_RETRY_DELAY)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug costs this instrument a resubscribe, never its alignment for good
+            log.exception("REST alignment of %s crashed; resubscribing it", inst_id,
+                          extra={"event": "task_crashed", "instId": inst_id})
+            sync.sink.event(inst_id, "error", source="collector", task="rest_alignment",
+                            error=f"{type(exc).__name__}: {exc}")
+            sync.drop("internal_error")
+            resync = Resync.RESUBSCRIBE
         finally:
-            self._rest_tasks.pop(inst_id, None)
-        with contextlib.suppress(websockets.exceptions.ConnectionClosed):  # the reconnect resubscribes anyway
-            await self._act(ws, sync, resync)
+            if self._rest_tasks.get(inst_id) is asyncio.current_task():
+                del self._rest_tasks[inst_id]
+        with contextlib.suppress(websockets.exceptions.ConnectionClosed, BudgetExhausted):
+            await self._act(ws, sync, resync)  # a closed connection or spent budget: the reconnect resubscribes
 
     async def _on_event(self, ws: ClientConnection, ev: EventMessage) -> None:
         if ev.event == "subscribe" and ev.inst_id in self.syncs:
-            self.syncs[ev.inst_id].subscribed()
+            sync = self.syncs[ev.inst_id]
+            sync.delisted = False
+            sync.subscribed()
         elif ev.event == "error":
             inst_id = ev.inst_id or _inst_in_message(ev.msg, self.syncs)
-            if ev.code == UNKNOWN_INSTRUMENT_CODE and inst_id is not None:
-                self._on_unknown(inst_id, ev.msg or "")
+            rejected = ev.code == UNKNOWN_INSTRUMENT_CODE and inst_id is not None
+            if rejected and not self._on_unknown(inst_id, ev.msg or ""):
+                self.syncs[inst_id].delisted = True
+                log_event(log, logging.ERROR, "delisted", inst_id,
+                          f"OKX rejected {inst_id} ({ev.msg}); retrying every {DELISTED_RETRY_S:.0f} s")
             for target in [inst_id] if inst_id else list(self.syncs):
                 self.syncs[target].sink.event(target, "error", code=ev.code, msg=ev.msg)
             log_event(log, logging.ERROR, "error", inst_id, f"OKX error event code={ev.code}: {ev.msg}")
@@ -245,16 +340,40 @@ class FeedConnection:
         for inst_id in targets:
             self.syncs[inst_id].sink.event(inst_id, "bad_frame", kind=exc.kind, detail=exc.detail, count=seen[0])
 
-    # -- helpers -------------------------------------------------------------------------------
+    # -- requests ------------------------------------------------------------------------------
 
-    async def _send(self, ws: ClientConnection, op: str, inst_ids: list[str]) -> None:
-        args: list[dict[str, Any]] = [{"channel": "books", "instId": i} for i in inst_ids]
-        await ws.send(orjson.dumps({"op": op, "args": args}).decode())
+    async def _subscribe(self, ws: ClientConnection, inst_ids: list[str]) -> None:
+        await self._send(ws, [("subscribe", inst_ids)])
+
+    async def _resubscribe(self, ws: ClientConnection, inst_id: str) -> None:
+        await self._send(ws, [("unsubscribe", [inst_id]), ("subscribe", [inst_id])])
+
+    async def _send(self, ws: ClientConnection, requests: list[tuple[str, list[str]]]) -> None:
+        """Send (un)subscribe requests within the hourly budget; BudgetExhausted when it is spent."""
+        now = time.monotonic()
+        if not self._budget.spend(len(requests), now):
+            used = self._budget.used(now)
+            for inst_id, sync in self.syncs.items():
+                sync.sink.event(inst_id, "subscribe_budget", used=used, limit=SUBSCRIBE_LIMIT_PER_HOUR,
+                                action="reconnect")
+            log_event(log, logging.WARNING, "subscribe_budget", None,
+                      f"{self.name} sent {used} (un)subscribe requests this hour (OKX allows "
+                      f"{SUBSCRIBE_LIMIT_PER_HOUR}); moving its instruments to a new connection")
+            raise BudgetExhausted(self.name)
+        for op, inst_ids in requests:
+            args: list[dict[str, Any]] = [{"channel": "books", "instId": i} for i in inst_ids]
+            await ws.send(orjson.dumps({"op": op, "args": args}).decode())
+        for inst_id in requests[-1][1]:
+            self._subscribed_at[inst_id] = now
+
+    def _cancel_rest_task(self, inst_id: str) -> None:
+        task = self._rest_tasks.pop(inst_id, None)
+        if task is not None:
+            task.cancel()
 
     def _cancel_rest_tasks(self) -> None:
-        for task in self._rest_tasks.values():
-            task.cancel()
-        self._rest_tasks.clear()
+        for inst_id in list(self._rest_tasks):
+            self._cancel_rest_task(inst_id)
 
 
 def _close_text(ws: ClientConnection) -> str:

@@ -138,23 +138,14 @@ def decode(raw: str | bytes) -> Pong | EventMessage | list[BookMessage]:
     return [book_message(item, inst_id, action) for item in data]
 
 
-def decode_rest_books(body: bytes, inst_id: str) -> BookMessage:
-    """Decode a `GET /api/v5/market/books` body into a snapshot BookMessage (needs seqId)."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadFrame("malformed_json", f"REST books body: {exc}", inst_id) from None
-    if not isinstance(obj, dict) or str(obj.get("code")) != "0":
-        code = obj.get("code") if isinstance(obj, dict) else None
-        msg = obj.get("msg") if isinstance(obj, dict) else None
-        raise BadFrame("rest_error", f"REST books code={code!r} msg={msg!r}", inst_id)
-    data = obj.get("data")
+def decode_rest_books(data: Any, inst_id: str) -> BookMessage:
+    """The `data` of a `GET /api/v5/market/books` answer as a snapshot BookMessage (needs seqId)."""
     if not isinstance(data, list) or len(data) != 1:
         raise BadFrame("rest_error", "REST books without exactly one data element", inst_id)
     item = data[0]
     if isinstance(item, dict):
         item = {"prevSeqId": -1, **item}  # REST results carry seqId only
-    msg_ = book_message(item, inst_id, "snapshot")
-    if msg_.seq_id is None:
+    msg = book_message(item, inst_id, "snapshot")
+    if msg.seq_id is None:
         raise BadFrame("missing_field", "REST books result without seqId: cannot align", inst_id)
-    return msg_
+    return msg

@@ -32,22 +32,20 @@ class UnknownInstruments(ValueError):
         self.inst_ids = inst_ids
 
 
-def parse_instruments(body: bytes) -> dict[str, dict[str, Any]]:
-    """instId → instrument object from a `/public/instruments` response body."""
-    obj = orjson.loads(body)
-    if not isinstance(obj, dict) or str(obj.get("code")) != "0" or not isinstance(obj.get("data"), list):
-        raise rest.RestError(f"instruments response is not OKX success: {body[:200]!r}")
-    return {item["instId"]: item for item in obj["data"] if isinstance(item, dict) and "instId" in item}
+def parse_instruments(data: Any) -> dict[str, dict[str, Any]]:
+    """instId → instrument object from the `data` of a `/public/instruments` answer."""
+    if not isinstance(data, list):
+        raise rest.RestError(f"instruments answer: `data` is {type(data).__name__}, expected a list")
+    return {item["instId"]: item for item in data if isinstance(item, dict) and isinstance(item.get("instId"), str)}
 
 
-async def fetch_swap_instruments(rest_url: str, timeout: float) -> dict[str, dict[str, Any]]:
+async def fetch_swap_instruments(client: rest.RestClient) -> dict[str, dict[str, Any]]:
     """instId → instrument object of every SWAP instrument OKX lists (raises rest.RestError)."""
-    return parse_instruments(await rest.get(rest_url, INSTRUMENTS_PATH, {"instType": "SWAP"}, timeout))
+    return parse_instruments(await client.get(INSTRUMENTS_PATH, {"instType": "SWAP"}))
 
 
-async def fetch_instruments(rest_url: str, inst_ids: Iterable[str], timeout: float) -> dict[str, dict]:
-    """The instrument objects of `inst_ids`; raises UnknownInstruments naming any OKX does not list."""
-    listed = await fetch_swap_instruments(rest_url, timeout)
+def require_listed(listed: dict[str, dict[str, Any]], inst_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The objects of `inst_ids`; raises UnknownInstruments naming any OKX does not list."""
     wanted = list(inst_ids)
     unknown = [i for i in wanted if i not in listed]
     if unknown:
@@ -94,7 +92,12 @@ def store_instrument(data_dir: Path, instrument: dict[str, Any], fetched_ms: int
     if changes:
         history = layout.meta_history_path(data_dir, inst_id)
         with open(history, "ab") as f:
-            f.write(orjson.dumps(current) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
+            end = f.tell()
+            try:
+                f.write(orjson.dumps(current) + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError:
+                f.truncate(end)  # a full disk must not leave a torn history line
+                raise
     return None if previous is None else changes

@@ -1,72 +1,170 @@
-"""Minimal async REST client for OKX public endpoints (stdlib urllib run in a worker thread).
+"""Async client for OKX public REST endpoints (stdlib urllib run in a daemon thread per request).
 
-REST is off the hot path (metadata every 24 h, books only to resync), so a thread per request is
-cheap and avoids another HTTP dependency. Errors come back as `RestError` with the URL, status and
-OKX code in the message.
+REST is off the hot path (metadata once a day, books only to resync), so a thread per request is
+cheap and avoids another HTTP dependency. Every way a call can fail — connect, TLS, timeout, a body
+cut short, a body that is not JSON (an HTML maintenance page), an OKX `code` other than "0", HTTP
+429 — comes back as one `RestError`, whose message names the URL and what was wrong. Requests to
+one path share a `RateLimiter`, and a 429's `Retry-After` pauses every later request to that path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from functools import partial
+from typing import Any
 from urllib.parse import urlencode
 
+import orjson
+
+from collector.threads import settle_from_thread
+
 USER_AGENT = "okx-l2-collector/0.1"
+DEFAULT_RETRY_AFTER_S = 2.0  # a 429 without a usable Retry-After header
+MAX_RETRY_AFTER_S = 60.0
+# OKX public limits (requests per 2 s per IP): /market/books 40, /public/instruments 20.
+PATH_LIMITS = {"/api/v5/market/books": 40, "/api/v5/public/instruments": 20}
+DEFAULT_LIMIT = 10
 
 
 class RestError(OSError):
-    """A REST call that did not return HTTP 200; `status` is None for network errors."""
+    """A REST call that gave no usable OKX result.
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    `status` is the HTTP status (None when no response arrived), `code` the OKX code when the body
+    had one, `retry_after` the seconds a 429 asked us to wait.
+    """
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+
+class RateLimiter:
+    """At most `limit` requests per `window_s` (a sliding window), plus a pause after a 429."""
+
+    def __init__(self, limit: int, window_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit = limit
+        self._window = window_s
+        self._clock = clock
+        self._sent: list[float] = []
+        self._paused_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def delay(self) -> float:
+        """Seconds to wait before the next request may go out (0 when it may go now)."""
+        now = self._clock()
+        self._sent = [t for t in self._sent if t > now - self._window]
+        wait = self._paused_until - now
+        if len(self._sent) >= self._limit:
+            wait = max(wait, self._sent[0] + self._window - now)
+        return max(0.0, wait)
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while (wait := self.delay()) > 0:
+                await asyncio.sleep(wait)
+            self._sent.append(self._clock())
 
 
 def build_url(base_url: str, path: str, params: dict[str, str]) -> str:
     return f"{base_url.rstrip('/')}{path}?{urlencode(params)}"
 
 
+def _retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), bounded."""
+    seconds = DEFAULT_RETRY_AFTER_S
+    if value:
+        try:
+            seconds = float(value)
+        except ValueError:
+            with contextlib.suppress(TypeError, ValueError):
+                seconds = parsedate_to_datetime(value).timestamp() - time.time()
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
+
+
+def _preview(body: bytes) -> str:
+    return " ".join(body[:120].decode("utf-8", "replace").split())
+
+
 def _get(url: str, timeout: float) -> bytes:
+    """The body of an HTTP 200 answer; RestError for anything else, whatever layer failed."""
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.read()
     except urllib.error.HTTPError as exc:
-        body = exc.read()[:200].decode("utf-8", "replace")
-        raise RestError(f"GET {url} -> HTTP {exc.code}: {body}", exc.code) from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise RestError(f"GET {url} failed: {reason}") from None
+        body = b""
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            body = exc.read()
+        retry = _retry_after(exc.headers.get("Retry-After")) if exc.code == 429 else None
+        raise RestError(f"GET {url} -> HTTP {exc.code}: {_preview(body)}", exc.code, retry_after=retry) from None
+    except http.client.IncompleteRead as exc:
+        raise RestError(f"GET {url}: body cut short ({len(exc.partial)} bytes received, "
+                        f"{exc.expected} more expected)") from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        # URLError, TLS (ssl.SSLError is an OSError), timeouts, resets, malformed status lines
+        reason = getattr(exc, "reason", None) or exc
+        raise RestError(f"GET {url} failed: {type(exc).__name__}: {reason}") from None
 
 
-async def get(base_url: str, path: str, params: dict[str, str], timeout: float) -> bytes:
-    """GET `base_url + path?params`; returns the body of an HTTP 200 response.
+def parse_okx(url: str, body: bytes) -> Any:
+    """The `data` of an OKX JSON envelope with code "0"; RestError naming what the body was instead."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RestError(f"GET {url}: answer is not JSON (a maintenance or error page?): "
+                        f"{_preview(body)!r}") from None
+    if not isinstance(obj, dict) or "code" not in obj:
+        raise RestError(f"GET {url}: answer is not an OKX envelope: {_preview(body)!r}")
+    code = str(obj["code"])
+    if code != "0":
+        raise RestError(f"GET {url}: OKX code {code}: {obj.get('msg')!r}", code=code)
+    return obj.get("data")
 
-    The request runs in a daemon thread rather than the loop's executor: a hung server must not keep
-    the process alive after SIGTERM (an executor is joined at exit; a daemon thread is not).
-    """
-    loop = asyncio.get_running_loop()
+
+def _in_daemon_thread(loop: asyncio.AbstractEventLoop, work: Callable[[], bytes]) -> asyncio.Future[bytes]:
+    """Run `work` in a daemon thread: a hung server must not keep the process alive after SIGTERM
+    (an executor is joined at exit; a daemon thread is not)."""
     future: asyncio.Future[bytes] = loop.create_future()
-    url = build_url(base_url, path, params)
+    threading.Thread(target=settle_from_thread, args=(loop, future, work), name="okx-rest", daemon=True).start()
+    return future
 
-    def settle(outcome: Callable[[], None]) -> None:
-        if not future.done():
-            outcome()
 
-    def work() -> None:
+class RestClient:
+    """OKX REST at `base_url`, with one rate limiter per path shared by every caller."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self.base_url = base_url
+        self.timeout = timeout
+        self._limiters: dict[str, RateLimiter] = {}
+
+    def limiter(self, path: str) -> RateLimiter:
+        if path not in self._limiters:
+            self._limiters[path] = RateLimiter(PATH_LIMITS.get(path, DEFAULT_LIMIT))
+        return self._limiters[path]
+
+    async def get(self, path: str, params: dict[str, str]) -> Any:
+        """GET `path?params` and return the OKX `data`; raises RestError for every failure."""
+        limiter = self.limiter(path)
+        await limiter.acquire()
+        url = build_url(self.base_url, path, params)
         try:
-            body = _get(url, timeout)
-        except BaseException as exc:  # handed to the awaiting coroutine, not lost in the thread
-            result: Callable[[], None] = partial(future.set_exception, exc)
-        else:
-            result = partial(future.set_result, body)
-        with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody is waiting
-            loop.call_soon_threadsafe(settle, result)
-
-    threading.Thread(target=work, name="okx-rest", daemon=True).start()
-    return await future
+            body = await _in_daemon_thread(asyncio.get_running_loop(), partial(_get, url, self.timeout))
+        except RestError as exc:
+            if exc.retry_after is not None:
+                limiter.pause(exc.retry_after)
+            raise
+        return parse_okx(url, body)

@@ -1,8 +1,11 @@
-"""The periodic one-line status per instrument that `l2-collector run` prints on stderr.
+"""The periodic status lines that `l2-collector run` prints on stderr.
 
-Example: `BTC-USDT-SWAP synced 10.0 msg/s seqId=123 lag=15ms last_msg_age=0.1s gaps=0 checksum_failures=0
-resyncs=0 records=1800 write_lag_p50=1003ms p99=1950ms` — `lag` is receive minus event time of the last
-message, `write_lag` event time to record on disk over the interval (bounded by the cadence).
+One line per instrument, e.g. `BTC-USDT-SWAP synced 10.0 msg/s seqId=123 lag=15ms last_msg_age=0.1s
+gaps=0 checksum_failures=0 resyncs=0 records=1800 write_lag_p50=1003ms p99=1950ms` — `lag` is receive
+minus event time of the last message, `write_lag` event time to record on disk over the interval
+(bounded by the cadence). An instrument that is not in sync says for how long (`unsynced=12.5s`); one
+OKX rejected at runtime (60018) shows as `delisted`. Then one line for the process: the event loop's
+largest lateness since the previous line (`loop_lag_max`) and the lines waiting for the writer thread.
 Rates are computed from the engine's counters between two calls; nothing here touches the hot path.
 """
 
@@ -14,7 +17,8 @@ from dataclasses import dataclass, field
 
 from collector.engine import InstrumentSync
 from collector.logs import log_event
-from collector.store import LakeWriter
+from collector.loop_monitor import LoopMonitor
+from collector.writer import BackgroundWriter
 
 log = logging.getLogger("collector.status")
 
@@ -24,11 +28,13 @@ class StatusReporter:
     """Remembers the previous counters so each line shows rates over the last interval."""
 
     syncs: dict[str, InstrumentSync]
-    store: LakeWriter
+    writer: BackgroundWriter
+    loop: LoopMonitor
     _last: dict[str, tuple[float, int]] = field(default_factory=dict)
     _started_s: float = field(default_factory=time.monotonic)
 
     def report(self, now_s: float, now_ms: int) -> None:
+        store = self.writer.store
         for inst_id, sync in self.syncs.items():
             prev_t, prev_msgs = self._last.get(inst_id, (self._started_s, 0))
             elapsed = now_s - prev_t
@@ -36,18 +42,25 @@ class StatusReporter:
             self._last[inst_id] = (now_s, sync.messages)
             lag = f"{sync.recv_ms - sync.ts_ms}ms" if sync.ts_ms else "-"
             age = f"{(now_ms - sync.recv_ms) / 1000:.1f}s" if sync.recv_ms else "-"
-            records = self.store.records_written[inst_id]
-            write_lag = _percentiles(self.store.write_lags_ms.pop(inst_id, []))
+            state = "delisted" if sync.delisted else sync.state.value
+            unsynced_s = None if sync.unsynced_since is None else round(now_s - sync.unsynced_since, 1)
+            unsynced = "" if unsynced_s is None else f" unsynced={unsynced_s}s"
+            records = store.records_written[inst_id]
+            write_lag = _percentiles(store.write_lags_ms.pop(inst_id, []))
             log_event(
                 log, logging.INFO, "status", inst_id,
-                f"{inst_id} {sync.state.value} {rate:.1f} msg/s seqId={sync.seq_id} "
+                f"{inst_id} {state}{unsynced} {rate:.1f} msg/s seqId={sync.seq_id} "
                 f"lag={lag} last_msg_age={age} "
                 f"gaps={sync.gaps} checksum_failures={sync.checksum_failures} resyncs={sync.resyncs} "
                 f"records={records} write_lag_p50={write_lag[0]}ms p99={write_lag[1]}ms",
-                state=sync.state.value, msgs_per_s=round(rate, 2), seqId=sync.seq_id,
+                state=state, unsynced_s=unsynced_s, msgs_per_s=round(rate, 2), seqId=sync.seq_id,
                 gaps=sync.gaps, resyncs=sync.resyncs, records=records, write_lag_p50_ms=write_lag[0],
                 write_lag_p99_ms=write_lag[1],
             )
+        lag_ms = round(self.loop.take_max_lag_s() * 1000)
+        log_event(log, logging.INFO, "status_process", None,
+                  f"event loop lag max {lag_ms}ms, {self.writer.backlog} lines queued for the writer",
+                  loop_lag_max_ms=lag_ms, writer_backlog=self.writer.backlog)
 
 
 def _percentiles(values: list[int]) -> tuple[int | str, int | str]:

@@ -5,9 +5,11 @@ Guarantees, each tested:
 - one `os.write` per line on an O_APPEND descriptor, so a killed process leaves at most one torn
   line, and a failed or short write (disk full) is truncated back, so no torn line is left at all;
 - every file is repaired (cut back to its last complete line, logged as a `repair` event) before
-  this process first appends to it;
+  this process first appends to it, and at start every record and event file of the last 48 h is
+  (`repair_recent`), so no closed hour keeps a torn tail from a crash;
 - never two records with the same `timestamp_utc` per instrument, also across restarts: a record is
-  written only when its event time is later than the last record already in the lake;
+  written only when its event time is later than the last record already in the lake; no record
+  stamped more than a day after the local clock is written or believed;
 - files are fsynced (with their directory when created) on hour close and on `close()`.
 """
 
@@ -18,6 +20,7 @@ import gzip
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +34,8 @@ from collector.record import build_event, encode_line, format_ts_ms, parse_ts_ms
 
 log = logging.getLogger("collector.store")
 _TAIL_CHUNK = 1 << 16
+MAX_FUTURE_MS = 86_400_000  # no record (and no dedup high-water mark) beyond local now + 1 day
+REPAIR_WINDOW_HOURS = 48
 
 
 @dataclass(slots=True)
@@ -65,34 +70,54 @@ def repair_torn_tail(path: Path) -> int:
         return size - keep
 
 
-def _last_complete_line(path: Path) -> bytes | None:
+def _complete_lines_newest_first(path: Path) -> list[bytes]:
+    """The complete lines of the file's last stretch (whole file for an archive), newest first."""
     if path.name.endswith(layout.ARCHIVE_SUFFIX):
-        last = None
         with gzip.open(path, "rb") as f:
-            for line in f:
-                if line.endswith(b"\n"):
-                    last = line
-        return last
-    with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        f.seek(max(0, size - 4 * _TAIL_CHUNK))
-        lines = f.read().split(b"\n")
+            lines = f.read().split(b"\n")
+    else:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 4 * _TAIL_CHUNK))
+            lines = f.read().split(b"\n")
     complete = lines[:-1]  # whatever follows the last newline is torn or empty
-    return complete[-1] + b"\n" if complete and complete[-1] else None
+    return [line for line in reversed(complete) if line]
 
 
-def last_record_ts_ms(data_dir: Path, inst_id: str) -> int | None:
-    """Event time of the newest record in the lake for `inst_id` (records or archive files)."""
-    files = [f for f in layout.iter_hour_files(data_dir, inst_id) if f.kind in ("records", "archive")]
+def last_record_ts_ms(data_dir: Path, inst_id: str, not_after_ms: int) -> int | None:
+    """Event time of the newest record in the lake for `inst_id` (records or archive files).
+
+    Records stamped after `not_after_ms` are not believed (a garbage far-future `ts` must not become
+    the dedup high-water mark and silence every later record), so neither are their hours.
+    """
+    newest_hour = layout.hour_floor(not_after_ms)
+    files = [f for f in layout.iter_hour_files(data_dir, inst_id)
+             if f.kind in ("records", "archive") and f.hour <= newest_hour]
     for hour_file in sorted(files, key=lambda f: f.hour, reverse=True):
-        line = _last_complete_line(hour_file.path)
-        if line is None:
-            continue
-        try:
-            return parse_ts_ms(orjson.loads(line)["timestamp_utc"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue
+        for line in _complete_lines_newest_first(hour_file.path):
+            try:
+                ts_ms = parse_ts_ms(orjson.loads(line)["timestamp_utc"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+            if ts_ms <= not_after_ms:
+                return ts_ms
     return None
+
+
+def repair_recent_hours(data_dir: Path, since: datetime) -> list[tuple[layout.HourFile, int]]:
+    """Cut the torn tail of every record and event file of an hour at or after `since`.
+
+    A crash can leave a half line in an hour the restarted collector never appends to again (the
+    hour rolled over meanwhile); without this that hour's `schema_valid` would fail forever.
+    Returns (file, bytes dropped) for each file that was repaired.
+    """
+    repaired = []
+    for hour_file in layout.iter_hour_files(data_dir):
+        if hour_file.kind in ("records", "events") and hour_file.hour >= since:
+            dropped = repair_torn_tail(hour_file.path)
+            if dropped:
+                repaired.append((hour_file, dropped))
+    return repaired
 
 
 class LakeWriter:
@@ -113,6 +138,10 @@ class LakeWriter:
     # -- Sink ----------------------------------------------------------------------------------
 
     def record(self, inst_id: str, ts_ms: int, record: dict[str, Any]) -> None:
+        if ts_ms > self._clock_ms() + MAX_FUTURE_MS:
+            log_event(log, logging.ERROR, "bad_ts", inst_id, f"refused a record stamped {ts_ms}, more than a day "
+                      "after the local clock: check the host clock (NTP)")
+            return
         last = self.last_ts(inst_id)
         if last is not None and ts_ms <= last:
             self.duplicates_skipped[inst_id] += 1
@@ -122,17 +151,32 @@ class LakeWriter:
             self.records_written[inst_id] += 1
             self.write_lags_ms.setdefault(inst_id, []).append(self._clock_ms() - ts_ms)
 
-    def event(self, inst_id: str, event_type: str, **details: Any) -> None:
-        now = self._clock_ms()
+    def event(self, inst_id: str, event_type: str, *, at_ms: int | None = None, **details: Any) -> None:
+        """One sidecar line, stamped `at_ms` (local time the event happened; default now)."""
+        now = self._clock_ms() if at_ms is None else at_ms
         self._write(inst_id, "events", layout.hour_floor(now), encode_line(build_event(
             inst_id, event_type, now, **details)))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def last_ts(self, inst_id: str) -> int | None:
+        """The dedup high-water mark: newest record event time, never beyond now + 1 day."""
         if inst_id not in self._last_ts:
-            self._last_ts[inst_id] = last_record_ts_ms(self.data_dir, inst_id)
+            self._last_ts[inst_id] = last_record_ts_ms(self.data_dir, inst_id, self._clock_ms() + MAX_FUTURE_MS)
         return self._last_ts[inst_id]
+
+    def repair_recent(self, inst_ids: Iterable[str], hours: int = REPAIR_WINDOW_HOURS) -> int:
+        """At start: cut torn tails left by a crash in the last `hours` (a `repair` event each)."""
+        since = layout.hour_floor(self._clock_ms()) - hours * layout.HOUR
+        repaired = repair_recent_hours(self.data_dir, since)
+        wanted = set(inst_ids)
+        for hour_file, dropped in repaired:
+            path = hour_file.path.relative_to(self.data_dir)
+            log_event(log, logging.WARNING, "repair", hour_file.inst_id,
+                      f"dropped a torn last line of {dropped} bytes from {path} (left by a crash)")
+            if hour_file.inst_id in wanted:
+                self.event(hour_file.inst_id, "repair", path=str(path), dropped_bytes=dropped)
+        return len(repaired)
 
     def close(self) -> None:
         for key in list(self._files):

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.book import OrderBook
+from collector.book import BadLevel, OrderBook
 from collector.checksum import checksum_string, okx_checksum
 from l2_pipeline_tests.conftest import reference_file
 
@@ -99,3 +99,64 @@ def test_book_matches_naive_reference(stream: list[tuple[list, list]]) -> None:
         assert book.bids.top(400) == expected_bids
         assert book.asks.top(400) == expected_asks
         assert book.checksum() == okx_checksum(expected_bids[:25], expected_asks[:25])
+
+
+# -- property test: a price written two ways is a bad level, never a stale or doubled level -------
+
+def _spelled(half_ticks: int, extra_zeros: int) -> str:
+    """half_ticks / 2 written with `extra_zeros` trailing zeros: (20, 0) "10", (20, 2) "10.00", (21, 1) "10.50"."""
+    text = f"{Decimal(half_ticks) / 2:f}"
+    if not extra_zeros:
+        return text
+    return text + "0" * extra_zeros if "." in text else f"{text}.{'0' * extra_zeros}"
+
+
+spellings = st.builds(_spelled, st.integers(1, 40), st.integers(0, 2))
+spelled_sizes = st.sampled_from(["0", "0.0", "1", "2.5", "7"])
+spelled_levels = st.lists(st.tuples(spellings, spelled_sizes).map(lambda ps: [ps[0], ps[1], "0", "1"]), max_size=8)
+
+
+def _naive_spelled_apply(side: dict[Decimal, list[str]], update: list[list[str]]) -> bool:
+    """Apply level by level; False at the first level whose price text differs from the stored one."""
+    for level in update:
+        value = Decimal(level[0])
+        stored = side.get(value)
+        if stored is not None and stored[0] != level[0]:
+            return False
+        if Decimal(level[1]) == 0:
+            side.pop(value, None)
+        else:
+            side[value] = level
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(spelled_levels, min_size=1, max_size=30))
+def test_price_spelled_differently_is_a_bad_level(stream: list[list[list[str]]]) -> None:
+    """Insert, update or delete of "10.0" while "10" is stored: BadLevel (the engine then resyncs);
+    otherwise the book equals a reference keyed by the price's value."""
+    book = OrderBook()
+    naive: dict[Decimal, list[str]] = {}
+    for update in stream:
+        consistent = _naive_spelled_apply(naive, update)
+        try:
+            book.apply(update, [])
+        except BadLevel:
+            assert not consistent, f"rejected a consistent update {update}"
+            book.clear()  # what a resync does: start again from a fresh snapshot
+            naive.clear()
+            continue
+        assert consistent, f"accepted {update} although a price was written differently"
+        assert book.bids.top(400) == [naive[v] for v in sorted(naive, reverse=True)]
+
+
+def test_delete_spelled_differently_never_leaves_a_stale_level() -> None:
+    book = OrderBook()
+    book.apply([["100", "1", "0", "1"], ["99.5", "2", "0", "1"]], [])
+    for spelled in (["100.0", "0", "0", "0"], ["100.00", "0.0", "0", "0"], ["99.50", "0", "0", "0"]):
+        try:
+            book.apply([spelled], [])
+        except BadLevel as exc:
+            assert "written differently" in str(exc)
+        else:
+            raise AssertionError(f"{spelled} was accepted")

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from collector.engine import InstrumentSync, Resync
 from collector.frames import BadFrame, BookMessage, EventMessage, Pong, decode
 from collector.record import record_problems
-from l2_pipeline_tests.test_engine import ListSink
+from l2_pipeline_tests.test_engine import T0, ListSink
 
 INST = "BTC-USDT-SWAP"
 KEYS = ["arg", "data", "action", "event", "code", "msg", "channel", "instId", "bids", "asks", "ts",
@@ -85,9 +85,9 @@ def test_engine_survives_hostile_levels(stream: list) -> None:
     sync.subscribed()
     seq = 100
     for action, bids, asks, seq_step in stream:
-        msg = BookMessage(INST, action, bids, asks, seq, 0, seq + seq_step, -1 if action == "snapshot" else seq)
+        msg = BookMessage(INST, action, bids, asks, T0 + seq, 0, seq + seq_step, -1 if action == "snapshot" else seq)
         seq += seq_step
-        result = sync.on_book(msg, seq)
+        result = sync.on_book(msg, T0 + seq)
         if result is Resync.RESUBSCRIBE:
             sync.subscribed()
         if sync.in_sync:

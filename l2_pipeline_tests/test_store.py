@@ -15,6 +15,7 @@ from l2_pipeline_tests.conftest import mounted_tmpfs
 
 INST = "BTC-USDT-SWAP"
 H10 = 1_764_064_800_000  # 2025-11-25T10:00:00Z
+DAY = 86_400_000
 
 
 def rec(ts_ms: int, bids: list | None = None) -> dict:
@@ -65,7 +66,7 @@ def test_torn_tail_is_repaired_before_append(tmp_path: Path) -> None:
     good = path.read_bytes()
     torn = orjson.dumps(rec(H10 + 2_000))[:57]
     path.write_bytes(good + torn)  # what kill -9 in the middle of a write could leave
-    assert last_record_ts_ms(tmp_path, INST) == H10 + 1_000
+    assert last_record_ts_ms(tmp_path, INST, not_after_ms=H10 + DAY) == H10 + 1_000
     writer = LakeWriter(tmp_path, clock_ms=lambda: H10)
     writer.record(INST, H10 + 4_000, rec(H10 + 4_000))
     writer.close()
@@ -118,3 +119,45 @@ def test_disk_full_leaves_no_torn_line_and_resumes(tiny_fs: Path) -> None:
     writer.close()
     assert writer.records_written[INST] == written + 1
     assert all(not record_problems(r) for r in lines(path))
+
+
+def test_far_future_record_never_becomes_the_dedup_high_water_mark(tmp_path: Path) -> None:
+    """A garbage far-future ts in the lake (e.g. microseconds read as ms, from an older version) must
+    not silence every later record, also across restarts; such a record is never written either."""
+    future = H10 + 400 * DAY
+    planted = layout.records_path(tmp_path, INST, layout.hour_floor(future))
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(orjson.dumps(rec(future)) + b"\n")
+    writer = LakeWriter(tmp_path, clock_ms=lambda: H10)
+    writer.record(INST, H10 + 1_000, rec(H10 + 1_000))
+    writer.record(INST, H10 + 2 * DAY, rec(H10 + 2 * DAY))  # more than a day ahead of the local clock
+    writer.close()
+    assert writer.records_written[INST] == 1 and writer.last_ts(INST) == H10 + 1_000
+    restarted = LakeWriter(tmp_path, clock_ms=lambda: H10 + 10_000)
+    restarted.record(INST, H10 + 5_000, rec(H10 + 5_000))
+    restarted.close()
+    stamps = [r["timestamp_utc"] for r in lines(layout.records_path(tmp_path, INST, layout.hour_floor(H10)))]
+    assert stamps == ["2025-11-25T10:00:01.000Z", "2025-11-25T10:00:05.000Z"]
+
+
+def test_start_repairs_torn_tails_of_closed_hours(tmp_path: Path) -> None:
+    """kill -9 mid-line, restart after the hour rolled over: the closed hour is repaired at start
+    (records and events, last 48 h), with a `repair` event; older hours are left alone."""
+    writer = LakeWriter(tmp_path, clock_ms=lambda: H10 + 1_000)
+    for ts in (H10 - 3 * DAY, H10 + 1_000):
+        writer.record(INST, ts, rec(ts))
+    writer.close()
+    torn_paths = [layout.records_path(tmp_path, INST, layout.hour_floor(ts)) for ts in (H10, H10 - 3 * DAY)]
+    for path in torn_paths:
+        path.write_bytes(path.read_bytes() + b'{"timestamp_utc":"2025-11-25T10:0')
+    events = layout.events_path(tmp_path, INST, layout.hour_floor(H10))
+    events.write_bytes(b'{"ts_utc":"2025-11-25T10:00:02.000Z","instId":"BTC-USDT-SWAP","type":"gap"}\n{"ts_u')
+    restarted = LakeWriter(tmp_path, clock_ms=lambda: H10 + 3_700_000)  # 11:01, the 10:00 hour is closed
+    assert restarted.repair_recent([INST]) == 2
+    restarted.close()
+    assert torn_paths[0].read_bytes().endswith(b"}\n") and len(lines(torn_paths[0])) == 1
+    assert not torn_paths[1].read_bytes().endswith(b"\n")  # 3 days old: outside the window
+    assert lines(events)[-1]["type"] == "gap"
+    repairs = lines(layout.events_path(tmp_path, INST, layout.hour_floor(H10 + 3_700_000)))
+    assert sorted(e["path"] for e in repairs if e["type"] == "repair") == sorted(
+        str(p.relative_to(tmp_path)) for p in (torn_paths[0], events))
