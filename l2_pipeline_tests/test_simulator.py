@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -31,6 +32,7 @@ from collector.simulator.faults import FAULT_NAMES, parse_faults
 from collector.simulator.instruments import instrument_spec
 from collector.simulator.market import MarketBook, SyntheticClock, dump_frames, format_scaled, parse_scaled
 from collector.simulator.server import SimConfig, running_simulator
+from collector.simulator.truth import book_digest
 
 BTC, ETH = "BTC-USDT-SWAP", "ETH-USDT-SWAP"
 PLAIN_DECIMAL = re.compile(r"^(0|[1-9]\d*)(\.\d*[1-9])?$")
@@ -145,8 +147,24 @@ def test_fault_spec_parsing() -> None:
         parse_faults("drop,drop=0.1")
     assert set(FAULT_NAMES) == {
         "drop", "reset", "bad_checksum", "zero_checksum", "no_snapshot", "disconnect", "notice", "silence",
-        "malformed", "error", "heartbeat", "rest_429", "rest_slow", "rest_error",
+        "malformed", "error", "heartbeat", "rest_429", "rest_slow", "rest_error", "ts_micro", "rest_cut",
+        "rest_html", "rest_ts_skew", "instruments_html", "instruments_cut",
     }
+
+
+def test_valued_fault_spec_parsing() -> None:
+    plan = parse_faults("drop=0.5,rest_ts_skew=2500")
+    assert plan.value("rest_ts_skew") == 2500 and plan.probability("rest_ts_skew") == 0.0
+    assert plan.value("drop") is None and plan.probability("drop") == 0.5
+    assert parse_faults("rest_ts_skew=500").value("rest_ts_skew") == 500
+    assert parse_faults("rest_ts_skew").value("rest_ts_skew") == 500
+    assert parse_faults("rest_ts_skew=0").value("rest_ts_skew") == 0
+    assert parse_faults("drop").value("rest_ts_skew") is None
+    for bad in ("rest_ts_skew=-1", "rest_ts_skew=x", "rest_ts_skew=1.5", "rest_ts_skew="):
+        with pytest.raises(ValueError, match=rf"bad value in --faults item '{bad}': expected rest_ts_skew=MS"):
+            parse_faults(bad)
+    with pytest.raises(ValueError, match="given twice"):
+        parse_faults("rest_ts_skew,rest_ts_skew=3")
 
 
 @pytest.mark.parametrize("inst_id", [BTC, ETH, "DOGE-USDT-SWAP", "ABC-USDT-SWAP"])
@@ -478,6 +496,152 @@ def test_rest_endpoints_and_rest_faults() -> None:
             assert status == 400 and "valid names" in body["error"]
 
     run(scenario())
+
+
+BOOKS_BTC = f"/api/v5/market/books?instId={BTC}&sz=400"
+INSTRUMENTS_SWAP = "/api/v5/public/instruments?instType=SWAP"
+
+
+def fault_lines(truth_path: Path) -> list[dict[str, Any]]:
+    return [t for t in read_jsonl(truth_path) if "fault" in t]
+
+
+@pytest.mark.parametrize(("fault", "path"), [("rest_cut", BOOKS_BTC), ("instruments_cut", INSTRUMENTS_SWAP)])
+def test_cut_faults_break_off_the_body(fault: str, path: str, tmp_path: Path) -> None:
+    truth_path = tmp_path / "truth.jsonl"
+
+    def read_cut(url: str) -> http.client.IncompleteRead:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+            promised = int(response.headers["Content-Length"])
+            with pytest.raises(http.client.IncompleteRead) as cut:
+                response.read()
+        assert len(cut.value.partial) == promised // 2 and cut.value.expected == promised - promised // 2
+        assert cut.value.partial.startswith(b'{"code":"0","msg":"","data":[{')
+        return cut.value
+
+    async def scenario() -> None:
+        config = SimConfig(interval_ms=20, faults=parse_faults(fault), truth_log=truth_path)
+        async with running_simulator(config) as sim:
+            for _ in range(2):
+                await asyncio.to_thread(read_cut, sim.rest_url + path)
+
+    run(scenario())
+    assert [(t["fault"], t["instId"]) for t in fault_lines(truth_path)] == [
+        (fault, BTC if fault == "rest_cut" else None)] * 2
+
+
+@pytest.mark.parametrize(("fault", "path"), [("rest_html", BOOKS_BTC), ("instruments_html", INSTRUMENTS_SWAP)])
+def test_html_faults_answer_200_with_a_maintenance_page(fault: str, path: str, tmp_path: Path) -> None:
+    truth_path = tmp_path / "truth.jsonl"
+
+    def get(url: str) -> tuple[int, str, bytes]:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+
+    async def scenario() -> None:
+        async with running_simulator(SimConfig(interval_ms=20, truth_log=truth_path)) as sim:
+            # instruments faults ignore instId; books faults fire for the given instrument
+            for inject in (f"/sim/inject?fault={fault}", f"/sim/inject?fault={fault}&instId={BTC}"):
+                assert await rest(sim, inject) == (200, {"ok": True})
+                status, content_type, body = await asyncio.to_thread(get, sim.rest_url + path)
+                assert (status, content_type) == (200, "text/html")
+                assert body.startswith(b"<!DOCTYPE html><html><head><title>503 Service Temporarily Unavailable</title>")
+                status, body = await rest(sim, path)  # injected faults fire once
+                assert status == 200 and body["code"] == "0"
+
+    run(scenario())
+    assert [(t["fault"], t["instId"]) for t in fault_lines(truth_path)] == [
+        (fault, BTC if fault == "rest_html" else None)] * 2
+
+
+def observed_skews(answers: list[dict[str, Any]], truth_path: Path) -> list[int]:
+    """Each books answer's ts minus the true ts of the state with its seqId, after checking that its
+    levels are exactly that state's."""
+    states = {t["seqId"]: t for t in read_jsonl(truth_path) if "digest" in t}
+    skews = []
+    for answer in answers:
+        state = states[answer["seqId"]]
+        assert book_digest(answer["bids"], answer["asks"]) == state["digest"]
+        skews.append(int(answer["ts"]) - state["ts"])
+    return skews
+
+
+def test_rest_ts_skew_from_the_plan(tmp_path: Path) -> None:
+    truth_path = tmp_path / "truth.jsonl"
+    answers: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        config = SimConfig(interval_ms=20, instruments=(BTC,), faults=parse_faults("rest_ts_skew=300"),
+                           truth_log=truth_path)
+        async with running_simulator(config) as sim:
+            for _ in range(12):
+                status, body = await rest(sim, BOOKS_BTC)
+                assert status == 200 and body["code"] == "0"
+                answers.append(body["data"][0])
+                await asyncio.sleep(0.01)
+
+    run(scenario())
+    skews = observed_skews(answers, truth_path)
+    assert all(0 <= skew <= 300 for skew in skews) and len(set(skews)) > 1
+    states = {t["seqId"]: t["ts"] for t in read_jsonl(truth_path) if "digest" in t}
+    assert [(t["fault"], t["instId"], t["ts"], t["skew_ms"]) for t in fault_lines(truth_path)] == [
+        ("rest_ts_skew", BTC, states[a["seqId"]], skew) for a, skew in zip(answers, skews, strict=True)]
+
+
+def test_rest_ts_skew_injected(tmp_path: Path) -> None:
+    truth_path = tmp_path / "truth.jsonl"
+    answers: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        async with running_simulator(SimConfig(interval_ms=20, truth_log=truth_path)) as sim:
+            assert await rest(sim, "/sim/inject?fault=rest_ts_skew&ms=1234") == (200, {"ok": True})
+            answers.append((await rest(sim, BOOKS_BTC))[1]["data"][0])
+            sim.inject("rest_ts_skew", BTC)
+            answers.append((await rest(sim, BOOKS_BTC))[1]["data"][0])
+            answers.append((await rest(sim, BOOKS_BTC))[1]["data"][0])
+            for bad in ("fault=rest_ts_skew&ms=-5", "fault=rest_ts_skew&ms=x", "fault=drop&ms=5"):
+                status, body = await rest(sim, f"/sim/inject?{bad}")
+                assert status == 400 and not body["ok"]
+
+    run(scenario())
+    assert observed_skews(answers, truth_path) == [1234, 500, 0]
+    assert [(t["fault"], t["skew_ms"]) for t in fault_lines(truth_path)] == [
+        ("rest_ts_skew", 1234), ("rest_ts_skew", 500)]
+
+
+def test_ts_micro_stamps_one_update_in_microseconds(tmp_path: Path) -> None:
+    truth_path = tmp_path / "truth.jsonl"
+    pushed: list[dict[str, Any]] = []
+
+    async def scenario() -> None:
+        config = SimConfig(interval_ms=20, instruments=(BTC,), truth_log=truth_path)
+        async with running_simulator(config) as sim, connect(sim.ws_url) as ws:
+            await subscribe(ws, BTC)
+            assert (await recv(ws))["event"] == "subscribe"
+            (snapshot,) = await book_messages(ws, 1)
+            ref = RefBook()
+            ref.apply(snapshot["data"][0], snapshot=True)
+
+            def chained(msg: dict[str, Any], prev: int) -> bool:
+                data = msg["data"][0]
+                assert data["prevSeqId"] == prev
+                ref.apply(data)
+                ref.check(data)
+                pushed.append(data)
+                return int(data["ts"]) > 10**14
+
+            sim.inject("ts_micro", BTC)
+            await read_until(ws, ref.seq_id, chained)
+            for msg in await book_messages(ws, 5):
+                prev = pushed[-1]["seqId"]
+                assert not chained(msg, prev)
+
+    run(scenario())
+    states = {t["seqId"]: t["ts"] for t in read_jsonl(truth_path) if "digest" in t}
+    micro = [data for data in pushed if int(data["ts"]) != states[data["seqId"]]]
+    assert len(micro) == 1 and int(micro[0]["ts"]) == states[micro[0]["seqId"]] * 1000
+    assert [(t["fault"], t["ts"]) for t in fault_lines(truth_path)] == [("ts_micro", states[micro[0]["seqId"]])]
 
 
 def test_random_faults_are_reproducible_for_a_seed(tmp_path: Path) -> None:

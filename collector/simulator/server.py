@@ -31,9 +31,12 @@ from collector.simulator.faults import (
     CONNECTION_FAULTS,
     FAULT_HELP,
     FAULT_NAMES,
+    INSTRUMENTS_FAULTS,
     REST_FAULTS,
+    VALUED_FAULTS,
     FaultPlan,
     parse_faults,
+    parse_ms,
 )
 from collector.simulator.instruments import instrument_spec
 from collector.simulator.market import CHECKSUM_MODES, MarketBook, dump_frames
@@ -99,7 +102,7 @@ class Simulator:
             for inst_id in config.instruments
         }
         self.truth = TruthLog(config.truth_log)
-        self.rest = RestApi(self.books, config.faults, config.seed, self.truth, config.rest_lag_ticks)
+        self.rest = RestApi(self.books, config.faults, config.seed, self.truth, self.clock_ms, config.rest_lag_ticks)
         self.sessions: set[Session] = set()
         self._context = SessionContext(self.books, config.faults, config.seed, self.truth,
                                        config.notice_grace, config.silence_seconds, [])
@@ -145,16 +148,23 @@ class Simulator:
             await self._server.wait_closed()
         self.truth.close()
 
-    def inject(self, fault: str, inst_id: str | None = None) -> None:
+    def inject(self, fault: str, inst_id: str | None = None, ms: int | None = None) -> None:
         """Inject `fault` once: book and connection faults at the next tick (connection faults on
         every connection subscribed to `inst_id`, or on all), `no_snapshot` at the next subscribe,
-        REST faults at the next books request."""
+        REST faults at the next books request, instruments faults at the next instruments request
+        (whatever `inst_id`). `ms` is only for rest_ts_skew: the exact skew (default 500)."""
         if fault not in FAULT_NAMES:
             raise ValueError(f"unknown fault {fault!r}; valid names: {', '.join(FAULT_NAMES)}")
         if inst_id is not None and inst_id not in self.books:
             raise ValueError(f"instrument {inst_id!r} is not simulated")
+        if ms is not None and fault not in VALUED_FAULTS:
+            raise ValueError(f"ms applies only to {', '.join(VALUED_FAULTS)}, not to {fault!r}")
+        if ms is not None and ms < 0:
+            raise ValueError(f"ms={ms} must be >= 0")
         if fault in REST_FAULTS:
-            self.rest.inject(fault, inst_id)
+            self.rest.inject(fault, inst_id, ms)
+        elif fault in INSTRUMENTS_FAULTS:
+            self.rest.inject(fault, None)
         elif fault == "no_snapshot":
             self._context.pending_no_snapshot.append(inst_id)
         else:
@@ -196,6 +206,8 @@ class Simulator:
             data["checksum"] = 0
         if "bad_checksum" in fired:
             data["checksum"] = (book.true_checksum() ^ 0x5A5A) or 1
+        if "ts_micro" in fired:
+            data["ts"] = str(book.ts_ms * 1000)
         if "drop" in fired:
             return
         frame = encode(message)
@@ -221,7 +233,8 @@ class Simulator:
         params = {key: values[-1] for key, values in parse_qs(url.query).items()}
         if url.path == INJECT_PATH:
             try:
-                self.inject(params.get("fault", ""), params.get("instId"))
+                ms = params.get("ms")
+                self.inject(params.get("fault", ""), params.get("instId"), None if ms is None else parse_ms(ms))
             except ValueError as exc:
                 return json_response(HTTPStatus.BAD_REQUEST, {"ok": False, "error": str(exc)})
             return json_response(HTTPStatus.OK, {"ok": True})
@@ -252,7 +265,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruments", default=",".join(DEFAULT_INSTRUMENTS),
                         help=f"comma-separated instIds (default {','.join(DEFAULT_INSTRUMENTS)})")
     parser.add_argument("--faults", default="", help="comma-separated name=probability (per 100 ms tick) or "
-                        f"bare name (always). Names: {fault_lines}")
+                        f"bare name (always); rest_ts_skew=MS takes milliseconds. Names: {fault_lines}")
     parser.add_argument("--seed", type=int, default=1, help="seed of books and fault draws (default 1)")
     parser.add_argument("--interval-ms", type=int, default=100, help="update interval (default 100)")
     parser.add_argument("--checksum", choices=CHECKSUM_MODES, default="real",

@@ -43,12 +43,14 @@ class TruthLog:
         }
         self._file.write(orjson.dumps(line) + b"\n")
 
-    def fault(self, name: str, inst_id: str | None, ts_ms: int, conn_id: str | None = None) -> None:
+    def fault(self, name: str, inst_id: str | None, ts_ms: int, conn_id: str | None = None, **details: object) -> None:
+        """A fired fault; `details` are extra fields of its line (e.g. rest_ts_skew's `skew_ms`)."""
         if self._file is None:
             return
         line: dict[str, object] = {"fault": name, "instId": inst_id, "ts": ts_ms}
         if conn_id is not None:
             line["connId"] = conn_id
+        line.update(details)
         self._file.write(orjson.dumps(line) + b"\n")
 
     def flush(self) -> None:
