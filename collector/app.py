@@ -164,7 +164,7 @@ class Collector:
             except (rest.RestError, OSError) as exc:
                 log_event(log, logging.ERROR, "metadata_error", None,
                           f"metadata refresh failed ({exc}); last good files kept, retrying in {retry:.0f} s")
-                delay, retry = retry, min(period, retry * 2)
+                delay, retry = min(retry, period), min(period, retry * 2)
 
     # -- periodic work -------------------------------------------------------------------------
 
