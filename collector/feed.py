@@ -74,7 +74,7 @@ class ConnectionPacer:
 class SubscribeBudget:
     """(Un)subscribe requests sent on one connection within the last hour."""
 
-    def __init__(self, limit: int = SUBSCRIBE_LIMIT_PER_HOUR - SUBSCRIBE_MARGIN, window_s: float = 3600.0) -> None:
+    def __init__(self, limit: int, window_s: float = 3600.0) -> None:
         self.limit = limit
         self._window = window_s
         self._sent: deque[float] = deque()
@@ -110,7 +110,8 @@ class FeedConnection:
         self._last_recv = 0.0
         self._ping_sent_at: float | None = None
         self._close_reason: str | None = None
-        self._budget = SubscribeBudget()
+        self.subscribe_limit = SUBSCRIBE_LIMIT_PER_HOUR - SUBSCRIBE_MARGIN
+        self._budget = SubscribeBudget(self.subscribe_limit)
         self._subscribed_at: dict[str, float] = {}  # monotonic time of each instrument's last (re)subscribe
         self._rest_tasks: dict[str, asyncio.Task] = {}
         self._bad_frames: dict[tuple[str | None, str], list[int]] = {}  # -> [count, last event ms]
@@ -156,7 +157,7 @@ class FeedConnection:
         """Subscribe everything and pump frames until the connection ends; True if books arrived."""
         self._last_recv = time.monotonic()
         self._ping_sent_at = None
-        self._budget = SubscribeBudget()  # the limit is per connection
+        self._budget = SubscribeBudget(self.subscribe_limit)  # the limit is per connection
         for sync in self.syncs.values():
             sync.drop("start")
         await self._subscribe(ws, list(self.syncs))

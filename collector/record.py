@@ -50,6 +50,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "bad_frame",
         "write_error",
         "repair",
+        "subscribe_budget",
     }
 )
 
