@@ -322,12 +322,12 @@ class InstrumentSync:
 
     def _bad_ts(self, msg: BookMessage, recv_ms: int) -> Resync | None:
         """A `ts` no record may carry: the message is not applied, so the book cannot stay in sync."""
+        if self.state is State.WAIT_ACK:
+            return None  # pushed under the previous subscription: ignored whatever it carries
         self.bad_ts += 1
         self.sink.event(self.inst_id, "bad_frame", kind="bad_ts", seqId=msg.seq_id,
                         detail=f"ts={msg.ts_ms} is not epoch milliseconds within a day of the local clock "
                                f"({recv_ms})")
-        if self.state is State.WAIT_ACK:
-            return None
         if self.state is State.SYNCED:
             return self._desync("bad_ts")
         self._resync_reason = self._resync_reason or "bad_ts"

@@ -10,8 +10,12 @@ instrument's `InstrumentSync`; what the engine asks for (resubscribe, REST align
   (re)subscription, whatever it waits for (the ack, the first push, a REST alignment), gets a
   `stale` event and a fresh resubscribe. One OKX rejected with 60018 at runtime (delisted) is tried
   again every `DELISTED_RETRY_S`.
+- Resubscribes are paced per instrument: the first is immediate; each further one before the
+  instrument was back in sync waits twice as long (1 s … `RESUBSCRIBE_MAX_DELAY_S`), so an
+  instrument that cannot sync (every `ts` rejected, say) never floods OKX with requests.
 - OKX allows 480 (un)subscribe requests per connection per hour: the connection counts them and,
-  before running out, emits `subscribe_budget` and reconnects, which starts a fresh budget.
+  before running out, emits `subscribe_budget` and reconnects (with backoff), which starts a fresh
+  budget.
 - REST alignment tasks share the process's `RestClient` (one rate limiter per endpoint). A task
   that fails in any way costs only that instrument a resubscribe.
 - All feeds share a pacer that keeps new connections under OKX's limit of 3 per second per IP.
@@ -49,6 +53,7 @@ WATCH_TICK_S = 0.5
 DELISTED_RETRY_S = 300.0
 SUBSCRIBE_LIMIT_PER_HOUR = 480
 SUBSCRIBE_MARGIN = 10  # act before the last few requests, so a full resubscribe never hits the limit
+RESUBSCRIBE_MAX_DELAY_S = 300.0
 
 
 def wall_ms() -> int:
@@ -113,6 +118,8 @@ class FeedConnection:
         self.subscribe_limit = SUBSCRIBE_LIMIT_PER_HOUR - SUBSCRIBE_MARGIN
         self._budget = SubscribeBudget(self.subscribe_limit)
         self._subscribed_at: dict[str, float] = {}  # monotonic time of each instrument's last (re)subscribe
+        self._resubscribe_streak: dict[str, int] = {}  # resubscribes since the instrument was last in sync
+        self._resubscribe_due: dict[str, float] = {}  # deferred resubscribes: instId -> monotonic due time
         self._rest_tasks: dict[str, asyncio.Task] = {}
         self._bad_frames: dict[tuple[str | None, str], list[int]] = {}  # -> [count, last event ms]
 
@@ -130,7 +137,7 @@ class FeedConnection:
                     log_event(log, logging.INFO, "connected", None,
                               f"{self.name} connected to {self.cfg.ws_url}", instruments=len(self.syncs))
                     if await self._session(ws):
-                        attempt = 0  # the session got books: the next reconnect starts over
+                        attempt = 0  # an instrument synced in this session: the next reconnect starts over
                     reason = self._close_reason or _close_text(ws)
             except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
@@ -141,7 +148,7 @@ class FeedConnection:
                     sync.sink.event(inst_id, "error", source="collector", task=self.name, error=reason)
             finally:
                 self._cancel_rest_tasks()
-            delay = 0.0 if self._close_reason in ("notice_64008", "subscribe_budget") else backoff_delay(
+            delay = 0.0 if self._close_reason == "notice_64008" else backoff_delay(
                 attempt, self.cfg.backoff_initial, self.cfg.backoff_max)
             self._close_reason = None
             attempt += 1
@@ -154,27 +161,29 @@ class FeedConnection:
             await asyncio.sleep(delay)
 
     async def _session(self, ws: ClientConnection) -> bool:
-        """Subscribe everything and pump frames until the connection ends; True if books arrived."""
+        """Subscribe everything and pump frames until the connection ends; True if an instrument synced."""
         self._last_recv = time.monotonic()
         self._ping_sent_at = None
         self._budget = SubscribeBudget(self.subscribe_limit)  # the limit is per connection
+        self._resubscribe_due.clear()
         for sync in self.syncs.values():
             sync.drop("start")
         await self._subscribe(ws, list(self.syncs))
         watchdog = asyncio.create_task(self._watch(ws))
-        got_books = False
+        synced = False
         try:
             async for raw in ws:
                 self._last_recv = time.monotonic()
                 self._ping_sent_at = None
-                got_books |= await self._handle(ws, raw)
+                await self._handle(ws, raw)
+                synced = synced or any(sync.in_sync for sync in self.syncs.values())
         except websockets.exceptions.ConnectionClosed:
             pass
         except BudgetExhausted:
             self._close_reason = "subscribe_budget"
         finally:
             watchdog.cancel()
-        return got_books
+        return synced
 
     async def _watch(self, ws: ClientConnection) -> None:
         """Keepalive for the connection and the per-instrument watchdog, every WATCH_TICK_S.
@@ -220,9 +229,16 @@ class FeedConnection:
         for inst_id, sync in self.syncs.items():
             if sync.in_sync:
                 sync.unsynced_since = None
+                self._resubscribe_streak.pop(inst_id, None)
                 continue
             if sync.unsynced_since is None:
                 sync.unsynced_since = now
+            due = self._resubscribe_due.get(inst_id)
+            if due is not None:
+                if now >= due:
+                    del self._resubscribe_due[inst_id]
+                    await self._send(ws, [("subscribe", [inst_id])])
+                continue
             limit = DELISTED_RETRY_S if sync.delisted else self.cfg.resync_timeout
             waited = now - self._subscribed_at.get(inst_id, now)
             if waited < limit:
@@ -262,7 +278,11 @@ class FeedConnection:
             self._bad_frame(BadFrame("unsubscribed_instrument", f"books push for {msg.inst_id}, "
                                      "which this connection did not subscribe", msg.inst_id))
             return
-        await self._act(ws, sync, sync.on_book(msg, recv_ms))
+        was_synced = sync.in_sync
+        resync = sync.on_book(msg, recv_ms)
+        if resync is not None and was_synced:
+            self._resubscribe_streak.pop(msg.inst_id, None)  # it was in sync: this resync is a fresh one
+        await self._act(ws, sync, resync)
 
     async def _act(self, ws: ClientConnection, sync: InstrumentSync, resync: Resync | None) -> None:
         if resync is Resync.RESUBSCRIBE:
@@ -347,7 +367,19 @@ class FeedConnection:
         await self._send(ws, [("subscribe", inst_ids)])
 
     async def _resubscribe(self, ws: ClientConnection, inst_id: str) -> None:
-        await self._send(ws, [("unsubscribe", [inst_id]), ("subscribe", [inst_id])])
+        """Unsubscribe + subscribe now, or, if the last resubscribe has not brought the instrument
+        back in sync yet, unsubscribe now and subscribe after a delay doubling with each such attempt
+        (the watchdog sends it)."""
+        streak = self._resubscribe_streak.get(inst_id, 0)
+        self._resubscribe_streak[inst_id] = streak + 1
+        if streak == 0:
+            await self._send(ws, [("unsubscribe", [inst_id]), ("subscribe", [inst_id])])
+            return
+        await self._send(ws, [("unsubscribe", [inst_id])])
+        delay = min(RESUBSCRIBE_MAX_DELAY_S, 2.0 ** (streak - 1))
+        now = time.monotonic()
+        self._resubscribe_due[inst_id] = now + delay
+        self._subscribed_at[inst_id] = now + delay  # the watchdog's timeout counts from the real request
 
     async def _send(self, ws: ClientConnection, requests: list[tuple[str, list[str]]]) -> None:
         """Send (un)subscribe requests within the hourly budget; BudgetExhausted when it is spent."""

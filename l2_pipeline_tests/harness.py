@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -21,6 +22,15 @@ from collector import layout
 from collector.record import parse_ts_ms, record_problems
 
 LISTENING_RE = re.compile(r"SIMULATOR LISTENING (ws://\S+) (http://\S+)")
+
+
+def hour_boundary_soon(seconds_before: float, hours_ago: int = 0) -> tuple[datetime, str]:
+    """An hour boundary (the current hour's start, or `hours_ago` before it) and a simulator
+    `--start-at` `seconds_before` it: the exchange clock crosses an hour soon, yet stays well within a
+    day of the local clock (the collector refuses event times further away, as it must with real OKX)."""
+    boundary = datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours_ago)
+    start_at = boundary - timedelta(seconds=seconds_before)
+    return boundary, start_at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{start_at.microsecond // 1000:03d}Z"
 
 
 def cli(*args: str) -> list[str]:

@@ -11,13 +11,16 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
+from collector import layout
 from l2_pipeline_tests.harness import (
     count_records,
+    hour_boundary_soon,
     lake_events,
     lake_records,
     start_collector,
@@ -138,26 +141,32 @@ def test_status_line_per_instrument(tmp_path: Path) -> None:
 
 
 def test_hour_rollover_by_exchange_event_time(tmp_path: Path) -> None:
-    """The exchange clock crosses 11:00 while the local clock does not: records follow event time."""
-    sim = start_simulator(tmp_path, INSTS, "--interval-ms", "50", "--start-at", "2026-11-25T10:59:57Z")
+    """The exchange clock crosses an hour while the local clock does not: records follow event time."""
+    boundary, start_at = hour_boundary_soon(3)
+    before = boundary - timedelta(hours=1)
+    sim = start_simulator(tmp_path, INSTS, "--interval-ms", "50", "--start-at", start_at)
     data = tmp_path / "lake"
     collector = start_collector(tmp_path, sim, data, INSTS)
-    eleven = data / "raw/okx/l2_perps/BTC-USDT-SWAP/2026-11-25/11.jsonl"
+    after_path = layout.records_path(data, "BTC-USDT-SWAP", boundary)
     try:
-        wait_for(lambda: eleven.exists() and eleven.stat().st_size > 0, what="the 11:00 hour file")
+        wait_for(lambda: after_path.exists() and after_path.stat().st_size > 0, what="the new hour's file")
         time.sleep(1)
         stop_process(collector)
     finally:
         stop_process(collector, signal.SIGKILL)
         sim.stop()
     for inst_id in INSTS.split(","):
-        ten = (data / f"raw/okx/l2_perps/{inst_id}/2026-11-25/10.jsonl").read_bytes().splitlines()
-        after = (data / f"raw/okx/l2_perps/{inst_id}/2026-11-25/11.jsonl").read_bytes().splitlines()
-        assert ten and after
-        assert all(orjson.loads(r)["timestamp_utc"].startswith("2026-11-25T10:59:") for r in ten)
-        assert all(orjson.loads(r)["timestamp_utc"].startswith("2026-11-25T11:00:") for r in after)
+        old = layout.records_path(data, inst_id, before).read_bytes().splitlines()
+        new = layout.records_path(data, inst_id, boundary).read_bytes().splitlines()
+        assert old and new
+        assert all(before <= _event_time(r) < boundary for r in old)
+        assert all(boundary <= _event_time(r) < boundary + timedelta(seconds=10) for r in new)
     result = verify_lake(data, sim.truth_log)
     assert not result.wrong and result.exact == result.promised > 0
+
+
+def _event_time(line: bytes) -> datetime:
+    return datetime.fromisoformat(orjson.loads(line)["timestamp_utc"].replace("Z", "+00:00"))
 
 
 def test_sigterm_exits_promptly_while_okx_rest_hangs(tmp_path: Path) -> None:

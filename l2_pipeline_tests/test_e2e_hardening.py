@@ -11,16 +11,19 @@ import re
 import signal
 import subprocess
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
+from collector import layout
 from collector.engine import MAX_CLOCK_DISTANCE_MS
 from collector.record import parse_ts_ms
 from l2_pipeline_tests.harness import (
     cli,
     count_records,
+    hour_boundary_soon,
     lake_events,
     lake_records,
     start_collector,
@@ -150,37 +153,38 @@ def test_second_collector_on_the_same_lake_exits_2_naming_the_pid(tmp_path: Path
 
 
 def test_torn_line_left_in_a_closed_hour_is_repaired_at_restart(tmp_path: Path) -> None:
-    """kill -9 tears the last line of 10:59; the collector restarts after 11:00 and never appends to
-    the 10:00 file again — it is repaired at start anyway, with a `repair` event."""
-    sim = start_simulator(tmp_path, INSTS, "--interval-ms", "50", "--start-at", "2026-11-25T10:59:56Z")
+    """kill -9 tears the last line of hh:59; the collector restarts after the hour rolled over and never
+    appends to the old file again — it is repaired at start anyway, with a `repair` event."""
+    boundary, start_at = hour_boundary_soon(4)
+    sim = start_simulator(tmp_path, INSTS, "--interval-ms", "50", "--start-at", start_at)
     data = tmp_path / "lake"
-    ten = data / "raw/okx/l2_perps/BTC-USDT-SWAP/2026-11-25/10.jsonl"
-    eleven = data / "raw/okx/l2_perps/BTC-USDT-SWAP/2026-11-25/11.jsonl"
+    old = layout.records_path(data, "BTC-USDT-SWAP", boundary - timedelta(hours=1))
+    new = layout.records_path(data, "BTC-USDT-SWAP", boundary)
     collector = start_collector(tmp_path, sim, data, INSTS)
     try:
-        wait_for(lambda: ten.exists() and ten.stat().st_size > 0, what="the 10:00 hour")
+        wait_for(lambda: old.exists() and old.stat().st_size > 0, what="the old hour")
         stop_process(collector, signal.SIGKILL)
-        whole = ten.read_bytes()
-        ten.write_bytes(whole + whole.splitlines(keepends=True)[-1][:300])  # a write cut by the kill
-        wait_for(lambda: _sim_clock_past_eleven(sim.truth_log), what="the exchange clock at 11:00")
+        whole = old.read_bytes()
+        old.write_bytes(whole + whole.splitlines(keepends=True)[-1][:300])  # a write cut by the kill
+        wait_for(lambda: _sim_clock_past(sim.truth_log, boundary), what="the exchange clock past the hour")
         collector = start_collector(tmp_path, sim, data, INSTS)
-        wait_for(lambda: eleven.exists() and eleven.stat().st_size > 0, what="the 11:00 hour")
+        wait_for(lambda: new.exists() and new.stat().st_size > 0, what="the new hour")
         assert stop_process(collector) < 5.0 and collector.returncode == 0
     finally:
         stop_process(collector, signal.SIGKILL)
         sim.stop()
-    assert ten.read_bytes() == whole
+    assert old.read_bytes() == whole
     repairs = [e for e in lake_events(data) if e["type"] == "repair"]
-    assert [e["path"] for e in repairs] == ["raw/okx/l2_perps/BTC-USDT-SWAP/2026-11-25/10.jsonl"]
+    assert [e["path"] for e in repairs] == [str(old.relative_to(data))]
     result = verify_lake(data, sim.truth_log)
     assert not result.wrong and result.exact == result.promised > 0
 
 
-def _sim_clock_past_eleven(truth_log: Path) -> bool:
-    """The simulator's exchange clock (its newest complete truth line) is past 11:00:00.5."""
+def _sim_clock_past(truth_log: Path, boundary: datetime) -> bool:
+    """The simulator's exchange clock (its newest complete truth line) is half a second past `boundary`."""
     for line in reversed(truth_log.read_bytes()[-2000:].split(b"\n")[:-1]):
         try:
-            return orjson.loads(line)["ts"] >= parse_ts_ms("2026-11-25T11:00:00.500Z")
+            return orjson.loads(line)["ts"] >= boundary.timestamp() * 1000 + 500
         except orjson.JSONDecodeError:
             continue
     return False
@@ -205,3 +209,26 @@ def test_instrument_that_never_syncs_is_resubscribed_by_the_watchdog(tmp_path: P
     stale = [e for e in lake_events(data) if e["type"] == "stale"]
     assert len(stale) >= 2 and {e["reason"] for e in stale} == {"unsynced"}
     assert {e["state"] for e in stale} <= {"aligning", "wait_first", "wait_ack"}
+
+
+def test_exchange_clock_days_away_paces_resubscribes_instead_of_flooding(tmp_path: Path) -> None:
+    """Every `ts` three days from the local clock (a host clock gone wrong): no record is written, and
+    resubscribes back off (1 s, 2 s, 4 s, …) instead of one per message, which would spend OKX's
+    480-an-hour budget in a second."""
+    sim = start_simulator(tmp_path, INSTS, "--interval-ms", "50", "--start-at",
+                          time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3 * 86_400)))
+    data = tmp_path / "lake"
+    collector = start_collector(tmp_path, sim, data, INSTS)
+    try:
+        time.sleep(10)
+        assert collector.poll() is None
+        assert stop_process(collector) < 5.0 and collector.returncode == 0
+    finally:
+        stop_process(collector, signal.SIGKILL)
+        sim.stop()
+    assert count_records(data) == 0
+    events = lake_events(data)
+    for inst_id in INSTS.split(","):
+        bad = [e for e in events if e["instId"] == inst_id and e["type"] == "bad_frame" and e["kind"] == "bad_ts"]
+        assert 2 <= len(bad) <= 6, len(bad)  # subscribe at 0 s, then 1, 2, 4 s later (+ watchdog)
+    assert not [e for e in events if e["type"] == "subscribe_budget"]

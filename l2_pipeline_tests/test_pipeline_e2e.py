@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from l2_pipeline.keys import CURATED_PARQUET, RAW_ARCHIVE
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.schedules import compression_schedule
 from l2_pipeline.sensors import raw_hours_sensor
-from l2_pipeline_tests.harness import start_collector, start_simulator, stop_process, wait_for
+from l2_pipeline_tests.harness import hour_boundary_soon, start_collector, start_simulator, stop_process, wait_for
 from l2_pipeline_tests.lake_factory import BTC, ETH, apply_sensor_result, lake_resource
 
 HOUR0 = datetime.fromtimestamp(DUMP_START_MS / 1000, tz=UTC)  # 2026-11-25T00:00Z
@@ -116,18 +117,18 @@ def test_replayed_hour_with_a_dropped_frame_fails_gap_and_coverage(frames, tmp_p
 
 @pytest.mark.e2e
 def test_live_collector_lake(tmp_path):
-    start = datetime(2026, 11, 20, 5, 59, 57, tzinfo=UTC)
-    sim = start_simulator(tmp_path, f"{BTC},{ETH}", "--interval-ms", "50", "--start-at",
-                          start.isoformat().replace("+00:00", "Z"))
+    hour6, start_at = hour_boundary_soon(3, hours_ago=2)  # closed hours, within a day of the local clock
+    sim = start_simulator(tmp_path, f"{BTC},{ETH}", "--interval-ms", "50", "--start-at", start_at)
     data = tmp_path / "lake"
-    hour5, hour6 = start.replace(minute=0, second=0), start.replace(minute=0, second=0) + timedelta(hours=1)
+    hour5 = hour6 - timedelta(hours=1)
+    collector = start_collector(tmp_path, sim, data, f"{BTC},{ETH}")
     try:
-        collector = start_collector(tmp_path, sim, data, f"{BTC},{ETH}")
         for inst_id in (BTC, ETH):
             path = layout.records_path(data, inst_id, hour6)
-            wait_for(lambda p=path: p.exists() and p.read_bytes().count(b"\n") >= 10, what=f"{inst_id} hour 06")
+            wait_for(lambda p=path: p.exists() and p.read_bytes().count(b"\n") >= 10, what=f"{inst_id} new hour")
         stop_process(collector)
     finally:
+        stop_process(collector, signal.SIGKILL)
         sim.stop()
     lake = lake_resource(data, cadence_seconds=0.2)
     with DagsterInstance.ephemeral() as instance:

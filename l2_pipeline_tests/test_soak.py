@@ -30,6 +30,7 @@ from l2_pipeline.selection import compression_due
 from l2_pipeline_tests.conftest import mounted_tmpfs
 from l2_pipeline_tests.harness import (
     count_records,
+    hour_boundary_soon,
     lake_events,
     lake_records,
     read_jsonl,
@@ -48,7 +49,7 @@ FAULT_RATES = ("drop=0.004,reset=0.002,heartbeat=0.01,bad_checksum=0.004,ts_micr
 # A fault the truth log names → the event it must leave in the sidecar.
 FAULT_EVENT = {"drop": "gap", "bad_checksum": "checksum_mismatch", "disconnect": "reconnect", "notice": "notice",
                "silence": "stale", "malformed": "bad_frame", "error": "error", "ts_micro": "bad_frame"}
-START_AT = "2026-11-25T10:59:45Z"
+SECONDS_BEFORE_HOUR = 15
 OUTAGE_MS = 1_500  # a pause in records longer than this (cadence 0.2 s) counts as an outage
 MAX_UNSYNCED_MS = 15_000  # the longest record-free stretch any instrument may have, whatever the cause
 
@@ -76,10 +77,11 @@ def run_soak(tmp: Path, seconds: float, seed: int) -> None:
     rng = random.Random(seed)
     # The simulator's exchange clock starts just before an hour boundary (rollover under faults);
     # kills are stamped on that clock through this offset.
-    clock_offset_ms = parse_ts_ms(START_AT) - time.time_ns() // 1_000_000
+    _, start_at = hour_boundary_soon(SECONDS_BEFORE_HOUR)
+    clock_offset_ms = parse_ts_ms(start_at) - time.time_ns() // 1_000_000
     sim = start_simulator(tmp, INSTS, "--interval-ms", "50", "--seed", str(seed), "--faults", FAULT_RATES,
                           "--silence-seconds", "3", "--notice-grace", "0.5", "--rest-lag-ticks", "2",
-                          "--start-at", START_AT)
+                          "--start-at", start_at)
     data = tmp / "lake"
     kills: list[int] = []
     start = time.monotonic()
