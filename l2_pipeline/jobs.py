@@ -36,6 +36,7 @@ from l2_pipeline.keys import CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, 
 from l2_pipeline.partitions import is_registrable, parse_partition_key
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.retention import delete_files, plan_deletions
+from l2_pipeline.selection import log_unreadable
 
 MAX_LISTED = 200  # paths listed in run metadata (counts are always complete)
 
@@ -116,7 +117,8 @@ def delete_expired(context: OpExecutionContext, config: RetentionConfig, lake: L
     now = now_utc()
     as_of = min(parse_utc(config.as_of), now) if config.as_of else now
     dry_run = config.dry_run or lake.retention_dry_run
-    candidates = plan_deletions(lake.root, as_of, lake.raw_retention, lake.curated_retention)
+    candidates = plan_deletions(lake.root, as_of, lake.raw_retention, lake.curated_retention,
+                                log_unreadable(context.log))
     report = delete_files(lake.root, candidates, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     context.log.info(f"retention at {iso(as_of)}: {verb} {len(report.removed)} file(s), "
@@ -164,7 +166,8 @@ def retention_job() -> None:
 raw_hour_job = define_asset_job(
     "raw_hour_job",
     selection=AssetSelection.assets(RAW_HOUR).without_checks() | AssetSelection.checks(*HOUR_CHECK_KEYS),
-    description="Re-register hours and re-run their quality checks (use for backfills).",
+    description="Re-register hours and re-run their quality checks (use for backfills). raw_hours_sensor "
+    "requests it for an already registered hour whose content changed.",
 )
 
 instrument_metadata_job = define_asset_job(

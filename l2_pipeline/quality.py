@@ -84,6 +84,11 @@ def evaluate_hour(stats: HourStats, coverage_threshold_pct: float) -> list[Verdi
     return out
 
 
+def unreadable_hour_verdict(error: str) -> Verdict:
+    """The `schema_valid` verdict of an hour that could not be read at all (the others are unknown)."""
+    return Verdict(SCHEMA_VALID, False, False, f"the hour could not be read: {error}", {"error": error})
+
+
 @dataclass(frozen=True)
 class Freshness:
     """Age of the newest write per expected instrument."""
@@ -91,20 +96,25 @@ class Freshness:
     passed: bool
     ages_seconds: dict[str, float | None]  # None: nothing written in the current or previous hour
     max_age: timedelta
+    unreadable: dict[str, str] = field(default_factory=dict)  # instId → "path: error" of a file it cannot stat
 
     @property
     def stale(self) -> list[str]:
         limit = self.max_age.total_seconds()
         return [i for i, age in self.ages_seconds.items() if age is None or age > limit]
 
+    def _describe(self, inst_id: str, age: float | None) -> str:
+        if inst_id in self.unreadable:
+            return f"{inst_id}: unreadable {self.unreadable[inst_id]}"
+        return f"{inst_id}: {'no file' if age is None else f'{age:.0f}s'}"
+
     def verdict(self) -> Verdict:
-        described = ", ".join(
-            f"{i}: {'no file' if a is None else f'{a:.0f}s'}" for i, a in sorted(self.ages_seconds.items())
-        )
+        described = ", ".join(self._describe(i, a) for i, a in sorted(self.ages_seconds.items()))
         desc = (f"stale: {', '.join(self.stale)} ({described})" if self.stale else f"fresh ({described})")
         meta: dict[str, Any] = {f"age_s[{i}]": (-1.0 if a is None else round(a, 1))
                                 for i, a in self.ages_seconds.items()}
         meta["stale_instruments"] = len(self.stale)
+        meta["unreadable_instruments"] = len(self.unreadable)
         meta["max_age_s"] = self.max_age.total_seconds()
         return Verdict(COLLECTOR_FRESHNESS, self.passed, False, desc, meta)
 
@@ -113,19 +123,24 @@ def collector_freshness(data_dir: Path, instruments: list[str], now: datetime, m
     """Newest mtime of each instrument's current- and previous-hour records/events files vs `now`.
 
     The previous hour counts so the minute after a rollover (before the first record of the new
-    hour) is not reported stale."""
+    hour) is not reported stale. A path that cannot be stat'ed for another reason than its absence
+    (permission denied, I/O error) fails the check and is named in its description."""
     current = now.replace(minute=0, second=0, microsecond=0)
     ages: dict[str, float | None] = {}
+    unreadable: dict[str, str] = {}
     for inst_id in instruments:
         newest: float | None = None
         for hour in (current, current - layout.HOUR):
             for path in (layout.records_path(data_dir, inst_id, hour), layout.events_path(data_dir, inst_id, hour)):
                 try:
                     mtime = path.stat().st_mtime
-                except OSError:
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                except OSError as exc:
+                    unreadable[inst_id] = f"{path}: {exc.strerror or exc}"
                     continue
                 newest = mtime if newest is None else max(newest, mtime)
         ages[inst_id] = None if newest is None else max(0.0, now.timestamp() - newest)
     limit = max_age.total_seconds()
-    passed = bool(instruments) and all(a is not None and a <= limit for a in ages.values())
-    return Freshness(passed, ages, max_age)
+    passed = bool(instruments) and not unreadable and all(a is not None and a <= limit for a in ages.values())
+    return Freshness(passed, ages, max_age, unreadable)

@@ -6,18 +6,31 @@
 Only paths the lake layout names are candidates, and each is deleted only if it is a regular file
 (not a symlink) whose resolved path lies inside the resolved data root; anything else is refused
 and reported. Emptied day directories are removed the same way. `dry_run` reports without deleting.
+A directory that cannot be listed goes to `on_unreadable` (see `l2_pipeline.selection`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from collector import layout
 from l2_pipeline.hours import ended_at_least
-from l2_pipeline.selection import DAY_FORMAT, LakeHour, hour_files, lake_instruments
+from l2_pipeline.selection import (
+    DAY_FORMAT,
+    LakeHour,
+    OnUnreadable,
+    hour_files,
+    lake_instruments,
+    list_dir,
+    raise_unreadable,
+)
+
+# ASCII digits only: str.isdigit() also accepts "²³", which int() then rejects
+CURATED_NAME_RE = re.compile(r"([01][0-9]|2[0-3])\.parquet")
 
 
 @dataclass(frozen=True)
@@ -54,26 +67,24 @@ def check_inside_root(root: Path, path: Path) -> Path:
     return resolved
 
 
-def _curated_files(data_dir: Path, cutoff: datetime) -> list[Candidate]:
+def _curated_files(data_dir: Path, cutoff: datetime, on_unreadable: OnUnreadable) -> list[Candidate]:
     base = Path(data_dir) / layout.CURATED_PREFIX
-    if not base.is_dir():
-        return []
     out: list[Candidate] = []
-    for inst_dir in sorted(base.iterdir()):
-        if not layout.INST_ID_RE.fullmatch(inst_dir.name) or not inst_dir.is_dir():
+    for inst_dir in sorted(list_dir(base, on_unreadable)):
+        if not layout.INST_ID_RE.fullmatch(inst_dir.name):
             continue
-        for day_dir in sorted(inst_dir.iterdir()):
+        for day_dir in sorted(list_dir(inst_dir, on_unreadable)):
             try:
                 day = datetime.strptime(day_dir.name, DAY_FORMAT).replace(tzinfo=UTC)
             except ValueError:
                 continue
-            if day > cutoff or not day_dir.is_dir():
+            if day > cutoff:
                 continue
-            for f in sorted(day_dir.iterdir()):
-                stem = f.name.removesuffix(".parquet")
-                if len(stem) != 2 or not stem.isdigit() or not f.name.endswith(".parquet") or int(stem) > 23:
+            for f in sorted(list_dir(day_dir, on_unreadable)):
+                name = CURATED_NAME_RE.fullmatch(f.name)
+                if name is None:
                     continue
-                hour = day.replace(hour=int(stem))
+                hour = day.replace(hour=int(name.group(1)))
                 # the layout module is the one definition of this path: accept only its exact spelling
                 if layout.curated_path(data_dir, inst_dir.name, hour) == f:
                     out.append(Candidate(f, "curated", inst_dir.name, hour))
@@ -81,7 +92,11 @@ def _curated_files(data_dir: Path, cutoff: datetime) -> list[Candidate]:
 
 
 def plan_deletions(
-    data_dir: Path, as_of: datetime, raw_retention: timedelta, curated_retention: timedelta | None
+    data_dir: Path,
+    as_of: datetime,
+    raw_retention: timedelta,
+    curated_retention: timedelta | None,
+    on_unreadable: OnUnreadable = raise_unreadable,
 ) -> list[Candidate]:
     """Every file due for deletion at `as_of` (the scheduled time), oldest first."""
     if raw_retention <= timedelta(0):
@@ -90,12 +105,13 @@ def plan_deletions(
     raw_cutoff = as_of - raw_retention
     out: list[Candidate] = []
     for inst_id in lake_instruments(data_dir):
-        for hour, kinds in sorted(hour_files(data_dir, inst_id, until=raw_cutoff).items()):
+        for hour, kinds in sorted(hour_files(data_dir, inst_id, until=raw_cutoff, on_unreadable=on_unreadable).items()):
             if ended_at_least(hour, as_of, raw_retention):
                 out.extend(Candidate(path, kind, inst_id, hour) for kind, path in sorted(kinds.items()))
     if curated_retention is not None and curated_retention > timedelta(0):
         cur_cutoff = as_of - curated_retention
-        out.extend(c for c in _curated_files(data_dir, cur_cutoff) if ended_at_least(c.hour, as_of, curated_retention))
+        curated = _curated_files(data_dir, cur_cutoff, on_unreadable)
+        out.extend(c for c in curated if ended_at_least(c.hour, as_of, curated_retention))
     return sorted(out, key=lambda c: (c.hour, c.inst_id, c.kind))
 
 

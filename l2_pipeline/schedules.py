@@ -9,6 +9,10 @@ late tick or a backfilled tick selects exactly what an on-time tick would have.
   → one `retention_job` run evaluated at that time (`retention_dry_run` makes it report only).
 - `instrument_metadata_schedule` (daily, 00:05 UTC; off by default, needs the network): refresh
   instrument metadata from OKX REST.
+
+A directory of the lake the schedules cannot list (permission denied, I/O error) is skipped with a
+warning in the tick's log; the rest of the lake is still evaluated, so one bad directory never makes
+every tick fail.
 """
 
 from datetime import datetime
@@ -27,7 +31,7 @@ from l2_pipeline.jobs import compress_job, instrument_metadata_job, retention_jo
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.retention import plan_deletions
-from l2_pipeline.selection import LakeHour, compression_due
+from l2_pipeline.selection import LakeHour, OnUnreadable, compression_due, log_unreadable
 
 
 def scheduled_time(context: ScheduleEvaluationContext) -> datetime:
@@ -40,9 +44,11 @@ def compression_run_config(hours: list[LakeHour], as_of: datetime) -> dict[str, 
     return {"ops": {"compress_hours": {"config": {"partition_keys": keys, "as_of": iso(as_of)}}}}
 
 
-def compression_request(lake: LakeResource, as_of: datetime, now: datetime | None = None) -> RunRequest | SkipReason:
+def compression_request(
+    lake: LakeResource, as_of: datetime, on_unreadable: OnUnreadable, now: datetime | None = None
+) -> RunRequest | SkipReason:
     """What the compression schedule does at `as_of` (pure apart from listing the lake)."""
-    due = compression_due(lake.root, as_of, lake.compress_after, lake.grace, now=now)
+    due = compression_due(lake.root, as_of, lake.compress_after, lake.grace, now=now, on_unreadable=on_unreadable)
     if not due:
         return SkipReason(f"no hour that ended ≥ {lake.compress_after_hours:g} h before {iso(as_of)} is unarchived")
     return RunRequest(
@@ -53,9 +59,9 @@ def compression_request(lake: LakeResource, as_of: datetime, now: datetime | Non
     )
 
 
-def retention_request(lake: LakeResource, as_of: datetime) -> RunRequest | SkipReason:
+def retention_request(lake: LakeResource, as_of: datetime, on_unreadable: OnUnreadable) -> RunRequest | SkipReason:
     """What the retention schedule does at `as_of`."""
-    due = plan_deletions(lake.root, as_of, lake.raw_retention, lake.curated_retention)
+    due = plan_deletions(lake.root, as_of, lake.raw_retention, lake.curated_retention, on_unreadable)
     if not due:
         return SkipReason(f"nothing past retention at {iso(as_of)}")
     return RunRequest(
@@ -74,7 +80,7 @@ def retention_request(lake: LakeResource, as_of: datetime) -> RunRequest | SkipR
     description="Hourly: archive (verified gzip) every hour that ended ≥ compress_after_hours before the tick.",
 )
 def compression_schedule(context: ScheduleEvaluationContext, lake: LakeResource) -> RunRequest | SkipReason:
-    return compression_request(lake, scheduled_time(context), now=now_utc())
+    return compression_request(lake, scheduled_time(context), log_unreadable(context.log), now=now_utc())
 
 
 @schedule(
@@ -87,7 +93,7 @@ def compression_schedule(context: ScheduleEvaluationContext, lake: LakeResource)
     "curated_retention_days (inside the data root only). L2_RETENTION_DRY_RUN=true only reports.",
 )
 def retention_schedule(context: ScheduleEvaluationContext, lake: LakeResource) -> RunRequest | SkipReason:
-    return retention_request(lake, scheduled_time(context))
+    return retention_request(lake, scheduled_time(context), log_unreadable(context.log))
 
 
 @schedule(

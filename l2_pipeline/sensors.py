@@ -1,26 +1,48 @@
 """Sensors over the lake.
 
-`raw_hours_sensor` registers every closed instrument-hour once: one `AssetMaterialization` of
-`raw_hour` (partition metadata: records, coverage_pct, gaps, …) plus the six quality-check
-evaluations, all without a run; it adds new instruments to the dynamic partition dimension and
-(optionally) launches one `curate_job` run for the hours it registered. Its cursor is the last
-registered hour per instrument, so a tick lists only day directories at or after that hour and
-reads only new hours: cheap on a lake of weeks. A tick stops after `sensor_max_hours_per_tick`
-hours or `sensor_tick_budget_seconds`; the next tick continues (catch-up over several ticks).
+`raw_hours_sensor` registers every closed instrument-hour: one `AssetMaterialization` of
+`raw_hour` (partition metadata: records, coverage_pct, gaps, sha256, …) plus the six
+quality-check evaluations, all without a run; it adds new instruments to the dynamic partition
+dimension and (optionally) launches one `curate_job` run for the hours it registered. Its cursor
+is the last registered hour per instrument, so a tick lists only day directories at or after
+that hour and reads only new hours: cheap on a lake of weeks. A tick stops after
+`sensor_max_hours_per_tick` hours or `sensor_tick_budget_seconds`; the next tick continues
+(catch-up over several ticks).
+
+Re-registration (after a cursor reset, or a cursor that cannot be parsed, which is logged and
+taken as empty): Dagster stores a runless check evaluation only once per partition (see
+`l2_pipeline.registry`), so before reading a batch the sensor asks the instance which of its
+partitions already have check executions. Such an hour gets no runless event again:
+- its content is unchanged (the sha256 of its records equals the `sha256` of its latest
+  `raw_hour` materialization) and each of the six checks has an execution → nothing is emitted;
+- otherwise (a torn tail was repaired, a file was planted late, a check is missing) → one
+  `raw_hour_job` run of that partition is requested, with run key partition + new sha256 (so once
+  per content); that run's check evaluations belong to it and record the current figures.
+
+Error isolation: an hour that raises while being read (corrupt gzip, I/O or permission error) is
+logged with its traceback and, if not registered yet, registered with what is known: a
+materialization whose `error` metadata names the problem and a failed `schema_valid` evaluation
+(the other checks are not evaluated). An hour registered before keeps its figures. The cursor
+moves past it either way. A directory that cannot be listed is skipped with a warning (the cursor
+may move past its hours: once it is readable, reset the cursor to register them).
 
 `collector_freshness_sensor` re-evaluates `collector_freshness` every minute and emits it when the
-verdict changes or at least every 10 minutes.
+verdict changes or at least every 10 minutes; an unparseable cursor is logged and taken as empty.
 """
 
 import hashlib
 import time
+import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import orjson
 from dagster import (
     AssetMaterialization,
     DefaultSensorStatus,
+    MetadataValue,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
@@ -28,18 +50,23 @@ from dagster import (
     sensor,
 )
 
+from collector.layout import validate_inst_id
 from l2_pipeline.assets import stats_metadata
 from l2_pipeline.checks import verdict_evaluation
 from l2_pipeline.hour_stats import compute_hour_stats
 from l2_pipeline.hours import iso, now_utc, parse_utc
-from l2_pipeline.jobs import curate_job
+from l2_pipeline.jobs import curate_job, raw_hour_job
 from l2_pipeline.keys import INSTRUMENT_PARTITIONS_NAME, RAW_HOUR
 from l2_pipeline.partitions import instrument_partitions, is_registrable, partition_key
-from l2_pipeline.quality import collector_freshness, evaluate_hour
+from l2_pipeline.quality import collector_freshness, evaluate_hour, unreadable_hour_verdict
+from l2_pipeline.registry import PriorRegistration, prior_registrations
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.selection import lake_instruments, pending_registrations
+from l2_pipeline.selection import LakeHour, OnUnreadable, lake_instruments, log_unreadable, pending_registrations
 
 FRESHNESS_REEMIT_SECONDS = 600
+
+Cursor = TypeVar("Cursor")
+PriorLookup = Callable[[list[str]], Mapping[str, PriorRegistration]]
 
 
 @dataclass
@@ -50,13 +77,59 @@ class RawCursor:
 
     @classmethod
     def parse(cls, text: str | None) -> "RawCursor":
+        """The cursor `text` encodes (empty for None or ""); ValueError for anything else."""
         if not text:
             return cls()
         obj = orjson.loads(text)
-        return cls({inst: parse_utc(ts) for inst, ts in obj.get("last", {}).items()})
+        if not isinstance(obj, dict) or obj.get("v") != 1 or not isinstance(obj.get("last"), dict):
+            raise ValueError('expected {"v": 1, "last": {instId: ISO hour}}')
+        if not all(isinstance(ts, str) for ts in obj["last"].values()):
+            raise ValueError("every hour must be an ISO string")
+        return cls({validate_inst_id(inst): parse_utc(ts) for inst, ts in obj["last"].items()})
 
     def dump(self) -> str:
         return orjson.dumps({"v": 1, "last": {i: iso(h) for i, h in sorted(self.last.items())}}).decode()
+
+
+@dataclass(frozen=True)
+class FreshnessCursor:
+    """The last emitted freshness verdict (JSON: {"passed": bool, "at": epoch seconds})."""
+
+    passed: bool | None = None
+    at: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str | None) -> "FreshnessCursor":
+        """The cursor `text` encodes (empty for None or ""); ValueError for anything else."""
+        if not text:
+            return cls()
+        obj = orjson.loads(text)
+        valid = isinstance(obj, dict) and isinstance(obj.get("passed"), bool) and isinstance(obj.get("at"), int | float)
+        if not valid:
+            raise ValueError('expected {"passed": bool, "at": epoch seconds}')
+        return cls(obj["passed"], float(obj["at"]))
+
+    def dump(self) -> str:
+        return orjson.dumps({"passed": self.passed, "at": self.at}).decode()
+
+
+def read_cursor(context: SensorEvaluationContext, parse: Callable[[str | None], Cursor], empty: Cursor) -> Cursor:
+    """The sensor's cursor; one that cannot be parsed (hand-edited, older format) is logged and
+    replaced by `empty` instead of failing every tick."""
+    try:
+        return parse(context.cursor)
+    except ValueError as exc:
+        context.log.warning(f"cannot parse cursor {context.cursor!r} ({exc}): starting from an empty cursor")
+        return empty
+
+
+@dataclass(frozen=True)
+class UnreadableHour:
+    """An hour whose files raised while being read."""
+
+    partition_key: str
+    traceback: str
+    registered_now: bool  # False: registered before, its stored figures are kept
 
 
 @dataclass
@@ -64,33 +137,82 @@ class Registration:
     """What one evaluation of the raw-hours sensor decided (pure data, tested without Dagster)."""
 
     events: list = field(default_factory=list)
-    partition_keys: list[str] = field(default_factory=list)
+    partition_keys: list[str] = field(default_factory=list)  # newly registered (and readable) hours
+    rerun: dict[str, str] = field(default_factory=dict)  # registered hour whose figures are outdated → its sha256
+    unchanged: int = 0  # registered hours whose stored figures are those of their current content
+    unreadable: list[UnreadableHour] = field(default_factory=list)
     skipped_before_start: int = 0
+    processed: int = 0
     pending: int = 0
     cursor: RawCursor = field(default_factory=RawCursor)
 
 
-def register_closed_hours(lake: LakeResource, cursor: RawCursor, now: datetime) -> Registration:
-    """Stats + check verdicts of every closed, unregistered hour (within the tick budget)."""
-    instruments = sorted(set(lake.validated_instruments()) | set(lake_instruments(lake.root)))
-    pending = pending_registrations(lake.root, instruments, cursor.last, now, lake.grace)
-    out = Registration(pending=len(pending), cursor=RawCursor(dict(cursor.last)))
-    started = time.monotonic()
+def registration_batch(pending: list[LakeHour], max_hours: int) -> list[LakeHour]:
+    """The head of `pending` holding at most `max_hours` registrable hours (the ones before the
+    partitions start are passed over without reading)."""
+    batch: list[LakeHour] = []
+    registrable = 0
     for item in pending:
-        if len(out.partition_keys) >= lake.sensor_max_hours_per_tick:
+        if registrable >= max_hours:
             break
-        if time.monotonic() - started > lake.sensor_tick_budget_seconds:
-            break
-        if not is_registrable(item.hour):
-            out.skipped_before_start += 1
-            out.cursor.last[item.inst_id] = item.hour
-            continue
+        batch.append(item)
+        registrable += is_registrable(item.hour)
+    return batch
+
+
+def partition_of(item: LakeHour) -> str:
+    return str(partition_key(item.inst_id, item.hour))
+
+
+def unreadable_hour_events(key: str, error: str) -> list:
+    """Registration of an hour that could not be read: the error as metadata, a failed schema_valid."""
+    return [
+        AssetMaterialization(asset_key=RAW_HOUR, partition=key, metadata={"error": MetadataValue.text(error)}),
+        verdict_evaluation(unreadable_hour_verdict(error), key),
+    ]
+
+
+def register_hour(lake: LakeResource, item: LakeHour, prior: PriorRegistration | None, out: Registration) -> None:
+    """Read one hour and add to `out` what it needs: a registration, a re-run, or nothing."""
+    key = partition_of(item)
+    try:
         stats = compute_hour_stats(lake.root, item.inst_id, item.hour, lake.cadence_seconds)
-        key = str(partition_key(item.inst_id, item.hour))
+    except Exception as exc:  # any failure of one hour must not fail the tick and block every later hour
+        error = f"{type(exc).__name__}: {exc}"
+        out.unreadable.append(UnreadableHour(key, "".join(traceback.format_exception(exc)), prior is None))
+        if prior is None:
+            out.events.extend(unreadable_hour_events(key, error))
+        return
+    if prior is None:
         out.events.append(AssetMaterialization(asset_key=RAW_HOUR, partition=key, metadata=stats_metadata(stats)))
         out.events.extend(verdict_evaluation(v, key) for v in evaluate_hour(stats, lake.coverage_threshold_pct))
         out.partition_keys.append(key)
+    elif prior.covers(stats.scan.sha256):
+        out.unchanged += 1
+    else:
+        out.rerun[key] = stats.scan.sha256
+
+
+def register_closed_hours(
+    lake: LakeResource, cursor: RawCursor, now: datetime, prior_lookup: PriorLookup, on_unreadable: OnUnreadable
+) -> Registration:
+    """Stats + check verdicts of every closed hour after the cursor (within the tick budget);
+    hours `prior_lookup` knows as registered are compared with what is stored instead."""
+    instruments = sorted(set(lake.validated_instruments()) | set(lake_instruments(lake.root)))
+    pending = pending_registrations(lake.root, instruments, cursor.last, now, lake.grace, on_unreadable)
+    batch = registration_batch(pending, lake.sensor_max_hours_per_tick)
+    prior = prior_lookup([partition_of(item) for item in batch if is_registrable(item.hour)])
+    out = Registration(pending=len(pending), cursor=RawCursor(dict(cursor.last)))
+    started = time.monotonic()
+    for item in batch:
+        if time.monotonic() - started > lake.sensor_tick_budget_seconds:
+            break
+        if is_registrable(item.hour):
+            register_hour(lake, item, prior.get(partition_of(item)), out)
+        else:
+            out.skipped_before_start += 1
         out.cursor.last[item.inst_id] = item.hour
+        out.processed += 1
     return out
 
 
@@ -98,38 +220,66 @@ def curate_run_request(partition_keys: list[str]) -> RunRequest:
     digest = hashlib.sha1("\n".join(partition_keys).encode()).hexdigest()[:16]
     return RunRequest(
         run_key=f"curate-{digest}",
+        job_name=curate_job.name,
         run_config={"ops": {"curate_hours": {"config": {"partition_keys": partition_keys}}}},
         tags={"l2/hours": str(len(partition_keys)), "l2/first": partition_keys[0], "l2/last": partition_keys[-1]},
     )
 
 
+def rerun_request(key: str, sha256: str) -> RunRequest:
+    """A raw_hour_job run of one registered hour whose stored figures are outdated (content changed
+    or a check missing); the run key holds the content's sha256, so each content is requested once."""
+    return RunRequest(
+        run_key=f"raw_hour-{key}-{sha256}",
+        job_name=raw_hour_job.name,
+        partition_key=key,
+        tags={"l2/reason": "re-registration: content changed or a check missing", "l2/sha256": sha256},
+    )
+
+
+def log_unreadable_hours(context: SensorEvaluationContext, hours: list[UnreadableHour]) -> None:
+    for hour in hours:
+        outcome = "registered with the error" if hour.registered_now else "registered before, its figures are kept"
+        context.log.error(f"{hour.partition_key}: cannot read the hour ({outcome}):\n{hour.traceback}")
+
+
+def summary(reg: Registration, new_instruments: list[str]) -> str:
+    errors = sum(h.registered_now for h in reg.unreadable)
+    return (
+        f"registered {len(reg.partition_keys)} new hour(s) and {errors} unreadable one(s); already registered: "
+        f"{reg.unchanged} unchanged, {len(reg.rerun)} outdated (raw_hour_job requested), "
+        f"{len(reg.unreadable) - errors} unreadable; {reg.pending - reg.processed} still pending, "
+        f"{reg.skipped_before_start} before the partitions start, new instruments: {new_instruments or 'none'}"
+    )
+
+
 @sensor(
     name="raw_hours_sensor",
-    job=curate_job,
+    jobs=[curate_job, raw_hour_job],
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
     description="Registers closed hour files as raw_hour partitions (metadata + quality checks), adds new "
-    "instruments to the partition set, and launches curate_job for the new hours.",
+    "instruments to the partition set, and launches curate_job for the new hours (raw_hour_job for "
+    "registered hours whose content changed).",
 )
 def raw_hours_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
-    cursor = RawCursor.parse(context.cursor)
+    cursor = read_cursor(context, RawCursor.parse, RawCursor())
     known = set(context.instance.get_dynamic_partitions(INSTRUMENT_PARTITIONS_NAME))
     wanted = set(lake.validated_instruments()) | set(lake_instruments(lake.root))
     new_instruments = sorted(wanted - known)
-    reg = register_closed_hours(lake, cursor, now_utc())
+    reg = register_closed_hours(lake, cursor, now_utc(), lambda keys: prior_registrations(context.instance, keys),
+                                log_unreadable(context.log))
+    log_unreadable_hours(context, reg.unreadable)
     run_requests = [curate_run_request(reg.partition_keys)] if lake.curate_on_register and reg.partition_keys else []
-    left = reg.pending - len(reg.partition_keys) - reg.skipped_before_start
-    context.log.info(
-        f"registered {len(reg.partition_keys)} hour(s), {left} still pending, "
-        f"{reg.skipped_before_start} before the partitions start, new instruments: {new_instruments or 'none'}"
-    )
+    run_requests += [rerun_request(key, sha) for key, sha in reg.rerun.items()]
+    context.log.info(summary(reg, new_instruments))
     return SensorResult(
         run_requests=run_requests,
         asset_events=reg.events,
         dynamic_partitions_requests=[instrument_partitions.build_add_request(new_instruments)]
         if new_instruments else None,
         cursor=reg.cursor.dump(),
-        skip_reason=None if (reg.partition_keys or new_instruments) else SkipReason("no newly closed hour"),
+        skip_reason=None if (reg.events or run_requests or new_instruments) else SkipReason("no newly closed hour"),
     )
 
 
@@ -142,12 +292,11 @@ def raw_hours_sensor(context: SensorEvaluationContext, lake: LakeResource) -> Se
 def collector_freshness_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
     now = now_utc()
     verdict = collector_freshness(lake.root, lake.validated_instruments(), now, lake.freshness).verdict()
-    previous = orjson.loads(context.cursor) if context.cursor else {}
-    age = now.timestamp() - previous.get("at", 0)
-    due = previous.get("passed") != verdict.passed or age >= FRESHNESS_REEMIT_SECONDS
+    previous = read_cursor(context, FreshnessCursor.parse, FreshnessCursor())
+    due = previous.passed != verdict.passed or now.timestamp() - previous.at >= FRESHNESS_REEMIT_SECONDS
     if not due:
         return SensorResult(skip_reason=SkipReason(f"unchanged: {verdict.description}"), cursor=context.cursor)
     return SensorResult(
         asset_events=[verdict_evaluation(verdict, None)],
-        cursor=orjson.dumps({"passed": verdict.passed, "at": now.timestamp()}).decode(),
+        cursor=FreshnessCursor(verdict.passed, now.timestamp()).dump(),
     )

@@ -1,0 +1,242 @@
+"""One bad item never fails every tick: a corrupt hour file, an unreadable directory, an
+unparseable cursor or an odd file name is logged and skipped (or registered with its error),
+and the tick makes progress.
+
+Unreadable directories are real: mode 000, and when the tests run as root (whose
+CAP_DAC_OVERRIDE reads anything) the tick is evaluated with effective uid/gid `nobody`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from dagster import (
+    AssetCheckEvaluation,
+    AssetMaterialization,
+    DagsterInstance,
+    RunRequest,
+    build_schedule_context,
+    build_sensor_context,
+)
+
+from collector import layout
+from l2_pipeline.curated import write_parquet
+from l2_pipeline.hours import floor_hour
+from l2_pipeline.partitions import partition_key
+from l2_pipeline.quality import HOUR_CHECKS
+from l2_pipeline.schedules import compression_schedule, retention_schedule
+from l2_pipeline.sensors import FreshnessCursor, RawCursor, collector_freshness_sensor, raw_hours_sensor
+from l2_pipeline_tests.lake_factory import (
+    BASE_HOUR,
+    BTC,
+    ETH,
+    apply_sensor_result,
+    lake_resource,
+    make_records,
+    plant_good_hour,
+    write_hour,
+)
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def instance():
+    with DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+@pytest.fixture
+def lake_dir() -> Iterator[Path]:
+    """A lake `nobody` can traverse (pytest's tmp_path lies under a root-only directory)."""
+    path = Path(tempfile.mkdtemp(prefix="l2-lake-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@contextmanager
+def unreadable(path: Path) -> Iterator[None]:
+    """`path` cannot be read or searched by this process inside the block."""
+    mode = path.stat().st_mode
+    path.chmod(0)
+    try:
+        if os.geteuid() == 0:
+            os.setegid(NOBODY)
+            os.seteuid(NOBODY)
+            try:
+                yield
+            finally:
+                os.seteuid(0)
+                os.setegid(0)
+        else:
+            yield
+    finally:
+        path.chmod(mode)
+
+
+def h(offset: float) -> datetime:
+    return BASE_HOUR + timedelta(hours=offset)
+
+
+def key(inst_id: str, offset: int) -> str:
+    return str(partition_key(inst_id, h(offset)))
+
+
+def tick(instance, lake, cursor=None):
+    result = raw_hours_sensor(build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake}))
+    apply_sensor_result(instance, result)
+    return result
+
+
+def materializations(result) -> dict[str, AssetMaterialization]:
+    return {e.partition: e for e in result.asset_events if isinstance(e, AssetMaterialization)}
+
+
+def evaluations(result, partition: str) -> dict[str, AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.asset_events
+            if isinstance(e, AssetCheckEvaluation) and e.partition == partition}
+
+
+def plant_bad_crc_archive(data_dir: Path, inst_id: str, hour: datetime) -> Path:
+    """A .jsonl.gz whose CRC32 trailer does not match its content (gzip raises BadGzipFile)."""
+    path = write_hour(data_dir, inst_id, hour, make_records(inst_id, hour, count=20), archived=True)
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0xFF  # first byte of the CRC32 in the 8-byte trailer
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_corrupt_hour_is_registered_with_its_error_and_the_tick_goes_on(instance, tmp_path, capfd):
+    plant_good_hour(tmp_path, BTC, h(0), count=20)
+    corrupt = plant_bad_crc_archive(tmp_path, BTC, h(1))
+    plant_good_hour(tmp_path, BTC, h(2), count=20)
+    plant_good_hour(tmp_path, ETH, h(1), count=20)
+    lake = lake_resource(tmp_path)
+
+    result = tick(instance, lake)
+
+    assert set(materializations(result)) == {key(BTC, 0), key(BTC, 1), key(BTC, 2), key(ETH, 1)}
+    error = materializations(result)[key(BTC, 1)].metadata["error"].value
+    assert error.startswith("BadGzipFile:") and "CRC check failed" in error
+    (schema,) = evaluations(result, key(BTC, 1)).values()
+    assert schema.check_name == "schema_valid" and not schema.passed and error in schema.description
+    for good in (key(BTC, 0), key(BTC, 2), key(ETH, 1)):
+        assert set(evaluations(result, good)) == set(HOUR_CHECKS)
+    (curate,) = result.run_requests
+    assert curate.run_config["ops"]["curate_hours"]["config"]["partition_keys"] == [
+        key(BTC, 0), key(ETH, 1), key(BTC, 2)]
+    assert RawCursor.parse(result.cursor).last == {BTC: h(2), ETH: h(1)}
+    log = capfd.readouterr().err
+    assert "Traceback" in log and "CRC check failed" in log
+
+    reset = tick(instance, lake)  # still corrupt, already registered: nothing again, no failure
+    assert reset.asset_events == [] and reset.run_requests == []
+
+    write_hour(tmp_path, BTC, h(1), make_records(BTC, h(1), count=20), archived=True)  # repaired
+    assert gzip.decompress(corrupt.read_bytes())
+    repaired = tick(instance, lake)
+    (rerun,) = repaired.run_requests
+    assert rerun.job_name == "raw_hour_job" and rerun.partition_key == key(BTC, 1) and repaired.asset_events == []
+
+
+@pytest.mark.parametrize("cursor", [
+    "not json",
+    '{"BTC-USDT-SWAP": "2026-11-20T01:00:00Z"}',  # an older format without "v"/"last"
+    '{"v": 1, "last": {"BTC-USDT-SWAP": "yesterday"}}',
+    '{"v": 1, "last": {"btc": "2026-11-20T01:00:00Z"}}',
+    '{"v": 1, "last": ["BTC-USDT-SWAP"]}',
+    "[1, 2]",
+])
+def test_unparseable_cursor_is_logged_and_taken_as_empty(instance, tmp_path, capfd, cursor):
+    with pytest.raises(ValueError):
+        RawCursor.parse(cursor)
+    for offset in range(2):
+        plant_good_hour(tmp_path, BTC, h(offset), count=10)
+    lake = lake_resource(tmp_path, instruments=[BTC])
+    first = tick(instance, lake, cursor)  # nothing registered yet: registers everything
+    assert set(materializations(first)) == {key(BTC, 0), key(BTC, 1)}
+    assert "cannot parse cursor" in capfd.readouterr().err
+    again = tick(instance, lake, cursor)  # registered: nothing twice, and a valid cursor again
+    assert again.asset_events == [] and again.run_requests == []
+    assert RawCursor.parse(again.cursor).last == {BTC: h(1)}
+
+
+def test_freshness_sensor_with_unparseable_cursor(instance, tmp_path, capfd):
+    plant_good_hour(tmp_path, BTC, floor_hour(datetime.now(UTC)), count=1)
+    lake = lake_resource(tmp_path, instruments=[BTC])
+    for cursor in ("{oops", '{"passed": "yes", "at": 0}', "[]"):
+        result = collector_freshness_sensor(build_sensor_context(instance=instance, cursor=cursor,
+                                                                 resources={"lake": lake}))
+        (evaluation,) = result.asset_events
+        assert evaluation.passed and FreshnessCursor.parse(result.cursor).passed is True
+    assert capfd.readouterr().err.count("cannot parse cursor") == 3
+
+
+def test_unreadable_day_directory_is_skipped_by_the_sensor(instance, lake_dir, capfd):
+    plant_good_hour(lake_dir, BTC, h(0), count=10)
+    plant_good_hour(lake_dir, ETH, h(0), count=10)
+    plant_good_hour(lake_dir, ETH, h(24), count=10)  # the next day
+    lake = lake_resource(lake_dir)
+    with unreadable(layout.hour_dir(lake_dir, ETH, h(0))):
+        result = tick(instance, lake)
+    assert set(materializations(result)) == {key(BTC, 0), key(ETH, 24)}
+    log = capfd.readouterr().err
+    assert "Permission denied" in log and str(layout.hour_dir(lake_dir, ETH, h(0))) in log
+
+
+def test_freshness_names_an_unreadable_directory(instance, lake_dir):
+    now = datetime.now(UTC)
+    plant_good_hour(lake_dir, BTC, floor_hour(now), count=1)
+    plant_good_hour(lake_dir, ETH, floor_hour(now), count=1)
+    lake = lake_resource(lake_dir)
+    with unreadable(layout.hour_dir(lake_dir, ETH, floor_hour(now))):
+        result = collector_freshness_sensor(build_sensor_context(instance=instance, resources={"lake": lake}))
+    (evaluation,) = result.asset_events
+    assert not evaluation.passed
+    assert f"{ETH}: unreadable" in evaluation.description and "Permission denied" in evaluation.description
+    assert evaluation.metadata["unreadable_instruments"].value == 1
+
+
+def compressed_keys(request: RunRequest) -> list[str]:
+    return request.run_config["ops"]["compress_hours"]["config"]["partition_keys"]
+
+
+def test_schedules_skip_an_unreadable_directory(lake_dir, capfd):
+    for inst_id in (BTC, ETH):
+        for offset in (0, 24):
+            plant_good_hour(lake_dir, inst_id, h(offset), count=2)
+    lake = lake_resource(lake_dir)
+    context = build_schedule_context(scheduled_execution_time=h(24 * 7), resources={"lake": lake})
+    with unreadable(layout.hour_dir(lake_dir, ETH, h(0))):
+        compression = compression_schedule(context)
+        retention = retention_schedule(context)
+    assert compressed_keys(compression) == [key(BTC, 0), key(BTC, 24), key(ETH, 24)]
+    assert retention.tags["l2/files_due"] == "3"
+    assert capfd.readouterr().err.count("Permission denied") == 2
+
+
+def test_retention_ignores_a_curated_file_with_odd_digits(tmp_path):
+    plant_good_hour(tmp_path, BTC, h(0), count=2)
+    write_parquet(tmp_path, BTC, h(0), datetime.now(UTC))
+    curated = layout.curated_path(tmp_path, BTC, h(0))
+    (curated.parent / "²³.parquet").write_bytes(b"")  # str.isdigit() is True, int() raises
+    lake = lake_resource(tmp_path, curated_retention_days=7)
+    request = retention_schedule(build_schedule_context(scheduled_execution_time=h(24 * 8), resources={"lake": lake}))
+    assert isinstance(request, RunRequest) and request.tags["l2/files_due"] == "2"  # the raw hour + its Parquet
+
+
+def test_cursor_dump_round_trips():
+    cursor = RawCursor({BTC: h(3), ETH: h(1)})
+    assert RawCursor.parse(cursor.dump()) == cursor
+    assert orjson.loads(cursor.dump()) == {"v": 1, "last": {BTC: "2026-11-20T03:00:00Z", ETH: "2026-11-20T01:00:00Z"}}
+    assert FreshnessCursor.parse(FreshnessCursor(False, 12.5).dump()) == FreshnessCursor(False, 12.5)
