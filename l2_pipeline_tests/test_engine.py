@@ -24,7 +24,7 @@ class ListSink:
         self.events.append({"instId": inst_id, "type": event_type, **details})
 
     def record(self, inst_id: str, ts_ms: int, record: dict[str, Any]) -> None:
-        self.records.append(record)
+        self.records.append(as_written(record))
 
     def types(self) -> list[str]:
         return [e["type"] for e in self.events]
@@ -32,6 +32,15 @@ class ListSink:
 
 BIDS = [["100.5", "3", "0", "1"], ["100.4", "1", "0", "2"], ["100", "7", "0", "1"]]
 ASKS = [["100.6", "2", "0", "1"], ["100.8", "5", "0", "3"]]
+
+
+def as_written(obj: Any) -> Any:
+    """`obj` as a reader of the lake sees it (JSON round trip: the book keeps levels as tuples)."""
+    return orjson.loads(orjson.dumps(obj))
+
+
+def as_lists(side: Any) -> list[list[str]]:
+    return [list(level) for level in side]
 
 
 def msg(action: str, seq: int, prev: int, bids=(), asks=(), ts: int = 1_000, checksum: int = 0) -> BookMessage:
@@ -57,7 +66,7 @@ def test_snapshot_then_chained_updates(synced) -> None:
     sync, sink = synced
     assert sync.in_sync and sink.types() == ["resync_done"]
     assert sync.on_book(msg("update", 12, 10, bids=[["100.5", "0", "0", "0"]], ts=1_100), T0 + 1_101) is None
-    rec = sync.snapshot_record()
+    rec = as_written(sync.snapshot_record())
     assert rec["bids_top400"] == BIDS[1:] and rec["best_bid"] == "100.4" and rec["mid_price"] == "100.5"
     assert rec["seqId"] == 12 and rec["prevSeqId"] == 10 and rec["gap_detected"] is False
     assert rec["timestamp_utc"] == "2026-11-25T00:00:01.100Z" and rec["recv_ts_utc"] == "2026-11-25T00:00:01.101Z"
@@ -121,7 +130,7 @@ def test_rest_alignment_without_ws_snapshot() -> None:
     # seqId 105: drop buffered seqId <= 105, apply 108 (prevSeqId 105 <= 105 < 108) and 110.
     assert sync.on_rest_snapshot(msg("snapshot", 105, -1, BIDS, ASKS, ts=12), T0 + 41) is None
     assert sync.in_sync and sync.seq_id == 110
-    rec = sync.snapshot_record()
+    rec = as_written(sync.snapshot_record())
     assert rec["bids_top400"][:2] == [BIDS[0], ["100.45", "1", "0", "1"]]  # 105's change was in the snapshot
     assert rec["asks_top400"] == ASKS[1:]
     done = [e for e in sink.events if e["type"] == "resync_done"]
@@ -152,7 +161,7 @@ def test_depth_limits_record_levels(synced) -> None:
     sync, _ = synced
     sync.depth = 1
     sync.changed = True
-    rec = sync.snapshot_record()
+    rec = as_written(sync.snapshot_record())
     assert rec["bids_top400"] == BIDS[:1] and rec["asks_top400"] == ASKS[:1]
 
 
@@ -201,7 +210,7 @@ def test_duplicate_snapshot_replaces_the_book_and_stays_in_sync(synced) -> None:
     sync, _sink = synced
     new_bids = [["99.9", "1", "0", "1"]]
     assert sync.on_book(msg("snapshot", 40, -1, new_bids, ASKS, ts=5_000), T0 + 5_000) is None
-    assert sync.in_sync and sync.seq_id == 40 and sync.book.bids.top(400) == new_bids
+    assert sync.in_sync and sync.seq_id == 40 and as_lists(sync.book.bids.top(400)) == new_bids
     assert sync.on_book(msg("update", 41, 40, ts=5_100, asks=[["100.7", "1", "0", "1"]]), T0 + 5_100) is None
     assert sync.gaps == 0
 
@@ -228,7 +237,7 @@ def test_rest_alignment_across_a_sequence_reset_with_repeated_seq_ids() -> None:
     assert sync.on_rest_snapshot(msg("snapshot", 3, -1, snapshot_bids, ASKS, ts=31), T0 + 35) is None
     assert sync.in_sync and sync.seq_id == 3 and sync.ts_ms == T0 + 30  # stamped by the WS update, not REST
     assert sync.on_book(msg("update", 4, 3, bids=[["96", "1", "0", "1"]], ts=40), T0 + 40) is None
-    assert sync.gaps == 0 and sync.book.bids.top(400) == [*snapshot_bids, ["96", "1", "0", "1"]]
+    assert sync.gaps == 0 and as_lists(sync.book.bids.top(400)) == [*snapshot_bids, ["96", "1", "0", "1"]]
 
 
 def test_event_time_breaks_a_tie_only_between_equal_books() -> None:
@@ -241,7 +250,7 @@ def test_event_time_breaks_a_tie_only_between_equal_books() -> None:
     assert sync.on_book(msg("update", 1, 2, bids=[["98", "1", "0", "1"]], ts=500), T0 + 500) is None  # reset
     assert sync.on_rest_snapshot(msg("snapshot", 1, -1, BIDS, ASKS, ts=200), T0 + 505) is None
     assert sync.in_sync and sync.seq_id == 1 and sync.ts_ms == T0 + 500
-    assert sync.book.bids.top(400)[-2:] == [["99", "1", "0", "1"], ["98", "1", "0", "1"]]
+    assert as_lists(sync.book.bids.top(400))[-2:] == [["99", "1", "0", "1"], ["98", "1", "0", "1"]]
 
 
 @pytest.mark.parametrize("skew_ms", [0, 1, 150, 499, 500])
@@ -260,7 +269,7 @@ def test_rest_snapshot_stamped_late_still_aligns_by_seq_id(skew_ms: int) -> None
     held = [list(lvl) for u in updates[:3] for lvl in u.bids]
     assert sync.on_rest_snapshot(msg("snapshot", 106, -1, [*BIDS, *held], ASKS, ts=300 + skew_ms), T0 + 900) is None
     assert sync.in_sync and sync.seq_id == updates[-1].seq_id and sync.ts_ms == updates[-1].ts_ms
-    assert [lvl[0] for lvl in sync.book.bids.top(400)][3:] == ["97", "96", "95", "94", "93", "92", "91"]
+    assert [lvl[0] for lvl in as_lists(sync.book.bids.top(400))][3:] == ["97", "96", "95", "94", "93", "92", "91"]
     assert sink.events[-1] == {"instId": INST, "type": "resync_done", "how": "rest", "seqId": 106,
                                "reason": "no_ws_snapshot", "attempts": 1}
 
@@ -271,7 +280,7 @@ def test_rest_snapshot_holding_every_buffered_update_takes_the_last_update_stamp
     sync.subscribed()
     assert sync.on_book(msg("update", 12, 10, bids=[["99", "1", "0", "1"]], ts=100), T0 + 101) is Resync.REST
     assert sync.on_rest_snapshot(msg("snapshot", 12, -1, BIDS, ASKS, ts=450), T0 + 460) is None
-    record = sync.snapshot_record()
+    record = as_written(sync.snapshot_record())
     assert record["seqId"] == 12 and record["prevSeqId"] == 10
     assert record["timestamp_utc"] == "2026-11-25T00:00:00.100Z" and record["recv_ts_utc"] == "2026-11-25T00:00:00.101Z"
 
