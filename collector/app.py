@@ -147,7 +147,10 @@ class Collector:
             except (rest.RestError, OSError) as exc:
                 log_event(log, logging.WARNING, "metadata_error", None,
                           f"instrument metadata fetch failed (attempt {attempt}): {exc}")
-                await asyncio.sleep(min(2.0 * attempt, 5.0))
+            except Exception:  # a bug in metadata handling must not keep the books from being collected
+                log.exception("instrument metadata fetch crashed (attempt %d)", attempt,
+                              extra={"event": "task_crashed", "task": "metadata"})
+            await asyncio.sleep(min(2.0 * attempt, 5.0))
         log_event(log, logging.WARNING, "metadata_error", None,
                   "starting without instrument metadata; it is retried in the background")
         return False
