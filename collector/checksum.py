@@ -1,7 +1,7 @@
 """OKX order-book checksum: signed CRC32 over the top 25 levels, from the raw strings.
 
 The string is `bid1px:bid1sz:ask1px:ask1sz:bid2px:...`, interleaving bids and asks level by level
-and skipping a side once it runs out (DESIGN.md §5). Prices and sizes are used exactly as OKX sent
+and skipping a side once it runs out (docs/CONTRACT.md §6). Prices and sizes are used exactly as OKX sent
 them, which is why the book never converts them to numbers.
 """
 

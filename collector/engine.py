@@ -1,4 +1,4 @@
-"""Per-instrument synchronisation: sequence rule, checksum, resync and REST alignment (DESIGN.md §3–§5).
+"""Per-instrument synchronisation: sequence rule, checksum, resync and REST alignment (docs/CONTRACT.md §2, §6).
 
 `InstrumentSync` is the hot path. It is synchronous and does no I/O: it applies book messages,
 reports integrity events and flagged marker records to a sink, and tells its caller what to do when

@@ -1,4 +1,4 @@
-"""Lake layout (DESIGN.md §2): the one definition of where every file of the lake lives.
+"""Lake layout (docs/CONTRACT.md §1): the one definition of where every file of the lake lives.
 
 Writer (collector.store) and readers (l2_pipeline) both build and parse paths here, so the
 layout cannot drift between them.

@@ -1,4 +1,4 @@
-"""Instrument metadata: fetch OKX SWAP instruments over REST and keep them in the lake (DESIGN.md §2).
+"""Instrument metadata: fetch OKX SWAP instruments over REST and keep them in the lake (docs/CONTRACT.md §1).
 
 `meta/okx/instruments/{instId}.json` holds the latest object plus `fetched_at`; the `.history.jsonl`
 beside it gets a line whenever any field other than `fetched_at` changed, so tick size or contract

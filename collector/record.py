@@ -1,4 +1,4 @@
-"""Snapshot record and event schema (DESIGN.md §3–§4): the one definition writer and readers share.
+"""Snapshot record and event schema (docs/CONTRACT.md §2–§3): the one definition writer and readers share.
 
 A record is one JSON object per line with the fields of `RECORD_FIELDS`, in that order. Prices and
 sizes are the exact strings OKX sent; the mid price is computed with `decimal`, never float.

@@ -1,4 +1,4 @@
-"""Lake writer: append-only hourly JSONL record and event files (DESIGN.md §2–§4).
+"""Lake writer: append-only hourly JSONL record and event files (docs/CONTRACT.md §1–§4).
 
 Records go to the UTC hour of their exchange event time, events to the hour of their local time.
 Guarantees, each tested:

@@ -10,16 +10,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "okx_reference"
-BUNDLED_REFERENCE_DIR = Path(__file__).resolve().parent / "okx_reference"
+REFERENCE_DIR = Path(__file__).resolve().parent / "okx_reference"
 
 
 def reference_file(name: str) -> Path:
-    """A recorded OKX file: the bundled copy (CI) or ../shared/okx_reference (development)."""
-    for directory in (BUNDLED_REFERENCE_DIR, REFERENCE_DIR):
-        if (directory / name).is_file():
-            return directory / name
-    pytest.fail(f"reference file {name} not found in {BUNDLED_REFERENCE_DIR} or {REFERENCE_DIR}")
+    """A recorded OKX file bundled with the tests (provenance in okx_reference/README.md)."""
+    path = REFERENCE_DIR / name
+    if not path.is_file():
+        pytest.fail(f"reference file {name} not found in {REFERENCE_DIR}")
+    return path
 
 
 # Fuzz example counts: `ci` (default) keeps the suite fast; HYPOTHESIS_PROFILE=fuzz-long (README) runs
