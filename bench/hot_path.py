@@ -21,7 +21,7 @@ from collector.engine import InstrumentSync
 from collector.frames import decode
 from collector.simulator.market import dump_frames
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1] / "l2_pipeline_tests" / "okx_reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "collector_tests" / "okx_reference"
 REFERENCE = REFERENCE_DIR / "cryptofeed_OKX_books_only.jsonl"
 
 

@@ -27,12 +27,12 @@ from dagster import (
 from collector import layout
 from collector.replay import replay_file
 from collector.simulator.market import DUMP_START_MS, dump_frames
+from collector_tests.harness import hour_boundary_soon, start_collector, start_simulator, stop_process, wait_for
 from l2_pipeline.jobs import compress_job, curate_job
 from l2_pipeline.keys import CURATED_PARQUET, RAW_ARCHIVE
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.schedules import compression_schedule
 from l2_pipeline.sensors import raw_hours_sensor
-from l2_pipeline_tests.harness import hour_boundary_soon, start_collector, start_simulator, stop_process, wait_for
 from l2_pipeline_tests.lake_factory import BTC, ETH, apply_sensor_result, lake_resource
 
 HOUR0 = datetime.fromtimestamp(DUMP_START_MS / 1000, tz=UTC)  # 2026-11-25T00:00Z

@@ -11,8 +11,8 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from collector import layout
+from collector_tests.harness import reference_file
 from l2_pipeline.assets import instrument_metadata
-from l2_pipeline_tests.conftest import reference_file
 from l2_pipeline_tests.lake_factory import BTC, ETH, lake_resource
 
 BODY = reference_file("nautilus_http_get_instruments_swap.json").read_bytes()

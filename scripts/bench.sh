@@ -11,5 +11,5 @@ echo "== 2. side by side with cryptofeed";          [ -x bench/.cf-venv/bin/pyth
 echo "== 3. writing snapshot records";              $PY -m bench.write_records
 echo "== 4. whole process, 2/50/250 instruments";   $PY -m bench.process --sizes 2,50,250 --duration 60 --warmup 15
 echo "== 5. archive and Parquet vs gzip -6";        $PY -m bench.archive --minutes 60 --repeat 3
-echo "== 6. Dagster sensor and compression ticks";  $PY -m l2_pipeline.bench_lake --instruments 2,20 --days 5
+echo "== 6. Dagster sensor and compression ticks";  $PY -m bench.lake --instruments 2,20 --days 5
 echo "== 7. event-loop stall at an hour rollover";  $PY -m bench.rollover_stall --instruments 250

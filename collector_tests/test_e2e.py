@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from collector import layout
-from l2_pipeline_tests.harness import (
+from collector_tests.harness import (
     count_records,
     hour_boundary_soon,
     lake_events,

@@ -20,7 +20,7 @@ import pytest
 from collector import layout
 from collector.engine import MAX_CLOCK_DISTANCE_MS
 from collector.record import parse_ts_ms
-from l2_pipeline_tests.harness import (
+from collector_tests.harness import (
     cli,
     count_records,
     hour_boundary_soon,

@@ -15,7 +15,7 @@ from collector.engine import InstrumentSync
 from collector.feed import ConnectionPacer, FeedConnection, SubscribeBudget
 from collector.rest import RestClient
 from collector.simulator.server import SimConfig, running_simulator
-from l2_pipeline_tests.test_engine import ListSink
+from collector_tests.test_engine import ListSink
 
 BTC = "BTC-USDT-SWAP"
 

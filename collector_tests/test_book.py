@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from collector.book import BadLevel, OrderBook
 from collector.checksum import checksum_string, okx_checksum
-from l2_pipeline_tests.conftest import reference_file
-from l2_pipeline_tests.test_engine import as_lists
+from collector_tests.harness import reference_file
+from collector_tests.test_engine import as_lists
 
 
 def _reference_messages() -> list[dict]:

@@ -1,7 +1,7 @@
 """Time a sensor tick and a compression tick on a generated lake.
 
-    python -m l2_pipeline.bench_lake                      # 5 days × 2 and × 20 instruments
-    python -m l2_pipeline.bench_lake --instruments 2 --days 1 --depth 400
+    python -m bench.lake                      # 5 days × 2 and × 20 instruments
+    python -m bench.lake --instruments 2 --days 1 --depth 400
 
 The lake is written under a temporary directory (removed afterwards unless --keep): `days` × 24
 closed hours per instrument ending with the last closed hour before now, one record every 2 s
@@ -156,7 +156,7 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m l2_pipeline.bench_lake", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.lake", description=__doc__.split("\n\n")[0])
     parser.add_argument("--instruments", default="2,20", help="comma-separated instrument counts (default 2,20)")
     parser.add_argument("--days", type=int, default=5)
     parser.add_argument("--depth", type=int, default=10, help="levels per side (collector default 400)")

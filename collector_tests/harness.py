@@ -21,7 +21,15 @@ import orjson
 from collector import layout
 from collector.record import parse_ts_ms, record_problems
 
+REFERENCE_DIR = Path(__file__).resolve().parent / "okx_reference"
 LISTENING_RE = re.compile(r"SIMULATOR LISTENING (ws://\S+) (http://\S+)")
+
+
+def reference_file(name: str) -> Path:
+    """A recorded OKX file bundled with the tests (provenance in okx_reference/README.md)."""
+    path = REFERENCE_DIR / name
+    assert path.is_file(), f"reference file {name} not found in {REFERENCE_DIR}"
+    return path
 
 
 def hour_boundary_soon(seconds_before: float, hours_ago: int = 0) -> tuple[datetime, str]:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from collector.engine import InstrumentSync, Resync
 from collector.frames import BadFrame, BookMessage, EventMessage, Pong, decode
 from collector.record import record_problems
-from l2_pipeline_tests.test_engine import T0, ListSink, as_written
+from collector_tests.test_engine import T0, ListSink, as_written
 
 INST = "BTC-USDT-SWAP"
 KEYS = ["arg", "data", "action", "event", "code", "msg", "channel", "instId", "bids", "asks", "ts",

@@ -13,8 +13,7 @@ from collector import layout
 from collector.record import parse_ts_ms, record_problems
 from collector.replay import replay_file
 from collector.simulator.market import dump_frames
-from l2_pipeline_tests.conftest import reference_file
-from l2_pipeline_tests.harness import digest, lake_events, lake_records
+from collector_tests.harness import digest, lake_events, lake_records, reference_file
 
 
 def test_replay_of_real_okx_recording(tmp_path: Path) -> None:

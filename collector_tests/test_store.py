@@ -11,7 +11,6 @@ import pytest
 from collector import layout
 from collector.record import RECORD_FIELDS, build_record, record_problems
 from collector.store import LakeWriter, last_record_ts_ms, repair_torn_tail
-from l2_pipeline_tests.conftest import mounted_tmpfs
 
 INST = "BTC-USDT-SWAP"
 H10 = 1_764_064_800_000  # 2025-11-25T10:00:00Z
@@ -97,8 +96,8 @@ def test_unwritable_directory_reports_and_recovers(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def tiny_fs(tmp_path: Path):
-    yield from mounted_tmpfs(tmp_path / "tiny_fs", "256k")
+def tiny_fs(tmpfs) -> Path:
+    return tmpfs("256k")
 
 
 def test_disk_full_leaves_no_torn_line_and_resumes(tiny_fs: Path) -> None:
