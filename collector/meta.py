@@ -8,7 +8,6 @@ value changes can be applied to old data.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import orjson
 
 from collector import layout, rest
+from collector.files import atomic_write
 from collector.record import format_ts_ms
 
 INSTRUMENTS_PATH = "/api/v5/public/instruments"
@@ -53,20 +53,6 @@ def require_listed(listed: dict[str, dict[str, Any]], inst_ids: Iterable[str]) -
     return {i: listed[i] for i in wanted}
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _stored(path: Path) -> dict[str, Any] | None:
     """The stored instrument object without `fetched_at`, or None if there is no readable one."""
     try:
@@ -88,7 +74,7 @@ def store_instrument(data_dir: Path, instrument: dict[str, Any], fetched_ms: int
     before = previous or {}
     changes = {k: (before.get(k), instrument.get(k)) for k in sorted(set(before) | set(instrument))
                if before.get(k) != instrument.get(k)}
-    _atomic_write(latest_path, orjson.dumps(current, option=orjson.OPT_INDENT_2))
+    atomic_write(latest_path, orjson.dumps(current, option=orjson.OPT_INDENT_2))
     if changes:
         history = layout.meta_history_path(data_dir, inst_id)
         with open(history, "ab") as f:

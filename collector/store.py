@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from collector import layout
+from collector.files import fsync_dir
 from collector.logs import log_event
 from collector.record import build_event, encode_line, format_ts_ms, parse_ts_ms
 
@@ -235,7 +236,7 @@ class LakeWriter:
             dropped = repair_torn_tail(path)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if created:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         opened = self._files[key] = _OpenFile(hour, path, fd, os.fstat(fd).st_size)
         if dropped:
             log_event(log, logging.WARNING, "repair", inst_id,
@@ -249,11 +250,3 @@ class LakeWriter:
             os.fsync(f.fd)
         finally:
             os.close(f.fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
