@@ -21,8 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from collector import layout
+from collector.okx.simulator.market import DUMP_START_MS, dump_frames
 from collector.replay import replay_file
-from collector.simulator.market import DUMP_START_MS, dump_frames
 from l2_pipeline.archive import archive_hour
 from l2_pipeline.curated import write_parquet
 

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 
 from collector.engine import InstrumentSync
-from collector.frames import decode
-from collector.simulator.market import dump_frames
+from collector.okx.protocol import decode
+from collector.okx.simulator.market import dump_frames
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "collector_tests" / "okx_reference"
 REFERENCE = REFERENCE_DIR / "cryptofeed_OKX_books_only.jsonl"

@@ -26,10 +26,10 @@ import orjson
 from bench.hot_path import NullSink
 from bench.process import code_version
 from collector.engine import InstrumentSync
-from collector.frames import decode
+from collector.okx.protocol import decode
+from collector.okx.simulator.instruments import instrument_spec
+from collector.okx.simulator.market import DUMP_TICK_MS, MarketBook, SyntheticClock
 from collector.record import encode_line
-from collector.simulator.instruments import instrument_spec
-from collector.simulator.market import DUMP_TICK_MS, MarketBook, SyntheticClock
 from collector.store import LakeWriter
 
 KNOWN = ("BTC-USDT-SWAP", "ETH-USDT-SWAP", "SOL-USDT-SWAP", "XRP-USDT-SWAP", "DOGE-USDT-SWAP")

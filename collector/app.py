@@ -30,6 +30,7 @@ from collector.loop_monitor import LoopMonitor
 from collector.status import StatusReporter
 from collector.store import LakeWriter
 from collector.supervise import supervise
+from collector.venues import DEFAULT_VENUE
 from collector.writer import BackgroundWriter
 
 log = logging.getLogger("collector.app")
@@ -84,9 +85,9 @@ class Collector:
     def __init__(self, cfg: CollectorConfig) -> None:
         self.cfg = cfg
         self.writer = BackgroundWriter(LakeWriter(cfg.data_dir, clock_ms=wall_ms), clock_ms=wall_ms)
-        self.rest = rest.RestClient(cfg.rest_url, cfg.rest_timeout)
+        self.rest = rest.RestClient(DEFAULT_VENUE, cfg.rest_url, cfg.rest_timeout)
         self.syncs = {i: InstrumentSync(i, cfg.depth, self.writer) for i in cfg.instruments}
-        pacer = ConnectionPacer()
+        pacer = ConnectionPacer(DEFAULT_VENUE.connections_per_second)
         self.feeds = [
             FeedConnection(f"conn{n}", cfg, {i: self.syncs[i] for i in group}, self.rest,
                            self._unknown_instrument, pacer)

@@ -19,7 +19,8 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
-from collector.checksum import CHECKSUM_DEPTH, join_interleaved, signed_crc32
+from collector.venue import Venue
+from collector.venues import DEFAULT_VENUE
 
 Level = tuple[str, str, str, str]
 _INF = math.inf
@@ -46,13 +47,15 @@ def _stored_as_other_text(px: str, keys: list[float], ordered: list[Level], sign
 class BookSide:
     """One side of the book. Keys are floats ascending; bids store negated prices.
 
-    Notes whether anything in the top 25 changed, so the checksum is rebuilt only when it can differ.
+    Notes whether anything in the top `top_depth` levels (those the checksum covers) changed, so the
+    checksum is rebuilt only when it can differ.
     """
 
-    __slots__ = ("_index", "_keys", "_levels", "_sign", "top_changed")
+    __slots__ = ("_index", "_keys", "_levels", "_sign", "_top_depth", "top_changed")
 
-    def __init__(self, descending: bool) -> None:
+    def __init__(self, descending: bool, top_depth: int) -> None:
         self._sign = -1.0 if descending else 1.0
+        self._top_depth = top_depth
         self._index: dict[str, float] = {}  # price string -> sort key
         self._keys: list[float] = []
         self._levels: list[Level] = []
@@ -74,7 +77,7 @@ class BookSide:
         caller must treat the whole book as untrustworthy.
         """
         index, keys, ordered, sign = self._index, self._keys, self._levels, self._sign
-        lowest = CHECKSUM_DEPTH
+        top_depth = lowest = self._top_depth
         for level in levels:
             try:
                 px, sz, liq, orders = level
@@ -121,7 +124,7 @@ class BookSide:
                 raise _bad(level, str(exc)) from exc
             if i < lowest:
                 lowest = i
-        if lowest < CHECKSUM_DEPTH:
+        if lowest < top_depth:
             self.top_changed = True
 
     def top(self, n: int) -> list[Level]:
@@ -129,18 +132,19 @@ class BookSide:
         return self._levels[:n]
 
     def top_texts(self) -> list[str]:
-        """`px:sz` of the best 25 levels, for the checksum."""
-        return [f"{level[0]}:{level[1]}" for level in self._levels[:CHECKSUM_DEPTH]]
+        """`px:sz` of the best levels the checksum covers."""
+        return [f"{level[0]}:{level[1]}" for level in self._levels[:self._top_depth]]
 
 
 class OrderBook:
-    """Both sides of one instrument's book."""
+    """Both sides of one instrument's book, checksummed by the venue's rule."""
 
-    __slots__ = ("_checksum", "asks", "bids")
+    __slots__ = ("_book_checksum", "_checksum", "asks", "bids")
 
-    def __init__(self) -> None:
-        self.bids = BookSide(descending=True)
-        self.asks = BookSide(descending=False)
+    def __init__(self, venue: Venue = DEFAULT_VENUE) -> None:
+        self.bids = BookSide(descending=True, top_depth=venue.checksum_depth)
+        self.asks = BookSide(descending=False, top_depth=venue.checksum_depth)
+        self._book_checksum = venue.book_checksum
         self._checksum = 0
 
     def clear(self) -> None:
@@ -152,9 +156,9 @@ class OrderBook:
         self.asks.apply(asks)
 
     def checksum(self) -> int:
-        """OKX CRC32 of the current top 25 (recomputed only if the top 25 changed)."""
+        """The venue's checksum of the current top levels (recomputed only if they changed)."""
         bids, asks = self.bids, self.asks
         if bids.top_changed or asks.top_changed:
-            self._checksum = signed_crc32(join_interleaved(bids.top_texts(), asks.top_texts()))
+            self._checksum = self._book_checksum(bids.top_texts(), asks.top_texts())
             bids.top_changed = asks.top_changed = False
         return self._checksum

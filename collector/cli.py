@@ -44,7 +44,7 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from collector.simulator.server import add_simulate_arguments
+    from collector.okx.simulator.server import add_simulate_arguments
 
     parser = argparse.ArgumentParser(prog="l2-collector", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "replay":
             return _replay(args)
-        from collector.simulator.server import run_simulate
+        from collector.okx.simulator.server import run_simulate
 
         return run_simulate(args)
     except ConfigError as exc:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from collector.layout import InvalidInstrumentId, validate_inst_id
+from collector.venues import DEFAULT_VENUE
 
 MAX_DEPTH = 400
 
@@ -29,8 +30,8 @@ class CollectorConfig:
     instruments: tuple[str, ...] = ("BTC-USDT-SWAP", "ETH-USDT-SWAP")
     cadence: float = 2.0
     depth: int = 400
-    ws_url: str = "wss://ws.okx.com:8443/ws/v5/public"
-    rest_url: str = "https://www.okx.com"
+    ws_url: str = DEFAULT_VENUE.ws_url
+    rest_url: str = DEFAULT_VENUE.rest_url
     channels_per_connection: int = 25
     ping_after: float = 20.0
     pong_timeout: float = 10.0
@@ -82,10 +83,13 @@ def _validate(cfg: CollectorConfig) -> None:
         raise ConfigError(f"cadence: {cfg.cadence} s; must be > 0 (default 2)")
     if not 1 <= cfg.depth <= MAX_DEPTH:
         raise ConfigError(f"depth: {cfg.depth}; must be between 1 and {MAX_DEPTH}")
-    if not 1 <= cfg.channels_per_connection <= 30:
-        raise ConfigError(f"channels_per_connection: {cfg.channels_per_connection}; OKX allows at most 30")
-    if not 0 < cfg.ping_after < 30:
-        raise ConfigError(f"ping_after: {cfg.ping_after} s; must be in (0, 30): OKX drops idle links at 30 s")
+    venue = DEFAULT_VENUE
+    if not 1 <= cfg.channels_per_connection <= venue.max_channels_per_connection:
+        raise ConfigError(f"channels_per_connection: {cfg.channels_per_connection}; {venue.name} allows at most "
+                          f"{venue.max_channels_per_connection}")
+    if not 0 < cfg.ping_after < venue.idle_close_s:
+        raise ConfigError(f"ping_after: {cfg.ping_after} s; must be in (0, {venue.idle_close_s:g}): {venue.name} "
+                          f"drops idle links at {venue.idle_close_s:g} s")
     for name in ("pong_timeout", "resync_timeout", "status_interval", "metadata_refresh_hours",
                  "backoff_initial", "rest_timeout"):
         if not getattr(cfg, name) > 0:

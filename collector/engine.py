@@ -17,12 +17,14 @@ plausible epoch milliseconds within a day of the local clock (`bad_ts`: the book
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from collector.book import BadLevel, OrderBook
-from collector.frames import BookMessage
+from collector.messages import BookMessage
 from collector.record import build_record
+from collector.venue import Unaligned, Venue
+from collector.venues import DEFAULT_VENUE
 
 MAX_BUFFERED_UPDATES = 3000  # 5 min of 100 ms updates while a REST snapshot is awaited
 MAX_REST_ATTEMPTS = 10
@@ -52,48 +54,16 @@ class Sink(Protocol):
     def record(self, inst_id: str, ts_ms: int, record: dict[str, Any]) -> None: ...
 
 
-class Unaligned(enum.Enum):
-    HOLE = "hole"  # the snapshot is older than the buffer, or cannot be placed in it
-    AHEAD = "ahead"  # the snapshot is newer than every buffered update: wait for the next one
-
-
-def alignment_start(updates: Sequence[BookMessage], snap_seq: int, snap_ts: int) -> int | Unaligned:
-    """Index of the first buffered update to apply on top of a REST snapshot at `snap_seq`.
-
-    OKX's seqId rule decides: the snapshot sits before update i when i's `prevSeqId` equals its
-    seqId, or (after an update it contains) when i straddles it (`prevSeqId < seqId_snap < seqId`).
-    `len(updates)` means it holds them all (the last one's `seqId` equals its own). seqIds repeat
-    after a sequence reset, so more than one place can fit; only then does event time break the
-    tie: a snapshot cannot hold an update stamped after it. A tie that stays between books that
-    differ is treated as a hole (fetch again), never guessed.
-    """
-    n = len(updates)
-    if not n or any(u.seq_id is None or u.prev_seq_id is None for u in updates):
-        return Unaligned.HOLE  # nothing to place it against (frames without seqId cannot be aligned)
-    fits = []
-    for i, u in enumerate(updates):
-        prev = u.prev_seq_id
-        if prev == snap_seq or (i and prev < snap_seq < u.seq_id and updates[i - 1].seq_id <= snap_seq):
-            fits.append(i)
-    if updates[-1].seq_id == snap_seq:
-        fits.append(n)
-    if len(fits) > 1:
-        fits = [i for i in fits if i == 0 or updates[i - 1].ts_ms <= snap_ts]
-        if len(fits) > 1 and any(u.bids or u.asks for u in updates[fits[0]:fits[-1]]):
-            return Unaligned.HOLE  # places holding different books fit: ambiguous, fetch again
-    if fits:
-        return fits[-1]
-    return Unaligned.AHEAD if snap_seq > updates[-1].seq_id else Unaligned.HOLE
-
-
 class InstrumentSync:
     """Book, sequence state and counters of one instrument."""
 
-    def __init__(self, inst_id: str, depth: int, sink: Sink) -> None:
+    def __init__(self, inst_id: str, depth: int, sink: Sink, venue: Venue = DEFAULT_VENUE) -> None:
         self.inst_id = inst_id
         self.depth = depth
         self.sink = sink
-        self.book = OrderBook()
+        self.venue = venue
+        self._follows = venue.follows
+        self.book = OrderBook(venue)
         self.state = State.WAIT_ACK
         self._buffer: list[tuple[BookMessage, int]] = []  # (update, recv_ms)
         self._pending_rest: BookMessage | None = None  # a REST snapshot newer than every buffered update
@@ -239,7 +209,7 @@ class InstrumentSync:
         return None
 
     def _align(self, snap: BookMessage) -> Resync | None:
-        start = alignment_start([u for u, _ in self._buffer], snap.seq_id, snap.ts_ms)
+        start = self.venue.alignment_start([u for u, _ in self._buffer], snap.seq_id, snap.ts_ms)
         if start is Unaligned.AHEAD and self._ahead_updates < MAX_AHEAD_UPDATES:
             self._pending_rest = snap
             return None
@@ -274,7 +244,7 @@ class InstrumentSync:
 
     def _apply_update(self, msg: BookMessage, recv_ms: int) -> Resync | None:
         prev, seq = msg.prev_seq_id, msg.seq_id
-        if prev is not None and self.seq_id is not None and prev != self.seq_id:
+        if not self._follows(prev, self.seq_id):
             return self._gap(msg, expected=self.seq_id)
         try:
             self.book.apply(msg.bids, msg.asks)

@@ -1,24 +1,25 @@
-"""One OKX public WebSocket connection carrying the `books` channel of a shard of instruments.
+"""One venue WebSocket connection carrying the book channel of a shard of instruments.
 
-The connection only moves bytes: frames are decoded (`collector.frames`) and handed to each
-instrument's `InstrumentSync`; what the engine asks for (resubscribe, REST alignment) is done here.
+The connection only moves bytes: frames are decoded by the venue (`collector.venue`; OKX's wire
+format is in `collector.okx`) and handed to each instrument's `InstrumentSync`; what the engine
+asks for (resubscribe, REST alignment) is done here. Limits and codes come from the venue.
 
-- Keepalive: the text `ping` after `ping_after` s without traffic; no answer within `pong_timeout`
-  means the feed is stale. Any close, stale feed or 64008 notice leads to a reconnect with capped
-  exponential backoff and full jitter, a `reconnect` event per instrument and a full resubscribe.
+- Keepalive: the venue's ping text after `ping_after` s without traffic; no answer within
+  `pong_timeout` means the feed is stale. Any close, stale feed or service-upgrade notice (OKX
+  64008) leads to a reconnect with capped exponential backoff and full jitter, a `reconnect` event
+  per instrument and a full resubscribe.
 - Per-instrument watchdog: an instrument not in sync for `resync_timeout` s since its last
   (re)subscription, whatever it waits for (the ack, the first push, a REST alignment), gets a
-  `stale` event and a fresh resubscribe. One OKX rejected with 60018 at runtime (delisted) is tried
-  again every `DELISTED_RETRY_S`.
+  `stale` event and a fresh resubscribe. One the venue rejects as unknown at runtime (OKX 60018:
+  delisted) is tried again every `DELISTED_RETRY_S`.
 - Resubscribes are paced per instrument: the first is immediate; each further one before the
   instrument was back in sync waits twice as long (1 s … `RESUBSCRIBE_MAX_DELAY_S`), so an
-  instrument that cannot sync (every `ts` rejected, say) never floods OKX with requests.
-- OKX allows 480 (un)subscribe requests per connection per hour: the connection counts them and,
-  before running out, emits `subscribe_budget` and reconnects (with backoff), which starts a fresh
-  budget.
+  instrument that cannot sync (every `ts` rejected, say) never floods the venue with requests.
+- The venue's hourly (un)subscribe budget per connection (OKX: 480) is counted; before running
+  out the connection emits `subscribe_budget` and reconnects (with backoff): a fresh budget.
 - REST alignment tasks share the process's `RestClient` (one rate limiter per endpoint). A task
   that fails in any way costs only that instrument a resubscribe.
-- All feeds share a pacer that keeps new connections under OKX's limit of 3 per second per IP.
+- All feeds share a pacer that keeps new connections under the venue's limit (OKX: 3 per second).
 """
 
 from __future__ import annotations
@@ -31,27 +32,22 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from collector import rest
 from collector.config import CollectorConfig
 from collector.engine import InstrumentSync, Resync
-from collector.frames import BadFrame, BookMessage, EventMessage, Pong, decode, decode_rest_books
 from collector.logs import log_event
+from collector.messages import BadFrame, BookMessage, EventMessage, Pong
 from collector.supervise import backoff_delay
 
 log = logging.getLogger("collector.feed")
 
-BOOKS_PATH = "/api/v5/market/books"
 REST_RETRY_DELAY = 0.5
 BAD_FRAME_EVENT_INTERVAL_MS = 60_000
-UNKNOWN_INSTRUMENT_CODE = "60018"
-SERVICE_UPGRADE_CODE = "64008"
 WATCH_TICK_S = 0.5
 DELISTED_RETRY_S = 300.0
-SUBSCRIBE_LIMIT_PER_HOUR = 480
 SUBSCRIBE_MARGIN = 10  # act before the last few requests, so a full resubscribe never hits the limit
 RESUBSCRIBE_MAX_DELAY_S = 300.0
 
@@ -61,9 +57,9 @@ def wall_ms() -> int:
 
 
 class ConnectionPacer:
-    """Spaces connection attempts of all feeds: OKX allows 3 new connections per second per IP."""
+    """Spaces connection attempts of all feeds (OKX allows 3 new connections per second per IP)."""
 
-    def __init__(self, per_second: float = 3.0) -> None:
+    def __init__(self, per_second: float) -> None:
         self._interval = 1.0 / per_second
         self._next = 0.0
         self._lock = asyncio.Lock()
@@ -115,7 +111,8 @@ class FeedConnection:
         self._last_recv = 0.0
         self._ping_sent_at: float | None = None
         self._close_reason: str | None = None
-        self.subscribe_limit = SUBSCRIBE_LIMIT_PER_HOUR - SUBSCRIBE_MARGIN
+        self.venue = client.venue
+        self.subscribe_limit = self.venue.subscribe_requests_per_hour - SUBSCRIBE_MARGIN
         self._budget = SubscribeBudget(self.subscribe_limit)
         self._subscribed_at: dict[str, float] = {}  # monotonic time of each instrument's last (re)subscribe
         self._resubscribe_streak: dict[str, int] = {}  # resubscribes since the instrument was last in sync
@@ -222,7 +219,7 @@ class FeedConnection:
             return False
         if now - self._last_recv >= cfg.ping_after:
             self._ping_sent_at = now
-            await ws.send("ping")
+            await ws.send(self.venue.ping)
         return True
 
     async def _watch_instruments(self, ws: ClientConnection, now: float) -> None:
@@ -258,7 +255,7 @@ class FeedConnection:
     async def _handle(self, ws: ClientConnection, raw: str | bytes) -> bool:
         recv_ms = wall_ms()
         try:
-            decoded = decode(raw)
+            decoded = self.venue.decode(raw)
         except BadFrame as exc:
             self._bad_frame(exc)
             return False
@@ -291,14 +288,14 @@ class FeedConnection:
             self._rest_tasks[sync.inst_id] = asyncio.create_task(self._align_by_rest(ws, sync))
 
     async def _align_by_rest(self, ws: ClientConnection, sync: InstrumentSync) -> None:
-        """OKX's alignment: fetch REST books until one can be spliced onto the buffered updates."""
+        """The venue's alignment: fetch REST books until one can be spliced onto the buffered updates."""
         inst_id = sync.inst_id
         resync: Resync | None = Resync.REST
         try:
             while resync is Resync.REST:
                 try:
-                    data = await self._client.get(BOOKS_PATH, {"instId": inst_id, "sz": "400"})
-                    resync = sync.on_rest_snapshot(decode_rest_books(data, inst_id), wall_ms())
+                    data = await self._client.get(*self.venue.books_request(inst_id))
+                    resync = sync.on_rest_snapshot(self.venue.decode_rest_books(data, inst_id), wall_ms())
                 except (rest.RestError, BadFrame) as exc:
                     log_event(log, logging.WARNING, "rest_error", inst_id,
                               f"REST books for alignment failed: {exc}; retrying")
@@ -327,7 +324,7 @@ class FeedConnection:
             sync.subscribed()
         elif ev.event == "error":
             inst_id = ev.inst_id or _inst_in_message(ev.msg, self.syncs)
-            rejected = ev.code == UNKNOWN_INSTRUMENT_CODE and inst_id is not None
+            rejected = ev.code == self.venue.unknown_instrument_code and inst_id is not None
             if rejected and not self._on_unknown(inst_id, ev.msg or ""):
                 self.syncs[inst_id].delisted = True
                 log_event(log, logging.ERROR, "delisted", inst_id,
@@ -340,7 +337,7 @@ class FeedConnection:
                 sync.sink.event(inst_id, "notice", code=ev.code, msg=ev.msg)
             log_event(log, logging.WARNING, "notice", None,
                       f"{self.name}: OKX notice {ev.code}: {ev.msg}; reconnecting now")
-            if ev.code == SERVICE_UPGRADE_CODE:
+            if ev.code == self.venue.service_upgrade_code:
                 self._close_reason = "notice_64008"
                 await ws.close()
 
@@ -387,15 +384,14 @@ class FeedConnection:
         if not self._budget.spend(len(requests), now):
             used = self._budget.used(now)
             for inst_id, sync in self.syncs.items():
-                sync.sink.event(inst_id, "subscribe_budget", used=used, limit=SUBSCRIBE_LIMIT_PER_HOUR,
+                sync.sink.event(inst_id, "subscribe_budget", used=used, limit=self.venue.subscribe_requests_per_hour,
                                 action="reconnect")
             log_event(log, logging.WARNING, "subscribe_budget", None,
                       f"{self.name} sent {used} (un)subscribe requests this hour (OKX allows "
-                      f"{SUBSCRIBE_LIMIT_PER_HOUR}); moving its instruments to a new connection")
+                      f"{self.venue.subscribe_requests_per_hour}); moving its instruments to a new connection")
             raise BudgetExhausted(self.name)
         for op, inst_ids in requests:
-            args: list[dict[str, Any]] = [{"channel": "books", "instId": i} for i in inst_ids]
-            await ws.send(orjson.dumps({"op": op, "args": args}).decode())
+            await ws.send(self.venue.subscription_request(op, inst_ids))
         for inst_id in requests[-1][1]:
             self._subscribed_at[inst_id] = now
 

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-INST_ID_RE = re.compile(r"^[A-Z0-9]+(-[A-Z0-9]+)+$")
-RAW_PREFIX = Path("raw", "okx", "l2_perps")
-META_PREFIX = Path("meta", "okx", "instruments")
-CURATED_PREFIX = Path("curated", "okx", "l2_perps")
+from collector.venues import DEFAULT_VENUE
+
+INST_ID_RE = re.compile(DEFAULT_VENUE.inst_id_pattern)
+RAW_PREFIX = Path("raw", DEFAULT_VENUE.name, DEFAULT_VENUE.dataset)
+META_PREFIX = Path("meta", DEFAULT_VENUE.name, "instruments")
+CURATED_PREFIX = Path("curated", DEFAULT_VENUE.name, DEFAULT_VENUE.dataset)
 
 RECORDS_SUFFIX = ".jsonl"
 EVENTS_SUFFIX = ".events.jsonl"

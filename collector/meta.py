@@ -18,8 +18,6 @@ from collector import layout, rest
 from collector.files import atomic_write
 from collector.record import format_ts_ms
 
-INSTRUMENTS_PATH = "/api/v5/public/instruments"
-
 
 class UnknownInstruments(ValueError):
     """Configured instIds that OKX does not list as SWAP instruments."""
@@ -32,16 +30,10 @@ class UnknownInstruments(ValueError):
         self.inst_ids = inst_ids
 
 
-def parse_instruments(data: Any) -> dict[str, dict[str, Any]]:
-    """instId → instrument object from the `data` of a `/public/instruments` answer."""
-    if not isinstance(data, list):
-        raise rest.RestError(f"instruments answer: `data` is {type(data).__name__}, expected a list")
-    return {item["instId"]: item for item in data if isinstance(item, dict) and isinstance(item.get("instId"), str)}
-
-
 async def fetch_swap_instruments(client: rest.RestClient) -> dict[str, dict[str, Any]]:
-    """instId → instrument object of every SWAP instrument OKX lists (raises rest.RestError)."""
-    return parse_instruments(await client.get(INSTRUMENTS_PATH, {"instType": "SWAP"}))
+    """instId → instrument object of every perpetual swap the venue lists (raises rest.RestError)."""
+    path, params = client.venue.instruments_request
+    return client.venue.parse_instruments(await client.get(path, params))
 
 
 def require_listed(listed: dict[str, dict[str, Any]], inst_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

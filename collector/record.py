@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from collector.checksum import okx_checksum
+from collector.okx.checksum import okx_checksum  # book_crc32 is OKX's CRC32 by contract, whatever the venue
+from collector.venues import DEFAULT_VENUE
 
 RECORD_FIELDS: tuple[str, ...] = (
     "timestamp_utc",
@@ -96,9 +97,9 @@ def build_record(
     best_ask = asks[0][0] if asks else None
     return {
         "timestamp_utc": format_ts_ms(ts_ms),
-        "exchange": "okx",
-        "market": "perp",
-        "channel": "books",
+        "exchange": DEFAULT_VENUE.name,
+        "market": DEFAULT_VENUE.market,
+        "channel": DEFAULT_VENUE.channel,
         "instId": inst_id,
         "bids_top400": bids,
         "asks_top400": asks,

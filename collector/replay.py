@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collector.engine import InstrumentSync, Resync, write_due_snapshots
-from collector.frames import BadFrame, BookMessage, decode
 from collector.logs import log_event
+from collector.messages import BadFrame, BookMessage
 from collector.store import LakeWriter
+from collector.venues import DEFAULT_VENUE
 
 log = logging.getLogger("collector.replay")
 
@@ -58,7 +59,7 @@ class Replayer:
     def feed(self, raw: bytes) -> None:
         self.stats.frames += 1
         try:
-            decoded = decode(raw)
+            decoded = DEFAULT_VENUE.decode(raw)
         except BadFrame as exc:
             self.stats.bad_frames += 1
             if self.stats.bad_frames == 1:

@@ -1,10 +1,11 @@
-"""Async client for OKX public REST endpoints (stdlib urllib run in a daemon thread per request).
+"""Async client for a venue's public REST endpoints (stdlib urllib run in a daemon thread per request).
 
 REST is off the hot path (metadata once a day, books only to resync), so a thread per request is
 cheap and avoids another HTTP dependency. Every way a call can fail — connect, TLS, timeout, a body
-cut short, a body that is not JSON (an HTML maintenance page), an OKX `code` other than "0", HTTP
-429 — comes back as one `RestError`, whose message names the URL and what was wrong. Requests to
-one path share a `RateLimiter`, and a 429's `Retry-After` pauses every later request to that path.
+cut short, a body that is not JSON (an HTML maintenance page), an error code in the venue's
+envelope (OKX: `code` other than "0"), HTTP 429 — comes back as one `RestError`, whose message
+names the URL and what was wrong. Requests to one path share a `RateLimiter` at the venue's limit,
+and a 429's `Retry-After` pauses every later request to that path.
 """
 
 from __future__ import annotations
@@ -19,19 +20,18 @@ import urllib.request
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import orjson
-
 from collector.threads import settle_from_thread
+
+if TYPE_CHECKING:
+    from collector.venue import Venue
 
 USER_AGENT = "okx-l2-collector/0.1"
 DEFAULT_RETRY_AFTER_S = 2.0  # a 429 without a usable Retry-After header
 MAX_RETRY_AFTER_S = 60.0
-# OKX public limits (requests per 2 s per IP): /market/books 40, /public/instruments 20.
-PATH_LIMITS = {"/api/v5/market/books": 40, "/api/v5/public/instruments": 20}
-DEFAULT_LIMIT = 10
+DEFAULT_LIMIT = 10  # requests per 2 s to a path the venue gives no limit for
 
 
 class RestError(OSError):
@@ -95,7 +95,8 @@ def _retry_after(value: str | None) -> float:
     return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
 
 
-def _preview(body: bytes) -> str:
+def preview(body: bytes) -> str:
+    """The start of a body, on one line, for an error message."""
     return " ".join(body[:120].decode("utf-8", "replace").split())
 
 
@@ -110,7 +111,7 @@ def _get(url: str, timeout: float) -> bytes:
         with contextlib.suppress(OSError, http.client.HTTPException):
             body = exc.read()
         retry = _retry_after(exc.headers.get("Retry-After")) if exc.code == 429 else None
-        raise RestError(f"GET {url} -> HTTP {exc.code}: {_preview(body)}", exc.code, retry_after=retry) from None
+        raise RestError(f"GET {url} -> HTTP {exc.code}: {preview(body)}", exc.code, retry_after=retry) from None
     except http.client.IncompleteRead as exc:
         raise RestError(f"GET {url}: body cut short ({len(exc.partial)} bytes received, "
                         f"{exc.expected} more expected)") from None
@@ -118,21 +119,6 @@ def _get(url: str, timeout: float) -> bytes:
         # URLError, TLS (ssl.SSLError is an OSError), timeouts, resets, malformed status lines
         reason = getattr(exc, "reason", None) or exc
         raise RestError(f"GET {url} failed: {type(exc).__name__}: {reason}") from None
-
-
-def parse_okx(url: str, body: bytes) -> Any:
-    """The `data` of an OKX JSON envelope with code "0"; RestError naming what the body was instead."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise RestError(f"GET {url}: answer is not JSON (a maintenance or error page?): "
-                        f"{_preview(body)!r}") from None
-    if not isinstance(obj, dict) or "code" not in obj:
-        raise RestError(f"GET {url}: answer is not an OKX envelope: {_preview(body)!r}")
-    code = str(obj["code"])
-    if code != "0":
-        raise RestError(f"GET {url}: OKX code {code}: {obj.get('msg')!r}", code=code)
-    return obj.get("data")
 
 
 def _in_daemon_thread(loop: asyncio.AbstractEventLoop, work: Callable[[], bytes]) -> asyncio.Future[bytes]:
@@ -144,16 +130,17 @@ def _in_daemon_thread(loop: asyncio.AbstractEventLoop, work: Callable[[], bytes]
 
 
 class RestClient:
-    """OKX REST at `base_url`, with one rate limiter per path shared by every caller."""
+    """A venue's REST API at `base_url`, with one rate limiter per path shared by every caller."""
 
-    def __init__(self, base_url: str, timeout: float) -> None:
+    def __init__(self, venue: Venue, base_url: str, timeout: float) -> None:
         self.base_url = base_url
         self.timeout = timeout
+        self.venue = venue
         self._limiters: dict[str, RateLimiter] = {}
 
     def limiter(self, path: str) -> RateLimiter:
         if path not in self._limiters:
-            self._limiters[path] = RateLimiter(PATH_LIMITS.get(path, DEFAULT_LIMIT))
+            self._limiters[path] = RateLimiter(self.venue.rest_requests_per_2s.get(path, DEFAULT_LIMIT))
         return self._limiters[path]
 
     async def get(self, path: str, params: dict[str, str]) -> Any:
@@ -167,4 +154,4 @@ class RestClient:
             if exc.retry_after is not None:
                 limiter.pause(exc.retry_after)
             raise
-        return parse_okx(url, body)
+        return self.venue.parse_rest_body(url, body)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.book import BadLevel, OrderBook
-from collector.checksum import checksum_string, okx_checksum
+from collector.okx.checksum import checksum_string, okx_checksum
 from collector_tests.harness import reference_file
 from collector_tests.test_engine import as_lists
 

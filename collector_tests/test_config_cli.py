@@ -88,7 +88,7 @@ def test_cli_unwritable_data_dir_exits_2(tmp_path: Path) -> None:
 
 def test_connection_pacer_keeps_under_three_per_second() -> None:
     async def seven_connects() -> list[float]:
-        pacer, stamps = ConnectionPacer(), []
+        pacer, stamps = ConnectionPacer(3.0), []
         for _ in range(7):
             await pacer.wait_turn()
             stamps.append(time.monotonic())

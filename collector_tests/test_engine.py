@@ -9,7 +9,7 @@ import pytest
 
 from collector.book import OrderBook
 from collector.engine import InstrumentSync, Resync, State
-from collector.frames import BadFrame, BookMessage, EventMessage, Pong, decode, decode_rest_books
+from collector.okx.protocol import BadFrame, BookMessage, EventMessage, Pong, decode, decode_rest_books
 
 INST = "BTC-USDT-SWAP"
 T0 = 1_795_564_800_000  # 2026-11-25T00:00:00Z: message ts and receive times below are offsets from it

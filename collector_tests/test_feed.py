@@ -13,8 +13,9 @@ from collector import feed as feed_module
 from collector.config import CollectorConfig
 from collector.engine import InstrumentSync
 from collector.feed import ConnectionPacer, FeedConnection, SubscribeBudget
+from collector.okx import OKX
+from collector.okx.simulator.server import SimConfig, running_simulator
 from collector.rest import RestClient
-from collector.simulator.server import SimConfig, running_simulator
 from collector_tests.test_engine import ListSink
 
 BTC = "BTC-USDT-SWAP"
@@ -39,7 +40,8 @@ async def _run_feed(tmp_path: Path, sim_instruments: tuple[str, ...], wanted: st
             rejected.append(inst_id)
             return False  # not at start-up: a delisting, the feed keeps trying
 
-        feed = FeedConnection("conn0", cfg, {wanted: sync}, RestClient(cfg.rest_url, 5), on_unknown, ConnectionPacer())
+        feed = FeedConnection("conn0", cfg, {wanted: sync}, RestClient(OKX, cfg.rest_url, 5), on_unknown,
+                              ConnectionPacer(OKX.connections_per_second))
         if limit is not None:
             feed.subscribe_limit = limit
         task = asyncio.create_task(feed.run())

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.engine import InstrumentSync, Resync
-from collector.frames import BadFrame, BookMessage, EventMessage, Pong, decode
+from collector.okx.protocol import BadFrame, BookMessage, EventMessage, Pong, decode
 from collector.record import record_problems
 from collector_tests.test_engine import T0, ListSink, as_written
 

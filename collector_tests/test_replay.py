@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 
 from collector import layout
+from collector.okx.simulator.market import dump_frames
 from collector.record import parse_ts_ms, record_problems
 from collector.replay import replay_file
-from collector.simulator.market import dump_frames
 from collector_tests.harness import digest, lake_events, lake_records, reference_file
 
 

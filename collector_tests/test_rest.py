@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from collector.okx import OKX
 from collector.rest import RateLimiter, RestClient, RestError
 
 JSON_OK = b'{"code":"0","msg":"","data":[{"instId":"BTC-USDT-SWAP"}]}'
@@ -65,7 +66,7 @@ def server() -> Iterator[str]:
 
 
 def get(base: str, path: str, timeout: float = 5.0):
-    return asyncio.run(RestClient(base, timeout).get(path, {"instType": "SWAP"}))
+    return asyncio.run(RestClient(OKX, base, timeout).get(path, {"instType": "SWAP"}))
 
 
 def test_ok_returns_okx_data(server: str) -> None:
@@ -99,7 +100,7 @@ def test_timeout_refused_and_tls_errors_are_rest_errors(server: str) -> None:
 
 def test_429_retry_after_pauses_the_next_request(server: str) -> None:
     async def scenario() -> float:
-        client = RestClient(server, 5.0)
+        client = RestClient(OKX, server, 5.0)
         with pytest.raises(RestError) as info:
             await client.get("/429", {})
         assert info.value.status == 429 and info.value.retry_after == 1.0

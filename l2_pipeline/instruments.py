@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from collector import meta, rest
+from collector.venues import DEFAULT_VENUE
 
 IMPORTANT_FIELDS = ("tickSz", "ctVal", "ctMult", "lotSz", "minSz", "state", "ctType", "settleCcy")
 
@@ -42,7 +43,7 @@ class RefreshResult:
 
 def fetch_swap_instruments(rest_url: str, timeout: float) -> dict[str, dict[str, Any]]:
     """instId → instrument object of every SWAP instrument OKX lists (raises collector.rest.RestError)."""
-    return asyncio.run(meta.fetch_swap_instruments(rest.RestClient(rest_url, timeout)))
+    return asyncio.run(meta.fetch_swap_instruments(rest.RestClient(DEFAULT_VENUE, rest_url, timeout)))
 
 
 def refresh_instruments(

@@ -1,7 +1,7 @@
 """The pipeline over lakes the collector itself wrote:
 
 - a full exchange hour replayed through the collector's engine and store (`collector.replay`
-  over `collector.simulator.market.dump_frames`), clean and with one dropped frame (a real gap);
+  over `collector.okx.simulator.market.dump_frames`), clean and with one dropped frame (a real gap);
 - a live `l2-collector simulate` + `l2-collector run` pair on 127.0.0.1 whose exchange clock
   starts in a past hour, so the hours it writes are closed.
 """
@@ -22,18 +22,25 @@ from dagster import (
     DagsterInstance,
     build_schedule_context,
     build_sensor_context,
+    instance_for_test,
 )
 
 from collector import layout
+from collector.okx.simulator.market import DUMP_START_MS, dump_frames
 from collector.replay import replay_file
-from collector.simulator.market import DUMP_START_MS, dump_frames
 from collector_tests.harness import hour_boundary_soon, start_collector, start_simulator, stop_process, wait_for
-from l2_pipeline.jobs import compress_job, curate_job
 from l2_pipeline.keys import CURATED_PARQUET, RAW_ARCHIVE
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.schedules import compression_schedule
 from l2_pipeline.sensors import raw_hours_sensor
-from l2_pipeline_tests.lake_factory import BTC, ETH, apply_sensor_result, lake_resource
+from l2_pipeline_tests.lake_factory import (
+    BTC,
+    ETH,
+    apply_sensor_result,
+    execute_backfill_request,
+    execute_ranged,
+    lake_resource,
+)
 
 HOUR0 = datetime.fromtimestamp(DUMP_START_MS / 1000, tz=UTC)  # 2026-11-25T00:00Z
 FRAMES_PER_INSTRUMENT_HOUR = 36_000  # one update per 100 ms
@@ -73,7 +80,9 @@ def test_replayed_full_hour_registers_checks_curates_and_archives(frames, tmp_pa
     lake = lake_resource(lake_dir)
     key0 = {i: str(partition_key(i, HOUR0)) for i in (BTC, ETH)}
     originals = {i: layout.records_path(lake_dir, i, HOUR0).read_bytes() for i in (BTC, ETH)}
-    with DagsterInstance.ephemeral() as instance:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home)) as instance:  # persistent: the schedule context needs one
         result = sensor_tick(instance, lake)
         mats = {e.partition: e.metadata for e in result.asset_events if isinstance(e, AssetMaterialization)}
         # hour 00 is complete; hour 01 holds the single record written at exactly 01:00:00
@@ -85,18 +94,18 @@ def test_replayed_full_hour_registers_checks_curates_and_archives(frames, tmp_pa
             assert all(verdicts(result, key0[inst_id]).values()), verdicts(result, key0[inst_id])
         assert not verdicts(result, str(partition_key(BTC, HOUR0 + timedelta(hours=1))))["coverage"]
 
-        (curate,) = result.run_requests
-        run = curate_job.execute_in_process(run_config=curate.run_config, instance=instance, resources={"lake": lake})
-        assert run.success and len(instance.get_materialized_partitions(CURATED_PARQUET)) == 4
+        (curate,) = result.run_requests  # a curated_parquet backfill: executed as its daemon would
+        runs = execute_backfill_request(instance, lake, curate)
+        assert len(runs) == 1 and runs[0].success and len(instance.get_materialized_partitions(CURATED_PARQUET)) == 4
         table = pq.read_table(layout.curated_path(lake_dir, BTC, HOUR0))
         assert table.num_rows == originals[BTC].count(b"\n") == 1800
         assert table.column("bids").combine_chunks().value_lengths().to_pylist() == [50] * 1800
 
-        request = compression_schedule(build_schedule_context(scheduled_execution_time=HOUR0 + timedelta(hours=8),
-                                                              resources={"lake": lake}))
-        run = compress_job.execute_in_process(run_config=request.run_config, instance=instance,
-                                              resources={"lake": lake})
-        assert run.success and len(instance.get_materialized_partitions(RAW_ARCHIVE)) == 4
+        with build_schedule_context(instance=instance, scheduled_execution_time=HOUR0 + timedelta(hours=8),
+                                    resources={"lake": lake}) as context:
+            requests = compression_schedule(context)
+        runs = [execute_ranged(instance, lake, "compress_job", request.tags) for request in requests]
+        assert len(runs) == 1 and runs[0].success and len(instance.get_materialized_partitions(RAW_ARCHIVE)) == 4
         for inst_id, data in originals.items():
             assert not layout.records_path(lake_dir, inst_id, HOUR0).exists()
             restored = gzip.decompress(layout.archive_path(lake_dir, inst_id, HOUR0).read_bytes())

@@ -13,7 +13,7 @@ from typing import IO
 
 import orjson
 
-from collector.simulator.market import MarketBook
+from collector.okx.simulator.market import MarketBook
 
 
 def book_digest(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]]) -> str:

@@ -19,11 +19,11 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from collector.simulator.faults import CONNECTION_FAULTS, FaultPlan
-from collector.simulator.market import MarketBook
-from collector.simulator.truth import TruthLog
+from collector.okx.simulator.faults import CONNECTION_FAULTS, FaultPlan
+from collector.okx.simulator.market import MarketBook
+from collector.okx.simulator.truth import TruthLog
 
-log = logging.getLogger("collector.simulator")
+log = logging.getLogger("collector.okx.simulator")
 
 MAX_BACKLOG = 10_000
 NOTICE_MSG = "The connection will soon be closed for a service upgrade. Please reconnect."

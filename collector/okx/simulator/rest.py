@@ -21,10 +21,10 @@ import orjson
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from collector.simulator.faults import INSTRUMENTS_FAULTS, REST_FAULTS, VALUED_FAULTS, FaultPlan
-from collector.simulator.instruments import instrument_object
-from collector.simulator.market import DEPTH, MarketBook
-from collector.simulator.truth import TruthLog
+from collector.okx.simulator.faults import INSTRUMENTS_FAULTS, REST_FAULTS, VALUED_FAULTS, FaultPlan
+from collector.okx.simulator.instruments import instrument_object
+from collector.okx.simulator.market import DEPTH, MarketBook
+from collector.okx.simulator.truth import TruthLog
 
 BOOKS_PATH = "/api/v5/market/books"
 INSTRUMENTS_PATH = "/api/v5/public/instruments"

@@ -1,4 +1,5 @@
-"""Decoding of OKX public WebSocket frames into typed messages, with clear errors for bad input.
+"""OKX wire format: decoding public WebSocket frames and REST books into the engine's messages
+(`collector.messages`), with clear errors for bad input, and the requests we send.
 
 A frame is one of: the text `pong`; an event (`subscribe`/`unsubscribe` ack, `error`, `notice`);
 or a `books` push carrying one or more book messages. Anything else raises `BadFrame` naming what
@@ -7,56 +8,13 @@ was wrong, so the caller can count it, log it once per kind and carry on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from collector.messages import PONG, BadFrame, BookMessage, EventMessage, Pong
+from collector.rest import RestError, preview
 
-class BadFrame(ValueError):
-    """A frame we cannot use. `kind` is a short stable label for counting and log de-duplication."""
-
-    def __init__(self, kind: str, detail: str, inst_id: str | None = None) -> None:
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
-        self.inst_id = inst_id
-
-
-@dataclass(slots=True)
-class BookMessage:
-    """One element of a `books` push (`data[i]`), or a REST `/market/books` snapshot."""
-
-    inst_id: str
-    action: str  # "snapshot" | "update"
-    bids: list
-    asks: list
-    ts_ms: int
-    checksum: int
-    seq_id: int | None  # None only in pre-2022-08 recordings, which predate seqId
-    prev_seq_id: int | None
-
-    @property
-    def is_snapshot(self) -> bool:
-        return self.action == "snapshot"
-
-
-@dataclass(slots=True)
-class EventMessage:
-    """A WS event: subscribe/unsubscribe ack, error, notice."""
-
-    event: str
-    inst_id: str | None
-    code: str | None
-    msg: str | None
-
-
-@dataclass(slots=True)
-class Pong:
-    """The reply to our text `ping`."""
-
-
-PONG = Pong()
 _ACTIONS = frozenset(("snapshot", "update"))
 
 
@@ -149,3 +107,35 @@ def decode_rest_books(data: Any, inst_id: str) -> BookMessage:
     if msg.seq_id is None:
         raise BadFrame("missing_field", "REST books result without seqId: cannot align", inst_id)
     return msg
+
+
+def subscription_request(op: str, inst_ids: list[str]) -> str:
+    """The text of a `subscribe`/`unsubscribe` request for the `books` channel of `inst_ids`."""
+    return orjson.dumps({"op": op, "args": [{"channel": "books", "instId": i} for i in inst_ids]}).decode()
+
+
+def books_request(inst_id: str) -> tuple[str, dict[str, str]]:
+    """Path and query of the REST snapshot used to align a book without a WS snapshot."""
+    return "/api/v5/market/books", {"instId": inst_id, "sz": "400"}
+
+
+def parse_rest_body(url: str, body: bytes) -> Any:
+    """The `data` of an OKX JSON envelope with code "0"; RestError naming what the body was instead."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RestError(f"GET {url}: answer is not JSON (a maintenance or error page?): "
+                        f"{preview(body)!r}") from None
+    if not isinstance(obj, dict) or "code" not in obj:
+        raise RestError(f"GET {url}: answer is not an OKX envelope: {preview(body)!r}")
+    code = str(obj["code"])
+    if code != "0":
+        raise RestError(f"GET {url}: OKX code {code}: {obj.get('msg')!r}", code=code)
+    return obj.get("data")
+
+
+def parse_instruments(data: Any) -> dict[str, dict[str, Any]]:
+    """instId → instrument object from the `data` of a `/public/instruments` answer."""
+    if not isinstance(data, list):
+        raise RestError(f"instruments answer: `data` is {type(data).__name__}, expected a list")
+    return {item["instId"]: item for item in data if isinstance(item, dict) and isinstance(item.get("instId"), str)}

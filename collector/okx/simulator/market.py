@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from collector.checksum import CHECKSUM_DEPTH, okx_checksum
-from collector.simulator.instruments import InstrumentSpec, instrument_spec
+from collector.okx.checksum import CHECKSUM_DEPTH, okx_checksum
+from collector.okx.simulator.instruments import InstrumentSpec, instrument_spec
 
 DEPTH = 400
 CHECKSUM_MODES = ("real", "zero")

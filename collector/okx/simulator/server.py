@@ -25,8 +25,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from collector.layout import validate_inst_id
-from collector.record import parse_ts_ms
-from collector.simulator.faults import (
+from collector.okx.simulator.faults import (
     BOOK_FAULTS,
     CONNECTION_FAULTS,
     FAULT_HELP,
@@ -38,11 +37,12 @@ from collector.simulator.faults import (
     parse_faults,
     parse_ms,
 )
-from collector.simulator.instruments import instrument_spec
-from collector.simulator.market import CHECKSUM_MODES, MarketBook, dump_frames
-from collector.simulator.rest import RestApi, json_response
-from collector.simulator.session import Session, SessionContext, encode
-from collector.simulator.truth import TruthLog
+from collector.okx.simulator.instruments import instrument_spec
+from collector.okx.simulator.market import CHECKSUM_MODES, MarketBook, dump_frames
+from collector.okx.simulator.rest import RestApi, json_response
+from collector.okx.simulator.session import Session, SessionContext, encode
+from collector.okx.simulator.truth import TruthLog
+from collector.record import parse_ts_ms
 
 WS_PATH = "/ws/v5/public"
 INJECT_PATH = "/sim/inject"

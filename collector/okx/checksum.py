@@ -44,3 +44,8 @@ def checksum_string(bids: Sequence[Level], asks: Sequence[Level]) -> str:
 def okx_checksum(bids: Sequence[Level], asks: Sequence[Level]) -> int:
     """OKX's signed 32-bit CRC32 of the top 25 levels of each side."""
     return signed_crc32(checksum_string(bids, asks))
+
+
+def book_checksum(bid_texts: Sequence[str], ask_texts: Sequence[str]) -> int:
+    """The checksum of a book from its best levels' `px:sz` texts (at most CHECKSUM_DEPTH a side)."""
+    return signed_crc32(join_interleaved(bid_texts, ask_texts))
