@@ -10,8 +10,8 @@ closed hours per instrument ending with the last closed hour before now, one rec
 - sensor, cold: the first tick on the untouched lake (stops at sensor_max_hours_per_tick /
   sensor_tick_budget_seconds) and the ticks until everything is registered;
 - sensor, steady: a tick with nothing new, and a tick after one more closed hour per instrument;
-- compression: the schedule's evaluation at the current hour's :15 and the `compress_job` run it
-  launches (the catch-up of every hour ≥ 6 h old), then the next hour's tick.
+- compression: the schedule's evaluation at the current hour's :15 and the `compress_job` runs it
+  launches, one per partition range (the catch-up of every hour ≥ 6 h old), then the next hour's tick.
 """
 
 import argparse
@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from dagster import DagsterInstance, RunRequest, build_schedule_context, build_sensor_context
+from dagster import DagsterInstance, build_schedule_context, build_sensor_context
 
 from collector import layout
 from collector.record import build_record, encode_line, format_ts_ms
-from l2_pipeline.hours import floor_hour
-from l2_pipeline.jobs import compress_job
+from l2_pipeline.definitions import build_definitions
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.schedules import compression_schedule
 from l2_pipeline.sensors import raw_hours_sensor
@@ -92,7 +91,7 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
     data_dir = root / f"lake-{n_instruments}"
     insts = instrument_ids(n_instruments)
     now = datetime.now(UTC)
-    last_closed = floor_hour(now - timedelta(minutes=3)) - layout.HOUR
+    last_closed = layout.hour_floor(int((now - timedelta(minutes=3)).timestamp() * 1000)) - layout.HOUR
     hours = [last_closed - timedelta(hours=h) for h in range(days * 24)][::-1]
     withheld = hours.pop()  # written later: "one new closed hour" for the steady-state tick
     out: list[Timing] = []
@@ -108,7 +107,18 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
     out.append(Timing("generate lake", secs, f"{len(insts)} instr × {len(hours)} h, {size / 1e9:.2f} GB"))
 
     lake = LakeResource(data_dir=str(data_dir), instruments=insts, curate_on_register=False)
-    with DagsterInstance.ephemeral() as instance:
+    compress_job = build_definitions(lake).resolve_job_def("compress_job")
+
+    def compress(requests: list) -> int:
+        for request in requests:
+            result = compress_job.execute_in_process(run_config=QUIET, instance=instance, tags=request.tags)
+            assert result.success
+        return sum(int(request.tags["l2/hours"]) for request in requests)
+
+    # persistent (a schedule context needs one), in a temporary directory
+    home = root / f"dagster-{n_instruments}"
+    home.mkdir(exist_ok=True)
+    with DagsterInstance.local_temp(str(home)) as instance:
         instance.add_dynamic_partitions("instrument", insts)
 
         def tick(cursor: str | None) -> Any:
@@ -133,25 +143,18 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
         n = sum(1 for e in result.asset_events if type(e).__name__ == "AssetMaterialization")
         out.append(Timing("sensor tick, steady (1 new hour/instrument)", secs, f"{n} hours registered"))
 
-        at = floor_hour(now).replace(minute=15)
-        ctx = build_schedule_context(scheduled_execution_time=at, resources={"lake": lake})
-        request, secs = timed(lambda: compression_schedule(ctx))
-        assert isinstance(request, RunRequest), request
-        due = len(request.run_config["ops"]["compress_hours"]["config"]["partition_keys"])
-        out.append(Timing("compression tick: schedule evaluation", secs, f"{due} hours due"))
-        run, secs = timed(lambda: compress_job.execute_in_process(run_config={**request.run_config, **QUIET},
-                                                                  instance=instance, resources={"lake": lake}))
-        assert run.success
-        out.append(Timing("compression tick: compress_job run", secs, f"{due} hours archived ({due / secs:.1f} h/s)"))
-        ctx = build_schedule_context(scheduled_execution_time=at + layout.HOUR, resources={"lake": lake})
-        request, secs = timed(lambda: compression_schedule(ctx))
-        due = len(request.run_config["ops"]["compress_hours"]["config"]["partition_keys"]) \
-            if isinstance(request, RunRequest) else 0
-        out.append(Timing("compression tick, next hour: evaluation", secs, f"{due} hours due"))
-        if isinstance(request, RunRequest):
-            run, secs = timed(lambda: compress_job.execute_in_process(run_config={**request.run_config, **QUIET},
-                                                                      instance=instance, resources={"lake": lake}))
-            out.append(Timing("compression tick, next hour: run", secs, f"{due} hours archived"))
+        at = layout.hour_floor(int(now.timestamp() * 1000)).replace(minute=15)
+        for label, tick_at in (("compression tick", at), ("compression tick, next hour", at + layout.HOUR)):
+            with build_schedule_context(instance=instance, scheduled_execution_time=tick_at,
+                                        resources={"lake": lake}) as ctx:
+                requests, secs = timed(lambda c=ctx: compression_schedule(c))
+            requests = requests if isinstance(requests, list) else []
+            due = sum(int(request.tags["l2/hours"]) for request in requests)
+            out.append(Timing(f"{label}: evaluation", secs, f"{due} hours due, {len(requests)} run(s)"))
+            if requests:
+                due, secs = timed(lambda r=requests: compress(r))
+                out.append(Timing(f"{label}: compress_job runs", secs,
+                                  f"{due} hours archived in {len(requests)} run(s) ({due / secs:.1f} h/s)"))
     return out
 
 

@@ -5,10 +5,11 @@ place under its final name):
 1. lock the original (`flock`, non-blocking) so two runs never archive the same hour at once,
    and remove stray temp files a killed run left for this hour;
 2. stream-compress into `.{HH}.jsonl.gz.<random>.tmp` in the same directory, hashing the
-   original (sha256, line count) on the way; flush and fsync;
+   original (sha256, line count) on the way;
 3. decompress the temp file and compare its sha256 and line count with the original's, and check
    the original did not change meanwhile (size, mtime);
-4. atomic `os.replace` to `{HH}.jsonl.gz`, fsync the directory; then unlink `{HH}.jsonl`, fsync.
+4. fsync it, atomic rename to `{HH}.jsonl.gz`, fsync the directory (`collector.files.atomic_target`,
+   which also removes the temp file if any step fails); then unlink `{HH}.jsonl`, fsync the directory.
 
 If a previous run died between 4's rename and unlink, the next run finds both files, verifies the
 archive against the original and only then removes the original. The open hour is refused.
@@ -20,7 +21,6 @@ import fcntl
 import gzip
 import hashlib
 import os
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from collector import layout
+from collector.files import atomic_target, fsync_dir
 from l2_pipeline.hours import is_closed
 
 CHUNK = 1 << 20
@@ -69,6 +70,15 @@ class ArchiveResult:
     def changed_lake(self) -> bool:
         return self.status in ("archived", "completed_removal")
 
+    @property
+    def empty(self) -> bool:
+        """The archived file held no line."""
+        return self.changed_lake and not self.lines
+
+    @property
+    def warning(self) -> str | None:
+        return None
+
     def metadata(self) -> dict[str, object]:
         ratio = self.original_bytes / self.archive_bytes if self.archive_bytes and self.original_bytes else 0.0
         return {
@@ -89,19 +99,11 @@ def temp_prefix(hour: datetime) -> str:
     return f".{hour:%H}{layout.ARCHIVE_SUFFIX}."
 
 
-def stray_temps(directory: Path, hour: datetime) -> list[Path]:
+def stray_temps(directory: Path, prefix: str) -> list[Path]:
+    """Temp files `collector.files.atomic_target(…, prefix)` left in `directory` (a killed run's)."""
     if not directory.is_dir():
         return []
-    prefix = temp_prefix(hour)
     return sorted(p for p in directory.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp"))
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def digest_stream(f: IO[bytes]) -> Digest:
@@ -124,15 +126,13 @@ def digest_archive(path: Path) -> Digest:
 def _compress(src: IO[bytes], tmp: Path, member_name: str) -> Digest:
     sha = hashlib.sha256()
     lines = size = 0
-    with open(tmp, "xb") as raw:
-        with gzip.GzipFile(filename=member_name, mode="wb", fileobj=raw, compresslevel=COMPRESS_LEVEL, mtime=0) as gz:
-            while chunk := src.read(CHUNK):
-                sha.update(chunk)
-                lines += chunk.count(b"\n")
-                size += len(chunk)
-                gz.write(chunk)
-        raw.flush()
-        os.fsync(raw.fileno())
+    with open(tmp, "xb") as raw, gzip.GzipFile(filename=member_name, mode="wb", fileobj=raw,
+                                                compresslevel=COMPRESS_LEVEL, mtime=0) as gz:
+        while chunk := src.read(CHUNK):
+            sha.update(chunk)
+            lines += chunk.count(b"\n")
+            size += len(chunk)
+            gz.write(chunk)
     return Digest(lines, sha.hexdigest(), size)
 
 
@@ -168,7 +168,7 @@ def archive_hour(
             return result("already_archived", archive_bytes=final.stat().st_size if final.exists() else 0)
         directory = original.parent
         removed = 0
-        for stray in stray_temps(directory, hour):
+        for stray in stray_temps(directory, temp_prefix(hour)):
             stray.unlink(missing_ok=True)
             removed += 1
         before = os.fstat(src.fileno())
@@ -188,8 +188,7 @@ def archive_hour(
                               removed_temps=removed)
             src.seek(0)  # archive is stale or damaged: rebuild it from the original below
 
-        tmp = directory / f"{temp_prefix(hour)}{secrets.token_hex(6)}.tmp"
-        try:
+        with atomic_target(final, temp_prefix(hour)) as tmp:  # fsync, rename, fsync dir; temp removed on failure
             written = _compress(src, tmp, original.name)
             check = digest_archive(tmp)
             if check != written:
@@ -203,11 +202,6 @@ def archive_hour(
                 raise ArchiveVerificationError(
                     f"{original} changed while it was being archived (late append?); original kept, retry later"
                 )
-            os.replace(tmp, final)
-            fsync_dir(directory)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         original.unlink()
         fsync_dir(directory)
         return result("archived", lines=written.lines, sha256=written.sha256, original_bytes=written.size,

@@ -5,25 +5,75 @@
 - `raw_archive`: the verified `{HH}.jsonl.gz` of the hour (see `l2_pipeline.archive`).
 - `curated_parquet`: the hour as typed, zstd Parquet (see `l2_pipeline.curated`).
 - `instrument_metadata`: OKX instrument objects and their change history under `meta/`.
+
+The partitioned assets are built by `build_lake_assets(partitions)` when the code location loads
+(the hour dimension starts where the configuration says). Materializing `raw_archive` or
+`curated_parquet` is the only way their files are written: UI runs and backfills,
+`compression_schedule` and `raw_hours_sensor` all end in these functions.
+
+Runs and missing data:
+- `raw_archive` and `curated_parquet` have `BackfillPolicy.multi_run(HOURS_PER_RUN)`: a backfill
+  (or a schedule tick) of N hours is a few runs of up to `HOURS_PER_RUN` partitions each. A run
+  processes every hour of its range, records one materialization per hour it wrote or found
+  done, and then fails if any hour could not be done, naming each of them and why.
+- `raw_hour` runs one partition per run: its partitioned checks can record an evaluation's
+  partition only in a single-partition step (Dagster 1.13: `AssetCheckResult` has no partition;
+  dagster/_core/definitions/asset_checks/asset_check_result.py takes it from the step's partition
+  key, and a ranged step has none).
+- An hour without any data file fails its step with the paths looked for and what to do; it is
+  never a silent success (a backfill would mark it failed with no explanation). An hour whose file
+  exists but holds no record materializes, with a `note` metadata entry saying so (records /
+  rows / lines 0); its checks tell the rest.
 """
 
 import time
-from collections.abc import Iterator
-from typing import Any
+import warnings
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
 
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
+    AssetsDefinition,
+    BackfillPolicy,
+    BetaWarning,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    MultiPartitionsDefinition,
+    asset,
+)
 
-from l2_pipeline.archive import ArchiveVerificationError, OpenHourError, archive_hour
+from collector import layout
+from l2_pipeline.archive import ArchiveVerificationError, archive_hour
 from l2_pipeline.curated import write_parquet
 from l2_pipeline.hour_stats import HourStats, compute_hour_stats
 from l2_pipeline.hours import is_closed, iso, now_utc
 from l2_pipeline.instruments import fetch_swap_instruments, refresh_instruments
 from l2_pipeline.keys import CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
-from l2_pipeline.partitions import lake_partitions, parse_partition_key
+from l2_pipeline.partitions import parse_partition_key
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.selection import lake_instruments
 
 LAKE_GROUP = "lake"
+HOURS_PER_RUN = 100  # partitions per run of raw_archive / curated_parquet (≈ 1 min of work on a full hour each)
+MAX_LISTED = 200  # failed hours listed in a run's failure metadata (the count is always complete)
+EMPTY_NOTE = "the hour's file exists but holds no record"
+
+
+class HourFailed(Exception):
+    """One hour of a run could not be materialized; the message says why and what to do."""
+
+
+def missing_data(inst_id: str, paths: list[Path]) -> HourFailed:
+    """The failure of an hour that has none of `paths`."""
+    return HourFailed(
+        f"no data: none of {', '.join(str(p) for p in paths)} exists. Nothing was collected for this hour "
+        f"(the collector was not running, or not collecting {inst_id}), or retention deleted it. Leave the hour "
+        f"out of the backfill; if its file was moved, put it back at {paths[0]} and materialize it again."
+    )
 
 
 def stats_metadata(stats: HourStats) -> dict[str, Any]:
@@ -34,75 +84,112 @@ def stats_metadata(stats: HourStats) -> dict[str, Any]:
         meta["last_ts_utc"] = MetadataValue.timestamp(meta["last_ts"])
     if meta["source"]:
         meta["source"] = MetadataValue.path(meta["source"])
+    if not stats.records:
+        meta["note"] = EMPTY_NOTE if stats.source is not None else "only an events file for this hour, no records"
     return meta
 
 
-@asset(
-    key=RAW_HOUR,
-    partitions_def=lake_partitions,
-    group_name=LAKE_GROUP,
-    output_required=False,
-    kinds={"json"},
-    description="One closed hour of one instrument as the collector wrote it ({HH}.jsonl or its .jsonl.gz). "
-    "Registered by raw_hours_sensor; materializing re-reads the hour and refreshes its metadata.",
-)
-def raw_hour(context: AssetExecutionContext, lake: LakeResource) -> Iterator[MaterializeResult]:
-    inst_id, hour = parse_partition_key(context.partition_key)
-    if not is_closed(hour, now_utc(), lake.grace):
-        raise Failure(f"{inst_id} {iso(hour)} is the open hour (or inside the {lake.grace} grace): not registered")
-    stats = compute_hour_stats(lake.root, inst_id, hour, lake.cadence_seconds)
-    if not stats.has_data:
-        context.log.warning(f"no records, archive or events for {inst_id} {iso(hour)}: nothing to register")
-        return
-    yield MaterializeResult(metadata=stats_metadata(stats))
+class HourResult(Protocol):
+    """What `archive_hour` and `write_parquet` return for one hour."""
+
+    status: str  # "no_data" when the hour has no records file; "busy" when another run holds it
+
+    @property
+    def empty(self) -> bool: ...  # the file exists but holds no record
+
+    @property
+    def warning(self) -> str | None: ...
+
+    def metadata(self) -> dict[str, object]: ...
 
 
-@asset(
-    key=RAW_ARCHIVE,
-    deps=[RAW_HOUR],
-    partitions_def=lake_partitions,
-    group_name=LAKE_GROUP,
-    output_required=False,
-    kinds={"gzip"},
-    description="Verified gzip of the hour ({HH}.jsonl.gz; sha256 and line count of the decompressed archive "
-    "equal the original's before the .jsonl is removed). Idempotent; never the open hour.",
-)
-def raw_archive(context: AssetExecutionContext, lake: LakeResource) -> Iterator[MaterializeResult]:
-    inst_id, hour = parse_partition_key(context.partition_key)
-    try:
-        result = archive_hour(lake.root, inst_id, hour, now_utc(), lake.grace)
-    except (OpenHourError, ArchiveVerificationError) as exc:
-        raise Failure(str(exc)) from exc
-    if result.status == "no_data":
-        context.log.warning(f"no {hour:%H}.jsonl or archive for {inst_id} {iso(hour)}: nothing to archive")
-        return
-    if result.status == "busy":
-        raise Failure(f"{inst_id} {iso(hour)} is being archived by another run right now; retry later")
-    yield MaterializeResult(metadata=result.metadata())
+HourWork = Callable[[Path, str, datetime, datetime, timedelta], HourResult]
 
 
-@asset(
-    key=CURATED_PARQUET,
-    deps=[RAW_HOUR],
-    partitions_def=lake_partitions,
-    group_name=LAKE_GROUP,
-    output_required=False,
-    kinds={"parquet"},
-    description="The hour as analysis-ready Parquet (pyarrow, zstd): timestamps as timestamp[ms, UTC], prices as "
-    "float64 plus exact strings, levels as list<struct>; one row per source record.",
-)
-def curated_parquet(context: AssetExecutionContext, lake: LakeResource) -> Iterator[MaterializeResult]:
-    inst_id, hour = parse_partition_key(context.partition_key)
-    try:
-        result = write_parquet(lake.root, inst_id, hour, now_utc(), lake.grace)
-    except OpenHourError as exc:
-        raise Failure(str(exc)) from exc
-    if result.status == "no_data":
-        context.log.warning(f"no records for {inst_id} {iso(hour)}: no Parquet written")
-        return
-    if result.skipped_lines:
-        context.log.warning(f"{result.skipped_lines} unparseable line(s) in {result.source} left out")
-    yield MaterializeResult(metadata=result.metadata())
+def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: HourWork
+                      ) -> Iterator[AssetMaterialization]:
+    """Run `work` on every partition of the step (one, or a range); one materialization per hour it
+    did; then a `Failure` naming every hour it could not do and why (the others are kept)."""
+    keys = context.partition_keys
+    failed: dict[str, str] = {}
+    started = time.monotonic()
+    for key in keys:
+        try:
+            inst_id, hour = parse_partition_key(key)
+            result = work(lake.root, inst_id, hour, now_utc(), lake.grace)
+            if result.status == "no_data":
+                raise missing_data(inst_id, [layout.records_path(lake.root, inst_id, hour),
+                                             layout.archive_path(lake.root, inst_id, hour)])
+            if result.status == "busy":
+                raise HourFailed("another run is processing this hour right now; materialize it again later")
+        except (HourFailed, ValueError, ArchiveVerificationError, OSError) as exc:  # OpenHourError is a ValueError
+            failed[key] = str(exc)
+            context.log.error(f"{key}: {exc}")
+            continue
+        if result.warning:
+            context.log.warning(f"{key}: {result.warning}")
+        metadata = result.metadata()
+        if result.empty:
+            metadata["note"] = EMPTY_NOTE
+        yield AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
+    done = len(keys) - len(failed)
+    context.log.info(f"{context.asset_key.to_user_string()}: {done} of {len(keys)} hour(s) materialized "
+                     f"in {time.monotonic() - started:.1f}s")
+    if failed:
+        listed = list(failed)[:MAX_LISTED]
+        more = f"{len(failed) - len(listed)} more" if len(failed) > len(listed) else ""
+        raise Failure(
+            description=f"{len(failed)} of {len(keys)} hour(s) not materialized (the other {done} were):\n"
+            + "\n".join(f"- {key}: {failed[key]}" for key in listed) + (f"\n… and {more}" if more else ""),
+            metadata={"failed_hours": MetadataValue.json(listed), "failed": len(failed), "materialized": done},
+        )
+
+
+def build_lake_assets(partitions: MultiPartitionsDefinition) -> list[AssetsDefinition]:
+    """`raw_hour`, `raw_archive` and `curated_parquet` over `partitions` (hour × instrument)."""
+
+    def hours_asset(key: AssetKey, kind: str, description: str) -> Callable[[Callable[..., Any]], AssetsDefinition]:
+        """Decorator of an asset derived from raw_hour whose runs take a range of partitions."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BetaWarning)  # backfill_policy on @asset is "beta" in Dagster 1.13
+            return asset(key=key, deps=[RAW_HOUR], partitions_def=partitions,
+                         backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=HOURS_PER_RUN),
+                         group_name=LAKE_GROUP, output_required=False, kinds={kind}, description=description)
+
+    @asset(
+        key=RAW_HOUR,
+        partitions_def=partitions,
+        group_name=LAKE_GROUP,
+        kinds={"json"},
+        description="One closed hour of one instrument as the collector wrote it ({HH}.jsonl or its .jsonl.gz). "
+        "Registered by raw_hours_sensor; materializing re-reads the hour and refreshes its metadata.",
+    )
+    def raw_hour(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+        inst_id, hour = parse_partition_key(context.partition_key)
+        if not is_closed(hour, now_utc(), lake.grace):
+            raise Failure(f"{inst_id} {iso(hour)} is the open hour (or inside the {lake.grace} grace): not registered")
+        stats = compute_hour_stats(lake.root, inst_id, hour, lake.cadence_seconds)
+        if not stats.has_data:
+            paths = [f(lake.root, inst_id, hour) for f in (layout.records_path, layout.archive_path,
+                                                            layout.events_path)]
+            raise Failure(f"{context.partition_key}: {missing_data(inst_id, paths)}")
+        return MaterializeResult(metadata=stats_metadata(stats))
+
+    @hours_asset(
+        RAW_ARCHIVE, "gzip", "Verified gzip of the hour ({HH}.jsonl.gz; sha256 and line count of the decompressed "
+        "archive equal the original's before the .jsonl is removed). Idempotent; never the open hour."
+    )
+    def raw_archive(context: AssetExecutionContext, lake: LakeResource) -> Iterator[AssetMaterialization]:
+        yield from materialize_hours(context, lake, archive_hour)
+
+    @hours_asset(
+        CURATED_PARQUET, "parquet", "The hour as analysis-ready Parquet (pyarrow, zstd): timestamps as "
+        "timestamp[ms, UTC], prices as float64 plus exact strings, levels as list<struct>; one row per source record."
+    )
+    def curated_parquet(context: AssetExecutionContext, lake: LakeResource) -> Iterator[AssetMaterialization]:
+        yield from materialize_hours(context, lake, write_parquet)
+
+    return [raw_hour, raw_archive, curated_parquet]
 
 
 @asset(
@@ -115,7 +202,7 @@ def curated_parquet(context: AssetExecutionContext, lake: LakeResource) -> Itera
 )
 def instrument_metadata(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     listed = fetch_swap_instruments(lake.rest_url, lake.rest_timeout_seconds)
-    wanted = sorted(set(lake.validated_instruments()) | set(lake_instruments(lake.root)))
+    wanted = lake.known_instruments()
     result = refresh_instruments(lake.root, wanted, listed, int(time.time() * 1000))
     if result.missing:
         context.log.warning(f"OKX does not list {', '.join(result.missing)} as SWAP instruments")

@@ -1,9 +1,10 @@
 """Asset checks on `raw_hour`: six partition-aware quality checks and collector freshness.
 
-`raw_hour_quality` (one multi-asset check, partitioned like the asset) re-reads the partition's
-files and emits the verdicts of `l2_pipeline.quality.evaluate_hour`; the sensor emits the very same
-verdicts as check evaluations when it registers an hour, so every closed hour has check results
-without a run. `collector_freshness` is not partitioned: it looks at the open hour, and
+`raw_hour_quality` (one multi-asset check, partitioned like the asset; built by
+`build_hour_checks(partitions)` when the code location loads) re-reads the partition's files and
+emits the verdicts of `l2_pipeline.quality.evaluate_hour`; the sensor emits the very same verdicts
+as check evaluations when it registers an hour, so every closed hour has check results without a
+run. `collector_freshness` is not partitioned: it looks at the open hour, and
 `collector_freshness_sensor` re-evaluates it every minute.
 """
 
@@ -16,9 +17,11 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckKey,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
     MetadataValue,
+    MultiPartitionsDefinition,
     PreviewWarning,
     asset_check,
     multi_asset_check,
@@ -27,7 +30,7 @@ from dagster import (
 from l2_pipeline.hour_stats import compute_hour_stats
 from l2_pipeline.hours import now_utc
 from l2_pipeline.keys import RAW_HOUR
-from l2_pipeline.partitions import lake_partitions, parse_partition_key
+from l2_pipeline.partitions import parse_partition_key
 from l2_pipeline.quality import (
     COLLECTOR_FRESHNESS,
     DESCRIPTIONS,
@@ -38,15 +41,7 @@ from l2_pipeline.quality import (
 )
 from l2_pipeline.resources import LakeResource
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", PreviewWarning)  # partitions_def on AssetCheckSpec is "preview" in 1.13
-    HOUR_CHECK_SPECS = [
-        AssetCheckSpec(name, asset=RAW_HOUR, description=DESCRIPTIONS[name], partitions_def=lake_partitions)
-        for name in HOUR_CHECKS
-    ]
-
 HOUR_CHECK_KEYS = [AssetCheckKey(RAW_HOUR, name) for name in HOUR_CHECKS]
-FRESHNESS_CHECK_KEY = AssetCheckKey(RAW_HOUR, COLLECTOR_FRESHNESS)
 
 
 def _severity(verdict: Verdict) -> AssetCheckSeverity:
@@ -75,16 +70,25 @@ def verdict_evaluation(verdict: Verdict, partition: str | None) -> AssetCheckEva
     return AssetCheckEvaluation(**_fields(verdict), partition=partition)
 
 
-@multi_asset_check(specs=HOUR_CHECK_SPECS, name="raw_hour_quality")
-def raw_hour_quality(context: AssetCheckExecutionContext, lake: LakeResource) -> Iterator[AssetCheckResult]:
-    """Gaps, checksum failures, coverage, crossed books, schema and timestamps of one hour."""
-    inst_id, hour = parse_partition_key(context.partition_key)
-    stats = compute_hour_stats(lake.root, inst_id, hour, lake.cadence_seconds)
-    for verdict in evaluate_hour(stats, lake.coverage_threshold_pct):
-        yield verdict_result(verdict)
+def build_hour_checks(partitions: MultiPartitionsDefinition) -> AssetChecksDefinition:
+    """`raw_hour_quality`: the six hour checks, partitioned like `raw_hour` (`partitions`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)  # partitions_def on AssetCheckSpec is "preview" in 1.13
+        specs = [AssetCheckSpec(name, asset=RAW_HOUR, description=DESCRIPTIONS[name], partitions_def=partitions)
+                 for name in HOUR_CHECKS]
+
+    @multi_asset_check(specs=specs, name="raw_hour_quality")
+    def raw_hour_quality(context: AssetCheckExecutionContext, lake: LakeResource) -> Iterator[AssetCheckResult]:
+        """Gaps, checksum failures, coverage, crossed books, schema and timestamps of one hour."""
+        inst_id, hour = parse_partition_key(context.partition_key)
+        stats = compute_hour_stats(lake.root, inst_id, hour, lake.cadence_seconds)
+        for verdict in evaluate_hour(stats, lake.coverage_threshold_pct):
+            yield verdict_result(verdict)
+
+    return raw_hour_quality
 
 
 @asset_check(asset=RAW_HOUR, name=COLLECTOR_FRESHNESS, description=DESCRIPTIONS[COLLECTOR_FRESHNESS])
 def collector_freshness_check(lake: LakeResource) -> AssetCheckResult:
-    verdict = collector_freshness(lake.root, lake.validated_instruments(), now_utc(), lake.freshness).verdict()
+    verdict = collector_freshness(lake.root, lake.instruments, now_utc(), lake.freshness).verdict()
     return verdict_result(verdict)

@@ -8,16 +8,15 @@ Columns (one row per record line of the source, in file order):
 - `bids`, `asks`: list<struct<price: float64, size: float64, orders: int64, price_str: string,
   size_str: string>>, best level first (OKX's deprecated third level field, always "0", is dropped)
 
-zstd-compressed, written to a temp file in the target directory, fsynced, its row count read back
-and compared with the source, then atomically renamed. Reads `{HH}.jsonl` or `{HH}.jsonl.gz`.
-Lines that are not JSON objects cannot become rows: they are counted in `skipped_lines` (the
-schema check flags the hour), so rows == source lines exactly when the hour is valid.
+zstd-compressed, written to a temp file in the target directory, its row count read back and
+compared with the source, then fsynced and atomically renamed (`collector.files.atomic_target`).
+Reads `{HH}.jsonl` or `{HH}.jsonl.gz`. Lines that are not JSON objects cannot become rows: they are
+counted in `skipped_lines` (the schema check flags the hour), so rows == source lines exactly when
+the hour is valid.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,8 +31,9 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from collector import layout
+from collector.files import atomic_target
 from collector.record import parse_ts_ms
-from l2_pipeline.archive import OpenHourError, fsync_dir
+from l2_pipeline.archive import OpenHourError, stray_temps
 from l2_pipeline.hour_stats import open_records, records_source
 from l2_pipeline.hours import is_closed
 
@@ -86,6 +86,15 @@ class CuratedResult:
     skipped_lines: int = 0
     bytes: int = 0
     seconds: float = 0.0
+
+    @property
+    def empty(self) -> bool:
+        """A Parquet file was written, with no row (the source holds no record)."""
+        return self.status == "written" and not self.rows
+
+    @property
+    def warning(self) -> str | None:
+        return f"{self.skipped_lines} unparseable line(s) in {self.source} left out" if self.skipped_lines else None
 
     def metadata(self) -> dict[str, object]:
         return {
@@ -314,24 +323,14 @@ def write_parquet(
         "okx_l2.hour": hour.isoformat(),
     }
     table = table.replace_schema_metadata(source_meta)
-    target.parent.mkdir(parents=True, exist_ok=True)
     prefix = curated_temp_prefix(hour)
-    for stray in target.parent.iterdir():
-        if stray.name.startswith(prefix) and stray.name.endswith(".tmp"):
-            stray.unlink(missing_ok=True)
-    tmp = target.parent / f"{prefix}{secrets.token_hex(6)}.tmp"
-    try:
+    for stray in stray_temps(target.parent, prefix):
+        stray.unlink(missing_ok=True)
+    with atomic_target(target, prefix) as tmp:  # fsync, rename, fsync dir; temp removed on failure
         pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
         written_rows = pq.read_metadata(tmp).num_rows
         if written_rows != table.num_rows:
             raise RuntimeError(f"{tmp.name}: {written_rows} rows written, source has {table.num_rows} records")
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return CuratedResult(
         inst_id, hour, "written", target, source=source, source_lines=lines, rows=table.num_rows,
         skipped_lines=lines - table.num_rows, bytes=target.stat().st_size, seconds=time.monotonic() - started,

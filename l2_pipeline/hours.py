@@ -1,13 +1,13 @@
 """Time arithmetic of the lake: UTC hours, when an hour counts as closed, and "now".
 
-Everything here is pure (no I/O). A closed hour is one whose end lies at least `grace` in the
+Everything here is pure (no I/O). The hour containing an instant is `collector.layout.hour_floor`
+(one definition, shared with the collector). A closed hour is one whose end lies at least `grace` in the
 past, so the collector's last appends after a rollover (a few seconds) are never cut off. The
 current UTC hour is always open.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from collector.layout import HOUR
@@ -25,11 +25,6 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def floor_hour(dt: datetime) -> datetime:
-    """The UTC hour containing `dt`."""
-    return utc(dt).replace(minute=0, second=0, microsecond=0)
-
-
 def hour_end(hour: datetime) -> datetime:
     """The first instant after `hour`."""
     return hour + HOUR
@@ -43,14 +38,6 @@ def is_closed(hour: datetime, now: datetime, grace: timedelta = DEFAULT_GRACE) -
 def ended_at_least(hour: datetime, as_of: datetime, age: timedelta) -> bool:
     """True when `hour` ended `age` or more before `as_of`."""
     return hour_end(hour) <= utc(as_of) - age
-
-
-def hours_between(first: datetime, last: datetime) -> Iterator[datetime]:
-    """Every hour from `first` to `last`, both included."""
-    hour = floor_hour(first)
-    while hour <= last:
-        yield hour
-        hour += HOUR
 
 
 def parse_utc(text: str) -> datetime:

@@ -8,4 +8,3 @@ RAW_HOUR = AssetKey("raw_hour")
 RAW_ARCHIVE = AssetKey("raw_archive")
 CURATED_PARQUET = AssetKey("curated_parquet")
 INSTRUMENT_METADATA = AssetKey("instrument_metadata")
-INSTRUMENT_PARTITIONS_NAME = "instrument"

@@ -1,16 +1,20 @@
-"""Partitions of every lake asset: UTC hour × instrument.
+"""Partitions of every lake asset: UTC hour × instrument, and how many runs a set of them takes.
 
 The instrument dimension is dynamic: `raw_hours_sensor` adds an instId as soon as it is configured
 (`L2_INSTRUMENTS`) or has a directory in the lake, so a new instrument needs neither a code change
 nor a code-location reload, and instruments dropped from the configuration keep their history.
-The hour dimension starts at `L2_PARTITIONS_START` (default 2026-01-01-00:00 UTC) and, like every
-hourly partitions definition, ends with the last complete hour: the open hour is not a partition.
+
+The hour dimension starts at `LakeResource.partitions_start` (`L2_PARTITIONS_START`, default
+2026-01-01-00:00 UTC). Nothing here reads the environment: `l2_pipeline.definitions` builds the
+partitions definition once, at load, from the same resource the sensors and schedules are given,
+so the partitions and "is this hour registrable?" always agree. Like every hourly partitions
+definition it ends with the last complete hour: the open hour is not a partition.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from dagster import (
@@ -20,43 +24,37 @@ from dagster import (
     MultiPartitionsDefinition,
 )
 
-from collector.layout import validate_inst_id
-from l2_pipeline.hours import floor_hour
+from collector.layout import hour_floor, validate_inst_id
+from l2_pipeline.hours import utc
 
 HOUR_DIM = "hour"
 INSTRUMENT_DIM = "instrument"
 HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"
-PARTITIONS_START_ENV = "L2_PARTITIONS_START"
 DEFAULT_PARTITIONS_START = "2026-01-01-00:00"
 
-
-def partitions_start(environ: Mapping[str, str] | None = None) -> datetime:
-    """First hour of the hour dimension, from `L2_PARTITIONS_START` (format YYYY-MM-DD-HH:MM)."""
-    env = os.environ if environ is None else environ
-    text = env.get(PARTITIONS_START_ENV, DEFAULT_PARTITIONS_START)
-    try:
-        start = datetime.strptime(text, HOUR_KEY_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        raise ValueError(
-            f"{PARTITIONS_START_ENV}={text!r} is not an hour in the format YYYY-MM-DD-HH:MM (e.g. 2026-01-01-00:00)"
-        ) from None
-    if start.minute:
-        raise ValueError(f"{PARTITIONS_START_ENV}={text!r} must be on the hour (minutes 00)")
-    return start
-
-
-PARTITIONS_START = partitions_start()
-
 instrument_partitions = DynamicPartitionsDefinition(name=INSTRUMENT_DIM)
-hour_partitions = HourlyPartitionsDefinition(
-    start_date=PARTITIONS_START.strftime(HOUR_KEY_FORMAT), timezone="UTC", fmt=HOUR_KEY_FORMAT
-)
-lake_partitions = MultiPartitionsDefinition({HOUR_DIM: hour_partitions, INSTRUMENT_DIM: instrument_partitions})
+
+
+def parse_hour_key(text: str) -> datetime:
+    """An hour key (`YYYY-MM-DD-HH:MM`, minutes 00) as aware UTC; ValueError for anything else."""
+    try:
+        hour = datetime.strptime(text, HOUR_KEY_FORMAT).replace(tzinfo=UTC)
+    except (TypeError, ValueError):
+        raise ValueError(f"{text!r} is not an hour in the format YYYY-MM-DD-HH:MM (e.g. 2026-01-01-00:00)") from None
+    if hour.minute:
+        raise ValueError(f"{text!r} is not on the hour (minutes must be 00)")
+    return hour
+
+
+def lake_partitions(start: datetime) -> MultiPartitionsDefinition:
+    """The hour × instrument partitions of the lake assets, hours from `start` on."""
+    hours = HourlyPartitionsDefinition(start_date=hour_key(start), timezone="UTC", fmt=HOUR_KEY_FORMAT)
+    return MultiPartitionsDefinition({HOUR_DIM: hours, INSTRUMENT_DIM: instrument_partitions})
 
 
 def hour_key(hour: datetime) -> str:
     """The hour dimension's key of `hour`, e.g. `2026-11-25-13:00`."""
-    return floor_hour(hour).strftime(HOUR_KEY_FORMAT)
+    return hour_floor(int(utc(hour).timestamp() * 1000)).strftime(HOUR_KEY_FORMAT)
 
 
 def partition_key(inst_id: str, hour: datetime) -> MultiPartitionKey:
@@ -75,14 +73,44 @@ def parse_partition_key(key: str | MultiPartitionKey) -> tuple[str, datetime]:
         # MultiPartitionKey orders its parts by dimension name: hour, then instrument.
         by_dim = dict(zip(sorted((HOUR_DIM, INSTRUMENT_DIM)), parts, strict=True))
     try:
-        hour = datetime.strptime(by_dim[HOUR_DIM], HOUR_KEY_FORMAT).replace(tzinfo=UTC)
+        hour = parse_hour_key(by_dim[HOUR_DIM])
     except (KeyError, ValueError):
         raise ValueError(f"partition key {key!r} has no hour in the format YYYY-MM-DD-HH:MM") from None
-    if hour.minute:
-        raise ValueError(f"partition key {key!r}: hour must be on the hour")
     return validate_inst_id(by_dim.get(INSTRUMENT_DIM, "")), hour
 
 
-def is_registrable(hour: datetime) -> bool:
-    """True when `hour` lies inside the hour dimension (not before `L2_PARTITIONS_START`)."""
-    return hour >= PARTITIONS_START
+def run_batches(keys: Iterable[str], max_per_run: int, instrument_order: Sequence[str]) -> list[list[str]]:
+    """The partitions of each run an asset backfill with `BackfillPolicy.multi_run(max_per_run)`
+    makes of `keys`, split the way Dagster 1.13 splits a subset of a multi-partitions definition
+    (`DefaultPartitionsSubset.get_partition_key_ranges`): group by the dimension with fewer distinct
+    keys among `keys` (the hour on a tie), make ranges of consecutive keys of the other dimension
+    (consecutive hours; instruments consecutive in the dynamic partitions' order,
+    `instrument_order`), then cut each range into chunks of at most `max_per_run`. A batch is exactly
+    the partition range from its first key to its last. Dagster gets there by listing every hour
+    since the partitions start for each group (seconds for a 5-day catch-up of 20 instruments);
+    this does the same from `keys` alone. Raises ValueError for an instrument not in the order."""
+    position = {inst_id: i for i, inst_id in enumerate(instrument_order)}
+    parsed = sorted({parse_partition_key(k) for k in keys})
+    unknown = {inst_id for inst_id, _ in parsed} - set(position)
+    if unknown:
+        raise ValueError(f"not in the instrument dimension: {', '.join(sorted(unknown))}")
+    hours = {hour for _, hour in parsed}
+    by_hour = len(hours) <= len({inst_id for inst_id, _ in parsed})
+    groups: dict[object, list[tuple[int, str]]] = defaultdict(list)  # group → (position along the range, key)
+    for inst_id, hour in parsed:
+        key = str(partition_key(inst_id, hour))
+        if by_hour:
+            groups[hour].append((position[inst_id], key))
+        else:
+            groups[inst_id].append((int(hour.timestamp()) // 3600, key))
+    batches: list[list[str]] = []
+    for members in groups.values():
+        members.sort()
+        run: list[str] = []
+        for i, (at, key) in enumerate(members):
+            if run and (len(run) == max_per_run or at != members[i - 1][0] + 1):
+                batches.append(run)
+                run = []
+            run.append(key)
+        batches.append(run)
+    return sorted(batches)

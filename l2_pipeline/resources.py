@@ -1,55 +1,50 @@
 """`LakeResource`: where the lake is and every knob of the pipeline, in one ConfigurableResource.
 
-`lake_resource_from_env()` builds it from the environment with the collector's `L2_*` names where
-they mean the same thing (`L2_DATA_DIR`, `L2_INSTRUMENTS`, `L2_CADENCE`, `L2_REST_URL`,
-`L2_REST_TIMEOUT`) and `L2_<FIELD>` for the pipeline's own knobs. Invalid values fail at load time
-with one line naming the variable.
+Each field is read from `L2_<FIELD>`; the two whose collector name differs say so on the field
+(`L2_CADENCE`, `L2_REST_TIMEOUT`), so the collector and the pipeline share `L2_DATA_DIR`,
+`L2_INSTRUMENTS`, `L2_CADENCE`, `L2_REST_URL` and `L2_REST_TIMEOUT`.
+
+`lake_resource_from_env()` is how `l2_pipeline.definitions` builds the resource when the code
+location loads. A Dagster `EnvVar` has no default and resolves only when a run or a tick starts, so:
+- every variable that is set is validated at load by the field's own type and constraints
+  (pydantic); an invalid value stops the code location from loading with one line naming the
+  variable; an unset variable leaves the field's default;
+- `data_dir` and `rest_url` are then handed to Dagster as `EnvVar`s (resolved at run time; the UI
+  shows the variable, not a copied value). The other fields get the validated values: Dagster 1.13
+  resolves an `EnvVar` only into str, int and bool config (there is no float source), its bool
+  source reads every value but false/none/0/"" as true ("off" would mean on), and an `EnvVar`
+  placeholder is itself checked against the field's constraints (an `EnvVar.int` counts as 0).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 
-from collector.layout import validate_inst_id
+from collector.layout import list_instruments, validate_inst_id
+from l2_pipeline.partitions import DEFAULT_PARTITIONS_START, parse_hour_key
 
 DEFAULT_INSTRUMENTS = ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]
-
-# resource field → environment variable (the collector's names where the meaning is shared)
-ENV_NAMES: dict[str, str] = {
-    "data_dir": "L2_DATA_DIR",
-    "instruments": "L2_INSTRUMENTS",
-    "cadence_seconds": "L2_CADENCE",
-    "rest_url": "L2_REST_URL",
-    "rest_timeout_seconds": "L2_REST_TIMEOUT",
-    "coverage_threshold_pct": "L2_COVERAGE_THRESHOLD_PCT",
-    "closed_grace_minutes": "L2_CLOSED_GRACE_MINUTES",
-    "compress_after_hours": "L2_COMPRESS_AFTER_HOURS",
-    "delete_after_days": "L2_DELETE_AFTER_DAYS",
-    "curated_retention_days": "L2_CURATED_RETENTION_DAYS",
-    "freshness_minutes": "L2_FRESHNESS_MINUTES",
-    "sensor_max_hours_per_tick": "L2_SENSOR_MAX_HOURS_PER_TICK",
-    "sensor_tick_budget_seconds": "L2_SENSOR_TICK_BUDGET_SECONDS",
-    "curate_on_register": "L2_CURATE_ON_REGISTER",
-    "retention_dry_run": "L2_RETENTION_DRY_RUN",
-}
+ENV_VAR_FIELDS = ("data_dir", "rest_url")  # unconstrained strings: Dagster resolves these EnvVars itself
 
 
 class LakeResource(ConfigurableResource):
-    """The collector's lake on disk plus the pipeline's policy knobs."""
+    """The collector's lake on disk plus the pipeline's policy knobs. A field is read from
+    `L2_<FIELD>` (upper case), or from the variable its `json_schema_extra` names."""
 
     data_dir: str = Field(default="./data", description="lake root (env L2_DATA_DIR)")
     instruments: list[str] = Field(
         default_factory=lambda: list(DEFAULT_INSTRUMENTS),
         description="instIds to expect (env L2_INSTRUMENTS, comma-separated): freshness, metadata, partitions",
     )
-    cadence_seconds: float = Field(default=2.0, gt=0, description="collector cadence, s (env L2_CADENCE)")
+    cadence_seconds: float = Field(default=2.0, gt=0, description="collector cadence, s (env L2_CADENCE)",
+                                   json_schema_extra={"env": "L2_CADENCE"})
     coverage_threshold_pct: float = Field(default=95.0, ge=0, description="coverage check passes at or above this")
     closed_grace_minutes: float = Field(default=2.0, ge=0, description="an hour is closed this long after its end")
     compress_after_hours: float = Field(default=6.0, ge=0, description="compress hours that ended this long ago")
@@ -59,16 +54,41 @@ class LakeResource(ConfigurableResource):
     )
     freshness_minutes: float = Field(default=5.0, gt=0, description="collector is stale after this long unwritten")
     rest_url: str = Field(default="https://www.okx.com", description="OKX REST base URL (env L2_REST_URL)")
-    rest_timeout_seconds: float = Field(default=10.0, gt=0, description="REST request timeout")
+    rest_timeout_seconds: float = Field(default=10.0, gt=0, description="REST request timeout (env L2_REST_TIMEOUT)",
+                                        json_schema_extra={"env": "L2_REST_TIMEOUT"})
     sensor_max_hours_per_tick: int = Field(default=500, ge=1, description="hours registered per sensor tick at most")
     sensor_tick_budget_seconds: float = Field(default=30.0, gt=0, description="stop registering after this long")
-    curate_on_register: bool = Field(default=True, description="sensor launches Parquet runs for new hours")
+    curate_on_register: bool = Field(default=True, description="sensor requests curated_parquet for new hours")
     retention_dry_run: bool = Field(default=False, description="deletion schedule only reports what it would delete")
+    partitions_start: str = Field(
+        default=DEFAULT_PARTITIONS_START, description="first hour partition, YYYY-MM-DD-HH:MM (read at load)"
+    )
+
+    @field_validator("instruments", mode="before")
+    @classmethod
+    def _split_instruments(cls, value: Any) -> Any:
+        return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+
+    @field_validator("instruments")
+    @classmethod
+    def _validate_instruments(cls, value: list[str]) -> list[str]:
+        return [validate_inst_id(i) for i in value]
+
+    @field_validator("partitions_start")
+    @classmethod
+    def _validate_start(cls, value: str) -> str:
+        parse_hour_key(value)
+        return value
 
     @property
     def root(self) -> Path:
         """The data directory as given (relative paths are relative to the process's cwd)."""
         return Path(self.data_dir).expanduser()
+
+    @property
+    def first_hour(self) -> datetime:
+        """First hour of the hour dimension: earlier hours are not partitions and are left alone."""
+        return parse_hour_key(self.partitions_start)
 
     @property
     def grace(self) -> timedelta:
@@ -90,46 +110,34 @@ class LakeResource(ConfigurableResource):
     def freshness(self) -> timedelta:
         return timedelta(minutes=self.freshness_minutes)
 
-    def validated_instruments(self) -> list[str]:
-        return [validate_inst_id(i) for i in self.instruments]
+    def known_instruments(self) -> list[str]:
+        """Configured instruments and those with a directory in the lake, sorted."""
+        return sorted(set(self.instruments) | set(list_instruments(self.root)))
 
 
-def _parse_env(field: str, text: str) -> Any:
-    info = LakeResource.model_fields[field]
-    annotation = info.annotation
-    if field == "instruments":
-        items = [s.strip() for s in text.split(",") if s.strip()]
-        return [validate_inst_id(i) for i in items]
-    if annotation is bool:
-        lowered = text.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("expected true or false")
-    if annotation is int:
-        return int(text)
-    if annotation is float:
-        return float(text)
-    return text
+def env_names() -> dict[str, str]:
+    """resource field → its environment variable."""
+    return {name: (info.json_schema_extra or {}).get("env", f"L2_{name.upper()}")  # type: ignore[union-attr]
+            for name, info in LakeResource.model_fields.items()}
 
 
 def lake_resource_from_env(environ: Mapping[str, str] | None = None) -> LakeResource:
-    """`LakeResource` from `L2_*` variables (unset → default). `L2_DATA_DIR` stays an `EnvVar` in
-    the running deployment so the UI shows where the value comes from."""
+    """`LakeResource` from the `L2_*` variables (unset → the field's default). Raises ValueError
+    naming every invalid variable. With the process environment (`environ` None), `data_dir` and
+    `rest_url` stay `EnvVar`s for Dagster to resolve."""
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for field, name in ENV_NAMES.items():
-        if name not in env:
-            continue
-        try:
-            values[field] = _parse_env(field, env[name])
-        except ValueError as exc:
-            raise ValueError(f"{name}={env[name]!r}: {exc}") from None
+    names = env_names()
+    given = {field: env[name] for field, name in names.items() if name in env}
     try:
+        resource = LakeResource(**given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            problems.append(f"{names.get(field, field)}={given.get(field)!r}: {error['msg']}")
+        raise ValueError("invalid L2_* pipeline setting: " + "; ".join(problems)) from None
+    if environ is None:
+        values = {field: getattr(resource, field) for field in names}
+        values.update({field: EnvVar(names[field]) for field in ENV_VAR_FIELDS if field in given})
         resource = LakeResource(**values)
-    except Exception as exc:  # pydantic's message names the field; add the variable
-        raise ValueError(f"invalid L2_* pipeline setting: {exc}") from None
-    if environ is None and "L2_DATA_DIR" in env:
-        resource = LakeResource(**{**values, "data_dir": EnvVar("L2_DATA_DIR")})
     return resource

@@ -24,7 +24,6 @@ from l2_pipeline.selection import (
     LakeHour,
     OnUnreadable,
     hour_files,
-    lake_instruments,
     list_dir,
     raise_unreadable,
 )
@@ -104,7 +103,7 @@ def plan_deletions(
     data_dir = Path(data_dir)
     raw_cutoff = as_of - raw_retention
     out: list[Candidate] = []
-    for inst_id in lake_instruments(data_dir):
+    for inst_id in layout.list_instruments(data_dir):
         for hour, kinds in sorted(hour_files(data_dir, inst_id, until=raw_cutoff, on_unreadable=on_unreadable).items()):
             if ended_at_least(hour, as_of, raw_retention):
                 out.extend(Candidate(path, kind, inst_id, hour) for kind, path in sorted(kinds.items()))

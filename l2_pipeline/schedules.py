@@ -2,10 +2,17 @@
 late tick or a backfilled tick selects exactly what an on-time tick would have.
 
 - `compression_schedule` (hourly, :15): every hour whose `.jsonl` still exists and that ended
-  ≥ `compress_after_hours` (6) before the tick → one `compress_job` run listing all of them
-  (a lake left alone for days catches up in one tick; already archived hours are skipped).
-- `retention_schedule` (daily, 00:20 UTC; off by default because it deletes): raw hours that
-  ended ≥ `delete_after_days` (5) and curated files past `curated_retention_days` before the tick
+  ≥ `compress_after_hours` (6) before the tick, however old (already archived hours are not
+  selected) → `raw_archive` partitions, requested as `compress_job` runs of one partition range
+  each, split the way an asset backfill splits them with the asset's backfill policy
+  (`partitions.run_batches`): a lake left alone for days catches up in a few runs of up to
+  `HOURS_PER_RUN` hours. A schedule cannot request a backfill in Dagster 1.13 (the scheduler
+  daemon, dagster/_scheduler/scheduler.py, submits only runs; the sensor daemon is the one that
+  submits `RunRequest.for_asset_graph_subset` as a backfill; dagster-io/dagster#13852), hence the
+  ranged runs. Due hours that are not partitions (before `partitions_start`, or of an instrument
+  `raw_hours_sensor` has not added yet) are left for a later tick, with a warning.
+- `retention_schedule` (hourly, :20; on, the contract's 5-day policy): raw hours that ended
+  ≥ `delete_after_days` (5) and curated files past `curated_retention_days` before the tick
   → one `retention_job` run evaluated at that time (`retention_dry_run` makes it report only).
 - `instrument_metadata_schedule` (daily, 00:05 UTC; off by default, needs the network): refresh
   instrument metadata from OKX REST.
@@ -15,23 +22,26 @@ warning in the tick's log; the rest of the lake is still evaluated, so one bad d
 every tick fail.
 """
 
+import logging
 from datetime import datetime
-from typing import Any
 
 from dagster import (
+    DagsterInstance,
     DefaultScheduleStatus,
     RunRequest,
     ScheduleEvaluationContext,
     SkipReason,
     schedule,
 )
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from l2_pipeline.assets import HOURS_PER_RUN
 from l2_pipeline.hours import iso, now_utc, utc
 from l2_pipeline.jobs import compress_job, instrument_metadata_job, retention_job
-from l2_pipeline.partitions import partition_key
+from l2_pipeline.partitions import INSTRUMENT_DIM, parse_partition_key, partition_key, run_batches
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.retention import plan_deletions
-from l2_pipeline.selection import LakeHour, OnUnreadable, compression_due, log_unreadable
+from l2_pipeline.selection import OnUnreadable, compression_due, log_unreadable
 
 
 def scheduled_time(context: ScheduleEvaluationContext) -> datetime:
@@ -39,24 +49,34 @@ def scheduled_time(context: ScheduleEvaluationContext) -> datetime:
     return utc(context.scheduled_execution_time) if context.scheduled_execution_time else now_utc()
 
 
-def compression_run_config(hours: list[LakeHour], as_of: datetime) -> dict[str, Any]:
-    keys = [str(partition_key(h.inst_id, h.hour)) for h in hours]
-    return {"ops": {"compress_hours": {"config": {"partition_keys": keys, "as_of": iso(as_of)}}}}
-
-
-def compression_request(
-    lake: LakeResource, as_of: datetime, on_unreadable: OnUnreadable, now: datetime | None = None
-) -> RunRequest | SkipReason:
-    """What the compression schedule does at `as_of` (pure apart from listing the lake)."""
+def compression_requests(
+    lake: LakeResource,
+    as_of: datetime,
+    instance: DagsterInstance,
+    on_unreadable: OnUnreadable,
+    log: logging.Logger,
+    now: datetime | None = None,
+) -> list[RunRequest] | SkipReason:
+    """What the compression schedule does at `as_of`: one `compress_job` run per partition range."""
     due = compression_due(lake.root, as_of, lake.compress_after, lake.grace, now=now, on_unreadable=on_unreadable)
-    if not due:
+    instruments = instance.get_dynamic_partitions(INSTRUMENT_DIM)  # in the dimension's order
+    known = set(instruments)
+    keys = [str(partition_key(h.inst_id, h.hour)) for h in due if h.hour >= lake.first_hour and h.inst_id in known]
+    if len(keys) < len(due):
+        log.warning(f"{len(due) - len(keys)} due hour(s) are not raw_archive partitions (before partitions_start "
+                    f"{lake.partitions_start}, or an instrument raw_hours_sensor has not added yet): left alone")
+    if not keys:
         return SkipReason(f"no hour that ended ≥ {lake.compress_after_hours:g} h before {iso(as_of)} is unarchived")
-    return RunRequest(
-        run_key=f"compress-{iso(as_of)}",
-        run_config=compression_run_config(due, as_of),
-        tags={"l2/as_of": iso(as_of), "l2/hours": str(len(due)),
-              "l2/oldest": iso(due[0].hour), "l2/newest": iso(due[-1].hour)},
-    )
+    requests = []
+    for batch in run_batches(keys, HOURS_PER_RUN, instruments):
+        hours = sorted(parse_partition_key(key)[1] for key in batch)
+        requests.append(RunRequest(
+            run_key=f"compress-{iso(as_of)}-{batch[0]}..{batch[-1]}",
+            tags={ASSET_PARTITION_RANGE_START_TAG: batch[0], ASSET_PARTITION_RANGE_END_TAG: batch[-1],
+                  "l2/as_of": iso(as_of), "l2/hours": str(len(batch)),
+                  "l2/oldest": iso(hours[0]), "l2/newest": iso(hours[-1])},
+        ))
+    return requests
 
 
 def retention_request(lake: LakeResource, as_of: datetime, on_unreadable: OnUnreadable) -> RunRequest | SkipReason:
@@ -77,10 +97,12 @@ def retention_request(lake: LakeResource, as_of: datetime, on_unreadable: OnUnre
     cron_schedule="15 * * * *",
     execution_timezone="UTC",
     default_status=DefaultScheduleStatus.RUNNING,
-    description="Hourly: archive (verified gzip) every hour that ended ≥ compress_after_hours before the tick.",
+    description="Hourly: archive (verified gzip) every hour that ended ≥ compress_after_hours before the tick: "
+    "raw_archive partitions, one compress_job run per partition range.",
 )
-def compression_schedule(context: ScheduleEvaluationContext, lake: LakeResource) -> RunRequest | SkipReason:
-    return compression_request(lake, scheduled_time(context), log_unreadable(context.log), now=now_utc())
+def compression_schedule(context: ScheduleEvaluationContext, lake: LakeResource) -> list[RunRequest] | SkipReason:
+    return compression_requests(lake, scheduled_time(context), context.instance, log_unreadable(context.log),
+                                context.log, now=now_utc())
 
 
 @schedule(

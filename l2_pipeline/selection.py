@@ -2,7 +2,10 @@
 lake's directory listing and a time you choose (tests evaluate them at any instant).
 
 Scans are bounded: only day directories that can hold a wanted hour are listed, so a lake of
-weeks costs one `listdir` per instrument plus one per day inside the window.
+weeks costs one `listdir` per instrument plus one per day inside the window. (That, and going on
+past a directory it cannot list, is why this walker exists beside `collector.layout.iter_hour_files`,
+which lists every day and raises; file names are decoded by `collector.layout.parse_hour_file`, and
+instruments are `collector.layout.list_instruments`.)
 
 An instrument or day directory that cannot be listed (permission denied, I/O error) is handed to
 `on_unreadable` and skipped (`raise_unreadable`, the default of `compression_due` and
@@ -106,10 +109,6 @@ def hour_files(
     return dict(found)
 
 
-def lake_instruments(data_dir: Path) -> list[str]:
-    return layout.list_instruments(data_dir)
-
-
 def closed_hours_after(
     data_dir: Path,
     inst_id: str,
@@ -154,7 +153,7 @@ def compression_due(
     scheduled time) — all of them, however old — and are closed at `now` (never the open hour)."""
     cutoff = as_of - compress_after
     due: list[LakeHour] = []
-    for inst_id in lake_instruments(data_dir):
+    for inst_id in layout.list_instruments(data_dir):
         for hour, kinds in hour_files(data_dir, inst_id, until=cutoff, on_unreadable=on_unreadable).items():
             if "records" not in kinds or not ended_at_least(hour, as_of, compress_after):
                 continue

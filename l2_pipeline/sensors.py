@@ -3,7 +3,9 @@
 `raw_hours_sensor` registers every closed instrument-hour: one `AssetMaterialization` of
 `raw_hour` (partition metadata: records, coverage_pct, gaps, sha256, …) plus the six
 quality-check evaluations, all without a run; it adds new instruments to the dynamic partition
-dimension and (optionally) launches one `curate_job` run for the hours it registered. Its cursor
+dimension and (`curate_on_register`) requests an asset backfill of `curated_parquet` over the
+registered hours that have records (`RunRequest.for_asset_graph_subset`: the backfill daemon makes
+runs of up to `HOURS_PER_RUN` partitions, the asset's backfill policy). Its cursor
 is the last registered hour per instrument, so a tick lists only day directories at or after
 that hour and reads only new hours: cheap on a lake of weeks. A tick stops after
 `sensor_max_hours_per_tick` hours or `sensor_tick_budget_seconds`; the next tick continues
@@ -15,9 +17,12 @@ taken as empty): Dagster stores a runless check evaluation only once per partiti
 partitions already have check executions. Such an hour gets no runless event again:
 - its content is unchanged (the sha256 of its records equals the `sha256` of its latest
   `raw_hour` materialization) and each of the six checks has an execution → nothing is emitted;
-- otherwise (a torn tail was repaired, a file was planted late, a check is missing) → one
-  `raw_hour_job` run of that partition is requested, with run key partition + new sha256 (so once
-  per content); that run's check evaluations belong to it and record the current figures.
+- otherwise (a torn tail was repaired, a file was planted late, a check is missing) → one run of
+  `raw_hour` and its six hour checks (the selection of `raw_hour_job`) for that partition is
+  requested, with run key partition + new sha256 (so once per content); that run's check
+  evaluations belong to it and record the current figures.
+
+Hours before `partitions_start` are not partitions: they are passed over without being read.
 
 Error isolation: an hour that raises while being read (corrupt gzip, I/O or permission error) is
 logged with its traceback and, if not registered yet, registered with what is known: a
@@ -30,7 +35,6 @@ may move past its hours: once it is readable, reset the cursor to register them)
 verdict changes or at least every 10 minutes; an unparseable cursor is logged and taken as empty.
 """
 
-import hashlib
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -41,6 +45,7 @@ from typing import TypeVar
 import orjson
 from dagster import (
     AssetMaterialization,
+    AssetSelection,
     DefaultSensorStatus,
     MetadataValue,
     RunRequest,
@@ -49,19 +54,19 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 
 from collector.layout import validate_inst_id
 from l2_pipeline.assets import stats_metadata
-from l2_pipeline.checks import verdict_evaluation
+from l2_pipeline.checks import HOUR_CHECK_KEYS, verdict_evaluation
 from l2_pipeline.hour_stats import compute_hour_stats
 from l2_pipeline.hours import iso, now_utc, parse_utc
-from l2_pipeline.jobs import curate_job, raw_hour_job
-from l2_pipeline.keys import INSTRUMENT_PARTITIONS_NAME, RAW_HOUR
-from l2_pipeline.partitions import instrument_partitions, is_registrable, partition_key
+from l2_pipeline.keys import CURATED_PARQUET, RAW_HOUR
+from l2_pipeline.partitions import INSTRUMENT_DIM, instrument_partitions, lake_partitions, partition_key
 from l2_pipeline.quality import collector_freshness, evaluate_hour, unreadable_hour_verdict
 from l2_pipeline.registry import PriorRegistration, prior_registrations
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.selection import LakeHour, OnUnreadable, lake_instruments, log_unreadable, pending_registrations
+from l2_pipeline.selection import LakeHour, OnUnreadable, log_unreadable, pending_registrations
 
 FRESHNESS_REEMIT_SECONDS = 600
 
@@ -138,6 +143,7 @@ class Registration:
 
     events: list = field(default_factory=list)
     partition_keys: list[str] = field(default_factory=list)  # newly registered (and readable) hours
+    curate: list[str] = field(default_factory=list)  # those of them with records (a .jsonl or .jsonl.gz)
     rerun: dict[str, str] = field(default_factory=dict)  # registered hour whose figures are outdated → its sha256
     unchanged: int = 0  # registered hours whose stored figures are those of their current content
     unreadable: list[UnreadableHour] = field(default_factory=list)
@@ -147,16 +153,16 @@ class Registration:
     cursor: RawCursor = field(default_factory=RawCursor)
 
 
-def registration_batch(pending: list[LakeHour], max_hours: int) -> list[LakeHour]:
+def registration_batch(pending: list[LakeHour], max_hours: int, first_hour: datetime) -> list[LakeHour]:
     """The head of `pending` holding at most `max_hours` registrable hours (the ones before the
-    partitions start are passed over without reading)."""
+    partitions start, `first_hour`, are passed over without reading)."""
     batch: list[LakeHour] = []
     registrable = 0
     for item in pending:
         if registrable >= max_hours:
             break
         batch.append(item)
-        registrable += is_registrable(item.hour)
+        registrable += item.hour >= first_hour
     return batch
 
 
@@ -187,6 +193,8 @@ def register_hour(lake: LakeResource, item: LakeHour, prior: PriorRegistration |
         out.events.append(AssetMaterialization(asset_key=RAW_HOUR, partition=key, metadata=stats_metadata(stats)))
         out.events.extend(verdict_evaluation(v, key) for v in evaluate_hour(stats, lake.coverage_threshold_pct))
         out.partition_keys.append(key)
+        if stats.source is not None:
+            out.curate.append(key)
     elif prior.covers(stats.scan.sha256):
         out.unchanged += 1
     else:
@@ -198,16 +206,16 @@ def register_closed_hours(
 ) -> Registration:
     """Stats + check verdicts of every closed hour after the cursor (within the tick budget);
     hours `prior_lookup` knows as registered are compared with what is stored instead."""
-    instruments = sorted(set(lake.validated_instruments()) | set(lake_instruments(lake.root)))
-    pending = pending_registrations(lake.root, instruments, cursor.last, now, lake.grace, on_unreadable)
-    batch = registration_batch(pending, lake.sensor_max_hours_per_tick)
-    prior = prior_lookup([partition_of(item) for item in batch if is_registrable(item.hour)])
+    first_hour = lake.first_hour
+    pending = pending_registrations(lake.root, lake.known_instruments(), cursor.last, now, lake.grace, on_unreadable)
+    batch = registration_batch(pending, lake.sensor_max_hours_per_tick, first_hour)
+    prior = prior_lookup([partition_of(item) for item in batch if item.hour >= first_hour])
     out = Registration(pending=len(pending), cursor=RawCursor(dict(cursor.last)))
     started = time.monotonic()
     for item in batch:
         if time.monotonic() - started > lake.sensor_tick_budget_seconds:
             break
-        if is_registrable(item.hour):
+        if item.hour >= first_hour:
             register_hour(lake, item, prior.get(partition_of(item)), out)
         else:
             out.skipped_before_start += 1
@@ -216,22 +224,26 @@ def register_closed_hours(
     return out
 
 
-def curate_run_request(partition_keys: list[str]) -> RunRequest:
-    digest = hashlib.sha1("\n".join(partition_keys).encode()).hexdigest()[:16]
-    return RunRequest(
-        run_key=f"curate-{digest}",
-        job_name=curate_job.name,
-        run_config={"ops": {"curate_hours": {"config": {"partition_keys": partition_keys}}}},
+def curation_request(lake: LakeResource, partition_keys: list[str]) -> RunRequest:
+    """An asset backfill of `curated_parquet` over `partition_keys` (oldest first). The backfill
+    daemon turns it into runs with the asset's backfill policy, so a catch-up of N hours is a few
+    runs. (The subset type is not public in Dagster 1.13; `RunRequest.for_asset_graph_subset` is
+    how a sensor requests a backfill, see dagster/_daemon/sensor.py `_submit_backfill_request`.)"""
+    subset = lake_partitions(lake.first_hour).subset_with_partition_keys(partition_keys)
+    return RunRequest.for_asset_graph_subset(
+        AssetGraphSubset(partitions_subsets_by_asset_key={CURATED_PARQUET: subset}),
         tags={"l2/hours": str(len(partition_keys)), "l2/first": partition_keys[0], "l2/last": partition_keys[-1]},
     )
 
 
 def rerun_request(key: str, sha256: str) -> RunRequest:
-    """A raw_hour_job run of one registered hour whose stored figures are outdated (content changed
-    or a check missing); the run key holds the content's sha256, so each content is requested once."""
+    """A run of `raw_hour` and its six hour checks for one registered hour whose stored figures are
+    outdated (content changed or a check missing); the run key holds the content's sha256, so each
+    content is requested once."""
     return RunRequest(
         run_key=f"raw_hour-{key}-{sha256}",
-        job_name=raw_hour_job.name,
+        asset_selection=[RAW_HOUR],
+        asset_check_keys=HOUR_CHECK_KEYS,
         partition_key=key,
         tags={"l2/reason": "re-registration: content changed or a check missing", "l2/sha256": sha256},
     )
@@ -247,7 +259,7 @@ def summary(reg: Registration, new_instruments: list[str]) -> str:
     errors = sum(h.registered_now for h in reg.unreadable)
     return (
         f"registered {len(reg.partition_keys)} new hour(s) and {errors} unreadable one(s); already registered: "
-        f"{reg.unchanged} unchanged, {len(reg.rerun)} outdated (raw_hour_job requested), "
+        f"{reg.unchanged} unchanged, {len(reg.rerun)} outdated (a raw_hour run requested), "
         f"{len(reg.unreadable) - errors} unreadable; {reg.pending - reg.processed} still pending, "
         f"{reg.skipped_before_start} before the partitions start, new instruments: {new_instruments or 'none'}"
     )
@@ -255,22 +267,23 @@ def summary(reg: Registration, new_instruments: list[str]) -> str:
 
 @sensor(
     name="raw_hours_sensor",
-    jobs=[curate_job, raw_hour_job],
+    # an asset selection, not jobs: only such a sensor may request a backfill (SensorDefinition.
+    # validate_backfill_requests); a raw_hour re-run goes to Dagster's implicit asset job
+    asset_selection=AssetSelection.assets(RAW_HOUR, CURATED_PARQUET),
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
     description="Registers closed hour files as raw_hour partitions (metadata + quality checks), adds new "
-    "instruments to the partition set, and launches curate_job for the new hours (raw_hour_job for "
-    "registered hours whose content changed).",
+    "instruments to the partition set, and requests a curated_parquet backfill of the new hours (a raw_hour "
+    "run for a registered hour whose content changed).",
 )
 def raw_hours_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
     cursor = read_cursor(context, RawCursor.parse, RawCursor())
-    known = set(context.instance.get_dynamic_partitions(INSTRUMENT_PARTITIONS_NAME))
-    wanted = set(lake.validated_instruments()) | set(lake_instruments(lake.root))
-    new_instruments = sorted(wanted - known)
+    known = set(context.instance.get_dynamic_partitions(INSTRUMENT_DIM))
+    new_instruments = sorted(set(lake.known_instruments()) - known)
     reg = register_closed_hours(lake, cursor, now_utc(), lambda keys: prior_registrations(context.instance, keys),
                                 log_unreadable(context.log))
     log_unreadable_hours(context, reg.unreadable)
-    run_requests = [curate_run_request(reg.partition_keys)] if lake.curate_on_register and reg.partition_keys else []
+    run_requests = [curation_request(lake, reg.curate)] if lake.curate_on_register and reg.curate else []
     run_requests += [rerun_request(key, sha) for key, sha in reg.rerun.items()]
     context.log.info(summary(reg, new_instruments))
     return SensorResult(
@@ -291,7 +304,7 @@ def raw_hours_sensor(context: SensorEvaluationContext, lake: LakeResource) -> Se
 )
 def collector_freshness_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
     now = now_utc()
-    verdict = collector_freshness(lake.root, lake.validated_instruments(), now, lake.freshness).verdict()
+    verdict = collector_freshness(lake.root, lake.instruments, now, lake.freshness).verdict()
     previous = read_cursor(context, FreshnessCursor.parse, FreshnessCursor())
     due = previous.passed != verdict.passed or now.timestamp() - previous.at >= FRESHNESS_REEMIT_SECONDS
     if not due:

@@ -146,9 +146,67 @@ def lake_resource(data_dir: Path, **overrides: Any):
     return LakeResource(data_dir=str(data_dir), **{"instruments": [BTC, ETH], **overrides})
 
 
+def lake_definitions(lake):
+    """The code location (`l2_pipeline.definitions.build_definitions`) over `lake`."""
+    from l2_pipeline.definitions import build_definitions
+
+    return build_definitions(lake)
+
+
+def lake_assets(lake) -> dict:
+    """asset or check name → its definition in the code location over `lake` (e.g. "raw_hour",
+    "raw_hour_quality")."""
+    defs = lake_definitions(lake)
+    out = {key.to_user_string(): defs.get_assets_def(key) for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    out.update({checks.node_def.name: checks for checks in defs.asset_checks or []})
+    return out
+
+
 def apply_sensor_result(instance, result) -> None:
     """Do with a SensorResult what the sensor daemon does: store its asset events, add partitions."""
     for ev in result.asset_events:
         instance.report_runless_asset_event(ev)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+
+
+def backfill_keys(request) -> set[str]:
+    """The partitions of `curated_parquet` a sensor's backfill request targets."""
+    from l2_pipeline.keys import CURATED_PARQUET
+
+    subsets = request.asset_graph_subset.partitions_subsets_by_asset_key
+    assert set(subsets) == {CURATED_PARQUET}, subsets
+    return set(subsets[CURATED_PARQUET].get_partition_keys())
+
+
+def range_keys(request, instance, lake) -> list[str]:
+    """The partitions of a ranged run request (a compression schedule's), in partition order."""
+    from dagster import PartitionKeyRange, partition_loading_context
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from l2_pipeline.partitions import lake_partitions
+
+    key_range = PartitionKeyRange(request.tags[ASSET_PARTITION_RANGE_START_TAG],
+                                  request.tags[ASSET_PARTITION_RANGE_END_TAG])
+    with partition_loading_context(dynamic_partitions_store=instance):
+        return [str(k) for k in lake_partitions(lake.first_hour).get_partition_keys_in_range(key_range)]
+
+
+def execute_ranged(instance, lake, job_name: str, tags: dict, raise_on_error: bool = True):
+    """Execute one run of `job_name` of the code location over `lake` with `tags` (a partition range)."""
+    job = lake_definitions(lake).resolve_job_def(job_name)
+    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=raise_on_error)
+
+
+def execute_backfill_request(instance, lake, request, raise_on_error: bool = True) -> list:
+    """Execute a sensor's curated_parquet backfill request in process: the runs the backfill daemon
+    would launch (`partitions.run_batches` with the asset's policy), one after the other."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from l2_pipeline.assets import HOURS_PER_RUN
+    from l2_pipeline.partitions import run_batches
+
+    batches = run_batches(backfill_keys(request), HOURS_PER_RUN, instance.get_dynamic_partitions("instrument"))
+    return [execute_ranged(instance, lake, "curate_job", {**request.tags, ASSET_PARTITION_RANGE_START_TAG: b[0],
+                                                          ASSET_PARTITION_RANGE_END_TAG: b[-1]}, raise_on_error)
+            for b in batches]

@@ -12,8 +12,7 @@ import pytest
 from collector import layout
 from l2_pipeline import archive
 from l2_pipeline.archive import ArchiveVerificationError, Digest, OpenHourError, archive_hour
-from l2_pipeline.hours import floor_hour
-from l2_pipeline_tests.lake_factory import BASE_HOUR, BTC, plant_good_hour
+from l2_pipeline_tests.lake_factory import BASE_HOUR, BTC, ms, plant_good_hour
 
 NOW = BASE_HOUR + timedelta(days=1)
 
@@ -50,7 +49,7 @@ def test_second_run_is_a_no_op(tmp_path):
 
 def test_open_hour_and_grace_are_refused(tmp_path):
     now = datetime.now(UTC)
-    current = floor_hour(now)
+    current = layout.hour_floor(ms(now))
     plant_good_hour(tmp_path, BTC, current, count=3)
     with pytest.raises(OpenHourError):
         archive_hour(tmp_path, BTC, current, now)

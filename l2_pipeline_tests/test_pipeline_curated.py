@@ -13,8 +13,7 @@ from collector import layout
 from collector.record import encode_line, parse_ts_ms
 from l2_pipeline.archive import OpenHourError, archive_hour
 from l2_pipeline.curated import PARQUET_SCHEMA, records_to_table, table_from_jsonl_bytes, write_parquet
-from l2_pipeline.hours import floor_hour
-from l2_pipeline_tests.lake_factory import BASE_HOUR, BTC, make_records, plant_good_hour, torn, write_hour
+from l2_pipeline_tests.lake_factory import BASE_HOUR, BTC, make_records, ms, plant_good_hour, torn, write_hour
 
 NOW = BASE_HOUR + timedelta(days=1)
 
@@ -74,10 +73,11 @@ def test_hour_with_invalid_lines_keeps_every_record(tmp_path):
 
 def test_open_hour_refused_and_missing_hour(tmp_path):
     now = datetime.now(UTC)
-    plant_good_hour(tmp_path, BTC, floor_hour(now), count=3)
+    current = layout.hour_floor(ms(now))
+    plant_good_hour(tmp_path, BTC, current, count=3)
     with pytest.raises(OpenHourError):
-        write_parquet(tmp_path, BTC, floor_hour(now), now)
-    assert not layout.curated_path(tmp_path, BTC, floor_hour(now)).exists()
+        write_parquet(tmp_path, BTC, current, now)
+    assert not layout.curated_path(tmp_path, BTC, current).exists()
     assert write_parquet(tmp_path, BTC, BASE_HOUR, NOW).status == "no_data"
 
 

@@ -6,28 +6,27 @@ from __future__ import annotations
 import gzip
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetCheckKey, DagsterInstance, Definitions, materialize
+from dagster import AssetCheckKey, DagsterInstance, Definitions, EnvVar, asset, materialize
 
 from collector import layout
 from collector.record import encode_line
-from l2_pipeline.assets import curated_parquet, raw_archive, raw_hour
-from l2_pipeline.checks import raw_hour_quality
-from l2_pipeline.definitions import defs
+from l2_pipeline.definitions import build_definitions, defs
 from l2_pipeline.keys import CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import parse_partition_key, partition_key
 from l2_pipeline.quality import HOUR_CHECKS
-from l2_pipeline.resources import LakeResource, lake_resource_from_env
+from l2_pipeline.resources import LakeResource, env_names, lake_resource_from_env
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
     ETH,
     crossed_record,
     event,
+    lake_assets,
     lake_resource,
     make_record,
     make_records,
@@ -63,6 +62,11 @@ def test_workspace_yaml_loads_offline(tmp_path):
     done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w",
                            "workspace.yaml"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+    # an invalid value stops the code location from loading, naming the variable
+    bad = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w",
+                          "workspace.yaml"], cwd=REPO, env={**env, "L2_PARTITIONS_START": "2026-13-01"},
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "L2_PARTITIONS_START='2026-13-01'" in bad.stdout + bad.stderr
 
 
 def test_resource_from_environment():
@@ -74,9 +78,49 @@ def test_resource_from_environment():
     default = lake_resource_from_env({})
     assert default.data_dir == "./data" and default.instruments == [BTC, ETH] and default.rest_url.startswith("https")
     for bad in ({"L2_INSTRUMENTS": "btc-usdt-swap"}, {"L2_CADENCE": "fast"}, {"L2_CADENCE": "-1"},
-                {"L2_RETENTION_DRY_RUN": "maybe"}):
-        with pytest.raises(ValueError, match="L2_"):
+                {"L2_RETENTION_DRY_RUN": "maybe"}, {"L2_SENSOR_MAX_HOURS_PER_TICK": "0"},
+                {"L2_PARTITIONS_START": "2026-01-01-00:30"}):
+        (name, value), = bad.items()
+        with pytest.raises(ValueError, match=f"{name}={value!r}"):
             lake_resource_from_env(bad)
+    # every field names its variable; the documented names, nothing else
+    assert set(env_names().values()) == {
+        "L2_DATA_DIR", "L2_INSTRUMENTS", "L2_CADENCE", "L2_REST_URL", "L2_REST_TIMEOUT", "L2_COVERAGE_THRESHOLD_PCT",
+        "L2_CLOSED_GRACE_MINUTES", "L2_COMPRESS_AFTER_HOURS", "L2_DELETE_AFTER_DAYS", "L2_CURATED_RETENTION_DAYS",
+        "L2_FRESHNESS_MINUTES", "L2_SENSOR_MAX_HOURS_PER_TICK", "L2_SENSOR_TICK_BUDGET_SECONDS",
+        "L2_CURATE_ON_REGISTER", "L2_RETENTION_DRY_RUN", "L2_PARTITIONS_START"}
+
+
+def test_deployment_resource_resolves_env_vars_at_run_time(tmp_path, monkeypatch):
+    """From the process environment, data_dir and rest_url reach Dagster as EnvVars (the UI shows the
+    variable); the others as validated values."""
+    monkeypatch.setenv("L2_DATA_DIR", str(tmp_path / "first"))
+    monkeypatch.setenv("L2_CADENCE", "0.5")
+    lake = lake_resource_from_env()
+    assert isinstance(lake.data_dir, EnvVar) and lake.data_dir.env_var_name == "L2_DATA_DIR"
+    assert lake.cadence_seconds == 0.5 and lake.rest_url == "https://www.okx.com"  # unset: the default
+    monkeypatch.setenv("L2_DATA_DIR", str(tmp_path / "second"))
+    seen = []
+
+    @asset
+    def probe(lake: LakeResource) -> None:
+        seen.append(lake.root)
+
+    with DagsterInstance.ephemeral() as instance:
+        assert materialize([probe], instance=instance, resources={"lake": lake}).success
+    assert seen == [tmp_path / "second"]
+
+
+def test_partitions_start_is_configuration_read_at_load():
+    """The hour dimension starts where the resource the definitions are built from says, and the
+    sensor skips exactly the hours before it (the same resource)."""
+    default = defs.resolve_asset_graph().get(RAW_HOUR).partitions_def
+    assert default.time_window_partitions_def.start == datetime(2026, 1, 1, tzinfo=UTC)
+    lake = lake_resource_from_env({"L2_PARTITIONS_START": "2026-11-20-01:00"})
+    configured = build_definitions(lake).resolve_asset_graph()
+    for key in (RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET):
+        assert configured.get(key).partitions_def.time_window_partitions_def.start == BASE_HOUR + timedelta(hours=1)
+    assert lake.first_hour == BASE_HOUR + timedelta(hours=1)
 
 
 def test_partition_keys_round_trip():
@@ -125,9 +169,10 @@ def test_checks_pass_on_good_and_fail_on_planted_bad_hours(tmp_path):
     lake = lake_resource(tmp_path)
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("instrument", [BTC, ETH])
+        assets = lake_assets(lake)
         for key, failing in expected.items():
-            result = materialize([raw_hour, raw_hour_quality], partition_key=key, instance=instance,
-                                 resources={"lake": lake})
+            result = materialize([assets["raw_hour"], assets["raw_hour_quality"]], partition_key=key,
+                                 instance=instance, resources={"lake": lake})
             assert result.success  # failed checks do not fail the run
             evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
             assert set(evaluations) == set(HOUR_CHECKS)
@@ -147,6 +192,8 @@ def test_archive_and_parquet_assets_per_partition(tmp_path):
     original = layout.records_path(tmp_path, BTC, BASE_HOUR).read_bytes()
     key = str(partition_key(BTC, BASE_HOUR))
     lake: LakeResource = lake_resource(tmp_path)
+    assets = lake_assets(lake)
+    curated_parquet, raw_archive = assets["curated_parquet"], assets["raw_archive"]
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("instrument", [BTC])
         result = materialize([curated_parquet, raw_archive], partition_key=key, instance=instance,
@@ -161,7 +208,48 @@ def test_archive_and_parquet_assets_per_partition(tmp_path):
         again = materialize([raw_archive], partition_key=key, instance=instance, resources={"lake": lake})
         (mat,) = again.get_asset_materialization_events()
         assert mat.materialization.metadata["status"].value == "already_archived"
+        # an hour with no data file fails each step, naming the hour, the paths looked for, what to do
         missing = str(partition_key(BTC, BASE_HOUR + timedelta(hours=7)))
         none = materialize([raw_archive, curated_parquet], partition_key=missing, instance=instance,
-                           resources={"lake": lake})
-        assert none.success and none.get_asset_materialization_events() == []
+                           resources={"lake": lake}, raise_on_error=False)
+        assert not none.success and none.get_asset_materialization_events() == []
+        failures = {e.step_key: e.step_failure_data.user_failure_data.description
+                    for e in none.all_events if e.is_step_failure}
+        assert set(failures) == {"raw_archive", "curated_parquet"}
+        for description in failures.values():
+            assert f"- {missing}: no data" in description
+            assert str(layout.records_path(tmp_path, BTC, BASE_HOUR + timedelta(hours=7))) in description
+            assert "Leave the hour out of the backfill" in description
+
+
+def test_empty_hour_materializes_with_a_note_and_a_missing_hour_fails(tmp_path):
+    """A file that exists but holds no record is data (every asset materializes it, saying so in a
+    `note`); an hour with no file at all fails raw_hour too, naming the three paths it looked for."""
+    empty = BASE_HOUR + timedelta(hours=2)
+    write_hour(tmp_path, BTC, empty, lines=[b"not a record\n"])
+    lake = lake_resource(tmp_path)
+    assets = lake_assets(lake)
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("instrument", [BTC])
+        key = str(partition_key(BTC, empty))
+        results = [materialize(selection, partition_key=key, instance=instance, resources={"lake": lake})
+                   for selection in ([assets["raw_hour"]], [assets["curated_parquet"], assets["raw_archive"]])]
+        assert all(result.success for result in results)
+        metas = {e.asset_key: e.materialization.metadata for r in results for e in r.get_asset_materialization_events()}
+        assert metas[RAW_HOUR]["records"].value == 0 and metas[RAW_HOUR]["invalid_lines"].value == 1
+        assert metas[CURATED_PARQUET]["rows"].value == 0 and metas[CURATED_PARQUET]["skipped_lines"].value == 1
+        for asset_key in (RAW_HOUR, CURATED_PARQUET):
+            assert "no record" in metas[asset_key]["note"].value
+        assert metas[RAW_ARCHIVE]["status"].value == "archived" and metas[RAW_ARCHIVE]["lines"].value == 1
+        assert pq.read_metadata(layout.curated_path(tmp_path, BTC, empty)).num_rows == 0
+
+        missing = BASE_HOUR + timedelta(hours=5)
+        key = str(partition_key(BTC, missing))
+        failed = materialize([assets["raw_hour"]], partition_key=key, instance=instance, resources={"lake": lake},
+                             raise_on_error=False)
+        assert not failed.success and instance.get_materialized_partitions(RAW_HOUR) == {str(partition_key(BTC, empty))}
+        (failure,) = [e for e in failed.all_events if e.is_step_failure]
+        description = failure.step_failure_data.user_failure_data.description
+        assert description.startswith(f"{key}: no data")
+        for path in (layout.records_path, layout.archive_path, layout.events_path):
+            assert str(path(tmp_path, BTC, missing)) in description

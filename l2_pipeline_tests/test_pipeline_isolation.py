@@ -26,11 +26,12 @@ from dagster import (
     RunRequest,
     build_schedule_context,
     build_sensor_context,
+    instance_for_test,
 )
 
 from collector import layout
 from l2_pipeline.curated import write_parquet
-from l2_pipeline.hours import floor_hour
+from l2_pipeline.keys import RAW_HOUR
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.quality import HOUR_CHECKS
 from l2_pipeline.schedules import compression_schedule, retention_schedule
@@ -40,9 +41,12 @@ from l2_pipeline_tests.lake_factory import (
     BTC,
     ETH,
     apply_sensor_result,
+    backfill_keys,
     lake_resource,
     make_records,
+    ms,
     plant_good_hour,
+    range_keys,
     write_hour,
 )
 
@@ -67,6 +71,8 @@ def lake_dir() -> Iterator[Path]:
 @contextmanager
 def unreadable(path: Path) -> Iterator[None]:
     """`path` cannot be read or searched by this process inside the block."""
+    import _strptime  # noqa: F401  (datetime.strptime imports it on first use; `nobody` may not read the stdlib)
+
     mode = path.stat().st_mode
     path.chmod(0)
     try:
@@ -133,8 +139,7 @@ def test_corrupt_hour_is_registered_with_its_error_and_the_tick_goes_on(instance
     for good in (key(BTC, 0), key(BTC, 2), key(ETH, 1)):
         assert set(evaluations(result, good)) == set(HOUR_CHECKS)
     (curate,) = result.run_requests
-    assert curate.run_config["ops"]["curate_hours"]["config"]["partition_keys"] == [
-        key(BTC, 0), key(ETH, 1), key(BTC, 2)]
+    assert backfill_keys(curate) == {key(BTC, 0), key(ETH, 1), key(BTC, 2)}
     assert RawCursor.parse(result.cursor).last == {BTC: h(2), ETH: h(1)}
     log = capfd.readouterr().err
     assert "Traceback" in log and "CRC check failed" in log
@@ -146,7 +151,7 @@ def test_corrupt_hour_is_registered_with_its_error_and_the_tick_goes_on(instance
     assert gzip.decompress(corrupt.read_bytes())
     repaired = tick(instance, lake)
     (rerun,) = repaired.run_requests
-    assert rerun.job_name == "raw_hour_job" and rerun.partition_key == key(BTC, 1) and repaired.asset_events == []
+    assert rerun.asset_selection == [RAW_HOUR] and rerun.partition_key == key(BTC, 1) and repaired.asset_events == []
 
 
 @pytest.mark.parametrize("cursor", [
@@ -172,7 +177,7 @@ def test_unparseable_cursor_is_logged_and_taken_as_empty(instance, tmp_path, cap
 
 
 def test_freshness_sensor_with_unparseable_cursor(instance, tmp_path, capfd):
-    plant_good_hour(tmp_path, BTC, floor_hour(datetime.now(UTC)), count=1)
+    plant_good_hour(tmp_path, BTC, layout.hour_floor(ms(datetime.now(UTC))), count=1)
     lake = lake_resource(tmp_path, instruments=[BTC])
     for cursor in ("{oops", '{"passed": "yes", "at": 0}', "[]"):
         result = collector_freshness_sensor(build_sensor_context(instance=instance, cursor=cursor,
@@ -196,10 +201,11 @@ def test_unreadable_day_directory_is_skipped_by_the_sensor(instance, lake_dir, c
 
 def test_freshness_names_an_unreadable_directory(instance, lake_dir):
     now = datetime.now(UTC)
-    plant_good_hour(lake_dir, BTC, floor_hour(now), count=1)
-    plant_good_hour(lake_dir, ETH, floor_hour(now), count=1)
+    current = layout.hour_floor(ms(now))
+    plant_good_hour(lake_dir, BTC, current, count=1)
+    plant_good_hour(lake_dir, ETH, current, count=1)
     lake = lake_resource(lake_dir)
-    with unreadable(layout.hour_dir(lake_dir, ETH, floor_hour(now))):
+    with unreadable(layout.hour_dir(lake_dir, ETH, current)):
         result = collector_freshness_sensor(build_sensor_context(instance=instance, resources={"lake": lake}))
     (evaluation,) = result.asset_events
     assert not evaluation.passed
@@ -207,20 +213,25 @@ def test_freshness_names_an_unreadable_directory(instance, lake_dir):
     assert evaluation.metadata["unreadable_instruments"].value == 1
 
 
-def compressed_keys(request: RunRequest) -> list[str]:
-    return request.run_config["ops"]["compress_hours"]["config"]["partition_keys"]
-
-
 def test_schedules_skip_an_unreadable_directory(lake_dir, capfd):
     for inst_id in (BTC, ETH):
         for offset in (0, 24):
             plant_good_hour(lake_dir, inst_id, h(offset), count=2)
     lake = lake_resource(lake_dir)
-    context = build_schedule_context(scheduled_execution_time=h(24 * 7), resources={"lake": lake})
-    with unreadable(layout.hour_dir(lake_dir, ETH, h(0))):
-        compression = compression_schedule(context)
-        retention = retention_schedule(context)
-    assert compressed_keys(compression) == [key(BTC, 0), key(BTC, 24), key(ETH, 24)]
+    home = lake_dir / "dagster_home"  # beside raw/, which is all the schedules look at; removed with the lake
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home)) as instance, build_schedule_context(
+            instance=instance, scheduled_execution_time=h(24 * 7), resources={"lake": lake}) as context:
+        instance.add_dynamic_partitions("instrument", [BTC, ETH])
+        assert context.instance.get_dynamic_partitions("instrument")
+        if os.geteuid() == 0:  # the schedule reads the instance as `nobody` too
+            for path in [home, *home.rglob("*")]:
+                os.chown(path, NOBODY, NOBODY)
+        with unreadable(layout.hour_dir(lake_dir, ETH, h(0))):
+            compression = compression_schedule(context)
+            retention = retention_schedule(context)
+        compressed = sorted(k for request in compression for k in range_keys(request, instance, lake))
+    assert compressed == sorted([key(BTC, 0), key(BTC, 24), key(ETH, 24)])
     assert retention.tags["l2/files_due"] == "3"
     assert capfd.readouterr().err.count("Permission denied") == 2
 

@@ -24,10 +24,10 @@ from dagster import (
     AssetCheckKey,
     AssetMaterialization,
     DagsterInstance,
-    Definitions,
     build_sensor_context,
     instance_for_test,
 )
+from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
 from dagster._core.workspace.load_target import ModuleTarget
@@ -37,10 +37,9 @@ from dagster_graphql.test.utils import execute_dagster_graphql
 from collector import layout
 from collector.record import encode_line
 from l2_pipeline.archive import archive_hour
-from l2_pipeline.assets import raw_hour
-from l2_pipeline.checks import raw_hour_quality
+from l2_pipeline.checks import HOUR_CHECK_KEYS
 from l2_pipeline.jobs import raw_hour_job
-from l2_pipeline.keys import RAW_HOUR
+from l2_pipeline.keys import CURATED_PARQUET, RAW_HOUR
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.quality import HOUR_CHECKS
 from l2_pipeline.sensors import raw_hours_sensor
@@ -49,6 +48,8 @@ from l2_pipeline_tests.lake_factory import (
     BTC,
     ETH,
     apply_sensor_result,
+    backfill_keys,
+    lake_definitions,
     lake_resource,
     make_record,
     make_records,
@@ -116,8 +117,9 @@ def repair_torn_tail(data_dir, inst_id: str, hour: datetime) -> None:
 
 
 def run_raw_hour_job(instance: DagsterInstance, lake, request):
-    job = Definitions(assets=[raw_hour], asset_checks=[raw_hour_quality], jobs=[raw_hour_job],
-                      resources={"lake": lake}).resolve_job_def(request.job_name)
+    """Execute a re-run request: its selection is raw_hour_job's (raw_hour and the six hour checks)."""
+    job = lake_definitions(lake).resolve_job_def(raw_hour_job.name)
+    assert request.asset_selection == [RAW_HOUR] and request.asset_check_keys == HOUR_CHECK_KEYS
     return job.execute_in_process(instance=instance, partition_key=request.partition_key, tags=request.tags)
 
 
@@ -155,13 +157,12 @@ def test_cursor_reset_reregisters_nothing_twice_and_reruns_changed_hours(instanc
     assert second.cursor == first.cursor
 
     curate, *reruns = second.run_requests
-    assert curate.job_name == "curate_job"
-    assert curate.run_config["ops"]["curate_hours"]["config"]["partition_keys"] == [late]
+    assert curate.requires_backfill_daemon() and backfill_keys(curate) == {late}
     changed = {key(BTC, 1): BASE_HOUR + timedelta(hours=1), key(BTC, 3): BASE_HOUR + timedelta(hours=3)}
     assert {r.partition_key for r in reruns} == set(changed)
     for request in reruns:
         new_sha = file_sha256(layout.records_path(tmp_path, BTC, changed[request.partition_key]))
-        assert request.job_name == "raw_hour_job"
+        assert request.asset_selection == [RAW_HOUR] and request.asset_check_keys == HOUR_CHECK_KEYS
         assert request.partition_key in request.run_key and new_sha in request.run_key
 
     for request in reruns:
@@ -238,6 +239,12 @@ def test_daemon_ticks_after_a_ui_cursor_reset(tmp_path, monkeypatch):
         second, cursor_after_reset = daemon_tick(2)
         assert second.status == TickStatus.SUCCESS, second.error
         assert cursor_after_reset == cursor
-        runs = {run.job_name: run for run in instance.get_runs()}
-        assert set(runs) == {"curate_job", "raw_hour_job"}
-        assert runs["raw_hour_job"].tags["dagster/partition"] == key(BTC, 1)
+        # the first tick's curation is a backfill of curated_parquet (its runs are the backfill
+        # daemon's); the reset tick's only run is raw_hour + its hour checks for the changed hour
+        (backfill,) = instance.get_backfills()
+        assert backfill.asset_selection == [CURATED_PARQUET]
+        assert set(backfill.asset_backfill_data.target_subset.iterate_asset_partitions()) == {
+            AssetKeyPartitionKey(CURATED_PARQUET, key(BTC, offset)) for offset in range(3)}
+        (run,) = instance.get_runs()
+        assert run.asset_selection == {RAW_HOUR} and run.asset_check_selection == set(HOUR_CHECK_KEYS)
+        assert run.tags["dagster/partition"] == key(BTC, 1)

@@ -5,26 +5,43 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from dagster import DagsterInstance, RunRequest, SkipReason, build_schedule_context
+from dagster import RunRequest, SkipReason, build_schedule_context, instance_for_test
 
 from collector import layout
+from l2_pipeline.assets import HOURS_PER_RUN
 from l2_pipeline.curated import write_parquet
-from l2_pipeline.hours import floor_hour
-from l2_pipeline.jobs import compress_job, retention_job
+from l2_pipeline.jobs import retention_job
 from l2_pipeline.keys import RAW_ARCHIVE
-from l2_pipeline.partitions import partition_key
+from l2_pipeline.partitions import parse_partition_key, partition_key, run_batches
 from l2_pipeline.retention import UnsafePath, check_inside_root, delete_files, plan_deletions
 from l2_pipeline.schedules import compression_schedule, instrument_metadata_schedule, retention_schedule
 from l2_pipeline.selection import LakeHour, compression_due
-from l2_pipeline_tests.lake_factory import BASE_HOUR, BTC, ETH, event, lake_resource, plant_good_hour, write_events
+from l2_pipeline_tests.lake_factory import (
+    BASE_HOUR,
+    BTC,
+    ETH,
+    event,
+    execute_ranged,
+    lake_definitions,
+    lake_resource,
+    ms,
+    plant_good_hour,
+    range_keys,
+    write_events,
+)
 
 
 @pytest.fixture
-def instance():
-    with DagsterInstance.ephemeral() as inst:
+def instance(tmp_path):
+    """A persistent instance (a schedule context needs one) whose instrument dimension holds BTC, ETH."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home)) as inst:
+        inst.add_dynamic_partitions("instrument", [BTC, ETH])
         yield inst
 
 
@@ -32,8 +49,9 @@ def h(offset: float) -> datetime:
     return BASE_HOUR + timedelta(hours=offset)
 
 
-def evaluate(schedule, lake, at: datetime):
-    return schedule(build_schedule_context(scheduled_execution_time=at, resources={"lake": lake}))
+def evaluate(schedule, lake, at: datetime, instance=None):
+    with build_schedule_context(instance=instance, scheduled_execution_time=at, resources={"lake": lake}) as context:
+        return schedule(context)
 
 
 def plant_ten_hours(data_dir) -> dict:
@@ -47,43 +65,52 @@ def plant_ten_hours(data_dir) -> dict:
     return originals
 
 
-def keys_of(request: RunRequest) -> list[str]:
-    return request.run_config["ops"]["compress_hours"]["config"]["partition_keys"]
+def keys_of(requests: list[RunRequest], instance, lake) -> list[str]:
+    """Every partition the schedule's ranged runs cover, by hour then instrument."""
+    keys = [key for request in requests for key in range_keys(request, instance, lake)]
+    assert len(keys) == len(set(keys))  # no partition in two runs
+    return sorted(keys, key=lambda k: parse_partition_key(k)[::-1])
 
 
-def test_compression_selects_exactly_the_due_hours(tmp_path):
+def test_compression_selects_exactly_the_due_hours(tmp_path, instance):
     plant_ten_hours(tmp_path)
     lake = lake_resource(tmp_path)
     at = h(10.25)  # 10:15 → hours that ended by 04:15 → 00..03 (BTC 02 already archived)
-    request = evaluate(compression_schedule, lake, at)
-    assert isinstance(request, RunRequest)
+    requests = evaluate(compression_schedule, lake, at, instance)
+    assert isinstance(requests, list)
     expected = [(BTC, 0), (ETH, 0), (BTC, 1), (ETH, 1), (ETH, 2), (BTC, 3), (ETH, 3)]
-    assert keys_of(request) == [str(partition_key(i, h(o))) for i, o in expected]
-    assert request.run_key == "compress-2026-11-20T10:15:00Z" and request.tags["l2/hours"] == "7"
+    assert keys_of(requests, instance, lake) == [str(partition_key(i, h(o))) for i, o in expected]
+    # one run per contiguous range of an instrument's hours: BTC 00-01, ETH 00-03, BTC 03
+    assert [(r.tags["l2/oldest"], r.tags["l2/newest"], r.tags["l2/hours"]) for r in requests] == [
+        ("2026-11-20T00:00:00Z", "2026-11-20T01:00:00Z", "2"), ("2026-11-20T00:00:00Z", "2026-11-20T03:00:00Z", "4"),
+        ("2026-11-20T03:00:00Z", "2026-11-20T03:00:00Z", "1")]
+    assert all(r.run_key.startswith("compress-2026-11-20T10:15:00Z-") for r in requests)
+    assert len({r.run_key for r in requests}) == 3
     # one minute earlier hour 03 had not been over for 6 h yet
-    earlier = evaluate(compression_schedule, lake, h(9.98))
-    assert len(keys_of(earlier)) == 5
-    assert isinstance(evaluate(compression_schedule, lake, h(6.9)), SkipReason)
+    earlier = evaluate(compression_schedule, lake, h(9.98), instance)
+    assert len(keys_of(earlier, instance, lake)) == 5
+    assert isinstance(evaluate(compression_schedule, lake, h(6.9), instance), SkipReason)
     # the boundary is inclusive: at 07:00 hour 00 (ended 01:00) is exactly 6 h old
-    assert keys_of(evaluate(compression_schedule, lake, h(7))) == [str(partition_key(i, h(0))) for i in (BTC, ETH)]
+    at_seven = evaluate(compression_schedule, lake, h(7), instance)
+    assert keys_of(at_seven, instance, lake) == [str(partition_key(i, h(0))) for i in (BTC, ETH)]
+    assert len(at_seven) == 1  # one hour of every instrument: one run
 
 
-def test_late_tick_behaves_as_if_on_time(tmp_path):
+def test_late_tick_behaves_as_if_on_time(tmp_path, instance):
     plant_ten_hours(tmp_path)
     lake = lake_resource(tmp_path)
     # evaluated days after its scheduled time (wall clock is 2026-11-25+), it still selects as of 10:15
     assert compression_due(tmp_path, h(10.25), lake.compress_after, lake.grace) == compression_due(
         tmp_path, h(10.25), lake.compress_after, lake.grace, now=datetime.now(UTC))
-    assert len(keys_of(evaluate(compression_schedule, lake, h(10.25)))) == 7
+    assert len(keys_of(evaluate(compression_schedule, lake, h(10.25), instance), instance, lake)) == 7
 
 
 def test_compression_run_archives_and_is_idempotent(tmp_path, instance):
     originals = plant_ten_hours(tmp_path)
     lake = lake_resource(tmp_path)
-    request = evaluate(compression_schedule, lake, h(10.25))
-    result = compress_job.execute_in_process(run_config=request.run_config, instance=instance,
-                                             resources={"lake": lake})
-    assert result.success
+    requests = evaluate(compression_schedule, lake, h(10.25), instance)
+    results = [execute_ranged(instance, lake, "compress_job", request.tags) for request in requests]
+    assert all(result.success for result in results)
     archived = {(BTC, 0), (ETH, 0), (BTC, 1), (ETH, 1), (ETH, 2), (BTC, 3), (ETH, 3)}
     for (inst_id, offset), digest in originals.items():
         plain = layout.records_path(tmp_path, inst_id, h(offset))
@@ -93,32 +120,52 @@ def test_compression_run_archives_and_is_idempotent(tmp_path, instance):
             assert hashlib.sha256(gzip.decompress(gz.read_bytes())).hexdigest() == digest
         else:
             assert plain.exists() and not gz.exists()
-    mats = result.asset_materializations_for_node("compress_hours")
-    assert {m.partition for m in mats} == set(keys_of(request)) and all(m.asset_key == RAW_ARCHIVE for m in mats)
-    assert instance.get_materialized_partitions(RAW_ARCHIVE) == set(keys_of(request))
-    # the same tick again finds nothing; re-running the same config changes nothing and succeeds
-    assert isinstance(evaluate(compression_schedule, lake, h(10.25)), SkipReason)
-    again = compress_job.execute_in_process(run_config=request.run_config, instance=instance, resources={"lake": lake})
-    assert again.success and again.asset_materializations_for_node("compress_hours") == []
+    mats = [m for result in results for m in result.asset_materializations_for_node("raw_archive")]
+    assert {m.partition for m in mats} == set(keys_of(requests, instance, lake))
+    assert all(m.asset_key == RAW_ARCHIVE and m.metadata["status"].value == "archived" for m in mats)
+    assert instance.get_materialized_partitions(RAW_ARCHIVE) == set(keys_of(requests, instance, lake))
+    # the same tick again finds nothing; re-running the same runs changes nothing and succeeds: an
+    # archived hour is there, so it materializes (status already_archived) instead of failing
+    assert isinstance(evaluate(compression_schedule, lake, h(10.25), instance), SkipReason)
+    again = [execute_ranged(instance, lake, "compress_job", request.tags) for request in requests]
+    statuses = {m.metadata["status"].value for r in again for m in r.asset_materializations_for_node("raw_archive")}
+    assert all(r.success for r in again) and statuses == {"already_archived"}
+    for (inst_id, offset), _ in originals.items():
+        assert layout.records_path(tmp_path, inst_id, h(offset)).exists() == ((inst_id, offset) not in archived)
 
 
-def test_catch_up_after_days_in_one_tick(tmp_path):
+@pytest.mark.parametrize(("hours", "runs"), [(72, 2), (250, 6)])
+def test_catch_up_after_days_in_one_tick(tmp_path, instance, hours, runs):
+    """A catch-up of N hours per instrument is ceil(N / HOURS_PER_RUN) runs per instrument."""
     for inst_id in (BTC, ETH):
-        for offset in range(72):
+        for offset in range(-hours, 0):
             plant_good_hour(tmp_path, inst_id, h(offset), count=1)
-    request = evaluate(compression_schedule, lake_resource(tmp_path), h(72 + 6))
-    assert len(keys_of(request)) == 144
+    lake = lake_resource(tmp_path)
+    requests = evaluate(compression_schedule, lake, h(6), instance)
+    assert len(keys_of(requests, instance, lake)) == 2 * hours and len(requests) == runs
+    assert max(int(r.tags["l2/hours"]) for r in requests) <= 100
+
+
+def test_hours_that_are_not_partitions_are_left_alone(tmp_path, instance, capfd):
+    plant_ten_hours(tmp_path)
+    plant_good_hour(tmp_path, "SOL-USDT-SWAP", h(0), count=1)  # not in the instrument dimension yet
+    lake = lake_resource(tmp_path, partitions_start="2026-11-20-01:00")  # hour 00 is before the partitions
+    requests = evaluate(compression_schedule, lake, h(10.25), instance)
+    assert keys_of(requests, instance, lake) == [str(partition_key(i, h(o))) for i, o in
+                                                 [(BTC, 1), (ETH, 1), (ETH, 2), (BTC, 3), (ETH, 3)]]
+    assert "3 due hour(s) are not raw_archive partitions" in capfd.readouterr().err
 
 
 def test_open_hour_is_never_selected(tmp_path):
     now = datetime.now(UTC)
-    plant_good_hour(tmp_path, BTC, floor_hour(now), count=2)
-    plant_good_hour(tmp_path, BTC, floor_hour(now) - timedelta(hours=1), count=2)
+    current = layout.hour_floor(ms(now))
+    plant_good_hour(tmp_path, BTC, current, count=2)
+    plant_good_hour(tmp_path, BTC, current - timedelta(hours=1), count=2)
     lake = lake_resource(tmp_path, compress_after_hours=0, closed_grace_minutes=61)
     assert compression_due(tmp_path, now, lake.compress_after, lake.grace, now=now) == []
     lake = lake_resource(tmp_path, compress_after_hours=0, closed_grace_minutes=0)
     assert compression_due(tmp_path, now, lake.compress_after, lake.grace, now=now) == [
-        LakeHour(floor_hour(now) - timedelta(hours=1), BTC)]
+        LakeHour(current - timedelta(hours=1), BTC)]
 
 
 def plant_retention_lake(data_dir, now: datetime) -> None:
@@ -202,3 +249,40 @@ def test_deletion_refuses_paths_outside_the_root(tmp_path, instance):
 def test_metadata_schedule_uses_scheduled_time():
     request = instrument_metadata_schedule(build_schedule_context(scheduled_execution_time=h(0.1)))
     assert request.run_key == "metadata-2026-11-20T00:06:00Z"
+
+
+def dagster_backfill_batches(keys: list[str], instance, lake) -> list[list[str]]:
+    """The runs Dagster's asset backfill daemon makes of `keys` of raw_archive (its own function,
+    `build_run_requests_with_backfill_policies`, with the asset's backfill policy)."""
+    from dagster import partition_loading_context
+    from dagster._core.definitions.automation_tick_evaluation_context import (
+        build_run_requests_with_backfill_policies,
+    )
+    from dagster._core.definitions.events import AssetKeyPartitionKey
+
+    graph = lake_definitions(lake).resolve_asset_graph()
+    with partition_loading_context(dynamic_partitions_store=instance):
+        requests = build_run_requests_with_backfill_policies(
+            [AssetKeyPartitionKey(RAW_ARCHIVE, k) for k in keys], graph, instance)
+    return sorted(range_keys(r, instance, lake) for r in requests)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_run_batches_are_the_backfill_daemons_runs(tmp_path, seed):
+    """`partitions.run_batches` (what compression_schedule requests) splits partitions into exactly
+    the runs Dagster's backfill daemon makes of them, without listing every partition since the start."""
+    rng = random.Random(seed)
+    order = [ETH, "SOL-USDT-SWAP", BTC, "XRP-USDT-SWAP"]  # the dynamic dimension's order, not sorted
+    cases = {
+        0: [(i, o) for i in order for o in range(-250, 0)],  # chunks of 100
+        1: [(i, 3) for i in (ETH, BTC, "XRP-USDT-SWAP")],  # one hour: instrument ranges, SOL is a hole
+        2: [(i, o) for i in (ETH, BTC) for o in (0, 1)],  # a tie: grouped by hour
+    }
+    cells = cases.get(seed) or [(i, o) for i in order for o in range(24) if rng.random() < 0.6]
+    keys = [str(partition_key(i, h(o))) for i, o in cells]
+    lake = lake_resource(tmp_path)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with instance_for_test(temp_dir=str(home)) as instance:
+        instance.add_dynamic_partitions("instrument", order)
+        assert run_batches(keys, HOURS_PER_RUN, order) == dagster_backfill_batches(keys, instance, lake)

@@ -11,7 +11,6 @@ from dagster import AssetCheckEvaluation, AssetMaterialization, DagsterInstance,
 
 from collector import layout
 from l2_pipeline import sensors
-from l2_pipeline.hours import floor_hour
 from l2_pipeline.keys import RAW_HOUR
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.quality import HOUR_CHECKS
@@ -21,11 +20,14 @@ from l2_pipeline_tests.lake_factory import (
     BTC,
     ETH,
     apply_sensor_result,
+    backfill_keys,
     crossed_record,
+    event,
     lake_resource,
     make_records,
     ms,
     plant_good_hour,
+    write_events,
     write_hour,
 )
 
@@ -58,10 +60,11 @@ def test_registers_exactly_the_closed_hours(instance, tmp_path):
         plant_good_hour(tmp_path, BTC, BASE_HOUR + timedelta(hours=offset), count=60)
     plant_good_hour(tmp_path, SOL, BASE_HOUR + timedelta(hours=1), count=60, archived=True)
     now = datetime.now(UTC)
-    plant_good_hour(tmp_path, BTC, floor_hour(now), count=2)  # the open hour
-    previous = floor_hour(now) - timedelta(hours=1)
+    current = layout.hour_floor(ms(now))
+    plant_good_hour(tmp_path, BTC, current, count=2)  # the open hour
+    previous = current - timedelta(hours=1)
     plant_good_hour(tmp_path, ETH, previous, count=2)  # closed, but inside the grace chosen below
-    grace_minutes = (now - floor_hour(now)).total_seconds() / 60 + 10
+    grace_minutes = (now - current).total_seconds() / 60 + 10
     lake = lake_resource(tmp_path, closed_grace_minutes=grace_minutes, cadence_seconds=60)
 
     result = tick(instance, lake)
@@ -79,9 +82,11 @@ def test_registers_exactly_the_closed_hours(instance, tmp_path):
                  "crossed_records"):
         assert isinstance(meta[name].value, int | float), name
     assert materializations(result)[key(SOL, 1)].metadata["source_kind"].value == "archive"
-    (run,) = result.run_requests
-    assert run.run_config["ops"]["curate_hours"]["config"]["partition_keys"] == [
-        key(BTC, 0), key(BTC, 1), key(SOL, 1), key(BTC, 2)]  # oldest first
+    (backfill,) = result.run_requests  # a curated_parquet backfill of the new hours
+    assert backfill.requires_backfill_daemon()
+    assert backfill_keys(backfill) == {key(BTC, 0), key(BTC, 1), key(SOL, 1), key(BTC, 2)}
+    assert (backfill.tags["l2/first"], backfill.tags["l2/last"], backfill.tags["l2/hours"]) == (
+        key(BTC, 0), key(BTC, 2), "4")  # oldest first
     cursor = orjson.loads(result.cursor)["last"]
     assert cursor == {BTC: "2026-11-20T02:00:00Z", SOL: "2026-11-20T01:00:00Z"}
     stored = instance.get_materialized_partitions(RAW_HOUR)
@@ -146,8 +151,8 @@ def test_hours_before_partitions_start_are_skipped(instance, tmp_path):
 
 def test_freshness_sensor_reports_changes(instance, tmp_path):
     now = datetime.now(UTC)
-    path = layout.records_path(tmp_path, BTC, floor_hour(now))
-    plant_good_hour(tmp_path, BTC, floor_hour(now), count=1)
+    path = layout.records_path(tmp_path, BTC, layout.hour_floor(ms(now)))
+    plant_good_hour(tmp_path, BTC, layout.hour_floor(ms(now)), count=1)
     lake = lake_resource(tmp_path, instruments=[BTC], freshness_minutes=5)
 
     def run(cursor=None):
@@ -163,3 +168,18 @@ def test_freshness_sensor_reports_changes(instance, tmp_path):
     stale = run(fresh.cursor)
     (evaluation,) = stale.asset_events
     assert not evaluation.passed and "stale" in evaluation.description
+
+
+def test_configured_partitions_start_and_events_only_hours(instance, tmp_path):
+    """The first registrable hour is the resource's `partitions_start` (the one the partitions are
+    built from); an hour with only an events file is registered but not curated (nothing to convert:
+    curating it would fail for want of a records file)."""
+    plant_good_hour(tmp_path, BTC, BASE_HOUR, count=5)
+    plant_good_hour(tmp_path, BTC, BASE_HOUR + timedelta(hours=1), count=5)
+    write_events(tmp_path, BTC, BASE_HOUR + timedelta(hours=2), [event(BTC, "reconnect", BASE_HOUR, reason="x")])
+    result = tick(instance, lake_resource(tmp_path, instruments=[BTC], partitions_start="2026-11-20-01:00"))
+    assert set(materializations(result)) == {key(BTC, 1), key(BTC, 2)}
+    assert materializations(result)[key(BTC, 2)].metadata["note"].value.startswith("only an events file")
+    (backfill,) = result.run_requests
+    assert backfill_keys(backfill) == {key(BTC, 1)}
+    assert RawCursor.parse(result.cursor).last[BTC] == BASE_HOUR + timedelta(hours=2)

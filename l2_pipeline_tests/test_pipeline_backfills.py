@@ -1,0 +1,209 @@
+"""Backfills the way a user launches them, through Dagster's own daemon code.
+
+The bug this guards against: a UI backfill of `curated_parquet` (or `raw_hour`) over a range that
+held an hour with no data ended Failure with nothing to act on. The step of that hour succeeded
+without materializing; the backfill daemon then found "partitions with no materialization status
+despite all runs being complete" and marked them failed.
+
+Each test loads the real code location (`l2_pipeline.definitions`, in a code server the daemon
+starts, like `dagster dev`), launches an asset backfill with the UI's GraphQL mutation
+(`launchPartitionBackfill`: asset selection × partition names), and runs iterations of the
+backfill daemon (`dagster._daemon.backfill.execute_backfill_iteration`). The runs it submits are
+launched by the instance's default run launcher (a process per run, from the code server) and are
+waited for between iterations.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    RunRequest,
+    RunsFilter,
+    build_sensor_context,
+    instance_for_test,
+)
+from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, BACKFILL_ID_TAG
+from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
+from dagster._core.utils import make_new_backfill_id
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import ModuleTarget
+from dagster._daemon.backfill import execute_backfill_iteration
+from dagster._scheduler.scheduler import launch_scheduled_runs
+from dagster._time import get_current_datetime, get_current_timestamp
+from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
+from dagster_graphql.test.utils import execute_dagster_graphql
+
+from collector import layout
+from l2_pipeline.keys import CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
+from l2_pipeline.partitions import partition_key
+from l2_pipeline.sensors import raw_hours_sensor
+from l2_pipeline_tests.lake_factory import BASE_HOUR, BTC, ETH, lake_resource, plant_good_hour, range_keys
+
+REPO = Path(__file__).resolve().parents[1]
+FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+PRESENT = [(BTC, 0), (BTC, 1), (BTC, 2), (ETH, 0), (ETH, 2)]  # ETH 01 has no file at all
+MISSING = str(partition_key(ETH, BASE_HOUR + timedelta(hours=1)))
+
+
+def key(inst_id: str, offset: int) -> str:
+    return str(partition_key(inst_id, BASE_HOUR + timedelta(hours=offset)))
+
+
+@contextmanager
+def daemon_workspace(tmp_path: Path, monkeypatch, hours=PRESENT, **instance_args: Any
+                     ) -> Iterator[tuple[DagsterInstance, WorkspaceProcessContext]]:
+    """A persistent instance and the code location loaded as `dagster dev` loads it, over a lake of
+    `hours` (instrument, offset from BASE_HOUR); the instrument dimension holds BTC and ETH, as the
+    sensor leaves it."""
+    lake_dir = tmp_path / "lake"
+    for inst_id, offset in hours:
+        plant_good_hour(lake_dir, inst_id, BASE_HOUR + timedelta(hours=offset), count=20)
+    for name, value in {"L2_DATA_DIR": str(lake_dir), "L2_INSTRUMENTS": f"{BTC},{ETH}"}.items():
+        monkeypatch.setenv(name, value)  # read by the code server and the run processes
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    target = ModuleTarget(module_name="l2_pipeline.definitions", attribute="defs", working_directory=str(REPO),
+                          location_name="l2_pipeline")
+    with instance_for_test(temp_dir=str(home), **instance_args) as instance, \
+            create_test_daemon_workspace_context(target, instance) as workspace:
+        instance.add_dynamic_partitions("instrument", [BTC, ETH])
+        yield instance, workspace
+
+
+def launch_from_ui(workspace: WorkspaceProcessContext, assets: list[str], keys: list[str]) -> str:
+    """Materialize → partitions of `assets` → Launch backfill, as the UI's dialog sends it (with the
+    in-process executor in the run config: one process per run instead of one per step keeps the
+    test short; the steps are the same)."""
+    result = execute_dagster_graphql(
+        workspace.create_request_context(), LAUNCH_PARTITION_BACKFILL_MUTATION,
+        {"backfillParams": {"assetSelection": [{"path": [asset]} for asset in assets], "partitionNames": keys,
+                            "runConfigData": {"execution": {"config": {"in_process": {}}}}}},
+    )
+    launched = result.data["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return launched["backfillId"]
+
+
+def backfill_runs(instance: DagsterInstance, backfill_id: str) -> list:
+    return instance.get_runs(filters=RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}))
+
+
+def run_backfill(instance: DagsterInstance, workspace: WorkspaceProcessContext, backfill_id: str,
+                 timeout: float = 240) -> PartitionBackfill:
+    """Backfill daemon iterations until the backfill is done, waiting for its runs in between."""
+    deadline = time.monotonic() + timeout
+    while True:
+        list(execute_backfill_iteration(workspace, logging.getLogger("backfill-daemon")))
+        backfill = instance.get_backfill(backfill_id)
+        assert backfill is not None
+        if backfill.status != BulkActionStatus.REQUESTED:
+            return backfill
+        while any(run.status not in FINISHED for run in backfill_runs(instance, backfill_id)):
+            assert time.monotonic() < deadline, [(r.run_id, r.status) for r in backfill_runs(instance, backfill_id)]
+            time.sleep(0.5)
+        assert time.monotonic() < deadline, backfill.status
+
+
+def step_failures(instance: DagsterInstance, run_id: str) -> list[str]:
+    """The descriptions of a run's failed steps, as the UI shows them."""
+    events = instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+    return [e.dagster_event.step_failure_data.error.message for e in events]
+
+
+@pytest.mark.parametrize(("asset", "asset_key", "runs"), [
+    (RAW_HOUR.to_user_string(), RAW_HOUR, 6),  # one partition per run (its partitioned checks need that)
+    (RAW_ARCHIVE.to_user_string(), RAW_ARCHIVE, 2),  # multi_run(100): one range of hours per instrument
+    (CURATED_PARQUET.to_user_string(), CURATED_PARQUET, 2),
+])
+def test_ui_backfill_over_a_missing_hour_fails_naming_it(tmp_path, monkeypatch, asset, asset_key, runs):
+    keys = [key(inst_id, offset) for inst_id in (BTC, ETH) for offset in range(3)]
+    with daemon_workspace(tmp_path, monkeypatch, synchronous_run_coordinator=True) as (instance, workspace):
+        backfill_id = launch_from_ui(workspace, [asset], keys)
+        backfill = run_backfill(instance, workspace, backfill_id)
+
+        assert backfill.status == BulkActionStatus.COMPLETED_FAILED
+        assert instance.get_materialized_partitions(asset_key) == {key(i, o) for i, o in PRESENT}
+        done = backfill_runs(instance, backfill_id)
+        (failed,) = [run for run in done if run.status == DagsterRunStatus.FAILURE]  # the missing hour's
+        (message,) = step_failures(instance, failed.run_id)
+        assert MISSING in message and "no data" in message and "Leave the hour out of the backfill" in message
+        assert str(tmp_path / "lake" / "raw/okx/l2_perps" / ETH / "2026-11-20" / "01.jsonl") in message
+        failed_subset = backfill.asset_backfill_data.failed_and_downstream_subset
+        assert {str(p.partition_key) for p in failed_subset.iterate_asset_partitions()} == {MISSING}
+        assert len(done) == runs
+
+
+def test_ui_backfill_of_present_hours_ends_green(tmp_path, monkeypatch):
+    """One backfill of the three partitioned assets over hours that all have data: raw_hour first
+    (one run per partition), then raw_archive and curated_parquet together (one ranged run)."""
+    keys = [key(BTC, offset) for offset in range(3)]
+    with daemon_workspace(tmp_path, monkeypatch, synchronous_run_coordinator=True) as (instance, workspace):
+        backfill_id = launch_from_ui(workspace, [k.to_user_string() for k in (RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET)],
+                                     keys)
+        backfill = run_backfill(instance, workspace, backfill_id)
+
+        assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS
+        for asset_key in (RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET):
+            assert instance.get_materialized_partitions(asset_key) == set(keys), asset_key
+        runs = backfill_runs(instance, backfill_id)
+        assert all(run.status == DagsterRunStatus.SUCCESS for run in runs) and len(runs) == 3 + 1
+
+
+MOCKED_LAUNCHER = {"run_launcher": {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}}
+
+
+def test_sensor_catch_up_is_one_backfill_of_few_runs(tmp_path, monkeypatch):
+    """250 closed hours × 2 instruments registered in one sensor tick become one curated_parquet
+    backfill, which the backfill daemon splits into 2 × ceil(250 / 100) = 6 runs. (The sensor
+    daemon's submission of the request is `test_daemon_ticks_after_a_ui_cursor_reset`; here it is
+    submitted as `dagster._daemon.sensor._submit_backfill_request` does, to skip storing 3,500
+    runless events.)"""
+    hours = [(inst_id, offset) for inst_id in (BTC, ETH) for offset in range(-250, 0)]
+    with daemon_workspace(tmp_path, monkeypatch, hours, overrides=MOCKED_LAUNCHER) as (instance, workspace):
+        lake = lake_resource(tmp_path / "lake")
+        (request,) = raw_hours_sensor(build_sensor_context(instance=instance, resources={"lake": lake})).run_requests
+        instance.add_backfill(PartitionBackfill.from_asset_graph_subset(
+            backfill_id=make_new_backfill_id(), backfill_timestamp=get_current_timestamp(), tags=request.tags,
+            dynamic_partitions_store=instance, asset_graph_subset=request.asset_graph_subset, title=None,
+            description=None, run_config=None))
+        (backfill,) = instance.get_backfills()
+        assert backfill.asset_selection == [CURATED_PARQUET] and backfill.tags["l2/hours"] == "500"
+        list(execute_backfill_iteration(workspace, logging.getLogger("backfill-daemon")))
+        runs = backfill_runs(instance, backfill.backfill_id)
+        sizes = sorted(len(range_keys(RunRequest(tags=run.tags), instance, lake)) for run in runs)
+        assert sizes == [50, 50, 100, 100, 100, 100] and all(run.asset_selection == {CURATED_PARQUET} for run in runs)
+
+
+def test_compression_schedule_ranged_runs_through_the_scheduler_daemon(tmp_path, monkeypatch):
+    """The scheduler daemon evaluates compression_schedule and launches its ranged compress_job runs
+    (a schedule cannot request a backfill in Dagster 1.13); they archive every due hour."""
+    monkeypatch.setenv("L2_DELETE_AFTER_DAYS", "36500")  # retention_schedule ticks too: keep the planted hours
+    with daemon_workspace(tmp_path, monkeypatch, synchronous_run_coordinator=True) as (instance, workspace):
+        start = get_current_datetime().replace(minute=10, second=0, microsecond=0) - timedelta(hours=1)
+        for minutes in (0, 60):  # the first iteration starts the schedule, the second ticks at :15
+            with freeze_time(start + timedelta(minutes=minutes)):
+                list(launch_scheduled_runs(workspace, logging.getLogger("scheduler"), get_current_datetime(), {}))
+        runs = instance.get_runs(filters=RunsFilter(job_name="compress_job"))
+        assert sorted((run.tags[ASSET_PARTITION_RANGE_START_TAG], run.tags[ASSET_PARTITION_RANGE_END_TAG])
+                      for run in runs) == [(key(BTC, 0), key(BTC, 2)), (key(ETH, 0), key(ETH, 0)),
+                                           (key(ETH, 2), key(ETH, 2))]
+        deadline = time.monotonic() + 120
+        while any(run.status not in FINISHED for run in instance.get_runs()):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert all(run.status == DagsterRunStatus.SUCCESS for run in instance.get_runs())
+        assert all(not layout.records_path(tmp_path / "lake", i, BASE_HOUR + timedelta(hours=o)).exists()
+                   for i, o in PRESENT)
+        assert instance.get_materialized_partitions(RAW_ARCHIVE) == {key(i, o) for i, o in PRESENT}
