@@ -252,22 +252,20 @@ class FeedConnection:
 
     # -- frames --------------------------------------------------------------------------------
 
-    async def _handle(self, ws: ClientConnection, raw: str | bytes) -> bool:
+    async def _handle(self, ws: ClientConnection, raw: str | bytes) -> None:
         recv_ms = wall_ms()
         try:
             decoded = self.venue.decode(raw)
         except BadFrame as exc:
             self._bad_frame(exc)
-            return False
+            return
         if isinstance(decoded, list):
             for msg in decoded:
                 await self._on_book(ws, msg, recv_ms)
-            return True
-        if isinstance(decoded, EventMessage):
+        elif isinstance(decoded, EventMessage):
             await self._on_event(ws, decoded)
         elif not isinstance(decoded, Pong):
             raise AssertionError(decoded)
-        return False
 
     async def _on_book(self, ws: ClientConnection, msg: BookMessage, recv_ms: int) -> None:
         sync = self.syncs.get(msg.inst_id)
@@ -392,8 +390,8 @@ class FeedConnection:
             raise BudgetExhausted(self.name)
         for op, inst_ids in requests:
             await ws.send(self.venue.subscription_request(op, inst_ids))
-        for inst_id in requests[-1][1]:
-            self._subscribed_at[inst_id] = now
+            if op == "subscribe":
+                self._subscribed_at.update(dict.fromkeys(inst_ids, now))
 
     def _cancel_rest_task(self, inst_id: str) -> None:
         task = self._rest_tasks.pop(inst_id, None)

@@ -172,11 +172,7 @@ class LakeWriter:
         repaired = repair_recent_hours(self.data_dir, since)
         wanted = set(inst_ids)
         for hour_file, dropped in repaired:
-            path = hour_file.path.relative_to(self.data_dir)
-            log_event(log, logging.WARNING, "repair", hour_file.inst_id,
-                      f"dropped a torn last line of {dropped} bytes from {path} (left by a crash)")
-            if hour_file.inst_id in wanted:
-                self.event(hour_file.inst_id, "repair", path=str(path), dropped_bytes=dropped)
+            self._report_repair(hour_file.inst_id, hour_file.path, dropped, as_event=hour_file.inst_id in wanted)
         return len(repaired)
 
     def close(self) -> None:
@@ -239,10 +235,15 @@ class LakeWriter:
             fsync_dir(path.parent)
         opened = self._files[key] = _OpenFile(hour, path, fd, os.fstat(fd).st_size)
         if dropped:
-            log_event(log, logging.WARNING, "repair", inst_id,
-                      f"dropped a torn last line of {dropped} bytes from {path} (left by a crash)")
-            self.event(inst_id, "repair", path=str(path.relative_to(self.data_dir)), dropped_bytes=dropped)
+            self._report_repair(inst_id, path, dropped)
         return opened
+
+    def _report_repair(self, inst_id: str, path: Path, dropped: int, *, as_event: bool = True) -> None:
+        relative = path.relative_to(self.data_dir)
+        log_event(log, logging.WARNING, "repair", inst_id,
+                  f"dropped a torn last line of {dropped} bytes from {relative} (left by a crash)")
+        if as_event:
+            self.event(inst_id, "repair", path=str(relative), dropped_bytes=dropped)
 
     def _close(self, key: tuple[str, str]) -> None:
         f = self._files.pop(key)

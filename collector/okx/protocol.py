@@ -78,8 +78,8 @@ def decode(raw: str | bytes) -> Pong | EventMessage | list[BookMessage]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        preview = raw[:80] if isinstance(raw, str) else raw[:80].decode("utf-8", "replace")
-        raise BadFrame("malformed_json", f"{exc} in frame starting {preview!r}") from None
+        start = raw[:80] if isinstance(raw, str) else raw[:80].decode("utf-8", "replace")
+        raise BadFrame("malformed_json", f"{exc} in frame starting {start!r}") from None
     if not isinstance(obj, dict):
         raise BadFrame("wrong_type", f"frame is a JSON {type(obj).__name__}, expected object")
     if "event" in obj:
