@@ -7,7 +7,6 @@ layout cannot drift between them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ EVENTS_SUFFIX = ".events.jsonl"
 ARCHIVE_SUFFIX = ".jsonl.gz"
 
 HOUR = timedelta(hours=1)
+DAY_FORMAT = "%Y-%m-%d"  # the day directories
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HOUR_FILE_RE = re.compile(r"^(\d{2})(\.jsonl\.gz|\.events\.jsonl|\.jsonl)$")
 
@@ -62,7 +62,7 @@ def raw_root(data_dir: Path) -> Path:
 
 def hour_dir(data_dir: Path, inst_id: str, hour: datetime) -> Path:
     _check_hour(hour)
-    return raw_root(data_dir) / validate_inst_id(inst_id) / hour.strftime("%Y-%m-%d")
+    return raw_root(data_dir) / validate_inst_id(inst_id) / hour.strftime(DAY_FORMAT)
 
 
 def records_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
@@ -94,7 +94,7 @@ def curated_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
     """Analysis-ready Parquet of one instrument-hour."""
     _check_hour(hour)
     return (
-        Path(data_dir) / CURATED_PREFIX / validate_inst_id(inst_id) / hour.strftime("%Y-%m-%d")
+        Path(data_dir) / CURATED_PREFIX / validate_inst_id(inst_id) / hour.strftime(DAY_FORMAT)
         / f"{hour:%H}.parquet"
     )
 
@@ -120,7 +120,7 @@ def parse_hour_file(path: Path) -> HourFile | None:
     if not m or not _DATE_RE.fullmatch(date_name) or not INST_ID_RE.fullmatch(inst_id):
         return None
     try:
-        hour = datetime.strptime(f"{date_name} {m.group(1)}", "%Y-%m-%d %H").replace(tzinfo=UTC)
+        hour = datetime.strptime(f"{date_name} {m.group(1)}", f"{DAY_FORMAT} %H").replace(tzinfo=UTC)
     except ValueError:
         return None
     return HourFile(inst_id, hour, _KIND_BY_SUFFIX[m.group(2)], path)
@@ -132,17 +132,3 @@ def list_instruments(data_dir: Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and INST_ID_RE.fullmatch(p.name))
-
-
-def iter_hour_files(data_dir: Path, inst_id: str | None = None) -> Iterator[HourFile]:
-    """Every recognised hour file of the raw lake (optionally one instrument), in path order."""
-    inst_ids = [validate_inst_id(inst_id)] if inst_id else list_instruments(data_dir)
-    for iid in inst_ids:
-        inst_dir = raw_root(data_dir) / iid
-        if not inst_dir.is_dir():
-            continue
-        for day in sorted(d for d in inst_dir.iterdir() if d.is_dir() and _DATE_RE.fullmatch(d.name)):
-            for f in sorted(day.iterdir()):
-                parsed = parse_hour_file(f)
-                if parsed is not None:
-                    yield parsed

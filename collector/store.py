@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from collector import layout
+from collector import lake_walk, layout
 from collector.files import fsync_dir
 from collector.logs import log_event
 from collector.record import build_event, encode_line, format_ts_ms, parse_ts_ms
@@ -92,8 +92,8 @@ def last_record_ts_ms(data_dir: Path, inst_id: str, not_after_ms: int) -> int | 
     the dedup high-water mark and silence every later record), so neither are their hours.
     """
     newest_hour = layout.hour_floor(not_after_ms)
-    files = [f for f in layout.iter_hour_files(data_dir, inst_id)
-             if f.kind in ("records", "archive") and f.hour <= newest_hour]
+    files = [f for f in lake_walk.iter_hour_files(data_dir, inst_id, until=newest_hour)
+             if f.kind in ("records", "archive")]
     for hour_file in sorted(files, key=lambda f: f.hour, reverse=True):
         for line in _complete_lines_newest_first(hour_file.path):
             try:
@@ -113,8 +113,8 @@ def repair_recent_hours(data_dir: Path, since: datetime) -> list[tuple[layout.Ho
     Returns (file, bytes dropped) for each file that was repaired.
     """
     repaired = []
-    for hour_file in layout.iter_hour_files(data_dir):
-        if hour_file.kind in ("records", "events") and hour_file.hour >= since:
+    for hour_file in lake_walk.iter_hour_files(data_dir, after=since - layout.HOUR):
+        if hour_file.kind in ("records", "events"):
             dropped = repair_torn_tail(hour_file.path)
             if dropped:
                 repaired.append((hour_file, dropped))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from collector import layout
+from collector import lake_walk
 from collector.record import parse_ts_ms, record_problems
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "okx_reference"
@@ -109,7 +109,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def lake_records(data_dir: Path) -> dict[str, list[dict]]:
     by_inst: dict[str, list[dict]] = defaultdict(list)
-    for f in layout.iter_hour_files(data_dir):
+    for f in lake_walk.iter_hour_files(data_dir):
         if f.kind == "records":
             data = f.path.read_bytes()
             assert not data or data.endswith(b"\n"), f"torn last line in {f.path}"
@@ -118,14 +118,14 @@ def lake_records(data_dir: Path) -> dict[str, list[dict]]:
 
 
 def lake_events(data_dir: Path) -> list[dict]:
-    return [e for f in layout.iter_hour_files(data_dir) if f.kind == "events" for e in read_jsonl(f.path)]
+    return [e for f in lake_walk.iter_hour_files(data_dir) if f.kind == "events" for e in read_jsonl(f.path)]
 
 
 def count_records(data_dir: Path) -> int:
     """Complete record lines in the lake, for polling while a collector writes: a line being written
     (or a short write about to be truncated back on a full disk) is not counted. The torn-line check
     belongs to `lake_records`/`verify_lake`, run once the collector has stopped."""
-    return sum(f.path.read_bytes().count(b"\n") for f in layout.iter_hour_files(data_dir) if f.kind == "records")
+    return sum(f.path.read_bytes().count(b"\n") for f in lake_walk.iter_hour_files(data_dir) if f.kind == "records")
 
 
 def digest(bids: list, asks: list) -> str:

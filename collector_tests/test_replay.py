@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from collector import layout
+from collector import lake_walk
 from collector.okx.simulator.market import dump_frames
 from collector.record import parse_ts_ms, record_problems
 from collector.replay import replay_file
@@ -75,7 +75,7 @@ def test_replay_cli_and_idempotence(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "collector", "replay", "--input", str(frames), "--data-dir", str(tmp_path)]
     first = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert "290 frames" in first.stdout
-    before = {f.path: f.path.read_bytes() for f in layout.iter_hour_files(tmp_path) if f.kind == "records"}
+    before = {f.path: f.path.read_bytes() for f in lake_walk.iter_hour_files(tmp_path) if f.kind == "records"}
     subprocess.run(cmd, capture_output=True, text=True, check=True)  # same input again: nothing new
-    after = {f.path: f.path.read_bytes() for f in layout.iter_hour_files(tmp_path) if f.kind == "records"}
+    after = {f.path: f.path.read_bytes() for f in lake_walk.iter_hour_files(tmp_path) if f.kind == "records"}
     assert before == after

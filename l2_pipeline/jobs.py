@@ -26,12 +26,12 @@ from dagster import (
 )
 from pydantic import Field
 
+from collector.lake_walk import log_unreadable
 from l2_pipeline.checks import HOUR_CHECK_KEYS
 from l2_pipeline.hours import iso, now_utc, parse_utc
 from l2_pipeline.keys import CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.retention import delete_files, plan_deletions
-from l2_pipeline.selection import log_unreadable
 
 MAX_LISTED = 200  # paths listed in run metadata (counts are always complete)
 

@@ -6,7 +6,7 @@
 Only paths the lake layout names are candidates, and each is deleted only if it is a regular file
 (not a symlink) whose resolved path lies inside the resolved data root; anything else is refused
 and reported. Emptied day directories are removed the same way. `dry_run` reports without deleting.
-A directory that cannot be listed goes to `on_unreadable` (see `l2_pipeline.selection`).
+A directory that cannot be listed goes to `on_unreadable` (see `collector.lake_walk`).
 """
 
 from __future__ import annotations
@@ -14,19 +14,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from collector import layout
+from collector.lake_walk import OnUnreadable, day_dirs, hour_files, list_dir, raise_unreadable
 from l2_pipeline.hours import ended_at_least
-from l2_pipeline.selection import (
-    DAY_FORMAT,
-    LakeHour,
-    OnUnreadable,
-    hour_files,
-    list_dir,
-    raise_unreadable,
-)
+from l2_pipeline.selection import LakeHour
 
 # ASCII digits only: str.isdigit() also accepts "²³", which int() then rejects
 CURATED_NAME_RE = re.compile(r"([01][0-9]|2[0-3])\.parquet")
@@ -69,17 +63,13 @@ def check_inside_root(root: Path, path: Path) -> Path:
 def _curated_files(data_dir: Path, cutoff: datetime, on_unreadable: OnUnreadable) -> list[Candidate]:
     base = Path(data_dir) / layout.CURATED_PREFIX
     out: list[Candidate] = []
-    for inst_dir in sorted(list_dir(base, on_unreadable)):
+    for inst_dir in list_dir(base, on_unreadable):
         if not layout.INST_ID_RE.fullmatch(inst_dir.name):
             continue
-        for day_dir in sorted(list_dir(inst_dir, on_unreadable)):
-            try:
-                day = datetime.strptime(day_dir.name, DAY_FORMAT).replace(tzinfo=UTC)
-            except ValueError:
-                continue
+        for day, day_dir in day_dirs(inst_dir, on_unreadable):
             if day > cutoff:
-                continue
-            for f in sorted(list_dir(day_dir, on_unreadable)):
+                break
+            for f in list_dir(day_dir, on_unreadable):
                 name = CURATED_NAME_RE.fullmatch(f.name)
                 if name is None:
                     continue

@@ -35,13 +35,14 @@ from dagster import (
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from collector.lake_walk import OnUnreadable, log_unreadable
 from l2_pipeline.assets import HOURS_PER_RUN
 from l2_pipeline.hours import iso, now_utc, utc
 from l2_pipeline.jobs import compress_job, instrument_metadata_job, retention_job
 from l2_pipeline.partitions import INSTRUMENT_DIM, parse_partition_key, partition_key, run_batches
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.retention import plan_deletions
-from l2_pipeline.selection import OnUnreadable, compression_due, log_unreadable
+from l2_pipeline.selection import compression_due
 
 
 def scheduled_time(context: ScheduleEvaluationContext) -> datetime:

@@ -56,6 +56,7 @@ from dagster import (
 )
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 
+from collector.lake_walk import OnUnreadable, log_unreadable
 from collector.layout import validate_inst_id
 from l2_pipeline.assets import stats_metadata
 from l2_pipeline.checks import HOUR_CHECK_KEYS, verdict_evaluation
@@ -66,7 +67,7 @@ from l2_pipeline.partitions import INSTRUMENT_DIM, instrument_partitions, lake_p
 from l2_pipeline.quality import collector_freshness, evaluate_hour, unreadable_hour_verdict
 from l2_pipeline.registry import PriorRegistration, prior_registrations
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.selection import LakeHour, OnUnreadable, log_unreadable, pending_registrations
+from l2_pipeline.selection import LakeHour, pending_registrations
 
 FRESHNESS_REEMIT_SECONDS = 600
 

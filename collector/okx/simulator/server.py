@@ -62,13 +62,13 @@ class SimConfig:
     port: int = 0
     instruments: tuple[str, ...] = DEFAULT_INSTRUMENTS
     faults: FaultPlan = field(default_factory=FaultPlan)
-    seed: int = 1
-    interval_ms: int = 100
-    checksum_mode: str = "real"
-    rest_lag_ticks: int = 0
-    notice_grace: float = 60.0
-    silence_seconds: float = 40.0
-    truth_log: Path | None = None
+    seed: int = 1  # the market's random walk; same seed, same book stream
+    interval_ms: int = 100  # between incremental updates, like OKX `books`
+    checksum_mode: str = "real"  # one of CHECKSUM_MODES
+    rest_lag_ticks: int = 0  # REST snapshots lag the WebSocket by this many updates
+    notice_grace: float = 60.0  # seconds from a maintenance notice (event 64008) to the disconnect
+    silence_seconds: float = 40.0  # how long the `silence` fault keeps a connection quiet
+    truth_log: Path | None = None  # JSONL of every true book state and every fault
     start_at_ms: int | None = None  # exchange clock starts here (e.g. just before an hour boundary)
 
     def __post_init__(self) -> None:
