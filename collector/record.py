@@ -2,23 +2,27 @@
 
 A record is one JSON object per line with the fields of `RECORD_FIELDS`, in that order. Prices and
 sizes are the exact strings OKX sent; the mid price is computed with `decimal`, never float.
+
+The collector writes the extended format (`RECORD_FIELDS`). Readers also accept the deployment's
+original format, `ORIGINAL_FIELDS`: the same record without the `ADDED_FIELDS` (CONTRACT.md §2.1);
+`record_format` says which one a record is in.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from collector.okx.checksum import okx_checksum  # book_crc32 is OKX's CRC32 by contract, whatever the venue
 from collector.venues import DEFAULT_VENUE
 
-RECORD_FIELDS: tuple[str, ...] = (
+ORIGINAL_FIELDS: tuple[str, ...] = (
     "timestamp_utc",
     "exchange",
     "market",
@@ -33,10 +37,18 @@ RECORD_FIELDS: tuple[str, ...] = (
     "seqId",
     "prevSeqId",
     "gap_detected",
-    "book_crc32",
-    "recv_ts_utc",
-    "checksum_ok",
 )
+"""The deployment's original record format: readers accept records with only these fields."""
+ADDED_FIELDS: tuple[str, ...] = ("book_crc32", "recv_ts_utc", "checksum_ok")
+"""Our fields after the original ones: a record has all of them (extended) or none (original)."""
+RECORD_FIELDS: tuple[str, ...] = ORIGINAL_FIELDS + ADDED_FIELDS
+"""The extended format: what the collector writes."""
+
+RecordFormat = Literal["original", "extended", "incomplete"]
+ORIGINAL: RecordFormat = "original"
+EXTENDED: RecordFormat = "extended"
+INCOMPLETE: RecordFormat = "incomplete"  # some but not all ADDED_FIELDS: neither format, never valid
+FORMAT_FIELDS: dict[RecordFormat, tuple[str, ...]] = {ORIGINAL: ORIGINAL_FIELDS, EXTENDED: RECORD_FIELDS}
 
 EVENT_TYPES: frozenset[str] = frozenset(
     {
@@ -148,25 +160,56 @@ def is_crossed(rec: dict[str, Any]) -> bool:
         return False
 
 
+def record_format(rec: Mapping[str, Any]) -> RecordFormat:
+    """The format of a record, from which `ADDED_FIELDS` it has: all → EXTENDED, none → ORIGINAL,
+    some → INCOMPLETE (a contract violation `record_problems` reports)."""
+    present = sum(name in rec for name in ADDED_FIELDS)
+    if present == len(ADDED_FIELDS):
+        return EXTENDED
+    return ORIGINAL if present == 0 else INCOMPLETE
+
+
+def _is_timestamp(value: Any) -> bool:
+    try:
+        parse_ts_ms(value)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
+
+
+def _scalar_problems(rec: dict[str, Any]) -> list[str]:
+    """Type problems of the scalar fields that are checked, each only where present."""
+    problems = [f"bad {name} {rec[name]!r}" for name in ("timestamp_utc", "recv_ts_utc")
+                if name in rec and not _is_timestamp(rec[name])]
+    problems += [f"{name} is not a bool" for name in ("gap_detected", "checksum_ok")
+                 if name in rec and not isinstance(rec[name], bool)]
+    if "book_crc32" in rec and type(rec["book_crc32"]) is not int:
+        problems.append("book_crc32 is not an integer")
+    return problems
+
+
 def record_problems(rec: Any, *, check_crossed: bool = True) -> list[str]:
     """Everything wrong with one parsed record line; empty when it honours the contract.
 
+    Accepts both formats (`record_format`): the `ORIGINAL_FIELDS` are always required, the
+    `ADDED_FIELDS` all or none (a record with some of them is reported with the missing ones).
     Checks field presence and order, types, level shape, strict sorting, best/mid consistency,
-    that `book_crc32` matches the record's own top 25 and (unless `check_crossed` is False, for
-    callers that count crossed books separately) that the book is not crossed.
+    that `book_crc32` (where present) matches the record's own top 25 and (unless `check_crossed`
+    is False, for callers that count crossed books separately) that the book is not crossed.
     """
     if not isinstance(rec, dict):
         return [f"record is {type(rec).__name__}, not an object"]
-    missing = [f for f in RECORD_FIELDS if f not in rec]
-    if missing:
+    fmt = record_format(rec)
+    missing = [f for f in FORMAT_FIELDS.get(fmt, RECORD_FIELDS) if f not in rec]  # INCOMPLETE: all fields
+    if any(f in ORIGINAL_FIELDS for f in missing):
         return [f"missing fields: {', '.join(missing)}"]
     problems: list[str] = []
-    if tuple(k for k in rec if k in RECORD_FIELDS) != RECORD_FIELDS:
+    if missing:  # only added fields (INCOMPLETE): reported, and the rest checked where present
+        problems.append(f"missing fields: {', '.join(missing)} (a record has all or none of "
+                        f"{', '.join(ADDED_FIELDS)})")
+    if tuple(k for k in rec if k in RECORD_FIELDS) != tuple(f for f in RECORD_FIELDS if f in rec):
         problems.append("fields out of order")
-    try:
-        parse_ts_ms(rec["timestamp_utc"])
-    except (TypeError, ValueError, AttributeError):
-        problems.append(f"bad timestamp_utc {rec['timestamp_utc']!r}")
+    problems += _scalar_problems(rec)
     bids, asks = rec["bids_top400"], rec["asks_top400"]
     if not isinstance(bids, list) or not isinstance(asks, list):
         return [*problems, "levels are not lists"]
@@ -183,9 +226,7 @@ def record_problems(rec: Any, *, check_crossed: bool = True) -> list[str]:
         problems.append("best_bid/best_ask disagree with levels")
     elif check_crossed and is_crossed(rec):
         problems.append("crossed book: best bid >= best ask")
-    if not isinstance(rec["gap_detected"], bool):
-        problems.append("gap_detected is not a bool")
-    if rec["book_crc32"] != okx_checksum(bids, asks):
+    if type(rec.get("book_crc32")) is int and rec["book_crc32"] != okx_checksum(bids, asks):
         problems.append("book_crc32 does not match the record's own top 25")
     return problems
 

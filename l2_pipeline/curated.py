@@ -13,6 +13,11 @@ compared with the source, then fsynced and atomically renamed (`collector.files.
 Reads `{HH}.jsonl` or `{HH}.jsonl.gz`. Lines that are not JSON objects cannot become rows: they are
 counted in `skipped_lines` (the schema check flags the hour), so rows == source lines exactly when
 the hour is valid.
+
+Records of the original format (CONTRACT.md §2.1, `collector.record.ORIGINAL_FIELDS`) get the same
+schema with `book_crc32`, `recv_ts_utc` and `checksum_ok` null, on both paths: pyarrow's JSON reader
+leaves a field absent from a line null, and `records_to_table` reads every field with `.get`. An
+hour mixing both formats has those columns null exactly in its original-format rows.
 """
 
 from __future__ import annotations

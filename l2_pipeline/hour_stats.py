@@ -6,9 +6,14 @@ everything the quality checks decide on, so the sensor reads each closed hour ex
 
 Counting rules:
 - `records`: lines that parse as a JSON object; `coverage_pct` = records ÷ (3600 ÷ cadence) × 100.
+- `extended_records` / `original_records` / `incomplete_records`: records per format
+  (`collector.record.record_format`); `record_format` names the hour's format, e.g.
+  "extended (17 fields)", "original (14 fields)", or "mixed: 100 original, 1700 extended".
 - `gaps`: max(`gap` events, records with `gap_detected=true`) — the collector writes one of each
   per gap, so taking the larger never double-counts and survives a missing sidecar;
-  `checksum_failures` likewise from `checksum_mismatch` events and `checksum_ok=false` records.
+  `checksum_failures` likewise from `checksum_mismatch` events and `checksum_ok=false` records;
+  a record without `checksum_ok` (original format) was not validated, never a failure, and is
+  counted in `checksum_not_recorded`.
 - `resyncs`: `resync_start` events; `reconnects`: `reconnect` events.
 - `crossed_records`: best_bid ≥ best_ask (exact decimals); `max_spread_bps`: largest
   (ask − bid) ÷ mid × 10⁴ over the hour.
@@ -33,9 +38,18 @@ from typing import IO, Any
 import orjson
 
 from collector import layout
-from collector.record import is_crossed, parse_ts_ms, record_problems
+from collector.record import (
+    FORMAT_FIELDS,
+    INCOMPLETE,
+    RecordFormat,
+    is_crossed,
+    parse_ts_ms,
+    record_format,
+    record_problems,
+)
 
 MAX_EXAMPLES = 5
+FORMATS: tuple[RecordFormat, ...] = (*FORMAT_FIELDS, INCOMPLETE)
 
 
 @dataclass
@@ -54,6 +68,8 @@ class RecordScan:
     non_increasing: int = 0
     gap_markers: int = 0
     checksum_markers: int = 0
+    checksum_not_recorded: int = 0  # records without checksum_ok: not validated
+    formats: Counter[RecordFormat] = field(default_factory=Counter)
     first_ts_ms: int | None = None
     last_ts_ms: int | None = None
     max_spread_bps: float | None = None
@@ -62,6 +78,18 @@ class RecordScan:
     @property
     def invalid_lines(self) -> int:
         return self.bad_json + self.invalid_records
+
+    @property
+    def record_format(self) -> str:
+        """The hour's record format: "extended (17 fields)", "original (14 fields)", "incomplete",
+        "mixed: <count> <format>, …" when records of several formats, or "none" without a record."""
+        present = [fmt for fmt in FORMATS if self.formats[fmt]]
+        if len(present) > 1:
+            return "mixed: " + ", ".join(f"{self.formats[fmt]} {fmt}" for fmt in present)
+        if not present:
+            return "none"
+        fmt = present[0]
+        return f"{fmt} ({len(FORMAT_FIELDS[fmt])} fields)" if fmt in FORMAT_FIELDS else fmt
 
     def note(self, text: str) -> None:
         if len(self.examples) < MAX_EXAMPLES:
@@ -134,6 +162,8 @@ class HourStats:
             "raw_bytes": scan.raw_bytes,
             "crossed_records": scan.crossed_records,
             "invalid_lines": scan.invalid_lines,
+            **{f"{fmt}_records": scan.formats[fmt] for fmt in FORMATS},
+            "checksum_not_recorded": scan.checksum_not_recorded,
             "out_of_hour": scan.out_of_hour,
             "non_increasing": scan.non_increasing,
             "gap_markers": scan.gap_markers,
@@ -150,6 +180,7 @@ class HourStats:
             meta["max_spread_bps"] = round(scan.max_spread_bps, 4)
         meta["source"] = str(self.source) if self.source else ""
         meta["source_kind"] = self.source_kind
+        meta["record_format"] = scan.record_format
         meta["sha256"] = scan.sha256
         return meta
 
@@ -209,6 +240,7 @@ def scan_records(lines: Iterable[bytes], inst_id: str, hour: datetime) -> Record
             scan.note(f"line {n}: JSON {type(rec).__name__}, not an object")
             continue
         scan.records += 1
+        scan.formats[record_format(rec)] += 1
         problems = record_problems(rec, check_crossed=False)
         if rec.get("instId") != inst_id:
             problems.append(f"instId {rec.get('instId')!r} in a file of {inst_id}")
@@ -225,7 +257,9 @@ def scan_records(lines: Iterable[bytes], inst_id: str, hour: datetime) -> Record
             scan.max_spread_bps = spread
         if rec.get("gap_detected") is True:
             scan.gap_markers += 1
-        if rec.get("checksum_ok") is False:
+        if "checksum_ok" not in rec:
+            scan.checksum_not_recorded += 1
+        elif rec["checksum_ok"] is False:
             scan.checksum_markers += 1
         try:
             ts = parse_ts_ms(rec.get("timestamp_utc"))  # type: ignore[arg-type]

@@ -4,6 +4,9 @@ The same verdicts are emitted by the sensor as check evaluations when it registe
 by the partitioned asset checks when a user (re)runs them, so both paths always agree.
 Severity: gaps and checksum failures are WARN (the collector flagged and resynced them, the data
 around them is still exact); the others are ERROR (the hour's data is incomplete or not trusted).
+Hours in the original record format (without book_crc32, recv_ts_utc, checksum_ok; CONTRACT.md
+§2.1) pass the same checks: what a record lacks is not checked, and a missing `checksum_ok` means
+"not validated", never a checksum failure.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ WARN_CHECKS = frozenset({NO_GAPS, NO_CHECKSUM_FAILURES})
 
 DESCRIPTIONS: dict[str, str] = {
     NO_GAPS: "No sequence gap in the hour (gap events / gap_detected markers). WARN.",
-    NO_CHECKSUM_FAILURES: "No OKX checksum mismatch in the hour (events / checksum_ok=false markers). WARN.",
+    NO_CHECKSUM_FAILURES: "No OKX checksum mismatch in the hour (events / checksum_ok=false markers; records "
+                          "without checksum_ok are not validated, not failures). WARN.",
     COVERAGE: "Records ≥ threshold % of 3600/cadence (LakeResource.coverage_threshold_pct, default 95).",
     NO_CROSSED_BOOKS: "No record with best bid ≥ best ask.",
-    SCHEMA_VALID: "Every line parses; required fields in order, sorted levels, book_crc32 verifies, instId matches.",
+    SCHEMA_VALID: "Every line parses; fields of the original or extended format in order, sorted levels, "
+                  "book_crc32 verifies where present, instId matches.",
     TIMESTAMPS_VALID: "Every timestamp_utc inside the partition hour and strictly increasing.",
     COLLECTOR_FRESHNESS: "Each configured instrument's current hour file was written within freshness_minutes.",
 }
@@ -63,9 +68,12 @@ def evaluate_hour(stats: HourStats, coverage_threshold_pct: float) -> list[Verdi
     out = [
         verdict(NO_GAPS, stats.gaps == 0, f"{stats.gaps} gap(s)", gaps=stats.gaps,
                 gap_events=stats.events.count("gap"), gap_markers=scan.gap_markers, resyncs=stats.resyncs),
-        verdict(NO_CHECKSUM_FAILURES, stats.checksum_failures == 0, f"{stats.checksum_failures} checksum failure(s)",
+        verdict(NO_CHECKSUM_FAILURES, stats.checksum_failures == 0,
+                f"{stats.checksum_failures} checksum failure(s)" + (
+                    f"; {scan.checksum_not_recorded} record(s) without checksum_ok (not validated)"
+                    if scan.checksum_not_recorded else ""),
                 checksum_failures=stats.checksum_failures, mismatch_events=stats.events.count("checksum_mismatch"),
-                checksum_markers=scan.checksum_markers),
+                checksum_markers=scan.checksum_markers, checksum_not_recorded=scan.checksum_not_recorded),
         verdict(COVERAGE, stats.coverage_pct >= coverage_threshold_pct,
                 "no records file for this hour" if none else
                 f"coverage {stats.coverage_pct:.2f}% (threshold {coverage_threshold_pct:g}%)",
@@ -74,9 +82,10 @@ def evaluate_hour(stats: HourStats, coverage_threshold_pct: float) -> list[Verdi
         verdict(NO_CROSSED_BOOKS, scan.crossed_records == 0, f"{scan.crossed_records} crossed record(s)",
                 crossed_records=scan.crossed_records),
         verdict(SCHEMA_VALID, scan.invalid_lines == 0,
-                f"{scan.invalid_lines} invalid line(s) of {scan.lines}" + (f":\n{examples}" if examples else ""),
+                f"{scan.invalid_lines} invalid line(s) of {scan.lines}, record format {scan.record_format}"
+                + (f":\n{examples}" if examples else ""),
                 invalid_lines=scan.invalid_lines, unparseable_lines=scan.bad_json,
-                invalid_records=scan.invalid_records, lines=scan.lines),
+                invalid_records=scan.invalid_records, lines=scan.lines, record_format=scan.record_format),
         verdict(TIMESTAMPS_VALID, scan.out_of_hour == 0 and scan.non_increasing == 0,
                 f"{scan.out_of_hour} outside the hour, {scan.non_increasing} not increasing",
                 out_of_hour=scan.out_of_hour, non_increasing=scan.non_increasing),

@@ -1,7 +1,7 @@
 """Plant lakes for the pipeline tests: records built with `collector.record.build_record` and
 written with `encode_line` at the paths `collector.layout` defines, plus helpers that damage an
 hour in the ways the quality checks must catch (gaps, torn/invalid lines, crossed books,
-out-of-hour timestamps)."""
+out-of-hour timestamps), and `without_fields` to plant the original record format."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from collector import layout
-from collector.record import build_event, build_record, encode_line
+from collector.record import ADDED_FIELDS, build_event, build_record, encode_line
 
 BTC = "BTC-USDT-SWAP"
 ETH = "ETH-USDT-SWAP"
@@ -53,6 +53,12 @@ def make_records(inst_id: str, hour: datetime, *, count: int = 1800, cadence_ms:
     start = ms(hour) + first_offset_ms
     return [make_record(inst_id, start + i * cadence_ms, seq=1000 + i, depth=depth, mid_ticks=970_000 + (i % 50) - 25)
             for i in range(count)]
+
+
+def without_fields(record: dict[str, Any], fields: Iterable[str] = ADDED_FIELDS) -> dict[str, Any]:
+    """`record` without `fields`, order kept; by default the original record format (CONTRACT.md §2.1)."""
+    drop = set(fields)
+    return {k: v for k, v in record.items() if k not in drop}
 
 
 def write_lines(path: Path, lines: Iterable[bytes], *, gz: bool = False) -> Path:
