@@ -13,12 +13,15 @@ it, so one bad directory is a warning in a sensor tick's log instead of a tick t
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from collector import layout
+
+_HOUR_NAME_RE = re.compile(r"([01][0-9]|2[0-3])\.")  # {HH}.jsonl, {HH}.jsonl.gz, {HH}.parquet, …
 
 OnUnreadable = Callable[[Path, OSError], None]
 
@@ -106,3 +109,21 @@ def hour_files(
     for hour_file in iter_hour_files(data_dir, inst_id, after=after, until=until, on_unreadable=on_unreadable):
         found[hour_file.hour][hour_file.kind] = hour_file.path
     return dict(found)
+
+
+def first_hour(data_dir: Path, on_unreadable: OnUnreadable = raise_unreadable) -> datetime | None:
+    """The earliest hour that has a file in the raw or curated lake (None for an empty lake): one
+    listing per instrument directory plus one of each instrument's first day."""
+    earliest: datetime | None = None
+    for prefix in (layout.RAW_PREFIX, layout.CURATED_PREFIX):
+        for inst_dir in list_dir(Path(data_dir) / prefix, on_unreadable):
+            if not layout.INST_ID_RE.fullmatch(inst_dir.name):
+                continue
+            for day, directory in day_dirs(inst_dir, on_unreadable):
+                hours = [int(m.group(1)) for p in list_dir(directory, on_unreadable)
+                         if (m := _HOUR_NAME_RE.match(p.name))]
+                if hours:
+                    hour = day.replace(hour=min(hours))
+                    earliest = hour if earliest is None else min(earliest, hour)
+                    break
+    return earliest

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 
 from collector import lake_walk
-from collector.record import parse_ts_ms, record_problems
+from collector.record import EXTENDED, parse_ts_ms, record_format, record_problems
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "okx_reference"
 LISTENING_RE = re.compile(r"SIMULATOR LISTENING (ws://\S+) (http://\S+)")
@@ -158,6 +158,7 @@ def verify_lake(data_dir: Path, truth_log: Path) -> Verification:
         for rec, ts in zip(records, stamps, strict=True):
             problems = record_problems(rec)
             assert not problems, (inst_id, rec["timestamp_utc"], problems)
+            assert record_format(rec) == EXTENDED, (inst_id, rec["timestamp_utc"], "the collector writes every field")
             if rec["gap_detected"] or rec["checksum_ok"] is False:
                 result.flagged += 1
                 continue

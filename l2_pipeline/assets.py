@@ -1,7 +1,8 @@
 """The lake's assets, all partitioned by UTC hour × instrument except the instrument metadata.
 
-- `raw_hour`: the collector's hour file. Registered (materialized without a run) by
-  `raw_hours_sensor` when the hour closes; materializing it in a run re-registers the hour.
+- `raw_hour`: the collector's hour file, registered when the hour closes: `raw_hours_sensor`
+  requests a backfill of it (its runs also evaluate the six hour checks, see `l2_pipeline.checks`);
+  its metadata holds the hour's figures and the `fingerprint` of its files.
 - `raw_archive`: the verified `{HH}.jsonl.gz` of the hour (see `l2_pipeline.archive`).
 - `curated_parquet`: the hour as typed, zstd Parquet (see `l2_pipeline.curated`).
 - `instrument_metadata`: OKX instrument objects and their change history under `meta/`.
@@ -9,17 +10,16 @@
 The partitioned assets are built by `build_lake_assets(partitions)` when the code location loads
 (the hour dimension starts where the configuration says). Materializing `raw_archive` or
 `curated_parquet` is the only way their files are written: UI runs and backfills,
-`compression_schedule` and `raw_hours_sensor` all end in these functions.
+`compression_schedule` and `raw_hours_sensor` all end in these functions. An hour found already
+archived when it is registered gets its `raw_archive` materialization the same way (the sensor's
+backfill includes it; `archive_hour` reports it `already_archived`).
 
 Runs and missing data:
-- `raw_archive` and `curated_parquet` have `BackfillPolicy.multi_run(HOURS_PER_RUN)`: a backfill
+- `raw_hour`, `raw_archive` and `curated_parquet` have `BackfillPolicy.multi_run(HOURS_PER_RUN)`: a backfill
   (or a schedule tick) of N hours is a few runs of up to `HOURS_PER_RUN` partitions each. A run
-  processes every hour of its range, records one materialization per hour it wrote or found
-  done, and then fails if any hour could not be done, naming each of them and why.
-- `raw_hour` runs one partition per run: its partitioned checks can record an evaluation's
-  partition only in a single-partition step (Dagster 1.13: `AssetCheckResult` has no partition;
-  dagster/_core/definitions/asset_checks/asset_check_result.py takes it from the step's partition
-  key, and a ranged step has none).
+  processes every hour of its range and records one materialization per hour, with that hour's
+  metadata; if any hour could not be done it records the others and fails, naming each failed
+  hour and why.
 - An hour without any data file fails its step with the paths looked for and what to do; it is
   never a silent success (a backfill would mark it failed with no explanation). An hour whose file
   exists but holds no record materializes, with a `note` metadata entry saying so (records /
@@ -28,8 +28,10 @@ Runs and missing data:
 
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,18 +46,21 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     MultiPartitionsDefinition,
+    Nothing,
+    Output,
     asset,
 )
 
 from collector import layout
 from l2_pipeline.archive import ArchiveVerificationError, archive_hour
 from l2_pipeline.curated import write_parquet
-from l2_pipeline.hour_stats import HourStats, compute_hour_stats
+from l2_pipeline.hour_stats import HourStats
 from l2_pipeline.hours import is_closed, iso, now_utc
 from l2_pipeline.instruments import fetch_swap_instruments, refresh_instruments
 from l2_pipeline.keys import CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import parse_partition_key
 from l2_pipeline.resources import LakeResource
+from l2_pipeline.stats_cache import fingerprint, hour_stats
 
 LAKE_GROUP = "lake"
 HOURS_PER_RUN = 100  # partitions per run of raw_archive / curated_parquet (≈ 1 min of work on a full hour each)
@@ -89,6 +94,45 @@ def stats_metadata(stats: HourStats) -> dict[str, Any]:
     return meta
 
 
+@dataclass(frozen=True)
+class RegisteredHour:
+    """What `raw_hour` records of one hour: its figures, or the error that kept it from being read."""
+
+    stats: HourStats | None
+    fingerprint: str
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "registered" if self.stats is None or self.stats.has_data else "no_data"
+
+    @property
+    def empty(self) -> bool:
+        return False  # stats_metadata already notes an hour without records
+
+    @property
+    def warning(self) -> str | None:
+        return f"cannot read the hour ({self.error}): registered with the error, schema_valid fails" \
+            if self.error else None
+
+    def metadata(self) -> dict[str, Any]:
+        meta = stats_metadata(self.stats) if self.stats is not None else {"error": MetadataValue.text(self.error or "")}
+        return {**meta, "fingerprint": self.fingerprint}
+
+
+def register_hour(data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta, *,
+                  cadence_seconds: float) -> RegisteredHour:
+    """Read one closed hour's figures. An hour that cannot be read (corrupt gzip, I/O error) is
+    registered with its error rather than failing the run: its `schema_valid` check says so."""
+    if not is_closed(hour, now, grace):
+        raise HourFailed(f"{inst_id} {iso(hour)} is the open hour (or inside the {grace} grace): not registered")
+    try:
+        stats, files = hour_stats(data_dir, inst_id, hour, cadence_seconds)
+    except Exception as exc:  # any unreadable file: the hour is registered with the error
+        return RegisteredHour(None, fingerprint(data_dir, inst_id, hour), f"{type(exc).__name__}: {exc}")
+    return RegisteredHour(stats, files)
+
+
 class HourResult(Protocol):
     """What `archive_hour` and `write_parquet` return for one hour."""
 
@@ -107,11 +151,16 @@ HourWork = Callable[[Path, str, datetime, datetime, timedelta], HourResult]
 
 
 def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: HourWork
-                      ) -> Iterator[AssetMaterialization]:
-    """Run `work` on every partition of the step (one, or a range); one materialization per hour it
-    did; then a `Failure` naming every hour it could not do and why (the others are kept)."""
+                      ) -> Iterator[Output | AssetMaterialization]:
+    """Run `work` on every partition of the step (one, or a range).
+
+    All done: the step's output, with each hour's metadata added to its partition
+    (`add_asset_metadata`), so Dagster records one materialization per hour and later steps of the
+    same run (the hour checks, assets downstream) run. Some failed: one materialization per hour that
+    was done, then a `Failure` naming every hour that could not be done and why."""
     keys = context.partition_keys
     failed: dict[str, str] = {}
+    done: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
     for key in keys:
         try:
@@ -128,65 +177,60 @@ def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: 
             continue
         if result.warning:
             context.log.warning(f"{key}: {result.warning}")
-        metadata = result.metadata()
+        done[key] = result.metadata()
         if result.empty:
-            metadata["note"] = EMPTY_NOTE
-        yield AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
-    done = len(keys) - len(failed)
-    context.log.info(f"{context.asset_key.to_user_string()}: {done} of {len(keys)} hour(s) materialized "
+            done[key]["note"] = EMPTY_NOTE
+    context.log.info(f"{context.asset_key.to_user_string()}: {len(done)} of {len(keys)} hour(s) materialized "
                      f"in {time.monotonic() - started:.1f}s")
-    if failed:
-        listed = list(failed)[:MAX_LISTED]
-        more = f"{len(failed) - len(listed)} more" if len(failed) > len(listed) else ""
-        raise Failure(
-            description=f"{len(failed)} of {len(keys)} hour(s) not materialized (the other {done} were):\n"
-            + "\n".join(f"- {key}: {failed[key]}" for key in listed) + (f"\n… and {more}" if more else ""),
-            metadata={"failed_hours": MetadataValue.json(listed), "failed": len(failed), "materialized": done},
-        )
+    if not failed:
+        for key, metadata in done.items():
+            context.add_asset_metadata(metadata, partition_key=key)
+        yield Output(None)
+        return
+    for key, metadata in done.items():
+        yield AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
+    listed = list(failed)[:MAX_LISTED]
+    more = f"{len(failed) - len(listed)} more" if len(failed) > len(listed) else ""
+    raise Failure(
+        description=f"{len(failed)} of {len(keys)} hour(s) not materialized (the other {len(done)} were):\n"
+        + "\n".join(f"- {key}: {failed[key]}" for key in listed) + (f"\n… and {more}" if more else ""),
+        metadata={"failed_hours": MetadataValue.json(listed), "failed": len(failed), "materialized": len(done)},
+    )
 
 
 def build_lake_assets(partitions: MultiPartitionsDefinition) -> list[AssetsDefinition]:
     """`raw_hour`, `raw_archive` and `curated_parquet` over `partitions` (hour × instrument)."""
 
-    def hours_asset(key: AssetKey, kind: str, description: str) -> Callable[[Callable[..., Any]], AssetsDefinition]:
-        """Decorator of an asset derived from raw_hour whose runs take a range of partitions."""
+    def hours_asset(key: AssetKey, kind: str, description: str, deps: Sequence[AssetKey] = (RAW_HOUR,)
+                    ) -> Callable[[Callable[..., Any]], AssetsDefinition]:
+        """Decorator of a lake asset whose runs take a range of partitions."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", BetaWarning)  # backfill_policy on @asset is "beta" in Dagster 1.13
-            return asset(key=key, deps=[RAW_HOUR], partitions_def=partitions,
+            return asset(key=key, deps=deps, partitions_def=partitions,
                          backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=HOURS_PER_RUN),
-                         group_name=LAKE_GROUP, output_required=False, kinds={kind}, description=description)
+                         group_name=LAKE_GROUP, output_required=False, dagster_type=Nothing, kinds={kind},
+                         description=description)
 
-    @asset(
-        key=RAW_HOUR,
-        partitions_def=partitions,
-        group_name=LAKE_GROUP,
-        kinds={"json"},
-        description="One closed hour of one instrument as the collector wrote it ({HH}.jsonl or its .jsonl.gz). "
-        "Registered by raw_hours_sensor; materializing re-reads the hour and refreshes its metadata.",
+    @hours_asset(
+        RAW_HOUR, "json", "One closed hour of one instrument as the collector wrote it ({HH}.jsonl or its .jsonl.gz). "
+        "raw_hours_sensor registers each closed hour with a backfill of this asset and its six quality checks; "
+        "materializing re-reads the hour and refreshes its figures.", deps=[],
     )
-    def raw_hour(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
-        inst_id, hour = parse_partition_key(context.partition_key)
-        if not is_closed(hour, now_utc(), lake.grace):
-            raise Failure(f"{inst_id} {iso(hour)} is the open hour (or inside the {lake.grace} grace): not registered")
-        stats = compute_hour_stats(lake.root, inst_id, hour, lake.cadence_seconds)
-        if not stats.has_data:
-            paths = [f(lake.root, inst_id, hour) for f in (layout.records_path, layout.archive_path,
-                                                            layout.events_path)]
-            raise Failure(f"{context.partition_key}: {missing_data(inst_id, paths)}")
-        return MaterializeResult(metadata=stats_metadata(stats))
+    def raw_hour(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
+        yield from materialize_hours(context, lake, partial(register_hour, cadence_seconds=lake.cadence_seconds))
 
     @hours_asset(
         RAW_ARCHIVE, "gzip", "Verified gzip of the hour ({HH}.jsonl.gz; sha256 and line count of the decompressed "
         "archive equal the original's before the .jsonl is removed). Idempotent; never the open hour."
     )
-    def raw_archive(context: AssetExecutionContext, lake: LakeResource) -> Iterator[AssetMaterialization]:
+    def raw_archive(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
         yield from materialize_hours(context, lake, archive_hour)
 
     @hours_asset(
         CURATED_PARQUET, "parquet", "The hour as analysis-ready Parquet (pyarrow, zstd): timestamps as "
         "timestamp[ms, UTC], prices as float64 plus exact strings, levels as list<struct>; one row per source record."
     )
-    def curated_parquet(context: AssetExecutionContext, lake: LakeResource) -> Iterator[AssetMaterialization]:
+    def curated_parquet(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
         yield from materialize_hours(context, lake, write_parquet)
 
     return [raw_hour, raw_archive, curated_parquet]

@@ -1,10 +1,21 @@
 """Asset checks on `raw_hour`: six partition-aware quality checks and collector freshness.
 
 `raw_hour_quality` (one multi-asset check, partitioned like the asset; built by
-`build_hour_checks(partitions)` when the code location loads) re-reads the partition's files and
-emits the verdicts of `l2_pipeline.quality.evaluate_hour`; the sensor emits the very same verdicts
-as check evaluations when it registers an hour, so every closed hour has check results without a
-run. `collector_freshness` is not partitioned: it looks at the open hour, and
+`build_hour_checks(partitions)` when the code location loads) emits, for every hour of its step
+(one partition or a range), the verdicts of `l2_pipeline.quality.evaluate_hour`:
+- in every run that materializes `raw_hour` (Dagster adds an asset's checks to its runs, also to
+  the sensor's registration backfill), reusing the figures the `raw_hour` step just read;
+- on their own, without rewriting the hour: `hour_checks_job` for chosen partitions. The checks
+  can be subset (`can_subset`), so one check can run alone.
+
+Each verdict is an `AssetCheckEvaluation` for its partition that names the hour's latest
+`raw_hour` materialization as its target. That is what makes it count as the partition's current
+check status everywhere Dagster shows health (the check's Partitions tab, the asset's partitions,
+the lineage node, the Checks sidebar): an evaluation without a target is never current. A plain
+`AssetCheckResult` cannot do this for a range: Dagster 1.13 takes its partition from the step's
+single partition key (dagster/_core/definitions/asset_checks/asset_check_result.py).
+
+`collector_freshness` is not partitioned: it looks at the open hour, and
 `collector_freshness_sensor` re-evaluates it every minute.
 """
 
@@ -26,8 +37,10 @@ from dagster import (
     asset_check,
     multi_asset_check,
 )
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
-from l2_pipeline.hour_stats import compute_hour_stats
 from l2_pipeline.hours import now_utc
 from l2_pipeline.keys import RAW_HOUR
 from l2_pipeline.partitions import parse_partition_key
@@ -38,8 +51,11 @@ from l2_pipeline.quality import (
     Verdict,
     collector_freshness,
     evaluate_hour,
+    unreadable_hour_verdict,
 )
+from l2_pipeline.registry import latest_materializations
 from l2_pipeline.resources import LakeResource
+from l2_pipeline.stats_cache import hour_stats
 
 HOUR_CHECK_KEYS = [AssetCheckKey(RAW_HOUR, name) for name in HOUR_CHECKS]
 
@@ -65,9 +81,20 @@ def verdict_result(verdict: Verdict) -> AssetCheckResult:
     return AssetCheckResult(**_fields(verdict))
 
 
-def verdict_evaluation(verdict: Verdict, partition: str | None) -> AssetCheckEvaluation:
-    """A verdict as a runless check evaluation (emitted by sensors)."""
-    return AssetCheckEvaluation(**_fields(verdict), partition=partition)
+def verdict_evaluation(verdict: Verdict, partition: str | None,
+                       target: AssetCheckEvaluationTargetMaterializationData | None = None) -> AssetCheckEvaluation:
+    """A verdict as a check evaluation of `partition`, about the materialization `target`."""
+    return AssetCheckEvaluation(**_fields(verdict), partition=partition, target_materialization_data=target)
+
+
+def hour_verdicts(lake: LakeResource, key: str) -> list[Verdict]:
+    """The six verdicts of one hour (only a failed `schema_valid` when its files cannot be read)."""
+    inst_id, hour = parse_partition_key(key)
+    try:
+        stats, _ = hour_stats(lake.root, inst_id, hour, lake.cadence_seconds)
+    except Exception as exc:  # one unreadable hour must not cost the other hours of the range their checks
+        return [unreadable_hour_verdict(f"{type(exc).__name__}: {exc}")]
+    return evaluate_hour(stats, lake.coverage_threshold_pct)
 
 
 def build_hour_checks(partitions: MultiPartitionsDefinition) -> AssetChecksDefinition:
@@ -77,13 +104,19 @@ def build_hour_checks(partitions: MultiPartitionsDefinition) -> AssetChecksDefin
         specs = [AssetCheckSpec(name, asset=RAW_HOUR, description=DESCRIPTIONS[name], partitions_def=partitions)
                  for name in HOUR_CHECKS]
 
-    @multi_asset_check(specs=specs, name="raw_hour_quality")
-    def raw_hour_quality(context: AssetCheckExecutionContext, lake: LakeResource) -> Iterator[AssetCheckResult]:
-        """Gaps, checksum failures, coverage, crossed books, schema and timestamps of one hour."""
-        inst_id, hour = parse_partition_key(context.partition_key)
-        stats = compute_hour_stats(lake.root, inst_id, hour, lake.cadence_seconds)
-        for verdict in evaluate_hour(stats, lake.coverage_threshold_pct):
-            yield verdict_result(verdict)
+    @multi_asset_check(specs=specs, name="raw_hour_quality", can_subset=True)
+    def raw_hour_quality(context: AssetCheckExecutionContext, lake: LakeResource) -> Iterator[AssetCheckEvaluation]:
+        """Gaps, checksum failures, coverage, crossed books, schema and timestamps of each hour of the step."""
+        selected = {key.name for key in context.selected_asset_check_keys}
+        keys = list(context.op_execution_context.partition_keys)
+        targets = {key: AssetCheckEvaluationTargetMaterializationData(
+                       storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp)
+                   for key, r in latest_materializations(context.instance, keys).items()}
+        for key in keys:
+            for verdict in hour_verdicts(lake, key):
+                if verdict.check_name in selected:
+                    yield verdict_evaluation(verdict, key, targets.get(key))
+        context.log.info(f"evaluated {len(selected)} check(s) on {len(keys)} hour(s)")
 
     return raw_hour_quality
 

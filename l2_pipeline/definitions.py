@@ -7,35 +7,66 @@ Asset graph (all but instrument_metadata partitioned by UTC hour × instrument):
     instrument_metadata
 
 Loading reads the `L2_*` environment variables once (`lake_resource_from_env`: an invalid value
-stops the load with an error naming the variable) and builds the hour × instrument partitions from
-that same resource (`partitions_start`), so the partitions and what the sensor and schedules
-select always agree. Nothing here touches the network or the lake at load time.
+stops the load with an error naming the variable) and fixes the partitions (`partitions_at_load`):
+the instruments configured or present in the lake, and hours from `L2_PARTITIONS_START` or the
+lake's first hour. That costs one directory listing per instrument; nothing here touches the
+network. Sensors and schedules are built from the same partitions, so what they select and what
+is a partition always agree.
+
+Steps run in the run's own process (`in_process_executor`): a run's parallelism is its range of
+hours, read one after the other, and runs of different ranges run side by side. It also lets the
+hour checks reuse the figures the `raw_hour` step of the same run just read (`stats_cache`).
 """
 
 from __future__ import annotations
 
-from dagster import Definitions
+import logging
+import os
+from datetime import datetime
 
+from dagster import Definitions, MultiPartitionsDefinition, in_process_executor
+
+from collector.lake_walk import first_hour, log_unreadable
 from l2_pipeline.assets import build_lake_assets, instrument_metadata
 from l2_pipeline.checks import build_hour_checks, collector_freshness_check
-from l2_pipeline.jobs import compress_job, curate_job, instrument_metadata_job, raw_hour_job, retention_job
+from l2_pipeline.hours import now_utc
+from l2_pipeline.jobs import (
+    compress_job,
+    curate_job,
+    hour_checks_job,
+    instrument_metadata_job,
+    raw_hour_job,
+    retention_job,
+)
 from l2_pipeline.partitions import lake_partitions
 from l2_pipeline.resources import LakeResource, lake_resource_from_env
-from l2_pipeline.schedules import compression_schedule, instrument_metadata_schedule, retention_schedule
-from l2_pipeline.sensors import collector_freshness_sensor, raw_hours_sensor
+from l2_pipeline.schedules import build_compression_schedule, instrument_metadata_schedule, retention_schedule
+from l2_pipeline.sensors import build_raw_hours_sensor, collector_freshness_sensor
+
+log = logging.getLogger(__name__)
+
+
+def partitions_at_load(lake: LakeResource, now: datetime | None = None) -> MultiPartitionsDefinition:
+    """Hour × instrument partitions over what `lake` holds now (see the module docstring)."""
+    start = lake.configured_start or first_hour(lake.root, log_unreadable(log))
+    if start is None:
+        start = (now or now_utc()).replace(hour=0, minute=0, second=0, microsecond=0)
+    return lake_partitions(start, lake.known_instruments())
 
 
 def build_definitions(lake: LakeResource | None = None) -> Definitions:
     """The code location over `lake` (default: configured by the process environment)."""
-    lake = lake_resource_from_env() if lake is None else lake
-    partitions = lake_partitions(lake.first_hour)
+    settings = lake_resource_from_env(os.environ) if lake is None else lake
+    partitions = partitions_at_load(settings)
     return Definitions(
         assets=[*build_lake_assets(partitions), instrument_metadata],
         asset_checks=[build_hour_checks(partitions), collector_freshness_check],
-        jobs=[compress_job, curate_job, retention_job, raw_hour_job, instrument_metadata_job],
-        schedules=[compression_schedule, retention_schedule, instrument_metadata_schedule],
-        sensors=[raw_hours_sensor, collector_freshness_sensor],
-        resources={"lake": lake},
+        jobs=[compress_job, curate_job, raw_hour_job, hour_checks_job, retention_job,
+              instrument_metadata_job],
+        schedules=[build_compression_schedule(partitions), retention_schedule, instrument_metadata_schedule],
+        sensors=[build_raw_hours_sensor(partitions), collector_freshness_sensor],
+        resources={"lake": lake_resource_from_env() if lake is None else lake},
+        executor=in_process_executor,
     )
 
 

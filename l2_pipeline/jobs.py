@@ -3,8 +3,12 @@
 - `compress_job` (`raw_archive`) is what `compression_schedule` launches: one run per partition
   range, as an asset backfill with the asset's backfill policy would split them.
 - `curate_job` (`curated_parquet`) and `raw_hour_job` (`raw_hour` and its six hour checks) are for
-  runs launched by hand; `raw_hours_sensor` requests the same assets (a backfill of
-  `curated_parquet`, one run of `raw_hour` + hour checks per changed hour).
+  runs launched by hand; `raw_hours_sensor` requests the same assets as one backfill.
+- `hour_checks_job` (the six hour checks alone, partitioned like `raw_hour`) re-runs checks on
+  chosen hours without rewriting them: the UI cannot execute a partitioned check on its own
+  (Dagster 1.13: "Executing checks on their own for partitioned assets is not yet supported"), so
+  launch this job from its page (one partition, or a backfill over many); pick checks with the
+  Launchpad's op/check selection.
 - `retention_job` (op `delete_expired`) is what `retention_schedule` launches.
 """
 
@@ -102,8 +106,15 @@ curate_job = define_asset_job(
 raw_hour_job = define_asset_job(
     "raw_hour_job",
     selection=AssetSelection.assets(RAW_HOUR).without_checks() | AssetSelection.checks(*HOUR_CHECK_KEYS),
-    description="Re-register hours and re-run their six quality checks, one partition per run. raw_hours_sensor "
-    "requests the same selection for an already registered hour whose content changed.",
+    description="Register hours again (re-read their files, refresh their figures) and evaluate their six quality "
+    "checks; raw_hours_sensor requests the same selection as a backfill.",
+)
+
+
+hour_checks_job = define_asset_job(
+    "hour_checks_job",
+    selection=AssetSelection.checks(*HOUR_CHECK_KEYS),
+    description="Re-run the six quality checks of raw_hour on chosen hours, without rewriting them.",
 )
 
 instrument_metadata_job = define_asset_job(

@@ -1,14 +1,16 @@
 """Partitions of every lake asset: UTC hour × instrument, and how many runs a set of them takes.
 
-The instrument dimension is dynamic: `raw_hours_sensor` adds an instId as soon as it is configured
-(`L2_INSTRUMENTS`) or has a directory in the lake, so a new instrument needs neither a code change
-nor a code-location reload, and instruments dropped from the configuration keep their history.
+Both dimensions are fixed when the code location loads (`l2_pipeline.definitions`), so every
+command works on a new Dagster instance (nothing has to tick first):
+- instruments: the configured ones (`L2_INSTRUMENTS`) and every instrument with a directory in the
+  lake. Instruments dropped from the configuration keep their history. An instrument that appears
+  later becomes a partition when the code location is reloaded (the sensor says so in its log).
+- hours: from `L2_PARTITIONS_START` if set, else from the lake's first hour (raw or curated; the
+  current day on an empty lake), so a young lake shows as filled, not as 99 % missing. Like every
+  hourly partitions definition it ends with the last complete hour: the open hour is not a partition.
 
-The hour dimension starts at `LakeResource.partitions_start` (`L2_PARTITIONS_START`, default
-2026-01-01-00:00 UTC). Nothing here reads the environment: `l2_pipeline.definitions` builds the
-partitions definition once, at load, from the same resource the sensors and schedules are given,
-so the partitions and "is this hour registrable?" always agree. Like every hourly partitions
-definition it ends with the last complete hour: the open hour is not a partition.
+Sensors and schedules are built from the same `MultiPartitionsDefinition` (`hours_start`,
+`instrument_keys`), so "is this hour a partition?" always has one answer.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from dagster import (
-    DynamicPartitionsDefinition,
     HourlyPartitionsDefinition,
     MultiPartitionKey,
     MultiPartitionsDefinition,
+    StaticPartitionsDefinition,
 )
 
 from collector.layout import hour_floor, validate_inst_id
@@ -30,9 +32,6 @@ from l2_pipeline.hours import utc
 HOUR_DIM = "hour"
 INSTRUMENT_DIM = "instrument"
 HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"
-DEFAULT_PARTITIONS_START = "2026-01-01-00:00"
-
-instrument_partitions = DynamicPartitionsDefinition(name=INSTRUMENT_DIM)
 
 
 def parse_hour_key(text: str) -> datetime:
@@ -46,10 +45,26 @@ def parse_hour_key(text: str) -> datetime:
     return hour
 
 
-def lake_partitions(start: datetime) -> MultiPartitionsDefinition:
-    """The hour × instrument partitions of the lake assets, hours from `start` on."""
+def lake_partitions(start: datetime, instruments: Sequence[str]) -> MultiPartitionsDefinition:
+    """The hour × instrument partitions of the lake assets: hours from `start` on, `instruments`."""
+    if not instruments:
+        raise ValueError("no instrument: set L2_INSTRUMENTS (e.g. BTC-USDT-SWAP,ETH-USDT-SWAP) or point "
+                         "L2_DATA_DIR at a lake that has instrument directories")
     hours = HourlyPartitionsDefinition(start_date=hour_key(start), timezone="UTC", fmt=HOUR_KEY_FORMAT)
-    return MultiPartitionsDefinition({HOUR_DIM: hours, INSTRUMENT_DIM: instrument_partitions})
+    names = StaticPartitionsDefinition(sorted({validate_inst_id(i) for i in instruments}))
+    return MultiPartitionsDefinition({HOUR_DIM: hours, INSTRUMENT_DIM: names})
+
+
+def hours_start(partitions: MultiPartitionsDefinition) -> datetime:
+    """The first hour of the hour dimension."""
+    hours = partitions.get_partitions_def_for_dimension(HOUR_DIM)
+    assert isinstance(hours, HourlyPartitionsDefinition)
+    return utc(hours.start)
+
+
+def instrument_keys(partitions: MultiPartitionsDefinition) -> list[str]:
+    """The instrument dimension's keys, in its order."""
+    return list(partitions.get_partitions_def_for_dimension(INSTRUMENT_DIM).get_partition_keys())
 
 
 def hour_key(hour: datetime) -> str:

@@ -5,7 +5,8 @@ Each field is read from `L2_<FIELD>`; the two whose collector name differs say s
 `L2_INSTRUMENTS`, `L2_CADENCE`, `L2_REST_URL` and `L2_REST_TIMEOUT`.
 
 `lake_resource_from_env()` is how `l2_pipeline.definitions` builds the resource when the code
-location loads. A Dagster `EnvVar` has no default and resolves only when a run or a tick starts, so:
+location loads (and, with `environ`, the plain values it builds the partitions from). A Dagster
+`EnvVar` has no default and resolves only when a run or a tick starts, so:
 - every variable that is set is validated at load by the field's own type and constraints
   (pydantic); an invalid value stops the code location from loading with one line naming the
   variable; an unset variable leaves the field's default;
@@ -28,7 +29,7 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field, ValidationError, field_validator
 
 from collector.layout import list_instruments, validate_inst_id
-from l2_pipeline.partitions import DEFAULT_PARTITIONS_START, parse_hour_key
+from l2_pipeline.partitions import parse_hour_key
 
 DEFAULT_INSTRUMENTS = ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]
 ENV_VAR_FIELDS = ("data_dir", "rest_url")  # unconstrained strings: Dagster resolves these EnvVars itself
@@ -61,7 +62,7 @@ class LakeResource(ConfigurableResource):
     curate_on_register: bool = Field(default=True, description="sensor requests curated_parquet for new hours")
     retention_dry_run: bool = Field(default=False, description="deletion schedule only reports what it would delete")
     partitions_start: str = Field(
-        default=DEFAULT_PARTITIONS_START, description="first hour partition, YYYY-MM-DD-HH:MM (read at load)"
+        default="", description="first hour partition, YYYY-MM-DD-HH:MM (read at load; empty: the lake's first hour)"
     )
 
     @field_validator("instruments", mode="before")
@@ -77,7 +78,8 @@ class LakeResource(ConfigurableResource):
     @field_validator("partitions_start")
     @classmethod
     def _validate_start(cls, value: str) -> str:
-        parse_hour_key(value)
+        if value:
+            parse_hour_key(value)
         return value
 
     @property
@@ -86,9 +88,9 @@ class LakeResource(ConfigurableResource):
         return Path(self.data_dir).expanduser()
 
     @property
-    def first_hour(self) -> datetime:
-        """First hour of the hour dimension: earlier hours are not partitions and are left alone."""
-        return parse_hour_key(self.partitions_start)
+    def configured_start(self) -> datetime | None:
+        """The configured first hour partition (None: start at the lake's first hour)."""
+        return parse_hour_key(self.partitions_start) if self.partitions_start else None
 
     @property
     def grace(self) -> timedelta:

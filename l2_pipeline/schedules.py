@@ -9,8 +9,8 @@ late tick or a backfilled tick selects exactly what an on-time tick would have.
   `HOURS_PER_RUN` hours. A schedule cannot request a backfill in Dagster 1.13 (the scheduler
   daemon, dagster/_scheduler/scheduler.py, submits only runs; the sensor daemon is the one that
   submits `RunRequest.for_asset_graph_subset` as a backfill; dagster-io/dagster#13852), hence the
-  ranged runs. Due hours that are not partitions (before `partitions_start`, or of an instrument
-  `raw_hours_sensor` has not added yet) are left for a later tick, with a warning.
+  ranged runs. Due hours that are not partitions (before the first hour partition, or of an
+  instrument that appeared after the code location loaded) are left alone, with a warning.
 - `retention_schedule` (hourly, :20; on, the contract's 5-day policy): raw hours that ended
   ≥ `delete_after_days` (5) and curated files past `curated_retention_days` before the tick
   → one `retention_job` run evaluated at that time (`retention_dry_run` makes it report only).
@@ -26,9 +26,10 @@ import logging
 from datetime import datetime
 
 from dagster import (
-    DagsterInstance,
     DefaultScheduleStatus,
+    MultiPartitionsDefinition,
     RunRequest,
+    ScheduleDefinition,
     ScheduleEvaluationContext,
     SkipReason,
     schedule,
@@ -39,7 +40,7 @@ from collector.lake_walk import OnUnreadable, log_unreadable
 from l2_pipeline.assets import HOURS_PER_RUN
 from l2_pipeline.hours import iso, now_utc, utc
 from l2_pipeline.jobs import compress_job, instrument_metadata_job, retention_job
-from l2_pipeline.partitions import INSTRUMENT_DIM, parse_partition_key, partition_key, run_batches
+from l2_pipeline.partitions import hours_start, instrument_keys, parse_partition_key, partition_key, run_batches
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.retention import plan_deletions
 from l2_pipeline.selection import compression_due
@@ -52,20 +53,21 @@ def scheduled_time(context: ScheduleEvaluationContext) -> datetime:
 
 def compression_requests(
     lake: LakeResource,
+    partitions: MultiPartitionsDefinition,
     as_of: datetime,
-    instance: DagsterInstance,
     on_unreadable: OnUnreadable,
     log: logging.Logger,
     now: datetime | None = None,
 ) -> list[RunRequest] | SkipReason:
     """What the compression schedule does at `as_of`: one `compress_job` run per partition range."""
     due = compression_due(lake.root, as_of, lake.compress_after, lake.grace, now=now, on_unreadable=on_unreadable)
-    instruments = instance.get_dynamic_partitions(INSTRUMENT_DIM)  # in the dimension's order
-    known = set(instruments)
-    keys = [str(partition_key(h.inst_id, h.hour)) for h in due if h.hour >= lake.first_hour and h.inst_id in known]
+    instruments = instrument_keys(partitions)  # in the dimension's order
+    start, known = hours_start(partitions), set(instruments)
+    keys = [str(partition_key(h.inst_id, h.hour)) for h in due if h.hour >= start and h.inst_id in known]
     if len(keys) < len(due):
-        log.warning(f"{len(due) - len(keys)} due hour(s) are not raw_archive partitions (before partitions_start "
-                    f"{lake.partitions_start}, or an instrument raw_hours_sensor has not added yet): left alone")
+        log.warning(f"{len(due) - len(keys)} due hour(s) are not raw_archive partitions (before the first hour "
+                    f"partition {iso(start)}, or of an instrument that appeared after the code location loaded: "
+                    "reload it to add the instrument): left alone")
     if not keys:
         return SkipReason(f"no hour that ended ≥ {lake.compress_after_hours:g} h before {iso(as_of)} is unarchived")
     requests = []
@@ -92,18 +94,23 @@ def retention_request(lake: LakeResource, as_of: datetime, on_unreadable: OnUnre
     )
 
 
-@schedule(
-    name="compression_schedule",
-    job=compress_job,
-    cron_schedule="15 * * * *",
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="Hourly: archive (verified gzip) every hour that ended ≥ compress_after_hours before the tick: "
-    "raw_archive partitions, one compress_job run per partition range.",
-)
-def compression_schedule(context: ScheduleEvaluationContext, lake: LakeResource) -> list[RunRequest] | SkipReason:
-    return compression_requests(lake, scheduled_time(context), context.instance, log_unreadable(context.log),
-                                context.log, now=now_utc())
+def build_compression_schedule(partitions: MultiPartitionsDefinition) -> ScheduleDefinition:
+    """`compression_schedule` over `partitions` (the due hours that are partitions)."""
+
+    @schedule(
+        name="compression_schedule",
+        job=compress_job,
+        cron_schedule="15 * * * *",
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Hourly: archive (verified gzip) every hour that ended ≥ compress_after_hours before the tick: "
+        "raw_archive partitions, one compress_job run per partition range.",
+    )
+    def compression_schedule(context: ScheduleEvaluationContext, lake: LakeResource) -> list[RunRequest] | SkipReason:
+        return compression_requests(lake, partitions, scheduled_time(context), log_unreadable(context.log),
+                                    context.log, now=now_utc())
+
+    return compression_schedule
 
 
 @schedule(

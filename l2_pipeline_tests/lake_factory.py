@@ -18,6 +18,7 @@ from collector.record import ADDED_FIELDS, build_event, build_record, encode_lin
 
 BTC = "BTC-USDT-SWAP"
 ETH = "ETH-USDT-SWAP"
+SOL = "SOL-USDT-SWAP"
 BASE_HOUR = datetime(2026, 11, 20, 0, tzinfo=UTC)  # well in the past, inside the partitions
 
 
@@ -169,33 +170,47 @@ def lake_assets(lake) -> dict:
 
 
 def apply_sensor_result(instance, result) -> None:
-    """Do with a SensorResult what the sensor daemon does: store its asset events, add partitions."""
+    """Do with a SensorResult's asset events what the sensor daemon does: store them."""
     for ev in result.asset_events:
         instance.report_runless_asset_event(ev)
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+
+
+def raw_hours_tick(instance, lake, cursor: str | None = None):
+    """One evaluation of `raw_hours_sensor` of the code location over `lake` (its SensorResult)."""
+    from dagster import build_sensor_context
+
+    sensor = lake_definitions(lake).get_sensor_def("raw_hours_sensor")
+    return sensor(build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake}))
+
+
+def requested(result) -> dict[str, set[str]]:
+    """asset name → the partitions a raw_hours_sensor result's backfill requests ({} for none)."""
+    if not result.run_requests:
+        return {}
+    (request,) = result.run_requests
+    assert request.requires_backfill_daemon()
+    subsets = request.asset_graph_subset.partitions_subsets_by_asset_key
+    return {key.to_user_string(): set(subset.get_partition_keys()) for key, subset in subsets.items()}
 
 
 def backfill_keys(request) -> set[str]:
     """The partitions of `curated_parquet` a sensor's backfill request targets."""
     from l2_pipeline.keys import CURATED_PARQUET
 
-    subsets = request.asset_graph_subset.partitions_subsets_by_asset_key
-    assert set(subsets) == {CURATED_PARQUET}, subsets
-    return set(subsets[CURATED_PARQUET].get_partition_keys())
+    return set(request.asset_graph_subset.partitions_subsets_by_asset_key[CURATED_PARQUET].get_partition_keys())
 
 
-def range_keys(request, instance, lake) -> list[str]:
+def range_keys(request, lake) -> list[str]:
     """The partitions of a ranged run request (a compression schedule's), in partition order."""
-    from dagster import PartitionKeyRange, partition_loading_context
+    from dagster import PartitionKeyRange
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-    from l2_pipeline.partitions import lake_partitions
+    from l2_pipeline.keys import RAW_HOUR
 
     key_range = PartitionKeyRange(request.tags[ASSET_PARTITION_RANGE_START_TAG],
                                   request.tags[ASSET_PARTITION_RANGE_END_TAG])
-    with partition_loading_context(dynamic_partitions_store=instance):
-        return [str(k) for k in lake_partitions(lake.first_hour).get_partition_keys_in_range(key_range)]
+    partitions = lake_definitions(lake).resolve_asset_graph().get(RAW_HOUR).partitions_def
+    return [str(k) for k in partitions.get_partition_keys_in_range(key_range)]
 
 
 def execute_ranged(instance, lake, job_name: str, tags: dict, raise_on_error: bool = True):
@@ -204,15 +219,57 @@ def execute_ranged(instance, lake, job_name: str, tags: dict, raise_on_error: bo
     return job.execute_in_process(instance=instance, tags=tags, raise_on_error=raise_on_error)
 
 
-def execute_backfill_request(instance, lake, request, raise_on_error: bool = True) -> list:
-    """Execute a sensor's curated_parquet backfill request in process: the runs the backfill daemon
-    would launch (`partitions.run_batches` with the asset's policy), one after the other."""
+JOB_OF_ASSET = {"raw_hour": "raw_hour_job", "raw_archive": "compress_job", "curated_parquet": "curate_job"}
+
+
+def execute_backfill_request(instance, lake, result, raise_on_error: bool = True) -> list:
+    """Execute a raw_hours_sensor result's backfill in process: the runs the backfill daemon would
+    launch (`partitions.run_batches` with the assets' policy), raw_hour (and its checks) first."""
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     from l2_pipeline.assets import HOURS_PER_RUN
-    from l2_pipeline.partitions import run_batches
+    from l2_pipeline.keys import RAW_HOUR
+    from l2_pipeline.partitions import instrument_keys, run_batches
 
-    batches = run_batches(backfill_keys(request), HOURS_PER_RUN, instance.get_dynamic_partitions("instrument"))
-    return [execute_ranged(instance, lake, "curate_job", {**request.tags, ASSET_PARTITION_RANGE_START_TAG: b[0],
-                                                          ASSET_PARTITION_RANGE_END_TAG: b[-1]}, raise_on_error)
-            for b in batches]
+    by_asset = requested(result)
+    order = instrument_keys(lake_definitions(lake).resolve_asset_graph().get(RAW_HOUR).partitions_def)
+    runs = []
+    for asset_name, job_name in JOB_OF_ASSET.items():
+        for batch in run_batches(by_asset.get(asset_name, ()), HOURS_PER_RUN, order):
+            tags = {**result.run_requests[0].tags, ASSET_PARTITION_RANGE_START_TAG: batch[0],
+                    ASSET_PARTITION_RANGE_END_TAG: batch[-1]}
+            runs.append(execute_ranged(instance, lake, job_name, tags, raise_on_error))
+    return runs
+
+
+def register_closed_hours(instance, lake, cursor: str | None = None):
+    """One raw_hours_sensor tick and the runs of its backfill; returns the tick's SensorResult."""
+    result = raw_hours_tick(instance, lake, cursor)
+    execute_backfill_request(instance, lake, result)
+    return result
+
+
+def latest_raw_hour(instance, partition: str):
+    """The latest raw_hour materialization of `partition` (None if it has none)."""
+    from l2_pipeline.registry import latest_materializations
+
+    record = latest_materializations(instance, [partition]).get(partition)
+    return record.asset_materialization if record else None
+
+
+def check_status(instance, lake) -> dict[str, dict[str, set[str]]]:
+    """check name → status (SUCCEEDED, FAILED, …) → partitions: the per-partition check health
+    Dagster's UI shows (`AssetCheckState`, the state the asset health and the check's Partitions
+    tab are computed from)."""
+    from dagster import AssetCheckKey
+    from dagster._core.storage.asset_check_state import AssetCheckState, bulk_update_asset_check_state
+
+    from l2_pipeline.keys import RAW_HOUR
+    from l2_pipeline.quality import HOUR_CHECKS
+
+    partitions = lake_definitions(lake).resolve_asset_graph().get(RAW_HOUR).partitions_def
+    keys = [(AssetCheckKey(RAW_HOUR, name), partitions) for name in HOUR_CHECKS]
+    states = bulk_update_asset_check_state(instance, keys, {key: AssetCheckState.empty() for key, _ in keys})
+    return {key.name: {status.value: set(subset.subset_value.get_partition_keys())
+                       for status, subset in state.subsets.items() if not subset.is_empty}
+            for key, state in states.items()}

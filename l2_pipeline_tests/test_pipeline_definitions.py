@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,15 +15,16 @@ from dagster import AssetCheckKey, DagsterInstance, Definitions, EnvVar, asset, 
 
 from collector import layout
 from collector.record import encode_line
-from l2_pipeline.definitions import build_definitions, defs
+from l2_pipeline.definitions import build_definitions, defs, partitions_at_load
 from l2_pipeline.keys import CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
-from l2_pipeline.partitions import parse_partition_key, partition_key
+from l2_pipeline.partitions import hours_start, instrument_keys, parse_partition_key, partition_key
 from l2_pipeline.quality import HOUR_CHECKS
 from l2_pipeline.resources import LakeResource, env_names, lake_resource_from_env
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
     ETH,
+    SOL,
     crossed_record,
     event,
     lake_assets,
@@ -111,16 +112,24 @@ def test_deployment_resource_resolves_env_vars_at_run_time(tmp_path, monkeypatch
     assert seen == [tmp_path / "second"]
 
 
-def test_partitions_start_is_configuration_read_at_load():
-    """The hour dimension starts where the resource the definitions are built from says, and the
-    sensor skips exactly the hours before it (the same resource)."""
-    default = defs.resolve_asset_graph().get(RAW_HOUR).partitions_def
-    assert default.time_window_partitions_def.start == datetime(2026, 1, 1, tzinfo=UTC)
-    lake = lake_resource_from_env({"L2_PARTITIONS_START": "2026-11-20-01:00"})
-    configured = build_definitions(lake).resolve_asset_graph()
+def test_partitions_fit_the_lake_or_the_configured_start(tmp_path):
+    """Hours start at the configured hour, else at the lake's first hour (raw or curated), else at
+    the current day; instruments are the configured ones plus those in the lake."""
+    lake = lake_resource(tmp_path)
+    assert hours_start(partitions_at_load(lake, now=BASE_HOUR + timedelta(hours=30))) == BASE_HOUR + timedelta(days=1)
+    plant_good_hour(tmp_path, SOL, BASE_HOUR + timedelta(hours=5), count=10)
+    curated = layout.curated_path(tmp_path, BTC, BASE_HOUR + timedelta(hours=3))
+    curated.parent.mkdir(parents=True)
+    curated.write_bytes(b"")
+    partitions = partitions_at_load(lake)
+    assert hours_start(partitions) == BASE_HOUR + timedelta(hours=3)
+    assert instrument_keys(partitions) == [BTC, ETH, SOL]
+    configured = lake_resource(tmp_path, partitions_start="2026-11-20-01:00")
+    graph = build_definitions(configured).resolve_asset_graph()
     for key in (RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET):
-        assert configured.get(key).partitions_def.time_window_partitions_def.start == BASE_HOUR + timedelta(hours=1)
-    assert lake.first_hour == BASE_HOUR + timedelta(hours=1)
+        assert graph.get(key).partitions_def.time_window_partitions_def.start == BASE_HOUR + timedelta(hours=1)
+    with pytest.raises(ValueError, match="L2_PARTITIONS_START"):
+        lake_resource_from_env({"L2_PARTITIONS_START": "2026-11-20 01:00"})
 
 
 def test_partition_keys_round_trip():
@@ -168,7 +177,6 @@ def test_checks_pass_on_good_and_fail_on_planted_bad_hours(tmp_path):
     expected.update(plant_bad_hours(tmp_path))
     lake = lake_resource(tmp_path)
     with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("instrument", [BTC, ETH])
         assets = lake_assets(lake)
         for key, failing in expected.items():
             result = materialize([assets["raw_hour"], assets["raw_hour_quality"]], partition_key=key,
@@ -195,7 +203,6 @@ def test_archive_and_parquet_assets_per_partition(tmp_path):
     assets = lake_assets(lake)
     curated_parquet, raw_archive = assets["curated_parquet"], assets["raw_archive"]
     with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("instrument", [BTC])
         result = materialize([curated_parquet, raw_archive], partition_key=key, instance=instance,
                              resources={"lake": lake})
         assert result.success
@@ -230,7 +237,6 @@ def test_empty_hour_materializes_with_a_note_and_a_missing_hour_fails(tmp_path):
     lake = lake_resource(tmp_path)
     assets = lake_assets(lake)
     with DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("instrument", [BTC])
         key = str(partition_key(BTC, empty))
         results = [materialize(selection, partition_key=key, instance=instance, resources={"lake": lake})
                    for selection in ([assets["raw_hour"]], [assets["curated_parquet"], assets["raw_archive"]])]

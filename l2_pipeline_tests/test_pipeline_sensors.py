@@ -1,4 +1,6 @@
-"""raw_hours_sensor and collector_freshness_sensor on a real ephemeral Dagster instance."""
+"""raw_hours_sensor and collector_freshness_sensor on a real ephemeral Dagster instance: what a
+tick requests, and what the runs of its backfill record (executed in process, as the backfill
+daemon would split them)."""
 
 from __future__ import annotations
 
@@ -7,48 +9,39 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from dagster import AssetCheckEvaluation, AssetMaterialization, DagsterInstance, build_sensor_context
+from dagster import DagsterInstance, build_sensor_context
 
 from collector import layout
-from l2_pipeline import sensors
-from l2_pipeline.keys import RAW_HOUR
+from l2_pipeline.keys import RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.quality import HOUR_CHECKS
-from l2_pipeline.sensors import RawCursor, collector_freshness_sensor, raw_hours_sensor
+from l2_pipeline.sensors import RawCursor, collector_freshness_sensor
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
     ETH,
-    apply_sensor_result,
-    backfill_keys,
+    SOL,
+    check_status,
     crossed_record,
     event,
+    execute_backfill_request,
+    lake_definitions,
     lake_resource,
+    latest_raw_hour,
     make_records,
     ms,
     plant_good_hour,
+    raw_hours_tick,
+    requested,
     write_events,
     write_hour,
 )
-
-SOL = "SOL-USDT-SWAP"
 
 
 @pytest.fixture
 def instance():
     with DagsterInstance.ephemeral() as inst:
         yield inst
-
-
-def tick(instance, lake, cursor=None):
-    context = build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake})
-    result = raw_hours_sensor(context)
-    apply_sensor_result(instance, result)
-    return result
-
-
-def materializations(result) -> dict[str, AssetMaterialization]:
-    return {e.partition: e for e in result.asset_events if isinstance(e, AssetMaterialization)}
 
 
 def key(inst_id, offset):
@@ -67,51 +60,46 @@ def test_registers_exactly_the_closed_hours(instance, tmp_path):
     grace_minutes = (now - current).total_seconds() / 60 + 10
     lake = lake_resource(tmp_path, closed_grace_minutes=grace_minutes, cadence_seconds=60)
 
-    result = tick(instance, lake)
-    assert set(materializations(result)) == {key(BTC, 0), key(BTC, 1), key(BTC, 2), key(SOL, 1)}
-    (request,) = result.dynamic_partitions_requests
-    assert sorted(request.partition_keys) == [BTC, ETH, SOL]
-    assert set(instance.get_dynamic_partitions("instrument")) == {BTC, ETH, SOL}
-    checks = [e for e in result.asset_events if isinstance(e, AssetCheckEvaluation)]
-    assert len(checks) == 4 * len(HOUR_CHECKS) and all(c.passed for c in checks)
-    assert {c.partition for c in checks} == set(materializations(result))
-    meta = materializations(result)[key(BTC, 0)].metadata
+    result = raw_hours_tick(instance, lake)
+    new = {key(BTC, 0), key(BTC, 1), key(BTC, 2), key(SOL, 1)}
+    assert requested(result) == {"raw_hour": new, "raw_archive": {key(SOL, 1)}, "curated_parquet": new}
+    (backfill,) = result.run_requests
+    assert (backfill.tags["l2/first"], backfill.tags["l2/last"], backfill.tags["l2/hours"]) == (
+        key(BTC, 0), key(BTC, 2), "4")  # oldest first
+    cursor = orjson.loads(result.cursor)["last"]
+    assert cursor == {BTC: "2026-11-20T02:00:00Z", SOL: "2026-11-20T01:00:00Z"}
+
+    runs = execute_backfill_request(instance, lake, result)
+    assert all(run.success for run in runs)
+    assert instance.get_materialized_partitions(RAW_HOUR) == new
+    meta = latest_raw_hour(instance, key(BTC, 0)).metadata
     assert meta["records"].value == 60 and meta["coverage_pct"].value == 100.0
     assert meta["first_ts"].value == ms(BASE_HOUR) / 1000 + 1
     for name in ("gaps", "checksum_failures", "resyncs", "reconnects", "bytes", "last_ts", "max_spread_bps",
                  "crossed_records"):
         assert isinstance(meta[name].value, int | float), name
-    assert materializations(result)[key(SOL, 1)].metadata["source_kind"].value == "archive"
-    (backfill,) = result.run_requests  # a curated_parquet backfill of the new hours
-    assert backfill.requires_backfill_daemon()
-    assert backfill_keys(backfill) == {key(BTC, 0), key(BTC, 1), key(SOL, 1), key(BTC, 2)}
-    assert (backfill.tags["l2/first"], backfill.tags["l2/last"], backfill.tags["l2/hours"]) == (
-        key(BTC, 0), key(BTC, 2), "4")  # oldest first
-    cursor = orjson.loads(result.cursor)["last"]
-    assert cursor == {BTC: "2026-11-20T02:00:00Z", SOL: "2026-11-20T01:00:00Z"}
-    stored = instance.get_materialized_partitions(RAW_HOUR)
-    assert stored == set(materializations(result))
+    assert meta["fingerprint"].value.startswith("00.jsonl:")
+    assert latest_raw_hour(instance, key(SOL, 1)).metadata["source_kind"].value == "archive"
+    status = check_status(instance, lake)
+    assert status == {name: {"SUCCEEDED": new} for name in HOUR_CHECKS}  # current: each targets its hour
+    assert instance.get_materialized_partitions(RAW_ARCHIVE) == {key(SOL, 1)}  # found archived
 
 
-def test_cursor_skips_registered_hours_without_reading_them(instance, tmp_path, monkeypatch):
+def test_cursor_skips_registered_hours_without_reading_them(instance, tmp_path):
     for offset in range(4):
         plant_good_hour(tmp_path, BTC, BASE_HOUR + timedelta(hours=offset), count=10)
     lake = lake_resource(tmp_path, curate_on_register=False)
-    first = tick(instance, lake)
-    assert len(materializations(first)) == 4 and not first.run_requests
+    first = raw_hours_tick(instance, lake)
+    assert set(requested(first)) == {"raw_hour"} and len(requested(first)["raw_hour"]) == 4
 
-    reads = []
-    real = sensors.compute_hour_stats
-    monkeypatch.setattr(sensors, "compute_hour_stats", lambda *a, **k: reads.append(a[1:3]) or real(*a, **k))
-    second = tick(instance, lake, first.cursor)
-    assert not second.asset_events and reads == [] and second.skip_reason is not None
+    second = raw_hours_tick(instance, lake, first.cursor)
+    assert not second.run_requests and second.skip_reason is not None
 
     plant_good_hour(tmp_path, BTC, BASE_HOUR + timedelta(hours=4), count=10)
     plant_good_hour(tmp_path, BTC, BASE_HOUR - timedelta(hours=5), count=10)  # older than the cursor: not revisited
-    plant_good_hour(tmp_path, ETH, BASE_HOUR + timedelta(hours=2), count=10)  # new instrument: all its hours
-    third = tick(instance, lake, second.cursor)
-    assert set(materializations(third)) == {key(BTC, 4), key(ETH, 2)}
-    assert sorted(reads) == sorted([(BTC, BASE_HOUR + timedelta(hours=4)), (ETH, BASE_HOUR + timedelta(hours=2))])
+    plant_good_hour(tmp_path, ETH, BASE_HOUR + timedelta(hours=2), count=10)  # an instrument's first hours
+    third = raw_hours_tick(instance, lake, second.cursor)
+    assert requested(third) == {"raw_hour": {key(BTC, 4), key(ETH, 2)}}
 
 
 def test_tick_budget_continues_next_tick(instance, tmp_path):
@@ -119,34 +107,54 @@ def test_tick_budget_continues_next_tick(instance, tmp_path):
         plant_good_hour(tmp_path, BTC, BASE_HOUR + timedelta(hours=offset), count=5)
         plant_good_hour(tmp_path, ETH, BASE_HOUR + timedelta(hours=offset), count=5)
     lake = lake_resource(tmp_path, sensor_max_hours_per_tick=4)
-    seen: list[str] = []
+    seen: list[set[str]] = []
     cursor = None
     for _ in range(4):
-        result = tick(instance, lake, cursor)
-        seen.extend(materializations(result))
+        result = raw_hours_tick(instance, lake, cursor)
+        seen.append(requested(result).get("raw_hour", set()))
         cursor = result.cursor
-    assert len(seen) == len(set(seen)) == 10
-    assert seen[:4] == [key(BTC, 0), key(ETH, 0), key(BTC, 1), key(ETH, 1)]
+    assert [len(s) for s in seen] == [4, 4, 2, 0]
+    assert seen[0] == {key(BTC, 0), key(ETH, 0), key(BTC, 1), key(ETH, 1)}
+    assert set().union(*seen) == {key(i, h) for i in (BTC, ETH) for h in range(5)}
 
 
-def test_bad_hour_gets_failing_check_evaluations(instance, tmp_path):
+def test_bad_hour_fails_its_check_in_the_partition_health(instance, tmp_path):
     hour = BASE_HOUR
     records = make_records(BTC, hour, count=100, cadence_ms=36_000)
     records[50] = crossed_record(BTC, ms(hour) + 50 * 36_000 + 1000, seq=9)
     write_hour(tmp_path, BTC, hour, records)
-    result = tick(instance, lake_resource(tmp_path, cadence_seconds=36))
-    verdicts = {e.check_name: e for e in result.asset_events if isinstance(e, AssetCheckEvaluation)}
-    assert not verdicts["no_crossed_books"].passed
-    assert verdicts["no_crossed_books"].metadata["crossed_records"].value == 1
-    assert all(v.passed for name, v in verdicts.items() if name != "no_crossed_books")
+    write_hour(tmp_path, BTC, hour + timedelta(hours=1), make_records(BTC, hour + timedelta(hours=1), count=100,
+                                                                      cadence_ms=36_000))
+    lake = lake_resource(tmp_path, cadence_seconds=36)
+    result = raw_hours_tick(instance, lake)
+    (run,) = [r for r in execute_backfill_request(instance, lake, result)
+              if r.get_asset_check_evaluations()]  # raw_hour and its checks: one run for both hours
+    crossed = {e.partition: e for e in run.get_asset_check_evaluations() if e.check_name == "no_crossed_books"}
+    assert not crossed[key(BTC, 0)].passed and crossed[key(BTC, 0)].metadata["crossed_records"].value == 1
+    assert crossed[key(BTC, 1)].passed
+    status = check_status(instance, lake)
+    assert status["no_crossed_books"] == {"FAILED": {key(BTC, 0)}, "SUCCEEDED": {key(BTC, 1)}}
+    assert all(status[name] == {"SUCCEEDED": {key(BTC, 0), key(BTC, 1)}} for name in HOUR_CHECKS
+               if name != "no_crossed_books")
 
 
 def test_hours_before_partitions_start_are_skipped(instance, tmp_path):
     plant_good_hour(tmp_path, BTC, datetime(2025, 6, 1, 3, tzinfo=UTC), count=5)
     plant_good_hour(tmp_path, BTC, BASE_HOUR, count=5)
-    result = tick(instance, lake_resource(tmp_path))
-    assert set(materializations(result)) == {key(BTC, 0)}
+    result = raw_hours_tick(instance, lake_resource(tmp_path, partitions_start="2026-11-20-00:00"))
+    assert requested(result)["raw_hour"] == {key(BTC, 0)}
     assert RawCursor.parse(result.cursor).last[BTC] == BASE_HOUR
+
+
+def test_instrument_that_appears_after_load_waits_for_a_reload(instance, tmp_path, capfd):
+    plant_good_hour(tmp_path, BTC, BASE_HOUR, count=5)
+    lake = lake_resource(tmp_path, instruments=[BTC])
+    sensor = lake_definitions(lake).get_sensor_def("raw_hours_sensor")  # loaded before SOL appears
+    plant_good_hour(tmp_path, SOL, BASE_HOUR, count=5)
+    result = sensor(build_sensor_context(instance=instance, resources={"lake": lake}))
+    assert requested(result)["raw_hour"] == {key(BTC, 0)}
+    assert SOL not in RawCursor.parse(result.cursor).last
+    assert "reload it to register them): SOL-USDT-SWAP" in capfd.readouterr().err
 
 
 def test_freshness_sensor_reports_changes(instance, tmp_path):
@@ -162,7 +170,9 @@ def test_freshness_sensor_reports_changes(instance, tmp_path):
     fresh = run()
     (evaluation,) = fresh.asset_events
     assert evaluation.passed and evaluation.check_name == "collector_freshness" and evaluation.partition is None
-    assert run(fresh.cursor).asset_events == []  # unchanged within 10 minutes: nothing new
+    assert fresh.skip_reason.skip_message.startswith("recorded collector_freshness (passed)")
+    unchanged = run(fresh.cursor)
+    assert unchanged.asset_events == [] and unchanged.skip_reason.skip_message.startswith("unchanged")
     old = (now - timedelta(minutes=30)).timestamp()
     os.utime(path, (old, old))
     stale = run(fresh.cursor)
@@ -177,9 +187,9 @@ def test_configured_partitions_start_and_events_only_hours(instance, tmp_path):
     plant_good_hour(tmp_path, BTC, BASE_HOUR, count=5)
     plant_good_hour(tmp_path, BTC, BASE_HOUR + timedelta(hours=1), count=5)
     write_events(tmp_path, BTC, BASE_HOUR + timedelta(hours=2), [event(BTC, "reconnect", BASE_HOUR, reason="x")])
-    result = tick(instance, lake_resource(tmp_path, instruments=[BTC], partitions_start="2026-11-20-01:00"))
-    assert set(materializations(result)) == {key(BTC, 1), key(BTC, 2)}
-    assert materializations(result)[key(BTC, 2)].metadata["note"].value.startswith("only an events file")
-    (backfill,) = result.run_requests
-    assert backfill_keys(backfill) == {key(BTC, 1)}
+    lake = lake_resource(tmp_path, instruments=[BTC], partitions_start="2026-11-20-01:00")
+    result = raw_hours_tick(instance, lake)
+    assert requested(result) == {"raw_hour": {key(BTC, 1), key(BTC, 2)}, "curated_parquet": {key(BTC, 1)}}
     assert RawCursor.parse(result.cursor).last[BTC] == BASE_HOUR + timedelta(hours=2)
+    assert all(run.success for run in execute_backfill_request(instance, lake, result))
+    assert latest_raw_hour(instance, key(BTC, 2)).metadata["note"].value.startswith("only an events file")
