@@ -57,7 +57,7 @@ class LakeResource(ConfigurableResource):
     rest_url: str = Field(default="https://www.okx.com", description="OKX REST base URL (env L2_REST_URL)")
     rest_timeout_seconds: float = Field(default=10.0, gt=0, description="REST request timeout (env L2_REST_TIMEOUT)",
                                         json_schema_extra={"env": "L2_REST_TIMEOUT"})
-    sensor_max_hours_per_tick: int = Field(default=500, ge=1, description="hours registered per sensor tick at most")
+    sensor_max_hours_per_tick: int = Field(default=1000, ge=1, description="hours registered per sensor tick at most")
     sensor_tick_budget_seconds: float = Field(default=30.0, gt=0, description="stop registering after this long")
     curate_on_register: bool = Field(default=True, description="sensor requests curated_parquet for new hours")
     retention_dry_run: bool = Field(default=False, description="deletion schedule only reports what it would delete")
