@@ -1,20 +1,27 @@
-"""Time a sensor tick and a compression tick on a generated lake.
+"""Time the first registration of a lake and a compression tick, through the daemons' code paths.
 
     python -m bench.lake                      # 5 days × 2 and × 20 instruments
     python -m bench.lake --instruments 2 --days 1 --depth 400
 
 The lake is written under a temporary directory (removed afterwards unless --keep): `days` × 24
 closed hours per instrument ending with the last closed hour before now, one record every 2 s
-(1800 per hour), `depth` levels per side, built with `collector.record.build_record`. Reported:
+(1800 per hour), `depth` levels per side, built with `collector.record.build_record`. The Dagster
+instance is a persistent SQLite one in the same directory. Reported:
 
-- sensor, cold: the first tick on the untouched lake (stops at sensor_max_hours_per_tick /
-  sensor_tick_budget_seconds) and the ticks until everything is registered;
-- sensor, steady: a tick with nothing new, and a tick after one more closed hour per instrument;
+- sensor ticks, end to end: the sensor daemon's own iteration (`execute_sensor_iteration`: the code
+  location in a code server, the tick and its backfill stored), cold and until everything is
+  requested, then a tick with nothing new and one after one more closed hour per instrument;
+- the backfill daemon's first iteration over the registration backfill (`execute_backfill_iteration`,
+  runs recorded by a mocked launcher) and how many runs it makes;
+- the registration work itself: the `raw_hour_job` runs of those batches executed in this process
+  (figures + six checks per hour, every event stored), as hours per second;
 - compression: the schedule's evaluation at the current hour's :15 and the `compress_job` runs it
   launches, one per partition range (the catch-up of every hour ≥ 6 h old), then the next hour's tick.
 """
 
 import argparse
+import logging
+import os
 import shutil
 import tempfile
 import time
@@ -25,14 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from dagster import DagsterInstance, build_schedule_context, build_sensor_context
+from dagster import PartitionKeyRange, build_schedule_context, instance_for_test
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
+from dagster._core.workspace.load_target import ModuleTarget
+from dagster._daemon.backfill import execute_backfill_iteration
+from dagster._daemon.sensor import execute_sensor_iteration
 
 from collector import layout
 from collector.record import build_record, encode_line, format_ts_ms
 from l2_pipeline.definitions import build_definitions
+from l2_pipeline.keys import RAW_HOUR
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.schedules import compression_schedule
-from l2_pipeline.sensors import raw_hours_sensor
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 KNOWN = ["BTC-USDT-SWAP", "ETH-USDT-SWAP", "SOL-USDT-SWAP", "XRP-USDT-SWAP", "DOGE-USDT-SWAP"]
@@ -107,41 +118,66 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
     out.append(Timing("generate lake", secs, f"{len(insts)} instr × {len(hours)} h, {size / 1e9:.2f} GB"))
 
     lake = LakeResource(data_dir=str(data_dir), instruments=insts, curate_on_register=False)
-    compress_job = build_definitions(lake).resolve_job_def("compress_job")
+    defs = build_definitions(lake)
+    compression_schedule = defs.get_schedule_def("compression_schedule")
 
-    def compress(requests: list) -> int:
-        for request in requests:
-            result = compress_job.execute_in_process(run_config=QUIET, instance=instance, tags=request.tags)
-            assert result.success
-        return sum(int(request.tags["l2/hours"]) for request in requests)
+    def execute(job_name: str, requests: list) -> int:
+        job = defs.resolve_job_def(job_name)
+        for tags in requests:
+            assert job.execute_in_process(run_config=QUIET, instance=instance, tags=tags).success
+        return sum(int(tags["l2/hours"]) for tags in requests if "l2/hours" in tags) or len(requests)
 
-    # persistent (a schedule context needs one), in a temporary directory
     home = root / f"dagster-{n_instruments}"
     home.mkdir(exist_ok=True)
-    with DagsterInstance.local_temp(str(home)) as instance:
-        instance.add_dynamic_partitions("instrument", insts)
+    os.environ.update({"L2_DATA_DIR": str(data_dir), "L2_INSTRUMENTS": ",".join(insts),
+                       "L2_CURATE_ON_REGISTER": "false"})  # read by the code server the daemon starts
+    target = ModuleTarget(module_name="l2_pipeline.definitions", attribute="defs",
+                          working_directory=str(Path(__file__).resolve().parents[1]), location_name="l2_pipeline")
+    launcher = {"run_launcher": {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}}
+    log = logging.getLogger("bench")
+    with instance_for_test(temp_dir=str(home), overrides=launcher) as instance, \
+            create_test_daemon_workspace_context(target, instance) as workspace:
+        clock = [now]
 
-        def tick(cursor: str | None) -> Any:
-            return raw_hours_sensor(build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake}))
+        def tick() -> int:
+            """One sensor daemon iteration; the number of hours its backfill requests."""
+            clock[0] += timedelta(minutes=2)  # past the sensor's minimum interval
+            before = {b.backfill_id for b in instance.get_backfills()}
+            with freeze_time(clock[0]):
+                list(execute_sensor_iteration(workspace, log, None, None))
+            new = [b for b in instance.get_backfills() if b.backfill_id not in before]
+            return sum(b.asset_backfill_data.target_subset.num_partitions_and_non_partitioned_assets for b in new)
 
-        result, secs = timed(lambda: tick(None))
-        n = sum(1 for e in result.asset_events if type(e).__name__ == "AssetMaterialization")
-        out.append(Timing("sensor tick, cold (first tick)", secs, f"{n} hours registered ({n / secs:.0f} h/s)"))
-        cursor, ticks, total_secs, total = result.cursor, 1, secs, n
-        while total < len(insts) * len(hours):
-            result, secs = timed(lambda c=cursor: tick(c))
-            registered = sum(1 for e in result.asset_events if type(e).__name__ == "AssetMaterialization")
-            if not registered:
+        n, secs = timed(tick)
+        out.append(Timing("sensor tick, cold (first tick), end to end", secs, f"{n} partitions requested"))
+        ticks, total_secs, total = 1, secs, n
+        while True:
+            n, secs = timed(tick)
+            if not n:
                 break
-            cursor, ticks, total_secs, total = result.cursor, ticks + 1, total_secs + secs, total + registered
-        out.append(Timing("sensor catch-up, all ticks", total_secs, f"{total} hours in {ticks} tick(s)"))
-        result, secs = timed(lambda: tick(cursor))
-        out.append(Timing("sensor tick, steady (nothing new)", secs, f"{len(result.asset_events)} events"))
+            ticks, total_secs, total = ticks + 1, total_secs + secs, total + n
+        out.append(Timing("sensor catch-up, all ticks", total_secs, f"{total} partitions in {ticks} tick(s)"))
+        n, secs = timed(tick)
+        out.append(Timing("sensor tick, steady (nothing new)", secs, f"{n} partitions"))
+
+        _, secs = timed(lambda: list(execute_backfill_iteration(workspace, log)))
+        runs = instance.get_runs()
+        out.append(Timing("backfill daemon, first iteration", secs, f"{len(runs)} run(s) submitted"))
+        batches = [{t: run.tags[t] for t in (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG)}
+                   for run in runs if run.asset_selection == {RAW_HOUR}]
+        sample = batches[:2]
+        hours, secs = timed(lambda: execute("raw_hour_job", sample))
+        partitions = defs.resolve_asset_graph().get(RAW_HOUR).partitions_def
+        hours = sum(len(partitions.get_partition_keys_in_range(PartitionKeyRange(
+            tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG]))) for tags in sample)
+        out.append(Timing("raw_hour runs (figures + 6 checks), in process", secs,
+                          f"{hours} hours in {len(sample)} run(s) ({hours / secs:.1f} h/s); the catch-up is "
+                          f"{len(batches)} such runs"))
+
         for inst in insts:
             write_hour(data_dir, inst, withheld, _templates(inst, depth), per_hour)
-        result, secs = timed(lambda: tick(cursor))
-        n = sum(1 for e in result.asset_events if type(e).__name__ == "AssetMaterialization")
-        out.append(Timing("sensor tick, steady (1 new hour/instrument)", secs, f"{n} hours registered"))
+        n, secs = timed(tick)
+        out.append(Timing("sensor tick, steady (1 new hour/instrument)", secs, f"{n} partitions requested"))
 
         at = layout.hour_floor(int(now.timestamp() * 1000)).replace(minute=15)
         for label, tick_at in (("compression tick", at), ("compression tick, next hour", at + layout.HOUR)):
@@ -152,7 +188,7 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
             due = sum(int(request.tags["l2/hours"]) for request in requests)
             out.append(Timing(f"{label}: evaluation", secs, f"{due} hours due, {len(requests)} run(s)"))
             if requests:
-                due, secs = timed(lambda r=requests: compress(r))
+                due, secs = timed(lambda r=requests: execute("compress_job", [q.tags for q in r]))
                 out.append(Timing(f"{label}: compress_job runs", secs,
                                   f"{due} hours archived in {len(requests)} run(s) ({due / secs:.1f} h/s)"))
     return out

@@ -59,6 +59,7 @@ from l2_pipeline.hours import is_closed, iso, now_utc
 from l2_pipeline.instruments import fetch_swap_instruments, refresh_instruments
 from l2_pipeline.keys import CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import parse_partition_key
+from l2_pipeline.quality import evaluate_hour, unreadable_hour_verdict
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.stats_cache import fingerprint, hour_stats
 
@@ -100,6 +101,7 @@ class RegisteredHour:
 
     stats: HourStats | None
     fingerprint: str
+    coverage_threshold_pct: float
     error: str | None = None
 
     @property
@@ -116,12 +118,21 @@ class RegisteredHour:
             if self.error else None
 
     def metadata(self) -> dict[str, Any]:
-        meta = stats_metadata(self.stats) if self.stats is not None else {"error": MetadataValue.text(self.error or "")}
-        return {**meta, "fingerprint": self.fingerprint}
+        """The hour's figures, led by a one-line verdict of its six checks (the asset's partition view
+        shows metadata, not check results, so the verdict is here too; the checks hold the details)."""
+        if self.stats is None:
+            verdicts = [unreadable_hour_verdict(self.error or "")]
+            meta: dict[str, Any] = {"error": MetadataValue.text(self.error or "")}
+        else:
+            verdicts = evaluate_hour(self.stats, self.coverage_threshold_pct)
+            meta = stats_metadata(self.stats)
+        failed = [v.check_name for v in verdicts if not v.passed]
+        quality = f"FAILED: {', '.join(failed)}" if failed else f"passed ({len(verdicts)} checks)"
+        return {"quality": quality, "failed_checks": len(failed), **meta, "fingerprint": self.fingerprint}
 
 
 def register_hour(data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta, *,
-                  cadence_seconds: float) -> RegisteredHour:
+                  cadence_seconds: float, coverage_threshold_pct: float) -> RegisteredHour:
     """Read one closed hour's figures. An hour that cannot be read (corrupt gzip, I/O error) is
     registered with its error rather than failing the run: its `schema_valid` check says so."""
     if not is_closed(hour, now, grace):
@@ -129,8 +140,9 @@ def register_hour(data_dir: Path, inst_id: str, hour: datetime, now: datetime, g
     try:
         stats, files = hour_stats(data_dir, inst_id, hour, cadence_seconds)
     except Exception as exc:  # any unreadable file: the hour is registered with the error
-        return RegisteredHour(None, fingerprint(data_dir, inst_id, hour), f"{type(exc).__name__}: {exc}")
-    return RegisteredHour(stats, files)
+        return RegisteredHour(None, fingerprint(data_dir, inst_id, hour), coverage_threshold_pct,
+                              f"{type(exc).__name__}: {exc}")
+    return RegisteredHour(stats, files, coverage_threshold_pct)
 
 
 class HourResult(Protocol):
@@ -217,7 +229,8 @@ def build_lake_assets(partitions: MultiPartitionsDefinition) -> list[AssetsDefin
         "materializing re-reads the hour and refreshes its figures.", deps=[],
     )
     def raw_hour(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
-        yield from materialize_hours(context, lake, partial(register_hour, cadence_seconds=lake.cadence_seconds))
+        yield from materialize_hours(context, lake, partial(register_hour, cadence_seconds=lake.cadence_seconds,
+                                                            coverage_threshold_pct=lake.coverage_threshold_pct))
 
     @hours_asset(
         RAW_ARCHIVE, "gzip", "Verified gzip of the hour ({HH}.jsonl.gz; sha256 and line count of the decompressed "

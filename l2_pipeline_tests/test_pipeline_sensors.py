@@ -134,6 +134,10 @@ def test_bad_hour_fails_its_check_in_the_partition_health(instance, tmp_path):
     assert crossed[key(BTC, 1)].passed
     status = check_status(instance, lake)
     assert status["no_crossed_books"] == {"FAILED": {key(BTC, 0)}, "SUCCEEDED": {key(BTC, 1)}}
+    # the asset's partition view shows metadata, so the verdict leads it there too
+    assert latest_raw_hour(instance, key(BTC, 0)).metadata["quality"].value == "FAILED: no_crossed_books"
+    assert latest_raw_hour(instance, key(BTC, 1)).metadata["quality"].value == "passed (6 checks)"
+    assert latest_raw_hour(instance, key(BTC, 0)).metadata["failed_checks"].value == 1
     assert all(status[name] == {"SUCCEEDED": {key(BTC, 0), key(BTC, 1)}} for name in HOUR_CHECKS
                if name != "no_crossed_books")
 
