@@ -41,7 +41,8 @@ DESCRIPTIONS: dict[str, str] = {
     SCHEMA_VALID: "Every line parses; fields of the original or extended format in order, sorted levels, "
                   "book_crc32 verifies where present, instId matches.",
     TIMESTAMPS_VALID: "Every timestamp_utc inside the partition hour and strictly increasing.",
-    COLLECTOR_FRESHNESS: "Each configured instrument's current hour file was written within freshness_minutes.",
+    COLLECTOR_FRESHNESS: "For each configured instrument, the newest write to its current hour's file (or, just "
+                         "after a rollover, the previous hour's) is at most freshness_minutes old.",
 }
 
 
