@@ -8,8 +8,9 @@ place under its final name):
    original (sha256, line count) on the way;
 3. decompress the temp file and compare its sha256 and line count with the original's, and check
    the original did not change meanwhile (size, mtime);
-4. fsync it, atomic rename to `{HH}.jsonl.gz`, fsync the directory (`collector.files.atomic_target`,
-   which also removes the temp file if any step fails); then unlink `{HH}.jsonl`, fsync the directory.
+4. give it the original's mtime (`stats_cache.unchanged`: archiving is no change of the hour), fsync
+   it, atomic rename to `{HH}.jsonl.gz`, fsync the directory (`collector.files.atomic_target`, which
+   also removes the temp file if any step fails); then unlink `{HH}.jsonl`, fsync the directory.
 
 If a previous run died between 4's rename and unlink, the next run finds both files, verifies the
 archive against the original and only then removes the original. The open hour is refused.
@@ -202,6 +203,9 @@ def archive_hour(
                 raise ArchiveVerificationError(
                     f"{original} changed while it was being archived (late append?); original kept, retry later"
                 )
+            # the archive keeps the original's mtime: the hour's files are still the ones raw_hour
+            # registered (`stats_cache.unchanged`), so a cursor reset does not register it again
+            os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
         original.unlink()
         fsync_dir(directory)
         return result("archived", lines=written.lines, sha256=written.sha256, original_bytes=written.size,

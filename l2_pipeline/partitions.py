@@ -99,7 +99,7 @@ def run_batches(keys: Iterable[str], max_per_run: int, instrument_order: Sequenc
     makes of `keys`, split the way Dagster 1.13 splits a subset of a multi-partitions definition
     (`DefaultPartitionsSubset.get_partition_key_ranges`): group by the dimension with fewer distinct
     keys among `keys` (the hour on a tie), make ranges of consecutive keys of the other dimension
-    (consecutive hours; instruments consecutive in the dynamic partitions' order,
+    (consecutive hours; instruments consecutive in the instrument dimension's order,
     `instrument_order`), then cut each range into chunks of at most `max_per_run`. A batch is exactly
     the partition range from its first key to its last. Dagster gets there by listing every hour
     since the partitions start for each group (seconds for a 5-day catch-up of 20 instruments);

@@ -15,9 +15,10 @@ after `sensor_max_hours_per_tick` hours or `sensor_tick_budget_seconds`; the nex
 
 Re-registration (after a cursor reset, or a cursor that cannot be parsed, which is logged and
 taken as empty): an hour whose latest `raw_hour` materialization recorded the fingerprint its files
-have now (`stats_cache.fingerprint`: name, size and mtime of each file) is unchanged and passed
-over; any other (a torn tail was repaired, a file was planted late, never registered) is
-registered again with the same backfill, Parquet included.
+have now (`stats_cache.fingerprint`: name, size and mtime of each file; archiving the hour since is
+no change, `stats_cache.unchanged`) is unchanged and passed over; any other (a torn tail was
+repaired, a file was planted late, never registered) is registered again with the same backfill,
+Parquet included.
 
 Hours before the first hour partition are passed over without being read. Hours of an instrument
 that appeared after the code location loaded are not partitions yet: the tick says so (reload the
@@ -63,7 +64,7 @@ from l2_pipeline.quality import collector_freshness
 from l2_pipeline.registry import stored_fingerprints
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.selection import LakeHour, pending_registrations
-from l2_pipeline.stats_cache import fingerprint
+from l2_pipeline.stats_cache import fingerprint, unchanged
 
 FRESHNESS_REEMIT_SECONDS = 600
 
@@ -162,7 +163,7 @@ def add_hour(lake: LakeResource, item: LakeHour, stored: str | None, out: Regist
     fingerprint its registration recorded) is still its files' fingerprint."""
     key = partition_of(item)
     if stored is not None:
-        if stored == fingerprint(lake.root, item.inst_id, item.hour):
+        if unchanged(stored, fingerprint(lake.root, item.inst_id, item.hour)):
             out.unchanged += 1
             return
         out.reregistered += 1

@@ -2,8 +2,9 @@
 
 `fingerprint` names the state of an hour's files (records or archive, and events) without reading
 them: name, size and mtime of each. `raw_hour` stores it in its materialization metadata; the
-sensor compares it after a cursor reset to tell an unchanged registered hour (skip it) from one
-whose files changed since (register it again).
+sensor compares it after a cursor reset (`unchanged`) to tell an unchanged registered hour (skip
+it) from one whose files changed since (register it again). Archiving is no change: `archive_hour`
+replaces the `.jsonl` by a `.jsonl.gz` verified to hold the same bytes, with the original's mtime.
 
 `hour_stats` computes `compute_hour_stats` and keeps the result for as long as the files keep
 their fingerprint, so in a run the hour checks reuse what the `raw_hour` step just read (steps run
@@ -35,6 +36,38 @@ def fingerprint(data_dir: Path, inst_id: str, hour: datetime) -> str:
             continue
         parts.append(f"{path.name}:{st.st_size}:{st.st_mtime_ns}")
     return ";".join(parts)
+
+
+def _records_and_events(fp: str) -> tuple[tuple[str, str, str] | None, list[str]]:
+    """Of a fingerprint: (kind "records" or "archive", size, mtime) of the file the records are read
+    from (the `.jsonl` while it exists, as `hour_stats.records_source`), and the events entries."""
+    files: dict[str, tuple[str, str]] = {}
+    events = []
+    for part in filter(None, fp.split(";")):
+        name, size, mtime = part.rsplit(":", 2)
+        if name.endswith(layout.EVENTS_SUFFIX):
+            events.append(part)
+        elif name.endswith(layout.ARCHIVE_SUFFIX):
+            files["archive"] = (size, mtime)
+        else:
+            files["records"] = (size, mtime)
+    kind = "records" if "records" in files else "archive" if "archive" in files else None
+    return ((kind, *files[kind]) if kind else None), events
+
+
+def unchanged(stored: str, current: str) -> bool:
+    """Whether the hour's files, fingerprinted `current` now, are the ones fingerprinted `stored`:
+    the records read from the same file, same size and mtime, and the same events file, or the
+    `.jsonl` read then archived since (its `.jsonl.gz` has the original's mtime; a late write before
+    archiving changed that mtime)."""
+    try:
+        (was, was_events), (now, now_events) = _records_and_events(stored), _records_and_events(current)
+    except ValueError:  # not a fingerprint of ours
+        return stored == current
+    if was_events != now_events or was is None or now is None:
+        return stored == current
+    archived = was[0] == "records" and now[0] == "archive" and was[2] == now[2]
+    return was == now or archived
 
 
 def hour_stats(data_dir: Path, inst_id: str, hour: datetime, cadence_seconds: float) -> tuple[HourStats, str]:

@@ -169,6 +169,12 @@ def lake_assets(lake) -> dict:
     return out
 
 
+def lake_schedule(lake, name: str = "compression_schedule"):
+    """The schedule `name` of the code location over `lake`, loaded now (the compression schedule's
+    partitions are what the lake holds now)."""
+    return lake_definitions(lake).resolve_schedule_def(name)
+
+
 def apply_sensor_result(instance, result) -> None:
     """Do with a SensorResult's asset events what the sensor daemon does: store them."""
     for ev in result.asset_events:
@@ -179,7 +185,7 @@ def raw_hours_tick(instance, lake, cursor: str | None = None):
     """One evaluation of `raw_hours_sensor` of the code location over `lake` (its SensorResult)."""
     from dagster import build_sensor_context
 
-    sensor = lake_definitions(lake).get_sensor_def("raw_hours_sensor")
+    sensor = lake_definitions(lake).resolve_sensor_def("raw_hours_sensor")
     return sensor(build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake}))
 
 
@@ -273,3 +279,35 @@ def check_status(instance, lake) -> dict[str, dict[str, set[str]]]:
     return {key.name: {status.value: set(subset.subset_value.get_partition_keys())
                        for status, subset in state.subsets.items() if not subset.is_empty}
             for key, state in states.items()}
+
+
+def backfill_runs(instance, backfill_id: str) -> list:
+    """The runs of the backfill `backfill_id`."""
+    from dagster import RunsFilter
+    from dagster._core.storage.tags import BACKFILL_ID_TAG
+
+    return instance.get_runs(filters=RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}))
+
+
+def run_backfill(instance, workspace, backfill_id: str, timeout: float = 240):
+    """Iterations of the backfill daemon (`dagster._daemon.backfill.execute_backfill_iteration`) until
+    the backfill `backfill_id` is done, waiting for the runs it launched in between; returns it."""
+    import logging
+    import time
+
+    from dagster import DagsterRunStatus
+    from dagster._core.execution.backfill import BulkActionStatus
+    from dagster._daemon.backfill import execute_backfill_iteration
+
+    finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+    deadline = time.monotonic() + timeout
+    while True:
+        list(execute_backfill_iteration(workspace, logging.getLogger("backfill-daemon")))
+        backfill = instance.get_backfill(backfill_id)
+        assert backfill is not None
+        if backfill.status != BulkActionStatus.REQUESTED:
+            return backfill
+        while any(run.status not in finished for run in backfill_runs(instance, backfill_id)):
+            assert time.monotonic() < deadline, [(r.run_id, r.status) for r in backfill_runs(instance, backfill_id)]
+            time.sleep(0.5)
+        assert time.monotonic() < deadline, backfill.status

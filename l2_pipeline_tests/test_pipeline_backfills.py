@@ -1,4 +1,4 @@
-"""Backfills the way a user launches them, through Dagster's own daemon code.
+"""Backfills the way a user (or `raw_hours_sensor`) launches them, through Dagster's own daemon code.
 
 The bug this guards against: a UI backfill of `curated_parquet` (or `raw_hour`) over a range that
 held an hour with no data ended Failure with nothing to act on. The step of that hour succeeded
@@ -7,7 +7,8 @@ despite all runs being complete" and marked them failed.
 
 Each test loads the real code location (`l2_pipeline.definitions`, in a code server the daemon
 starts, like `dagster dev`), launches an asset backfill with the UI's GraphQL mutation
-(`launchPartitionBackfill`: asset selection × partition names), and runs iterations of the
+(`launchPartitionBackfill`: asset selection × partition names) or has the sensor daemon
+(`dagster._daemon.sensor.execute_sensor_iteration`) submit the sensor's, and runs iterations of the
 backfill daemon (`dagster._daemon.backfill.execute_backfill_iteration`). The runs it submits are
 launched by the instance's default run launcher (a process per run, from the code server) and are
 waited for between iterations.
@@ -30,26 +31,35 @@ from dagster import (
     DagsterRunStatus,
     RunRequest,
     RunsFilter,
-    build_sensor_context,
     instance_for_test,
 )
-from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, BACKFILL_ID_TAG
+from dagster._core.execution.backfill import BulkActionStatus
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
-from dagster._core.utils import make_new_backfill_id
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
-from dagster._daemon.backfill import execute_backfill_iteration
+from dagster._daemon.sensor import execute_sensor_iteration
 from dagster._scheduler.scheduler import launch_scheduled_runs
-from dagster._time import get_current_datetime, get_current_timestamp
+from dagster._time import get_current_datetime
 from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
 from dagster_graphql.test.utils import execute_dagster_graphql
 
 from collector import layout
+from l2_pipeline.checks import HOUR_CHECK_KEYS
 from l2_pipeline.keys import CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.sensors import raw_hours_sensor
-from l2_pipeline_tests.lake_factory import BASE_HOUR, BTC, ETH, lake_resource, plant_good_hour, range_keys
+from l2_pipeline.quality import HOUR_CHECKS
+from l2_pipeline_tests.lake_factory import (
+    BASE_HOUR,
+    BTC,
+    ETH,
+    backfill_runs,
+    check_status,
+    lake_resource,
+    plant_good_hour,
+    range_keys,
+    run_backfill,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
@@ -65,8 +75,7 @@ def key(inst_id: str, offset: int) -> str:
 def daemon_workspace(tmp_path: Path, monkeypatch, hours=PRESENT, **instance_args: Any
                      ) -> Iterator[tuple[DagsterInstance, WorkspaceProcessContext]]:
     """A persistent instance and the code location loaded as `dagster dev` loads it, over a lake of
-    `hours` (instrument, offset from BASE_HOUR); the instrument dimension holds BTC and ETH, as the
-    sensor leaves it."""
+    `hours` (instrument, offset from BASE_HOUR); the instrument dimension holds BTC and ETH."""
     lake_dir = tmp_path / "lake"
     for inst_id, offset in hours:
         plant_good_hour(lake_dir, inst_id, BASE_HOUR + timedelta(hours=offset), count=20)
@@ -78,42 +87,19 @@ def daemon_workspace(tmp_path: Path, monkeypatch, hours=PRESENT, **instance_args
                           location_name="l2_pipeline")
     with instance_for_test(temp_dir=str(home), **instance_args) as instance, \
             create_test_daemon_workspace_context(target, instance) as workspace:
-        instance.add_dynamic_partitions("instrument", [BTC, ETH])
         yield instance, workspace
 
 
 def launch_from_ui(workspace: WorkspaceProcessContext, assets: list[str], keys: list[str]) -> str:
-    """Materialize → partitions of `assets` → Launch backfill, as the UI's dialog sends it (with the
-    in-process executor in the run config: one process per run instead of one per step keeps the
-    test short; the steps are the same)."""
+    """Materialize → partitions of `assets` → Launch backfill, as the UI's dialog sends it (no run
+    config: the code location's executor runs the steps in the run's process)."""
     result = execute_dagster_graphql(
         workspace.create_request_context(), LAUNCH_PARTITION_BACKFILL_MUTATION,
-        {"backfillParams": {"assetSelection": [{"path": [asset]} for asset in assets], "partitionNames": keys,
-                            "runConfigData": {"execution": {"config": {"in_process": {}}}}}},
+        {"backfillParams": {"assetSelection": [{"path": [asset]} for asset in assets], "partitionNames": keys}},
     )
     launched = result.data["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     return launched["backfillId"]
-
-
-def backfill_runs(instance: DagsterInstance, backfill_id: str) -> list:
-    return instance.get_runs(filters=RunsFilter(tags={BACKFILL_ID_TAG: backfill_id}))
-
-
-def run_backfill(instance: DagsterInstance, workspace: WorkspaceProcessContext, backfill_id: str,
-                 timeout: float = 240) -> PartitionBackfill:
-    """Backfill daemon iterations until the backfill is done, waiting for its runs in between."""
-    deadline = time.monotonic() + timeout
-    while True:
-        list(execute_backfill_iteration(workspace, logging.getLogger("backfill-daemon")))
-        backfill = instance.get_backfill(backfill_id)
-        assert backfill is not None
-        if backfill.status != BulkActionStatus.REQUESTED:
-            return backfill
-        while any(run.status not in FINISHED for run in backfill_runs(instance, backfill_id)):
-            assert time.monotonic() < deadline, [(r.run_id, r.status) for r in backfill_runs(instance, backfill_id)]
-            time.sleep(0.5)
-        assert time.monotonic() < deadline, backfill.status
 
 
 def step_failures(instance: DagsterInstance, run_id: str) -> list[str]:
@@ -123,8 +109,8 @@ def step_failures(instance: DagsterInstance, run_id: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("asset", "asset_key", "runs"), [
-    (RAW_HOUR.to_user_string(), RAW_HOUR, 6),  # one partition per run (its partitioned checks need that)
-    (RAW_ARCHIVE.to_user_string(), RAW_ARCHIVE, 2),  # multi_run(100): one range of hours per instrument
+    (RAW_HOUR.to_user_string(), RAW_HOUR, 2),  # multi_run(100): one range of hours per instrument, checks included
+    (RAW_ARCHIVE.to_user_string(), RAW_ARCHIVE, 2),
     (CURATED_PARQUET.to_user_string(), CURATED_PARQUET, 2),
 ])
 def test_ui_backfill_over_a_missing_hour_fails_naming_it(tmp_path, monkeypatch, asset, asset_key, runs):
@@ -146,8 +132,8 @@ def test_ui_backfill_over_a_missing_hour_fails_naming_it(tmp_path, monkeypatch, 
 
 
 def test_ui_backfill_of_present_hours_ends_green(tmp_path, monkeypatch):
-    """One backfill of the three partitioned assets over hours that all have data: raw_hour first
-    (one run per partition), then raw_archive and curated_parquet together (one ranged run)."""
+    """One backfill of the three partitioned assets over hours that all have data: one ranged run of
+    all three (and raw_hour's checks, current for every hour afterwards)."""
     keys = [key(BTC, offset) for offset in range(3)]
     with daemon_workspace(tmp_path, monkeypatch, synchronous_run_coordinator=True) as (instance, workspace):
         backfill_id = launch_from_ui(workspace, [k.to_user_string() for k in (RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET)],
@@ -158,32 +144,41 @@ def test_ui_backfill_of_present_hours_ends_green(tmp_path, monkeypatch):
         for asset_key in (RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET):
             assert instance.get_materialized_partitions(asset_key) == set(keys), asset_key
         runs = backfill_runs(instance, backfill_id)
-        assert all(run.status == DagsterRunStatus.SUCCESS for run in runs) and len(runs) == 3 + 1
-
-
-MOCKED_LAUNCHER = {"run_launcher": {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}}
+        assert all(run.status == DagsterRunStatus.SUCCESS for run in runs) and len(runs) == 1
+        status = check_status(instance, lake_resource(tmp_path / "lake"))
+        assert status == {name: {"FAILED" if name == "coverage" else "SUCCEEDED": set(keys)}  # 20 records an hour
+                          for name in HOUR_CHECKS}
 
 
 def test_sensor_catch_up_is_one_backfill_of_few_runs(tmp_path, monkeypatch):
-    """250 closed hours × 2 instruments registered in one sensor tick become one curated_parquet
-    backfill, which the backfill daemon splits into 2 × ceil(250 / 100) = 6 runs. (The sensor
-    daemon's submission of the request is `test_daemon_ticks_after_a_ui_cursor_reset`; here it is
-    submitted as `dagster._daemon.sensor._submit_backfill_request` does, to skip storing 3,500
-    runless events.)"""
-    hours = [(inst_id, offset) for inst_id in (BTC, ETH) for offset in range(-250, 0)]
-    with daemon_workspace(tmp_path, monkeypatch, hours, overrides=MOCKED_LAUNCHER) as (instance, workspace):
+    """150 closed hours × 2 instruments registered in one tick of the sensor daemon become one
+    backfill of raw_hour (with its six checks) and curated_parquet, which the backfill daemon splits
+    into 2 × ceil(150 / 100) = 4 ranged runs (not 300). Once they ran, every hour's check results
+    are current: partition health as the UI shows it. (Each run stores ~1,000 events in SQLite:
+    about a minute in all.)"""
+    hours = [(inst_id, offset) for inst_id in (BTC, ETH) for offset in range(-150, 0)]
+    monkeypatch.setenv("L2_COVERAGE_THRESHOLD_PCT", "0")  # 20 records an hour: every check passes
+    with daemon_workspace(tmp_path, monkeypatch, hours, synchronous_run_coordinator=True) as (instance, workspace):
         lake = lake_resource(tmp_path / "lake")
-        (request,) = raw_hours_sensor(build_sensor_context(instance=instance, resources={"lake": lake})).run_requests
-        instance.add_backfill(PartitionBackfill.from_asset_graph_subset(
-            backfill_id=make_new_backfill_id(), backfill_timestamp=get_current_timestamp(), tags=request.tags,
-            dynamic_partitions_store=instance, asset_graph_subset=request.asset_graph_subset, title=None,
-            description=None, run_config=None))
+        list(execute_sensor_iteration(workspace, logging.getLogger("sensor-daemon"), None, None))
         (backfill,) = instance.get_backfills()
-        assert backfill.asset_selection == [CURATED_PARQUET] and backfill.tags["l2/hours"] == "500"
-        list(execute_backfill_iteration(workspace, logging.getLogger("backfill-daemon")))
+        assert set(backfill.asset_selection) == {RAW_HOUR, CURATED_PARQUET} and backfill.tags["l2/hours"] == "300"
+        target = backfill.asset_backfill_data.target_subset
+        everything = {key(inst_id, offset) for inst_id, offset in hours}
+        for asset_key in (RAW_HOUR, CURATED_PARQUET):
+            assert {str(p.partition_key) for p in target.iterate_asset_partitions() if p.asset_key == asset_key} \
+                == everything, asset_key
+
+        done = run_backfill(instance, workspace, backfill.backfill_id, timeout=240)
+        assert done.status == BulkActionStatus.COMPLETED_SUCCESS
         runs = backfill_runs(instance, backfill.backfill_id)
-        sizes = sorted(len(range_keys(RunRequest(tags=run.tags), instance, lake)) for run in runs)
-        assert sizes == [50, 50, 100, 100, 100, 100] and all(run.asset_selection == {CURATED_PARQUET} for run in runs)
+        sizes = sorted(len(range_keys(RunRequest(tags=run.tags), lake)) for run in runs)
+        assert sizes == [50, 50, 100, 100]
+        assert all(run.asset_selection == {RAW_HOUR, CURATED_PARQUET} for run in runs)
+        assert all(set(HOUR_CHECK_KEYS) <= run.asset_check_selection for run in runs)
+        assert instance.get_materialized_partitions(RAW_HOUR) == everything
+        assert instance.get_materialized_partitions(CURATED_PARQUET) == everything
+        assert check_status(instance, lake) == {name: {"SUCCEEDED": everything} for name in HOUR_CHECKS}
 
 
 def test_compression_schedule_ranged_runs_through_the_scheduler_daemon(tmp_path, monkeypatch):

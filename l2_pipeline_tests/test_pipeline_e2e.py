@@ -16,30 +16,26 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from dagster import (
-    AssetCheckEvaluation,
-    AssetMaterialization,
-    DagsterInstance,
-    build_schedule_context,
-    build_sensor_context,
-    instance_for_test,
-)
+from dagster import DagsterInstance, build_schedule_context, instance_for_test
 
 from collector import layout
 from collector.okx.simulator.market import DUMP_START_MS, dump_frames
 from collector.replay import replay_file
 from collector_tests.harness import hour_boundary_soon, start_collector, start_simulator, stop_process, wait_for
-from l2_pipeline.keys import CURATED_PARQUET, RAW_ARCHIVE
+from l2_pipeline.keys import CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.schedules import compression_schedule
-from l2_pipeline.sensors import raw_hours_sensor
+from l2_pipeline.quality import HOUR_CHECKS
 from l2_pipeline_tests.lake_factory import (
     BTC,
     ETH,
-    apply_sensor_result,
+    check_status,
     execute_backfill_request,
     execute_ranged,
     lake_resource,
+    lake_schedule,
+    latest_raw_hour,
+    raw_hours_tick,
+    requested,
 )
 
 HOUR0 = datetime.fromtimestamp(DUMP_START_MS / 1000, tz=UTC)  # 2026-11-25T00:00Z
@@ -64,15 +60,30 @@ def replayed_lake(frames: Path, data_dir: Path, drop_line: int | None = None) ->
     return data_dir
 
 
-def sensor_tick(instance, lake, cursor=None):
-    result = raw_hours_sensor(build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake}))
-    apply_sensor_result(instance, result)
-    return result
+def register(instance, lake) -> tuple[dict[str, set[str]], list]:
+    """One raw_hours_sensor tick and the runs of its backfill (executed in process as the backfill
+    daemon would split them): what it requested, and the runs."""
+    result = raw_hours_tick(instance, lake)
+    runs = execute_backfill_request(instance, lake, result)
+    assert all(run.success for run in runs)
+    return requested(result), runs
 
 
-def verdicts(result, key: str) -> dict[str, bool]:
-    return {e.check_name: e.passed for e in result.asset_events
-            if isinstance(e, AssetCheckEvaluation) and e.partition == key}
+def figures(instance, key: str) -> dict:
+    """The metadata of the latest raw_hour materialization of `key` (the hour's figures)."""
+    materialization = latest_raw_hour(instance, key)
+    assert materialization is not None, key
+    return materialization.metadata
+
+
+def verdicts(instance, lake, key: str) -> dict[str, bool]:
+    """check → passed, for the partition `key`, as the UI shows its current check status."""
+    out = {}
+    for name, by_status in check_status(instance, lake).items():
+        (status,) = [s for s, keys in by_status.items() if key in keys]
+        out[name] = status == "SUCCEEDED"
+    assert set(out) == set(HOUR_CHECKS)
+    return out
 
 
 def test_replayed_full_hour_registers_checks_curates_and_archives(frames, tmp_path):
@@ -83,20 +94,20 @@ def test_replayed_full_hour_registers_checks_curates_and_archives(frames, tmp_pa
     home = tmp_path / "dagster_home"
     home.mkdir()
     with instance_for_test(temp_dir=str(home)) as instance:  # persistent: the schedule context needs one
-        result = sensor_tick(instance, lake)
-        mats = {e.partition: e.metadata for e in result.asset_events if isinstance(e, AssetMaterialization)}
+        hours, runs = register(instance, lake)
         # hour 00 is complete; hour 01 holds the single record written at exactly 01:00:00
-        assert set(mats) == {*key0.values(), *(str(partition_key(i, HOUR0 + timedelta(hours=1))) for i in (BTC, ETH))}
+        both = {*key0.values(), *(str(partition_key(i, HOUR0 + timedelta(hours=1))) for i in (BTC, ETH))}
+        assert hours == {"raw_hour": both, "curated_parquet": both}
+        # raw_hour (+ its checks), then curated_parquet: one run per hour, both instruments
+        assert len(runs) == 4 and [r.dagster_run.job_name for r in runs] == ["raw_hour_job"] * 2 + ["curate_job"] * 2
+        assert instance.get_materialized_partitions(RAW_HOUR) == both
         for inst_id in (BTC, ETH):
-            meta = mats[key0[inst_id]]
+            meta = figures(instance, key0[inst_id])
             assert meta["records"].value == 1800 and meta["coverage_pct"].value == 100.0
             assert meta["gaps"].value == 0 and meta["crossed_records"].value == 0
-            assert all(verdicts(result, key0[inst_id]).values()), verdicts(result, key0[inst_id])
-        assert not verdicts(result, str(partition_key(BTC, HOUR0 + timedelta(hours=1))))["coverage"]
-
-        (curate,) = result.run_requests  # a curated_parquet backfill: executed as its daemon would
-        runs = execute_backfill_request(instance, lake, curate)
-        assert len(runs) == 2 and all(r.success for r in runs)  # per hour, both instruments
+            assert all(verdicts(instance, lake, key0[inst_id]).values()), verdicts(instance, lake, key0[inst_id])
+        late = verdicts(instance, lake, str(partition_key(BTC, HOUR0 + timedelta(hours=1))))
+        assert {name for name, ok in late.items() if not ok} == {"coverage"}
         assert len(instance.get_materialized_partitions(CURATED_PARQUET)) == 4
         table = pq.read_table(layout.curated_path(lake_dir, BTC, HOUR0))
         assert table.num_rows == originals[BTC].count(b"\n") == 1800
@@ -104,7 +115,7 @@ def test_replayed_full_hour_registers_checks_curates_and_archives(frames, tmp_pa
 
         with build_schedule_context(instance=instance, scheduled_execution_time=HOUR0 + timedelta(hours=8),
                                     resources={"lake": lake}) as context:
-            requests = compression_schedule(context)
+            requests = lake_schedule(lake)(context)
         runs = [execute_ranged(instance, lake, "compress_job", request.tags) for request in requests]
         assert len(runs) == 2 and all(r.success for r in runs)
         assert len(instance.get_materialized_partitions(RAW_ARCHIVE)) == 4
@@ -116,14 +127,15 @@ def test_replayed_full_hour_registers_checks_curates_and_archives(frames, tmp_pa
 
 def test_replayed_hour_with_a_dropped_frame_fails_gap_and_coverage(frames, tmp_path):
     lake_dir = replayed_lake(frames, tmp_path / "lake", drop_line=2 + 2 * 18_000)  # a BTC update at ~00:30
-    with DagsterInstance.ephemeral() as instance:
-        result = sensor_tick(instance, lake_resource(lake_dir))
+    lake = lake_resource(lake_dir)
     btc, eth = (str(partition_key(i, HOUR0)) for i in (BTC, ETH))
-    mats = {e.partition: e.metadata for e in result.asset_events if isinstance(e, AssetMaterialization)}
-    assert mats[btc]["gaps"].value == 1 and mats[btc]["resyncs"].value == 1
-    assert 45 < mats[btc]["coverage_pct"].value < 55  # replay cannot resync without a snapshot in the file
-    assert {n for n, ok in verdicts(result, btc).items() if not ok} == {"no_gaps", "coverage"}
-    assert all(verdicts(result, eth).values())
+    with DagsterInstance.ephemeral() as instance:
+        register(instance, lake)
+        meta = figures(instance, btc)
+        assert meta["gaps"].value == 1 and meta["resyncs"].value == 1
+        assert 45 < meta["coverage_pct"].value < 55  # replay cannot resync without a snapshot in the file
+        assert {n for n, ok in verdicts(instance, lake, btc).items() if not ok} == {"no_gaps", "coverage"}
+        assert all(verdicts(instance, lake, eth).values())
 
 
 @pytest.mark.e2e
@@ -143,11 +155,10 @@ def test_live_collector_lake(tmp_path):
         sim.stop()
     lake = lake_resource(data, cadence_seconds=0.2)
     with DagsterInstance.ephemeral() as instance:
-        result = sensor_tick(instance, lake)
-    mats = {e.partition: e.metadata for e in result.asset_events if isinstance(e, AssetMaterialization)}
-    for inst_id in (BTC, ETH):
-        for hour in (hour5, hour6):
-            key = str(partition_key(inst_id, hour))
-            assert mats[key]["records"].value > 0
-            failed = {n for n, ok in verdicts(result, key).items() if not ok}
-            assert failed == {"coverage"}, (key, failed)  # seconds of data in each hour, all of it valid
+        register(instance, lake)
+        for inst_id in (BTC, ETH):
+            for hour in (hour5, hour6):
+                key = str(partition_key(inst_id, hour))
+                assert figures(instance, key)["records"].value > 0
+                failed = {n for n, ok in verdicts(instance, lake, key).items() if not ok}
+                assert failed == {"coverage"}, (key, failed)  # seconds of data in each hour, all of it valid

@@ -1,5 +1,6 @@
-"""One bad item never fails every tick: a corrupt hour file, an unreadable directory, an
-unparseable cursor or an odd file name is logged and skipped (or registered with its error),
+"""One bad item never fails every tick or run: a corrupt hour file is registered by its
+raw_hour run with its error (schema_valid fails for that partition, the other hours of the run are
+fine); an unreadable directory, an unparseable cursor or an odd file name is logged and skipped,
 and the tick makes progress.
 
 Unreadable directories are real: mode 000, and when the tests run as root (whose
@@ -20,8 +21,6 @@ from pathlib import Path
 import orjson
 import pytest
 from dagster import (
-    AssetCheckEvaluation,
-    AssetMaterialization,
     DagsterInstance,
     RunRequest,
     build_schedule_context,
@@ -31,22 +30,28 @@ from dagster import (
 
 from collector import layout
 from l2_pipeline.curated import write_parquet
-from l2_pipeline.keys import RAW_HOUR
+from l2_pipeline.keys import CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.quality import HOUR_CHECKS
-from l2_pipeline.schedules import compression_schedule, retention_schedule
-from l2_pipeline.sensors import FreshnessCursor, RawCursor, collector_freshness_sensor, raw_hours_sensor
+from l2_pipeline.quality import HOUR_CHECKS, SCHEMA_VALID
+from l2_pipeline.schedules import retention_schedule
+from l2_pipeline.sensors import FreshnessCursor, RawCursor, collector_freshness_sensor
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
     ETH,
-    apply_sensor_result,
-    backfill_keys,
+    check_status,
+    execute_backfill_request,
+    lake_definitions,
     lake_resource,
+    lake_schedule,
+    latest_raw_hour,
     make_records,
     ms,
     plant_good_hour,
     range_keys,
+    raw_hours_tick,
+    register_closed_hours,
+    requested,
     write_hour,
 )
 
@@ -98,19 +103,9 @@ def key(inst_id: str, offset: int) -> str:
     return str(partition_key(inst_id, h(offset)))
 
 
-def tick(instance, lake, cursor=None):
-    result = raw_hours_sensor(build_sensor_context(instance=instance, cursor=cursor, resources={"lake": lake}))
-    apply_sensor_result(instance, result)
-    return result
-
-
-def materializations(result) -> dict[str, AssetMaterialization]:
-    return {e.partition: e for e in result.asset_events if isinstance(e, AssetMaterialization)}
-
-
-def evaluations(result, partition: str) -> dict[str, AssetCheckEvaluation]:
-    return {e.check_name: e for e in result.asset_events
-            if isinstance(e, AssetCheckEvaluation) and e.partition == partition}
+def evaluations(runs, partition: str) -> dict:
+    """check name → the AssetCheckEvaluation of `partition` in `runs`."""
+    return {e.check_name: e for run in runs for e in run.get_asset_check_evaluations() if e.partition == partition}
 
 
 def plant_bad_crc_archive(data_dir: Path, inst_id: str, hour: datetime) -> Path:
@@ -122,36 +117,61 @@ def plant_bad_crc_archive(data_dir: Path, inst_id: str, hour: datetime) -> Path:
     return path
 
 
-def test_corrupt_hour_is_registered_with_its_error_and_the_tick_goes_on(instance, tmp_path, capfd):
+def test_corrupt_hour_is_registered_with_its_error_and_the_run_goes_on(instance, tmp_path, capfd):
     plant_good_hour(tmp_path, BTC, h(0), count=20)
     corrupt = plant_bad_crc_archive(tmp_path, BTC, h(1))
     plant_good_hour(tmp_path, BTC, h(2), count=20)
     plant_good_hour(tmp_path, ETH, h(1), count=20)
-    lake = lake_resource(tmp_path)
+    lake = lake_resource(tmp_path, coverage_threshold_pct=0)  # short hours: only the corrupt one fails a check
+    everything = {key(BTC, 0), key(BTC, 1), key(BTC, 2), key(ETH, 1)}
 
-    result = tick(instance, lake)
-
-    assert set(materializations(result)) == {key(BTC, 0), key(BTC, 1), key(BTC, 2), key(ETH, 1)}
-    error = materializations(result)[key(BTC, 1)].metadata["error"].value
-    assert error.startswith("BadGzipFile:") and "CRC check failed" in error
-    (schema,) = evaluations(result, key(BTC, 1)).values()
-    assert schema.check_name == "schema_valid" and not schema.passed and error in schema.description
-    for good in (key(BTC, 0), key(BTC, 2), key(ETH, 1)):
-        assert set(evaluations(result, good)) == set(HOUR_CHECKS)
-    (curate,) = result.run_requests
-    assert backfill_keys(curate) == {key(BTC, 0), key(ETH, 1), key(BTC, 2)}
+    result = raw_hours_tick(instance, lake)  # reads no file: the corrupt hour is requested like the others
+    assert requested(result) == {"raw_hour": everything, "raw_archive": {key(BTC, 1)}, "curated_parquet": everything}
     assert RawCursor.parse(result.cursor).last == {BTC: h(2), ETH: h(1)}
-    log = capfd.readouterr().err
-    assert "Traceback" in log and "CRC check failed" in log
+    runs = execute_backfill_request(instance, lake, result, raise_on_error=False)
+    by_job: dict[str, list] = {}
+    for run in runs:
+        by_job.setdefault(run.dagster_run.job_name, []).append(run)
 
-    reset = tick(instance, lake)  # still corrupt, already registered: nothing again, no failure
-    assert reset.asset_events == [] and reset.run_requests == []
+    # the raw_hour run holding the corrupt hour succeeds: the hour is registered with its error
+    (btc_run,) = [r for r in by_job["raw_hour_job"] if key(BTC, 1) in
+                  {m.partition for m in r.asset_materializations_for_node("raw_hour")}]
+    assert all(run.success for run in by_job["raw_hour_job"])
+    assert {m.partition for m in btc_run.asset_materializations_for_node("raw_hour")} == {
+        key(BTC, 0), key(BTC, 1), key(BTC, 2)}  # one run over the instrument's range
+    assert instance.get_materialized_partitions(RAW_HOUR) == everything
+    error = latest_raw_hour(instance, key(BTC, 1)).metadata["error"].value
+    assert error.startswith("BadGzipFile:") and "CRC check failed" in error
+    (schema,) = evaluations([btc_run], key(BTC, 1)).values()  # only schema_valid for an unreadable hour
+    assert schema.check_name == SCHEMA_VALID and not schema.passed and error in schema.description
+    for good in (key(BTC, 0), key(BTC, 2), key(ETH, 1)):
+        assert {name for name, e in evaluations(runs, good).items() if e.passed} == set(HOUR_CHECKS)
+    status = check_status(instance, lake)
+    assert status[SCHEMA_VALID] == {"FAILED": {key(BTC, 1)}, "SUCCEEDED": everything - {key(BTC, 1)}}
+    for name in set(HOUR_CHECKS) - {SCHEMA_VALID}:  # not evaluated for the unreadable hour
+        assert status[name] == {"SKIPPED": {key(BTC, 1)}, "SUCCEEDED": everything - {key(BTC, 1)}}, name
+    # it was found archived (the archive is not read to say so); curating it fails, naming it alone
+    assert instance.get_materialized_partitions(RAW_ARCHIVE) == {key(BTC, 1)}
+    assert instance.get_materialized_partitions(CURATED_PARQUET) == everything - {key(BTC, 1)}
+    (failed,) = [run for run in by_job["curate_job"] if not run.success]
+    (failure,) = [e for e in failed.all_events if e.is_step_failure]
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith("1 of 3 hour(s) not materialized") and f"- {key(BTC, 1)}: " in description
+    log = capfd.readouterr().err
+    assert f"{key(BTC, 1)}: cannot read the hour" in log and "CRC check failed" in log
+
+    reset = raw_hours_tick(instance, lake)  # still corrupt, already registered: nothing again, no failure
+    assert reset.run_requests == [] and reset.skip_reason is not None
 
     write_hour(tmp_path, BTC, h(1), make_records(BTC, h(1), count=20), archived=True)  # repaired
     assert gzip.decompress(corrupt.read_bytes())
-    repaired = tick(instance, lake)
-    (rerun,) = repaired.run_requests
-    assert rerun.asset_selection == [RAW_HOUR] and rerun.partition_key == key(BTC, 1) and repaired.asset_events == []
+    repaired = raw_hours_tick(instance, lake)  # its files changed: registered again, Parquet included
+    assert requested(repaired) == {"raw_hour": {key(BTC, 1)}, "raw_archive": {key(BTC, 1)},
+                                   "curated_parquet": {key(BTC, 1)}}
+    assert all(run.success for run in execute_backfill_request(instance, lake, repaired))
+    assert "error" not in latest_raw_hour(instance, key(BTC, 1)).metadata
+    assert check_status(instance, lake) == {name: {"SUCCEEDED": everything} for name in HOUR_CHECKS}
+    assert instance.get_materialized_partitions(CURATED_PARQUET) == everything
 
 
 @pytest.mark.parametrize("cursor", [
@@ -168,11 +188,12 @@ def test_unparseable_cursor_is_logged_and_taken_as_empty(instance, tmp_path, cap
     for offset in range(2):
         plant_good_hour(tmp_path, BTC, h(offset), count=10)
     lake = lake_resource(tmp_path, instruments=[BTC])
-    first = tick(instance, lake, cursor)  # nothing registered yet: registers everything
-    assert set(materializations(first)) == {key(BTC, 0), key(BTC, 1)}
+    first = register_closed_hours(instance, lake, cursor)  # nothing registered yet: registers everything
+    assert requested(first)["raw_hour"] == {key(BTC, 0), key(BTC, 1)}
+    assert instance.get_materialized_partitions(RAW_HOUR) == {key(BTC, 0), key(BTC, 1)}
     assert "cannot parse cursor" in capfd.readouterr().err
-    again = tick(instance, lake, cursor)  # registered: nothing twice, and a valid cursor again
-    assert again.asset_events == [] and again.run_requests == []
+    again = raw_hours_tick(instance, lake, cursor)  # registered: nothing twice, and a valid cursor again
+    assert again.run_requests == [] and again.skip_reason is not None
     assert RawCursor.parse(again.cursor).last == {BTC: h(1)}
 
 
@@ -192,9 +213,11 @@ def test_unreadable_day_directory_is_skipped_by_the_sensor(instance, lake_dir, c
     plant_good_hour(lake_dir, ETH, h(0), count=10)
     plant_good_hour(lake_dir, ETH, h(24), count=10)  # the next day
     lake = lake_resource(lake_dir)
+    sensor = lake_definitions(lake).resolve_sensor_def("raw_hours_sensor")  # the code location loaded before
     with unreadable(layout.hour_dir(lake_dir, ETH, h(0))):
-        result = tick(instance, lake)
-    assert set(materializations(result)) == {key(BTC, 0), key(ETH, 24)}
+        result = sensor(build_sensor_context(instance=instance, resources={"lake": lake}))
+    assert requested(result) == {"raw_hour": {key(BTC, 0), key(ETH, 24)},
+                                 "curated_parquet": {key(BTC, 0), key(ETH, 24)}}
     log = capfd.readouterr().err
     assert "Permission denied" in log and str(layout.hour_dir(lake_dir, ETH, h(0))) in log
 
@@ -218,19 +241,18 @@ def test_schedules_skip_an_unreadable_directory(lake_dir, capfd):
         for offset in (0, 24):
             plant_good_hour(lake_dir, inst_id, h(offset), count=2)
     lake = lake_resource(lake_dir)
+    compression_schedule = lake_schedule(lake)  # the code location loaded before the directory went bad
     home = lake_dir / "dagster_home"  # beside raw/, which is all the schedules look at; removed with the lake
     home.mkdir()
     with instance_for_test(temp_dir=str(home)) as instance, build_schedule_context(
             instance=instance, scheduled_execution_time=h(24 * 7), resources={"lake": lake}) as context:
-        instance.add_dynamic_partitions("instrument", [BTC, ETH])
-        assert context.instance.get_dynamic_partitions("instrument")
         if os.geteuid() == 0:  # the schedule reads the instance as `nobody` too
             for path in [home, *home.rglob("*")]:
                 os.chown(path, NOBODY, NOBODY)
         with unreadable(layout.hour_dir(lake_dir, ETH, h(0))):
             compression = compression_schedule(context)
             retention = retention_schedule(context)
-        compressed = sorted(k for request in compression for k in range_keys(request, instance, lake))
+        compressed = sorted(k for request in compression for k in range_keys(request, lake))
     assert compressed == sorted([key(BTC, 0), key(BTC, 24), key(ETH, 24)])
     assert retention.tags["l2/files_due"] == "3"
     assert capfd.readouterr().err.count("Permission denied") == 2

@@ -16,9 +16,9 @@ from l2_pipeline.assets import HOURS_PER_RUN
 from l2_pipeline.curated import write_parquet
 from l2_pipeline.jobs import retention_job
 from l2_pipeline.keys import RAW_ARCHIVE
-from l2_pipeline.partitions import parse_partition_key, partition_key, run_batches
+from l2_pipeline.partitions import instrument_keys, parse_partition_key, partition_key, run_batches
 from l2_pipeline.retention import UnsafePath, check_inside_root, delete_files, plan_deletions
-from l2_pipeline.schedules import compression_schedule, instrument_metadata_schedule, retention_schedule
+from l2_pipeline.schedules import instrument_metadata_schedule, retention_schedule
 from l2_pipeline.selection import LakeHour, compression_due
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
@@ -28,6 +28,7 @@ from l2_pipeline_tests.lake_factory import (
     execute_ranged,
     lake_definitions,
     lake_resource,
+    lake_schedule,
     ms,
     plant_good_hour,
     range_keys,
@@ -37,11 +38,10 @@ from l2_pipeline_tests.lake_factory import (
 
 @pytest.fixture
 def instance(tmp_path):
-    """A persistent instance (a schedule context needs one) whose instrument dimension holds BTC, ETH."""
+    """A persistent instance (a schedule context needs one)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     with instance_for_test(temp_dir=str(home)) as inst:
-        inst.add_dynamic_partitions("instrument", [BTC, ETH])
         yield inst
 
 
@@ -65,9 +65,9 @@ def plant_ten_hours(data_dir) -> dict:
     return originals
 
 
-def keys_of(requests: list[RunRequest], instance, lake) -> list[str]:
+def keys_of(requests: list[RunRequest], lake) -> list[str]:
     """Every partition the schedule's ranged runs cover, by hour then instrument."""
-    keys = [key for request in requests for key in range_keys(request, instance, lake)]
+    keys = [key for request in requests for key in range_keys(request, lake)]
     assert len(keys) == len(set(keys))  # no partition in two runs
     return sorted(keys, key=lambda k: parse_partition_key(k)[::-1])
 
@@ -76,10 +76,10 @@ def test_compression_selects_exactly_the_due_hours(tmp_path, instance):
     plant_ten_hours(tmp_path)
     lake = lake_resource(tmp_path)
     at = h(10.25)  # 10:15 → hours that ended by 04:15 → 00..03 (BTC 02 already archived)
-    requests = evaluate(compression_schedule, lake, at, instance)
+    requests = evaluate(lake_schedule(lake), lake, at, instance)
     assert isinstance(requests, list)
     expected = [(BTC, 0), (ETH, 0), (BTC, 1), (ETH, 1), (ETH, 2), (BTC, 3), (ETH, 3)]
-    assert keys_of(requests, instance, lake) == [str(partition_key(i, h(o))) for i, o in expected]
+    assert keys_of(requests, lake) == [str(partition_key(i, h(o))) for i, o in expected]
     # one run per contiguous range of an instrument's hours: BTC 00-01, ETH 00-03, BTC 03
     assert [(r.tags["l2/oldest"], r.tags["l2/newest"], r.tags["l2/hours"]) for r in requests] == [
         ("2026-11-20T00:00:00Z", "2026-11-20T01:00:00Z", "2"), ("2026-11-20T00:00:00Z", "2026-11-20T03:00:00Z", "4"),
@@ -87,12 +87,12 @@ def test_compression_selects_exactly_the_due_hours(tmp_path, instance):
     assert all(r.run_key.startswith("compress-2026-11-20T10:15:00Z-") for r in requests)
     assert len({r.run_key for r in requests}) == 3
     # one minute earlier hour 03 had not been over for 6 h yet
-    earlier = evaluate(compression_schedule, lake, h(9.98), instance)
-    assert len(keys_of(earlier, instance, lake)) == 5
-    assert isinstance(evaluate(compression_schedule, lake, h(6.9), instance), SkipReason)
+    earlier = evaluate(lake_schedule(lake), lake, h(9.98), instance)
+    assert len(keys_of(earlier, lake)) == 5
+    assert isinstance(evaluate(lake_schedule(lake), lake, h(6.9), instance), SkipReason)
     # the boundary is inclusive: at 07:00 hour 00 (ended 01:00) is exactly 6 h old
-    at_seven = evaluate(compression_schedule, lake, h(7), instance)
-    assert keys_of(at_seven, instance, lake) == [str(partition_key(i, h(0))) for i in (BTC, ETH)]
+    at_seven = evaluate(lake_schedule(lake), lake, h(7), instance)
+    assert keys_of(at_seven, lake) == [str(partition_key(i, h(0))) for i in (BTC, ETH)]
     assert len(at_seven) == 1  # one hour of every instrument: one run
 
 
@@ -102,13 +102,13 @@ def test_late_tick_behaves_as_if_on_time(tmp_path, instance):
     # evaluated days after its scheduled time (wall clock is 2026-11-25+), it still selects as of 10:15
     assert compression_due(tmp_path, h(10.25), lake.compress_after, lake.grace) == compression_due(
         tmp_path, h(10.25), lake.compress_after, lake.grace, now=datetime.now(UTC))
-    assert len(keys_of(evaluate(compression_schedule, lake, h(10.25), instance), instance, lake)) == 7
+    assert len(keys_of(evaluate(lake_schedule(lake), lake, h(10.25), instance), lake)) == 7
 
 
 def test_compression_run_archives_and_is_idempotent(tmp_path, instance):
     originals = plant_ten_hours(tmp_path)
     lake = lake_resource(tmp_path)
-    requests = evaluate(compression_schedule, lake, h(10.25), instance)
+    requests = evaluate(lake_schedule(lake), lake, h(10.25), instance)
     results = [execute_ranged(instance, lake, "compress_job", request.tags) for request in requests]
     assert all(result.success for result in results)
     archived = {(BTC, 0), (ETH, 0), (BTC, 1), (ETH, 1), (ETH, 2), (BTC, 3), (ETH, 3)}
@@ -121,12 +121,12 @@ def test_compression_run_archives_and_is_idempotent(tmp_path, instance):
         else:
             assert plain.exists() and not gz.exists()
     mats = [m for result in results for m in result.asset_materializations_for_node("raw_archive")]
-    assert {m.partition for m in mats} == set(keys_of(requests, instance, lake))
+    assert {m.partition for m in mats} == set(keys_of(requests, lake))
     assert all(m.asset_key == RAW_ARCHIVE and m.metadata["status"].value == "archived" for m in mats)
-    assert instance.get_materialized_partitions(RAW_ARCHIVE) == set(keys_of(requests, instance, lake))
+    assert instance.get_materialized_partitions(RAW_ARCHIVE) == set(keys_of(requests, lake))
     # the same tick again finds nothing; re-running the same runs changes nothing and succeeds: an
     # archived hour is there, so it materializes (status already_archived) instead of failing
-    assert isinstance(evaluate(compression_schedule, lake, h(10.25), instance), SkipReason)
+    assert isinstance(evaluate(lake_schedule(lake), lake, h(10.25), instance), SkipReason)
     again = [execute_ranged(instance, lake, "compress_job", request.tags) for request in requests]
     statuses = {m.metadata["status"].value for r in again for m in r.asset_materializations_for_node("raw_archive")}
     assert all(r.success for r in again) and statuses == {"already_archived"}
@@ -141,17 +141,18 @@ def test_catch_up_after_days_in_one_tick(tmp_path, instance, hours, runs):
         for offset in range(-hours, 0):
             plant_good_hour(tmp_path, inst_id, h(offset), count=1)
     lake = lake_resource(tmp_path)
-    requests = evaluate(compression_schedule, lake, h(6), instance)
-    assert len(keys_of(requests, instance, lake)) == 2 * hours and len(requests) == runs
+    requests = evaluate(lake_schedule(lake), lake, h(6), instance)
+    assert len(keys_of(requests, lake)) == 2 * hours and len(requests) == runs
     assert max(int(r.tags["l2/hours"]) for r in requests) <= 100
 
 
 def test_hours_that_are_not_partitions_are_left_alone(tmp_path, instance, capfd):
     plant_ten_hours(tmp_path)
-    plant_good_hour(tmp_path, "SOL-USDT-SWAP", h(0), count=1)  # not in the instrument dimension yet
     lake = lake_resource(tmp_path, partitions_start="2026-11-20-01:00")  # hour 00 is before the partitions
-    requests = evaluate(compression_schedule, lake, h(10.25), instance)
-    assert keys_of(requests, instance, lake) == [str(partition_key(i, h(o))) for i, o in
+    schedule = lake_schedule(lake)  # loaded before SOL appears: SOL is not an instrument partition
+    plant_good_hour(tmp_path, "SOL-USDT-SWAP", h(0), count=1)
+    requests = evaluate(schedule, lake, h(10.25), instance)
+    assert keys_of(requests, lake) == [str(partition_key(i, h(o))) for i, o in
                                                  [(BTC, 1), (ETH, 1), (ETH, 2), (BTC, 3), (ETH, 3)]]
     assert "3 due hour(s) are not raw_archive partitions" in capfd.readouterr().err
 
@@ -264,7 +265,7 @@ def dagster_backfill_batches(keys: list[str], instance, lake) -> list[list[str]]
     with partition_loading_context(dynamic_partitions_store=instance):
         requests = build_run_requests_with_backfill_policies(
             [AssetKeyPartitionKey(RAW_ARCHIVE, k) for k in keys], graph, instance)
-    return sorted(range_keys(r, instance, lake) for r in requests)
+    return sorted(range_keys(r, lake) for r in requests)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -272,7 +273,10 @@ def test_run_batches_are_the_backfill_daemons_runs(tmp_path, seed):
     """`partitions.run_batches` (what compression_schedule requests) splits partitions into exactly
     the runs Dagster's backfill daemon makes of them, without listing every partition since the start."""
     rng = random.Random(seed)
-    order = [ETH, "SOL-USDT-SWAP", BTC, "XRP-USDT-SWAP"]  # the dynamic dimension's order, not sorted
+    lake = lake_resource(tmp_path, instruments=[ETH, "SOL-USDT-SWAP", BTC, "XRP-USDT-SWAP"],
+                         partitions_start="2026-11-01-00:00")
+    order = instrument_keys(lake_definitions(lake).resolve_asset_graph().get(RAW_ARCHIVE).partitions_def)
+    assert order == [BTC, ETH, "SOL-USDT-SWAP", "XRP-USDT-SWAP"]  # the static dimension's order (sorted)
     cases = {
         0: [(i, o) for i in order for o in range(-250, 0)],  # chunks of 100
         1: [(i, 3) for i in (ETH, BTC, "XRP-USDT-SWAP")],  # one hour: instrument ranges, SOL is a hole
@@ -280,9 +284,7 @@ def test_run_batches_are_the_backfill_daemons_runs(tmp_path, seed):
     }
     cells = cases.get(seed) or [(i, o) for i in order for o in range(24) if rng.random() < 0.6]
     keys = [str(partition_key(i, h(o))) for i, o in cells]
-    lake = lake_resource(tmp_path)
     home = tmp_path / "dagster_home"
     home.mkdir()
     with instance_for_test(temp_dir=str(home)) as instance:
-        instance.add_dynamic_partitions("instrument", order)
         assert run_batches(keys, HOURS_PER_RUN, order) == dagster_backfill_batches(keys, instance, lake)
