@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import os
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -53,8 +54,9 @@ class Digest:
 
 @dataclass(frozen=True)
 class ArchiveResult:
-    """What archiving one hour did. `status`: archived | already_archived | completed_removal |
-    no_data | busy (another run holds the hour)."""
+    """What archiving one hour did. `status`: archived | already_archived (no original left; the
+    archive decompresses, `lines`/`sha256` are its content's) | completed_removal | no_data | busy
+    (another run holds the hour)."""
 
     inst_id: str
     hour: datetime
@@ -158,7 +160,14 @@ def archive_hour(
         src = open(original, "rb")  # noqa: SIM115 - held open for the lock's lifetime
     except FileNotFoundError:
         if final.is_file():
-            return result("already_archived", archive_bytes=final.stat().st_size)
+            try:  # found archived (by an earlier run, or planted): it is the asset only if it decompresses
+                found = digest_archive(final)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise ArchiveVerificationError(
+                    f"{final} does not decompress ({type(exc).__name__}: {exc}); its original is gone. Restore "
+                    f"the hour from a copy, or delete the archive if the hour is lost") from exc
+            return result("already_archived", archive_bytes=final.stat().st_size, lines=found.lines,
+                          sha256=found.sha256, original_bytes=found.size)
         return result("no_data")
     with src:
         try:

@@ -150,13 +150,18 @@ def test_corrupt_hour_is_registered_with_its_error_and_the_run_goes_on(instance,
     assert status[SCHEMA_VALID] == {"FAILED": {key(BTC, 1)}, "SUCCEEDED": everything - {key(BTC, 1)}}
     for name in set(HOUR_CHECKS) - {SCHEMA_VALID}:  # not evaluated for the unreadable hour
         assert status[name] == {"SKIPPED": {key(BTC, 1)}, "SUCCEEDED": everything - {key(BTC, 1)}}, name
-    # it was found archived (the archive is not read to say so); curating it fails, naming it alone
-    assert instance.get_materialized_partitions(RAW_ARCHIVE) == {key(BTC, 1)}
+    # found archived, but the archive does not decompress: not a raw_archive; curating it fails too,
+    # each naming it alone
+    assert instance.get_materialized_partitions(RAW_ARCHIVE) == set()
     assert instance.get_materialized_partitions(CURATED_PARQUET) == everything - {key(BTC, 1)}
-    (failed,) = [run for run in by_job["curate_job"] if not run.success]
-    (failure,) = [e for e in failed.all_events if e.is_step_failure]
-    description = failure.step_failure_data.user_failure_data.description
-    assert description.startswith("1 of 3 hour(s) not materialized") and f"- {key(BTC, 1)}: " in description
+    descriptions = {}
+    for job_name, of in (("compress_job", "1 of 1"), ("curate_job", "1 of 3")):
+        (failed,) = [run for run in by_job[job_name] if not run.success]
+        (failure,) = [e for e in failed.all_events if e.is_step_failure]
+        descriptions[job_name] = failure.step_failure_data.user_failure_data.description
+        assert descriptions[job_name].startswith(f"{of} hour(s) not materialized")
+        assert f"- {key(BTC, 1)}: " in descriptions[job_name]
+    assert "does not decompress" in descriptions["compress_job"]
     log = capfd.readouterr().err
     assert f"{key(BTC, 1)}: cannot read the hour" in log and "CRC check failed" in log
 

@@ -153,7 +153,7 @@ def test_hours_before_partitions_start_are_skipped(instance, tmp_path):
 def test_instrument_that_appears_after_load_waits_for_a_reload(instance, tmp_path, capfd):
     plant_good_hour(tmp_path, BTC, BASE_HOUR, count=5)
     lake = lake_resource(tmp_path, instruments=[BTC])
-    sensor = lake_definitions(lake).get_sensor_def("raw_hours_sensor")  # loaded before SOL appears
+    sensor = lake_definitions(lake).resolve_sensor_def("raw_hours_sensor")  # loaded before SOL appears
     plant_good_hour(tmp_path, SOL, BASE_HOUR, count=5)
     result = sensor(build_sensor_context(instance=instance, resources={"lake": lake}))
     assert requested(result)["raw_hour"] == {key(BTC, 0)}
