@@ -5,7 +5,7 @@
 (one partition or a range), the verdicts of `l2_pipeline.quality.evaluate_hour`:
 - in every run that materializes `raw_hour` (Dagster adds an asset's checks to its runs, also to
   the sensor's registration backfill), reusing the figures the `raw_hour` step just read;
-- on their own, without rewriting the hour: `hour_checks_job` for chosen partitions. The checks
+- on their own, without touching the hour: `hour_checks_job` for chosen hours (named by tags). The checks
   can be subset (`can_subset`), so one check can run alone.
 
 Each verdict is an `AssetCheckEvaluation` for its partition that names the hour's latest

@@ -4,11 +4,12 @@
   range, as an asset backfill with the asset's backfill policy would split them.
 - `curate_job` (`curated_parquet`) and `raw_hour_job` (`raw_hour` and its six hour checks) are for
   runs launched by hand; `raw_hours_sensor` requests the same assets as one backfill.
-- `hour_checks_job` (the six hour checks alone, partitioned like `raw_hour`) re-runs checks on
-  chosen hours without rewriting them: the UI cannot execute a partitioned check on its own
-  (Dagster 1.13: "Executing checks on their own for partitioned assets is not yet supported"), so
-  launch this job from its page (one partition, or a backfill over many); pick checks with the
-  Launchpad's op/check selection.
+- `hour_checks_job` (the six hour checks alone) re-runs checks on chosen hours without touching
+  them: the UI cannot execute a partitioned check on its own (Dagster 1.13: "Executing checks on
+  their own for partitioned assets is not yet supported"), and a checks-only job has no partitions
+  definition in 1.13 (it is inferred from selected assets), so its runs name their hours with the
+  `dagster/partition` tag or the `dagster/asset_partition_range_start`/`_end` tags; the
+  Launchpad's check selection picks single checks.
 - `retention_job` (op `delete_expired`) is what `retention_schedule` launches.
 """
 
@@ -114,7 +115,9 @@ raw_hour_job = define_asset_job(
 hour_checks_job = define_asset_job(
     "hour_checks_job",
     selection=AssetSelection.checks(*HOUR_CHECK_KEYS),
-    description="Re-run the six quality checks of raw_hour on chosen hours, without rewriting them.",
+    description="Re-run the quality checks of raw_hour on chosen hours, without touching them. Name the hours "
+    "with a tag: dagster/partition = '<YYYY-MM-DD-HH:MM>|<instId>', or dagster/asset_partition_range_start and "
+    "dagster/asset_partition_range_end.",
 )
 
 instrument_metadata_job = define_asset_job(
