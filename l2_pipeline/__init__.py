@@ -1,6 +1,11 @@
-"""okx-l2 pipeline: the Dagster code location over the collector's lake (`l2_pipeline.definitions`).
+"""okx-l2 pipeline: the Dagster code location over the collector's lake (`l2_pipeline.definitions`),
+and research access to the lake without Dagster: `read_books`, `book_at` (`l2_pipeline.read`).
 
-Pure modules (no Dagster): hours, hour_stats, quality, selection, archive, curated, retention,
-instruments. Dagster modules: partitions, resources, keys, assets, checks, jobs, registry, sensors,
-schedules, definitions. `python -m bench.lake` times sensor and compression ticks.
+Pure modules (no Dagster): read, hours, hour_stats, quality, selection, archive, curated, retention,
+instruments, stats_cache. Dagster modules: partitions, resources, keys, assets, checks, jobs,
+registry, sensors, schedules, definitions. `python -m bench.lake` times registration and compression.
 """
+
+from l2_pipeline.read import ReadError, book_at, read_books
+
+__all__ = ["ReadError", "book_at", "read_books"]

@@ -1,0 +1,156 @@
+"""Research access without Dagster: any range of one instrument's books in one call.
+
+    from l2_pipeline import read_books, book_at
+    table = read_books("BTC-USDT-SWAP", "2026-11-20T00:00Z", "2026-11-20T06:00Z", depth=25, lake="./data")
+
+`read_books` returns a `pyarrow.Table` with the curated schema (`l2_pipeline.curated.PARQUET_SCHEMA`,
+docs/CONTRACT.md §5): one row per snapshot record with `start <= timestamp_utc < end`, oldest first.
+Each hour is read from its curated Parquet file when there is one, else from its `.jsonl` or
+`.jsonl.gz` (converted by the same code that writes the Parquet), so the result is the same
+whichever tier serves an hour. Records that are not the exchange's book (gap markers,
+`checksum_ok=false`) are left out unless `include_flagged=True`. `depth` keeps the best N levels
+per side; `columns` selects columns.
+
+`book_at` returns the last record at or before a time that is not flagged, as a one-row table.
+Errors say what was wrong: an unknown instrument, `start > end`, a lake path that does not exist,
+an empty range (no record in it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from collector import layout
+from collector.lake_walk import list_dir
+from l2_pipeline.curated import PARQUET_SCHEMA, load_table
+from l2_pipeline.hour_stats import records_source
+from l2_pipeline.hours import parse_utc, utc
+
+LOOKBACK = timedelta(hours=6)  # how far back `book_at` looks for the last exact book
+TimeLike = datetime | str
+
+
+class ReadError(ValueError):
+    """A request `read_books` / `book_at` cannot serve; the message says what to change."""
+
+
+def _lake(lake: str | os.PathLike | None) -> Path:
+    root = Path(lake if lake is not None else os.environ.get("L2_DATA_DIR", "./data")).expanduser()
+    if not root.is_dir():
+        raise ReadError(f"lake {root} does not exist (pass lake=… or set L2_DATA_DIR to the collector's data dir)")
+    return root
+
+
+def _time(value: TimeLike, name: str) -> datetime:
+    if isinstance(value, datetime):
+        return utc(value)
+    try:
+        return parse_utc(value)
+    except ValueError:
+        raise ReadError(f"{name}={value!r} is not a time: use a datetime or ISO-8601, e.g. 2026-11-20T00:00Z") from None
+
+
+def _instrument(root: Path, inst_id: str) -> str:
+    try:
+        layout.validate_inst_id(inst_id)
+    except layout.InvalidInstrumentId as exc:
+        raise ReadError(str(exc)) from None
+    known = {p.name for prefix in (layout.RAW_PREFIX, layout.CURATED_PREFIX) for p in list_dir(root / prefix)}
+    if inst_id not in known:
+        raise ReadError(f"unknown instrument {inst_id} in lake {root}; it holds: {', '.join(sorted(known)) or 'none'}")
+    return inst_id
+
+
+def _hour_table(root: Path, inst_id: str, hour: datetime) -> pa.Table | None:
+    """One hour from the best tier that has it (None: no file for the hour)."""
+    curated = layout.curated_path(root, inst_id, hour)
+    if curated.is_file():
+        return pq.read_table(curated, schema=PARQUET_SCHEMA)
+    for _ in (1, 2):  # the .jsonl may be archived between the lookup and the read
+        source, _kind = records_source(root, inst_id, hour)
+        if source is None:
+            return None
+        try:
+            return load_table(source)[0].cast(PARQUET_SCHEMA)
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _truncate(table: pa.Table, depth: int) -> pa.Table:
+    for side in ("bids", "asks"):
+        sliced = pc.list_slice(table[side], 0, depth)
+        table = table.set_column(table.schema.get_field_index(side), side, sliced.cast(PARQUET_SCHEMA.field(side).type))
+    return table
+
+
+def read_books(
+    inst_id: str,
+    start: TimeLike,
+    end: TimeLike,
+    *,
+    depth: int | None = None,
+    lake: str | os.PathLike | None = None,
+    include_flagged: bool = False,
+    columns: Sequence[str] | None = None,
+) -> pa.Table:
+    """Snapshot records of `inst_id` with start <= timestamp_utc < end (see the module docstring)."""
+    root = _lake(lake)
+    begin, finish = _time(start, "start"), _time(end, "end")
+    if begin > finish:
+        raise ReadError(f"start {begin:%Y-%m-%dT%H:%M:%SZ} is after end {finish:%Y-%m-%dT%H:%M:%SZ}")
+    if depth is not None and depth < 1:
+        raise ReadError(f"depth={depth}: ask for at least 1 level per side (or None for all)")
+    unknown = sorted(set(columns or ()) - set(PARQUET_SCHEMA.names))
+    if unknown:
+        raise ReadError(f"unknown column(s) {', '.join(unknown)}; the columns are {', '.join(PARQUET_SCHEMA.names)}")
+    _instrument(root, inst_id)
+    tables = []
+    hour = layout.hour_floor(int(begin.timestamp() * 1000))
+    while hour < finish:
+        table = _hour_table(root, inst_id, hour)
+        if table is not None:
+            tables.append(table)
+        hour += layout.HOUR
+    table = pa.concat_tables(tables) if tables else PARQUET_SCHEMA.empty_table()
+    ts = table["timestamp_utc"]
+    keep = pc.and_(pc.greater_equal(ts, pa.scalar(begin, PARQUET_SCHEMA.field("timestamp_utc").type)),
+                   pc.less(ts, pa.scalar(finish, PARQUET_SCHEMA.field("timestamp_utc").type)))
+    if not include_flagged:
+        keep = pc.and_(keep, pc.invert(flagged(table)))
+    if not pc.all(keep).as_py():  # filtering copies every nested level: only when something goes
+        table = table.filter(keep)
+    if table.num_rows == 0:
+        raise ReadError(f"no {'' if include_flagged else 'exact '}record of {inst_id} in "
+                        f"[{begin:%Y-%m-%dT%H:%M:%SZ}, {finish:%Y-%m-%dT%H:%M:%SZ}) in lake {root}")
+    if depth is not None:
+        table = _truncate(table, depth)
+    if not _increasing(table["timestamp_utc"]):  # hours come in order, records in order within an hour
+        table = table.sort_by("timestamp_utc")
+    return table.select(list(columns)) if columns else table
+
+
+def _increasing(ts: pa.ChunkedArray) -> bool:
+    values = pc.cast(ts, pa.int64()).combine_chunks()
+    return len(values) < 2 or pc.all(pc.greater_equal(values.slice(1), values.slice(0, len(values) - 1))).as_py()
+
+
+def flagged(table: pa.Table) -> pa.ChunkedArray:
+    """True for records that are not the exchange's book: gap markers and `checksum_ok=false`."""
+    bad_checksum = pc.equal(pc.fill_null(table["checksum_ok"], True), False)
+    return pc.or_(pc.fill_null(table["gap_detected"], False), bad_checksum)
+
+
+def book_at(inst_id: str, ts: TimeLike, *, depth: int | None = None,
+            lake: str | os.PathLike | None = None) -> pa.Table:
+    """The last exact book of `inst_id` at or before `ts` (one row), looking back at most 6 hours."""
+    at = _time(ts, "ts")
+    table = read_books(inst_id, at - LOOKBACK, at + timedelta(milliseconds=1), depth=depth, lake=lake)
+    return table.slice(table.num_rows - 1)
