@@ -84,7 +84,7 @@ def _checksum_marker(inst_id: str, record: dict) -> dict:
                         prev_seq_id=record["prevSeqId"], gap_detected=False, checksum_ok=False)
 
 
-def _plant_damaged_hour(data_dir: Path, check: str, inst_id: str, hour: datetime, count: int) -> None:
+def plant_damaged_hour(data_dir: Path, check: str, inst_id: str, hour: datetime, count: int) -> None:
     """Write `inst_id`'s `hour` damaged so that `check` (and only it) fails."""
     records = make_records(inst_id, hour, count=count)
     middle = count // 2
@@ -144,7 +144,7 @@ def plant_damaged_lake(data_dir: Path, now: datetime, *, hours: int = DEFAULT_HO
             if check is None:
                 plant_good_hour(data_dir, inst_id, hour, count=count)
             else:
-                _plant_damaged_hour(data_dir, check, inst_id, hour, count)
+                plant_damaged_hour(data_dir, check, inst_id, hour, count)
                 out[check] = str(partition_key(inst_id, hour))
     if open_hour:
         current = hour_floor(ms(now))

@@ -99,6 +99,13 @@ def plant_good_hour(data_dir: Path, inst_id: str, hour: datetime, *, count: int 
     return records
 
 
+def append_record(data_dir: Path, inst_id: str, hour: datetime) -> None:
+    """A late write: one more valid record at the end of a closed hour's file."""
+    path = layout.records_path(data_dir, inst_id, hour)
+    with open(path, "ab") as f:
+        f.write(encode_line(make_record(inst_id, ms(hour) + 3_500_000, seq=50_000)))
+
+
 def event(inst_id: str, event_type: str, at: datetime, **details: Any) -> dict[str, Any]:
     return build_event(inst_id, event_type, ms(at), **details)
 
@@ -291,23 +298,75 @@ def backfill_runs(instance, backfill_id: str) -> list:
 
 def run_backfill(instance, workspace, backfill_id: str, timeout: float = 240):
     """Iterations of the backfill daemon (`dagster._daemon.backfill.execute_backfill_iteration`) until
-    the backfill `backfill_id` is done, waiting for the runs it launched in between; returns it."""
+    the backfill `backfill_id` is done, waiting for the runs it launched in between; returns it.
+    On an instance whose run coordinator queues runs (`QueuedRunCoordinator`, deploy/dagster.yaml)
+    the run queue daemon's iterations (`QueuedRunCoordinatorDaemon`) start them meanwhile."""
     import logging
     import time
+    from contextlib import ExitStack
 
     from dagster import DagsterRunStatus
     from dagster._core.execution.backfill import BulkActionStatus
+    from dagster._core.run_coordinator import QueuedRunCoordinator
     from dagster._daemon.backfill import execute_backfill_iteration
+    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
     finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
     deadline = time.monotonic() + timeout
-    while True:
-        list(execute_backfill_iteration(workspace, logging.getLogger("backfill-daemon")))
-        backfill = instance.get_backfill(backfill_id)
-        assert backfill is not None
-        if backfill.status != BulkActionStatus.REQUESTED:
-            return backfill
-        while any(run.status not in finished for run in backfill_runs(instance, backfill_id)):
-            assert time.monotonic() < deadline, [(r.run_id, r.status) for r in backfill_runs(instance, backfill_id)]
-            time.sleep(0.5)
-        assert time.monotonic() < deadline, backfill.status
+    with ExitStack() as stack:
+        queue = (stack.enter_context(QueuedRunCoordinatorDaemon(interval_seconds=1))
+                 if isinstance(instance.run_coordinator, QueuedRunCoordinator) else None)
+        while True:
+            list(execute_backfill_iteration(workspace, logging.getLogger("backfill-daemon")))
+            backfill = instance.get_backfill(backfill_id)
+            assert backfill is not None
+            if backfill.status != BulkActionStatus.REQUESTED:
+                return backfill
+            while any(run.status not in finished for run in backfill_runs(instance, backfill_id)):
+                assert time.monotonic() < deadline, [(r.run_id, r.status) for r in backfill_runs(instance, backfill_id)]
+                if queue is not None:
+                    list(queue.run_iteration(workspace))
+                time.sleep(0.5)
+            assert time.monotonic() < deadline, backfill.status
+
+
+def backfill_partitions(backfill) -> dict[str, set[str]]:
+    """asset name → the partitions a backfill targets."""
+    subset = backfill.asset_backfill_data.target_subset
+    return {asset_key.to_user_string(): {str(p.partition_key) for p in subset.iterate_asset_partitions()
+                                         if p.asset_key == asset_key} for asset_key in subset.asset_keys}
+
+
+def sensor_daemon_tick(instance, workspace, at: datetime, sensor: str = "raw_hours_sensor"):
+    """One iteration of the sensor daemon (`dagster._daemon.sensor.execute_sensor_iteration`) at
+    time `at` (a sensor is evaluated at most every 60 s: give each tick a later `at`); returns the
+    sensor's latest tick and its cursor afterwards."""
+    import logging
+
+    from dagster._core.scheduler.instigation import InstigatorType
+    from dagster._core.test_utils import freeze_time
+    from dagster._daemon.sensor import execute_sensor_iteration
+
+    with freeze_time(at):
+        list(execute_sensor_iteration(workspace, logging.getLogger("sensor-daemon"), None, None))
+    states = {s.name: s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)}
+    state = states[sensor]
+    (latest,) = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+    return latest, state.instigator_data.cursor
+
+
+SET_SENSOR_CURSOR = """
+mutation SetSensorCursorMutation($sensorSelector: SensorSelector!, $cursor: String) {
+  setSensorCursor(sensorSelector: $sensorSelector, cursor: $cursor) { __typename }
+}
+"""
+
+
+def reset_sensor_cursor(workspace, sensor: str = "raw_hours_sensor", location: str = "l2_pipeline") -> None:
+    """Sensors → `sensor` → Reset cursor, as the UI sends it (GraphQL `setSensorCursor`, cursor null)."""
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    selector = {"repositoryLocationName": location, "repositoryName": "__repository__", "sensorName": sensor}
+    reset = execute_dagster_graphql(workspace.create_request_context(), SET_SENSOR_CURSOR,
+                                    {"sensorSelector": selector, "cursor": None})
+    assert reset.data["setSensorCursor"]["__typename"] == "Sensor", reset

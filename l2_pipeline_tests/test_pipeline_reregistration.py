@@ -14,7 +14,6 @@ and the backfill daemon do it all.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,11 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetCheckKey, DagsterInstance, instance_for_test
 from dagster._core.execution.backfill import BulkActionStatus
-from dagster._core.scheduler.instigation import InstigatorType, TickStatus
-from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
+from dagster._core.scheduler.instigation import TickStatus
+from dagster._core.test_utils import create_test_daemon_workspace_context
 from dagster._core.workspace.load_target import ModuleTarget
-from dagster._daemon.sensor import execute_sensor_iteration
-from dagster_graphql.test.utils import execute_dagster_graphql
 
 from collector import layout
 from collector.record import encode_line
@@ -40,19 +37,21 @@ from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
     ETH,
+    append_record,
+    backfill_partitions,
     backfill_runs,
     check_status,
     execute_backfill_request,
     lake_resource,
     latest_raw_hour,
-    make_record,
     make_records,
-    ms,
     plant_good_hour,
     raw_hours_tick,
     register_closed_hours,
     requested,
+    reset_sensor_cursor,
     run_backfill,
+    sensor_daemon_tick,
     torn,
     write_hour,
 )
@@ -89,13 +88,6 @@ def raw_hour_materializations(instance: DagsterInstance) -> Counter:
 def plant_torn_hour(data_dir, inst_id: str, hour: datetime) -> None:
     lines = [encode_line(r) for r in make_records(inst_id, hour, count=30)]
     write_hour(data_dir, inst_id, hour, lines=[*lines, torn(lines[-1])])
-
-
-def append_record(data_dir, inst_id: str, hour: datetime) -> None:
-    """A late write: one more valid record at the end of a closed hour's file."""
-    path = layout.records_path(data_dir, inst_id, hour)
-    with open(path, "ab") as f:
-        f.write(encode_line(make_record(inst_id, ms(hour) + 3_500_000, seq=50_000)))
 
 
 def repair_torn_tail(data_dir, inst_id: str, hour: datetime) -> None:
@@ -172,13 +164,6 @@ def test_reset_during_catch_up_reads_one_budget_per_tick(instance, tmp_path):
     assert raw_hour_materializations(instance) == Counter({key(BTC, o): 1 for o in range(6)})
 
 
-SET_CURSOR = """
-mutation SetSensorCursorMutation($sensorSelector: SensorSelector!, $cursor: String) {
-  setSensorCursor(sensorSelector: $sensorSelector, cursor: $cursor) { __typename }
-}
-"""
-
-
 def test_daemon_ticks_after_a_ui_cursor_reset(tmp_path, monkeypatch):
     """The user's report, end to end: the sensor daemon evaluates the code location's sensor and
     submits its backfill, the backfill daemon runs it, the cursor is reset through the UI's GraphQL
@@ -198,20 +183,7 @@ def test_daemon_ticks_after_a_ui_cursor_reset(tmp_path, monkeypatch):
         start = datetime.now(UTC)
         lake = lake_resource(lake_dir, instruments=[BTC], coverage_threshold_pct=0)
 
-        def daemon_tick(minutes: int):
-            with freeze_time(start + timedelta(minutes=minutes)):  # past the sensor's 60 s minimum interval
-                list(execute_sensor_iteration(workspace, logging.getLogger("test"), None, None))
-            states = {s.name: s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)}
-            state = states["raw_hours_sensor"]
-            (latest,) = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
-            return latest, state.instigator_data.cursor
-
-        def backfill_partitions(backfill) -> dict[str, set[str]]:
-            subset = backfill.asset_backfill_data.target_subset
-            return {asset_key.to_user_string(): {str(p.partition_key) for p in subset.iterate_asset_partitions()
-                                                 if p.asset_key == asset_key} for asset_key in subset.asset_keys}
-
-        first, cursor = daemon_tick(0)
+        first, cursor = sensor_daemon_tick(instance, workspace, start)
         assert first.status == TickStatus.SUCCESS and cursor is not None
         (backfill,) = instance.get_backfills()
         hours = {key(BTC, offset) for offset in range(3)}
@@ -220,13 +192,10 @@ def test_daemon_ticks_after_a_ui_cursor_reset(tmp_path, monkeypatch):
         assert check_status(instance, lake) == {name: {"SUCCEEDED": hours} for name in HOUR_CHECKS}
         append_record(lake_dir, BTC, BASE_HOUR + timedelta(hours=1))
 
-        selector = {"repositoryLocationName": "l2_pipeline", "repositoryName": "__repository__",
-                    "sensorName": "raw_hours_sensor"}
-        reset = execute_dagster_graphql(workspace.create_request_context(), SET_CURSOR,
-                                        {"sensorSelector": selector, "cursor": None})
-        assert reset.data["setSensorCursor"]["__typename"] == "Sensor", reset
+        reset_sensor_cursor(workspace)  # the UI's GraphQL mutation
 
-        second, cursor_after_reset = daemon_tick(2)
+        # past the sensor's 60 s minimum interval
+        second, cursor_after_reset = sensor_daemon_tick(instance, workspace, start + timedelta(minutes=2))
         assert second.status == TickStatus.SUCCESS, second.error
         assert cursor_after_reset == cursor
         # the reset tick's backfill holds only the changed hour: raw_hour (+ its checks) and its Parquet
