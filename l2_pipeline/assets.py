@@ -59,9 +59,9 @@ from l2_pipeline.hours import is_closed, iso, now_utc
 from l2_pipeline.instruments import fetch_swap_instruments, refresh_instruments
 from l2_pipeline.keys import CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import parse_partition_key
-from l2_pipeline.quality import evaluate_hour, unreadable_hour_verdict
+from l2_pipeline.quality import hour_verdicts
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.stats_cache import fingerprint, hour_stats
+from l2_pipeline.stats_cache import HourRead, read_hour
 
 LAKE_GROUP = "lake"
 HOURS_PER_RUN = 100  # partitions per run of raw_archive / curated_parquet (≈ 1 min of work on a full hour each)
@@ -99,14 +99,13 @@ def stats_metadata(stats: HourStats) -> dict[str, Any]:
 class RegisteredHour:
     """What `raw_hour` records of one hour: its figures, or the error that kept it from being read."""
 
-    stats: HourStats | None
-    fingerprint: str
+    read: HourRead
     coverage_threshold_pct: float
-    error: str | None = None
 
     @property
     def status(self) -> str:
-        return "registered" if self.stats is None or self.stats.has_data else "no_data"
+        stats = self.read.stats
+        return "registered" if stats is None or stats.has_data else "no_data"
 
     @property
     def empty(self) -> bool:
@@ -114,21 +113,18 @@ class RegisteredHour:
 
     @property
     def warning(self) -> str | None:
-        return f"cannot read the hour ({self.error}): registered with the error, schema_valid fails" \
-            if self.error else None
+        return f"cannot read the hour ({self.read.error}): registered with the error, schema_valid fails" \
+            if self.read.error else None
 
     def metadata(self) -> dict[str, Any]:
         """The hour's figures, led by a one-line verdict of its six checks (the asset's partition view
         shows metadata, not check results, so the verdict is here too; the checks hold the details)."""
-        if self.stats is None:
-            verdicts = [unreadable_hour_verdict(self.error or "")]
-            meta: dict[str, Any] = {"error": MetadataValue.text(self.error or "")}
-        else:
-            verdicts = evaluate_hour(self.stats, self.coverage_threshold_pct)
-            meta = stats_metadata(self.stats)
+        stats, error = self.read.stats, self.read.error
+        meta = stats_metadata(stats) if stats is not None else {"error": MetadataValue.text(error or "")}
+        verdicts = hour_verdicts(stats, error, self.coverage_threshold_pct)
         failed = [v.check_name for v in verdicts if not v.passed]
         quality = f"FAILED: {', '.join(failed)}" if failed else f"passed ({len(verdicts)} checks)"
-        return {"quality": quality, "failed_checks": len(failed), **meta, "fingerprint": self.fingerprint}
+        return {"quality": quality, "failed_checks": len(failed), **meta, "fingerprint": self.read.fingerprint}
 
 
 def register_hour(data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta, *,
@@ -137,12 +133,7 @@ def register_hour(data_dir: Path, inst_id: str, hour: datetime, now: datetime, g
     registered with its error rather than failing the run: its `schema_valid` check says so."""
     if not is_closed(hour, now, grace):
         raise HourFailed(f"{inst_id} {iso(hour)} is the open hour (or inside the {grace} grace): not registered")
-    try:
-        stats, files = hour_stats(data_dir, inst_id, hour, cadence_seconds)
-    except Exception as exc:  # any unreadable file: the hour is registered with the error
-        return RegisteredHour(None, fingerprint(data_dir, inst_id, hour), coverage_threshold_pct,
-                              f"{type(exc).__name__}: {exc}")
-    return RegisteredHour(stats, files, coverage_threshold_pct)
+    return RegisteredHour(read_hour(data_dir, inst_id, hour, cadence_seconds), coverage_threshold_pct)
 
 
 class HourResult(Protocol):

@@ -50,12 +50,11 @@ from l2_pipeline.quality import (
     HOUR_CHECKS,
     Verdict,
     collector_freshness,
-    evaluate_hour,
-    unreadable_hour_verdict,
+    hour_verdicts,
 )
 from l2_pipeline.registry import latest_materializations
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.stats_cache import hour_stats
+from l2_pipeline.stats_cache import read_hour
 
 HOUR_CHECK_KEYS = [AssetCheckKey(RAW_HOUR, name) for name in HOUR_CHECKS]
 
@@ -87,14 +86,10 @@ def verdict_evaluation(verdict: Verdict, partition: str | None,
     return AssetCheckEvaluation(**_fields(verdict), partition=partition, target_materialization_data=target)
 
 
-def hour_verdicts(lake: LakeResource, key: str) -> list[Verdict]:
-    """The six verdicts of one hour (only a failed `schema_valid` when its files cannot be read)."""
-    inst_id, hour = parse_partition_key(key)
-    try:
-        stats, _ = hour_stats(lake.root, inst_id, hour, lake.cadence_seconds)
-    except Exception as exc:  # one unreadable hour must not cost the other hours of the range their checks
-        return [unreadable_hour_verdict(f"{type(exc).__name__}: {exc}")]
-    return evaluate_hour(stats, lake.coverage_threshold_pct)
+def partition_verdicts(lake: LakeResource, key: str) -> list[Verdict]:
+    """The verdicts of one partition's hour (`quality.hour_verdicts` of its read)."""
+    read = read_hour(lake.root, *parse_partition_key(key), lake.cadence_seconds)
+    return hour_verdicts(read.stats, read.error, lake.coverage_threshold_pct)
 
 
 def build_hour_checks(partitions: MultiPartitionsDefinition) -> AssetChecksDefinition:
@@ -113,7 +108,7 @@ def build_hour_checks(partitions: MultiPartitionsDefinition) -> AssetChecksDefin
                        storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp)
                    for key, r in latest_materializations(context.instance, keys).items()}
         for key in keys:
-            for verdict in hour_verdicts(lake, key):
+            for verdict in partition_verdicts(lake, key):
                 if verdict.check_name in selected:
                     yield verdict_evaluation(verdict, key, targets.get(key))
         context.log.info(f"evaluated {len(selected)} check(s) on {len(keys)} hour(s)")

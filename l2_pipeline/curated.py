@@ -299,6 +299,20 @@ def load_table(source: Path) -> tuple[pa.Table, int]:
     return records_to_table(records), lines
 
 
+def load_hour(data_dir: Path, inst_id: str, hour: datetime) -> tuple[Path, pa.Table, int] | None:
+    """(source file, table, source lines) of the hour's records, read from its `.jsonl` or, once
+    archived, its `.jsonl.gz`; None when it has neither."""
+    source, _ = records_source(data_dir, inst_id, hour)
+    if source is None:
+        return None
+    try:
+        table, lines = load_table(source)
+    except FileNotFoundError:  # the .jsonl was archived between the lookup and the open: read the archive
+        source = layout.archive_path(data_dir, inst_id, hour)
+        table, lines = load_table(source)
+    return source, table, lines
+
+
 def curated_temp_prefix(hour: datetime) -> str:
     return f".{hour:%H}.parquet."
 
@@ -311,16 +325,10 @@ def write_parquet(
     target = layout.curated_path(data_dir, inst_id, hour)
     if not is_closed(hour, now, grace):
         raise OpenHourError(f"{inst_id} {hour:%Y-%m-%d %H}:00 is not closed yet; no Parquet for an open hour")
-    for attempt in (1, 2):
-        source, _ = records_source(data_dir, inst_id, hour)
-        if source is None:
-            return CuratedResult(inst_id, hour, "no_data", target, seconds=time.monotonic() - started)
-        try:
-            table, lines = load_table(source)
-            break
-        except FileNotFoundError:  # archived between the lookup and the open: read the archive
-            if attempt == 2:
-                raise
+    loaded = load_hour(data_dir, inst_id, hour)
+    if loaded is None:
+        return CuratedResult(inst_id, hour, "no_data", target, seconds=time.monotonic() - started)
+    source, table, lines = loaded
     source_meta = {
         "okx_l2.schema_version": SCHEMA_VERSION,
         "okx_l2.source": str(source.relative_to(data_dir)) if source.is_relative_to(data_dir) else str(source),

@@ -99,6 +99,12 @@ def unreadable_hour_verdict(error: str) -> Verdict:
     return Verdict(SCHEMA_VALID, False, False, f"the hour could not be read: {error}", {"error": error})
 
 
+def hour_verdicts(stats: HourStats | None, error: str | None, coverage_threshold_pct: float) -> list[Verdict]:
+    """The verdicts of one hour: the six of `evaluate_hour`, or only a failed `schema_valid` when it
+    could not be read (`error`; the others are unknown)."""
+    return [unreadable_hour_verdict(error or "")] if stats is None else evaluate_hour(stats, coverage_threshold_pct)
+
+
 @dataclass(frozen=True)
 class Freshness:
     """Age of the newest write per expected instrument."""

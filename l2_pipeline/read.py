@@ -29,8 +29,7 @@ import pyarrow.parquet as pq
 
 from collector import layout
 from collector.lake_walk import list_dir
-from l2_pipeline.curated import PARQUET_SCHEMA, load_table
-from l2_pipeline.hour_stats import records_source
+from l2_pipeline.curated import PARQUET_SCHEMA, load_hour
 from l2_pipeline.hours import parse_utc, utc
 
 LOOKBACK = timedelta(hours=6)  # how far back `book_at` looks for the last exact book
@@ -73,15 +72,8 @@ def _hour_table(root: Path, inst_id: str, hour: datetime) -> pa.Table | None:
     curated = layout.curated_path(root, inst_id, hour)
     if curated.is_file():
         return pq.read_table(curated, schema=PARQUET_SCHEMA)
-    for _ in (1, 2):  # the .jsonl may be archived between the lookup and the read
-        source, _kind = records_source(root, inst_id, hour)
-        if source is None:
-            return None
-        try:
-            return load_table(source)[0].cast(PARQUET_SCHEMA)
-        except FileNotFoundError:
-            continue
-    return None
+    loaded = load_hour(root, inst_id, hour)
+    return None if loaded is None else loaded[1].cast(PARQUET_SCHEMA)
 
 
 def _truncate(table: pa.Table, depth: int) -> pa.Table:

@@ -14,6 +14,7 @@ in one process, `in_process_executor`) and a check run on its own still reads th
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -86,3 +87,22 @@ def hour_stats(data_dir: Path, inst_id: str, hour: datetime, cadence_seconds: fl
         while len(_cache) > MAX_CACHED_HOURS:
             _cache.popitem(last=False)
     return stats, before
+
+
+@dataclass(frozen=True)
+class HourRead:
+    """One hour as read for registration and checks: its stats, or the error that kept it from
+    being read (a corrupt gzip, an I/O error), and the fingerprint of its files."""
+
+    stats: HourStats | None
+    fingerprint: str
+    error: str | None = None
+
+
+def read_hour(data_dir: Path, inst_id: str, hour: datetime, cadence_seconds: float) -> HourRead:
+    """`hour_stats`, with any failure to read the hour returned as its error instead of raised:
+    one unreadable hour must not cost the other hours of a run their registration and checks."""
+    try:
+        return HourRead(*hour_stats(data_dir, inst_id, hour, cadence_seconds))
+    except Exception as exc:  # any unreadable file
+        return HourRead(None, fingerprint(data_dir, inst_id, hour), f"{type(exc).__name__}: {exc}")
