@@ -16,12 +16,13 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from collector import layout
 
-_HOUR_NAME_RE = re.compile(r"([01][0-9]|2[0-3])\.")  # {HH}.jsonl, {HH}.jsonl.gz, {HH}.parquet, …
+_HOUR_NAME_RE = re.compile(r"([01][0-9]|2[0-3])\.")  # {HH}.jsonl, {HH}.jsonl.gz, {HH}.events.jsonl
 
 OnUnreadable = Callable[[Path, OSError], None]
 
@@ -111,19 +112,63 @@ def hour_files(
     return dict(found)
 
 
+@dataclass(frozen=True, slots=True)
+class ParquetHour:
+    """One hour's file of a hive-partitioned Parquet tier (`layout.hive_hour_dir`)."""
+
+    inst_id: str
+    hour: datetime
+    path: Path
+
+
+def parquet_instruments(data_dir: Path, prefix: Path, on_unreadable: OnUnreadable = raise_unreadable) -> list[str]:
+    """instIds that have an `instId=` directory in a Parquet tier, sorted."""
+    names = (layout.parse_hive_part(p.name, 0) for p in list_dir(Path(data_dir) / prefix, on_unreadable))
+    return [name for name in names if name is not None]
+
+
+def iter_parquet_hours(
+    data_dir: Path,
+    prefix: Path,
+    inst_id: str | None = None,
+    *,
+    until: datetime | None = None,
+    on_unreadable: OnUnreadable = raise_unreadable,
+) -> Iterator[ParquetHour]:
+    """Hours of a Parquet tier (optionally of one instrument) with hour ≤ until, oldest first per
+    instrument. Directory names are parsed strictly (`layout.parse_hive_part`), so only the paths the
+    layout names are found."""
+    inst_ids = [layout.validate_inst_id(inst_id)] if inst_id else parquet_instruments(data_dir, prefix, on_unreadable)
+    for iid in inst_ids:
+        inst_dir = Path(data_dir) / prefix / f"instId={iid}"
+        days = [(day, p) for p in list_dir(inst_dir, on_unreadable)
+                if (name := layout.parse_hive_part(p.name, 1)) and (day := parse_day(name)) is not None]
+        for day, day_dir in days:
+            if until is not None and day > until:
+                break
+            hours = sorted((int(h), p) for p in list_dir(day_dir, on_unreadable)
+                           if (h := layout.parse_hive_part(p.name, 2)) is not None)
+            for h, hour_dir in hours:
+                hour = day.replace(hour=h)
+                path = hour_dir / layout.PARQUET_FILE
+                if (until is None or hour <= until) and path.is_file():
+                    yield ParquetHour(iid, hour, path)
+
+
 def first_hour(data_dir: Path, on_unreadable: OnUnreadable = raise_unreadable) -> datetime | None:
     """The earliest hour that has a file in the raw or curated lake (None for an empty lake): one
     listing per instrument directory plus one of each instrument's first day."""
-    earliest: datetime | None = None
-    for prefix in (layout.RAW_PREFIX, layout.CURATED_PREFIX):
-        for inst_dir in list_dir(Path(data_dir) / prefix, on_unreadable):
-            if not layout.INST_ID_RE.fullmatch(inst_dir.name):
-                continue
-            for day, directory in day_dirs(inst_dir, on_unreadable):
-                hours = [int(m.group(1)) for p in list_dir(directory, on_unreadable)
-                         if (m := _HOUR_NAME_RE.match(p.name))]
-                if hours:
-                    hour = day.replace(hour=min(hours))
-                    earliest = hour if earliest is None else min(earliest, hour)
-                    break
-    return earliest
+    earliest: list[datetime] = []
+    for inst_dir in list_dir(layout.raw_root(data_dir), on_unreadable):
+        if not layout.INST_ID_RE.fullmatch(inst_dir.name):
+            continue
+        for day, directory in day_dirs(inst_dir, on_unreadable):
+            hours = [int(m.group(1)) for p in list_dir(directory, on_unreadable) if (m := _HOUR_NAME_RE.match(p.name))]
+            if hours:
+                earliest.append(day.replace(hour=min(hours)))
+                break
+    for inst_id in parquet_instruments(data_dir, layout.CURATED_PREFIX, on_unreadable):
+        first = next(iter_parquet_hours(data_dir, layout.CURATED_PREFIX, inst_id, on_unreadable=on_unreadable), None)
+        if first is not None:
+            earliest.append(first.hour)
+    return min(earliest, default=None)

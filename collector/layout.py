@@ -17,6 +17,16 @@ INST_ID_RE = re.compile(DEFAULT_VENUE.inst_id_pattern)
 RAW_PREFIX = Path("raw", DEFAULT_VENUE.name, DEFAULT_VENUE.dataset)
 META_PREFIX = Path("meta", DEFAULT_VENUE.name, "instruments")
 CURATED_PREFIX = Path("curated", DEFAULT_VENUE.name, DEFAULT_VENUE.dataset)
+FEATURES_PREFIX = Path("features", DEFAULT_VENUE.name, DEFAULT_VENUE.dataset)
+# Parquet tiers are hive-partitioned (`instId=…/date=…/hour=…/`) so that DuckDB, polars and
+# pyarrow.dataset read them as one table with instId, date and hour as columns. `hour` is not
+# zero-padded: DuckDB types a partition value like "05" as text, "5" as an integer.
+PARQUET_FILE = "data.parquet"
+_HIVE_PARTS = (
+    re.compile(r"instId=(.+)"),
+    re.compile(r"date=([0-9]{4}-[0-9]{2}-[0-9]{2})"),
+    re.compile(r"hour=(1?[0-9]|2[0-3])"),  # ASCII digits: \d would also take other scripts' digits
+)
 
 RECORDS_SUFFIX = ".jsonl"
 EVENTS_SUFFIX = ".events.jsonl"
@@ -90,13 +100,41 @@ def meta_history_path(data_dir: Path, inst_id: str) -> Path:
     return Path(data_dir) / META_PREFIX / f"{validate_inst_id(inst_id)}.history.jsonl"
 
 
+def hive_hour_dir(data_dir: Path, prefix: Path, inst_id: str, hour: datetime) -> Path:
+    """`{prefix}/instId={instId}/date={YYYY-MM-DD}/hour={H}` of a Parquet tier."""
+    _check_hour(hour)
+    return (
+        Path(data_dir) / prefix / f"instId={validate_inst_id(inst_id)}" / f"date={hour.strftime(DAY_FORMAT)}"
+        / f"hour={hour.hour}"
+    )
+
+
 def curated_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
     """Analysis-ready Parquet of one instrument-hour."""
+    return hive_hour_dir(data_dir, CURATED_PREFIX, inst_id, hour) / PARQUET_FILE
+
+
+def features_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
+    """Liquidity features of one instrument-hour (one row per snapshot record)."""
+    return hive_hour_dir(data_dir, FEATURES_PREFIX, inst_id, hour) / PARQUET_FILE
+
+
+def legacy_curated_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
+    """Where curated Parquet lived before the hive layout (`{instId}/{YYYY-MM-DD}/{HH}.parquet`);
+    only the retention job's migration still looks here."""
     _check_hour(hour)
     return (
         Path(data_dir) / CURATED_PREFIX / validate_inst_id(inst_id) / hour.strftime(DAY_FORMAT)
         / f"{hour:%H}.parquet"
     )
+
+
+def parse_hive_part(name: str, level: int) -> str | None:
+    """The value of a hive directory name at `level` (0 instId, 1 date, 2 hour); None if it is not one."""
+    m = _HIVE_PARTS[level].fullmatch(name)
+    if m is None or (level == 0 and not INST_ID_RE.fullmatch(m.group(1))):
+        return None
+    return m.group(1)
 
 
 @dataclass(frozen=True, slots=True)

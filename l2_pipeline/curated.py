@@ -313,8 +313,17 @@ def load_hour(data_dir: Path, inst_id: str, hour: datetime) -> tuple[Path, pa.Ta
     return source, table, lines
 
 
-def curated_temp_prefix(hour: datetime) -> str:
-    return f".{hour:%H}.parquet."
+def write_verified(table: pa.Table, target: Path) -> None:
+    """Write `table` to `target` atomically (zstd), after reading its row count back from the temp
+    file; temp files a killed writer left beside `target` are removed first."""
+    prefix = f".{target.name}."
+    for stray in stray_temps(target.parent, prefix):
+        stray.unlink(missing_ok=True)
+    with atomic_target(target, prefix) as tmp:  # fsync, rename, fsync dir; temp removed on failure
+        pq.write_table(table, tmp, compression="zstd")
+        written_rows = pq.read_metadata(tmp).num_rows
+        if written_rows != table.num_rows:
+            raise RuntimeError(f"{tmp.name}: {written_rows} rows written, the table has {table.num_rows}")
 
 
 def write_parquet(
@@ -335,15 +344,8 @@ def write_parquet(
         "okx_l2.instId": inst_id,
         "okx_l2.hour": hour.isoformat(),
     }
-    table = table.replace_schema_metadata(source_meta)
-    prefix = curated_temp_prefix(hour)
-    for stray in stray_temps(target.parent, prefix):
-        stray.unlink(missing_ok=True)
-    with atomic_target(target, prefix) as tmp:  # fsync, rename, fsync dir; temp removed on failure
-        pq.write_table(table, tmp, compression="zstd")
-        written_rows = pq.read_metadata(tmp).num_rows
-        if written_rows != table.num_rows:
-            raise RuntimeError(f"{tmp.name}: {written_rows} rows written, source has {table.num_rows} records")
+    write_verified(table.replace_schema_metadata(source_meta), target)
+    layout.legacy_curated_path(data_dir, inst_id, hour).unlink(missing_ok=True)  # superseded pre-hive copy
     return CuratedResult(
         inst_id, hour, "written", target, source=source, source_lines=lines, rows=table.num_rows,
         skipped_lines=lines - table.num_rows, bytes=target.stat().st_size, seconds=time.monotonic() - started,

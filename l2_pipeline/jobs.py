@@ -33,6 +33,7 @@ from pydantic import Field
 
 from collector.lake_walk import log_unreadable
 from l2_pipeline.checks import HOUR_CHECK_KEYS
+from l2_pipeline.curated_migration import MigrationReport, migrate_legacy_curated
 from l2_pipeline.hours import iso, now_utc, parse_utc
 from l2_pipeline.keys import CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.resources import LakeResource
@@ -47,13 +48,18 @@ class RetentionConfig(Config):
 
 
 @op(
-    description="Delete raw hours and curated files past their retention window, inside the data root only.",
+    description="Move curated files of the pre-hive layout into the hive layout, then delete raw hours and "
+    "curated/features files past their retention window, inside the data root only.",
     out=Out(Nothing, description="the deletion report is this output's metadata"),
 )
 def delete_expired(context: OpExecutionContext, config: RetentionConfig, lake: LakeResource) -> Iterator[Output]:
     now = now_utc()
     as_of = min(parse_utc(config.as_of), now) if config.as_of else now
     dry_run = config.dry_run or lake.retention_dry_run
+    migrated = MigrationReport() if dry_run else migrate_legacy_curated(lake.root, log_unreadable(context.log))
+    if migrated.moved or migrated.superseded:
+        context.log.info(f"moved {len(migrated.moved)} curated file(s) of the pre-hive layout into the hive layout; "
+                         f"removed {len(migrated.superseded)} old copies of hours rebuilt since")
     candidates = plan_deletions(lake.root, as_of, lake.raw_retention, lake.curated_retention,
                                 log_unreadable(context.log))
     report = delete_files(lake.root, candidates, dry_run=dry_run)
@@ -67,6 +73,7 @@ def delete_expired(context: OpExecutionContext, config: RetentionConfig, lake: L
         "bytes_freed": report.bytes_freed,
         "hours": len(report.hours),
         "refused_count": len(report.refused),
+        "legacy_curated_moved": len(migrated.moved),
         "removed": MetadataValue.json(report.removed[:MAX_LISTED]),
         "removed_dirs": MetadataValue.json(report.removed_dirs[:MAX_LISTED]),
         "refused": MetadataValue.json(report.refused[:MAX_LISTED]),

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from collector import layout
-from collector.lake_walk import list_dir
+from collector.lake_walk import parquet_instruments
 from l2_pipeline.curated import PARQUET_SCHEMA, load_hour
 from l2_pipeline.hours import parse_utc, utc
 
@@ -61,7 +61,7 @@ def _instrument(root: Path, inst_id: str) -> str:
         layout.validate_inst_id(inst_id)
     except layout.InvalidInstrumentId as exc:
         raise ReadError(str(exc)) from None
-    known = {p.name for prefix in (layout.RAW_PREFIX, layout.CURATED_PREFIX) for p in list_dir(root / prefix)}
+    known = {*layout.list_instruments(root), *parquet_instruments(root, layout.CURATED_PREFIX)}
     if inst_id not in known:
         raise ReadError(f"unknown instrument {inst_id} in lake {root}; it holds: {', '.join(sorted(known)) or 'none'}")
     return inst_id

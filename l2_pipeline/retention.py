@@ -1,7 +1,7 @@
 """Retention: which files are due for deletion at a given time, and deleting them safely.
 
 - raw hours (`.jsonl`, `.jsonl.gz`, `.events.jsonl`) that ended ≥ `raw_retention` before `as_of`;
-- curated Parquet of hours that ended ≥ `curated_retention` before `as_of` (None: keep forever).
+- curated and features Parquet of hours that ended ≥ `curated_retention` before `as_of` (None: keep forever).
 
 Only paths the lake layout names are candidates, and each is deleted only if it is a regular file
 (not a symlink) whose resolved path lies inside the resolved data root; anything else is refused
@@ -12,24 +12,20 @@ A directory that cannot be listed goes to `on_unreadable` (see `collector.lake_w
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from collector import layout
-from collector.lake_walk import OnUnreadable, day_dirs, hour_files, list_dir, raise_unreadable
+from collector.lake_walk import OnUnreadable, hour_files, iter_parquet_hours, raise_unreadable
 from l2_pipeline.hours import ended_at_least
 from l2_pipeline.selection import LakeHour
-
-# ASCII digits only: str.isdigit() also accepts "²³", which int() then rejects
-CURATED_NAME_RE = re.compile(r"([01][0-9]|2[0-3])\.parquet")
 
 
 @dataclass(frozen=True)
 class Candidate:
     path: Path
-    kind: str  # records | events | archive | curated
+    kind: str  # records | events | archive | curated | features
     inst_id: str
     hour: datetime
 
@@ -60,24 +56,15 @@ def check_inside_root(root: Path, path: Path) -> Path:
     return resolved
 
 
-def _curated_files(data_dir: Path, cutoff: datetime, on_unreadable: OnUnreadable) -> list[Candidate]:
-    base = Path(data_dir) / layout.CURATED_PREFIX
-    out: list[Candidate] = []
-    for inst_dir in list_dir(base, on_unreadable):
-        if not layout.INST_ID_RE.fullmatch(inst_dir.name):
-            continue
-        for day, day_dir in day_dirs(inst_dir, on_unreadable):
-            if day > cutoff:
-                break
-            for f in list_dir(day_dir, on_unreadable):
-                name = CURATED_NAME_RE.fullmatch(f.name)
-                if name is None:
-                    continue
-                hour = day.replace(hour=int(name.group(1)))
-                # the layout module is the one definition of this path: accept only its exact spelling
-                if layout.curated_path(data_dir, inst_dir.name, hour) == f:
-                    out.append(Candidate(f, "curated", inst_dir.name, hour))
-    return out
+PARQUET_TIERS = {"curated": layout.CURATED_PREFIX, "features": layout.FEATURES_PREFIX}
+
+
+def _parquet_files(data_dir: Path, cutoff: datetime, on_unreadable: OnUnreadable) -> list[Candidate]:
+    return [
+        Candidate(found.path, kind, found.inst_id, found.hour)
+        for kind, prefix in PARQUET_TIERS.items()
+        for found in iter_parquet_hours(data_dir, prefix, until=cutoff, on_unreadable=on_unreadable)
+    ]
 
 
 def plan_deletions(
@@ -99,8 +86,8 @@ def plan_deletions(
                 out.extend(Candidate(path, kind, inst_id, hour) for kind, path in sorted(kinds.items()))
     if curated_retention is not None and curated_retention > timedelta(0):
         cur_cutoff = as_of - curated_retention
-        curated = _curated_files(data_dir, cur_cutoff, on_unreadable)
-        out.extend(c for c in curated if ended_at_least(c.hour, as_of, curated_retention))
+        parquet = _parquet_files(data_dir, cur_cutoff, on_unreadable)
+        out.extend(c for c in parquet if ended_at_least(c.hour, as_of, curated_retention))
     return sorted(out, key=lambda c: (c.hour, c.inst_id, c.kind))
 
 
@@ -124,11 +111,13 @@ def delete_files(data_dir: Path, candidates: list[Candidate], dry_run: bool) -> 
         if not dry_run:
             cand.path.unlink()
             touched_dirs.add(cand.path.parent)
+            if cand.kind in PARQUET_TIERS:  # hour=H/ then date=D/ may both be emptied
+                touched_dirs.add(cand.path.parent.parent)
         report.removed.append(str(cand.path))
         report.bytes_freed += size
-        if cand.kind != "curated":
+        if cand.kind not in PARQUET_TIERS:
             report.hours.add(LakeHour(cand.hour, cand.inst_id))
-    for directory in sorted(touched_dirs):
+    for directory in sorted(touched_dirs, key=lambda d: len(d.parts), reverse=True):  # deepest first
         try:
             check_inside_root(root, directory)
             if not any(directory.iterdir()):

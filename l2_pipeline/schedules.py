@@ -38,6 +38,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from collector.lake_walk import OnUnreadable, log_unreadable
 from l2_pipeline.assets import HOURS_PER_RUN
+from l2_pipeline.curated_migration import has_legacy_curated
 from l2_pipeline.hours import iso, now_utc, utc
 from l2_pipeline.jobs import compress_job, instrument_metadata_job, retention_job
 from l2_pipeline.partitions import hours_start, instrument_keys, parse_partition_key, partition_key, run_batches
@@ -85,7 +86,7 @@ def compression_requests(
 def retention_request(lake: LakeResource, as_of: datetime, on_unreadable: OnUnreadable) -> RunRequest | SkipReason:
     """What the retention schedule does at `as_of`."""
     due = plan_deletions(lake.root, as_of, lake.raw_retention, lake.curated_retention, on_unreadable)
-    if not due:
+    if not due and not has_legacy_curated(lake.root, on_unreadable):
         return SkipReason(f"nothing past retention at {iso(as_of)}")
     return RunRequest(
         run_key=f"retention-{iso(as_of)}",

@@ -84,6 +84,6 @@ def test_open_hour_refused_and_missing_hour(tmp_path):
 def test_rewrite_is_atomic_and_cleans_stray_temps(tmp_path):
     plant_good_hour(tmp_path, BTC, BASE_HOUR, count=10)
     target = write_parquet(tmp_path, BTC, BASE_HOUR, NOW).path
-    (target.parent / ".00.parquet.dead.tmp").write_bytes(b"partial")
+    (target.parent / ".data.parquet.dead.tmp").write_bytes(b"partial")
     write_parquet(tmp_path, BTC, BASE_HOUR, NOW)
-    assert [p.name for p in target.parent.iterdir()] == ["00.parquet"]
+    assert [p.name for p in target.parent.iterdir()] == ["data.parquet"]

@@ -267,7 +267,9 @@ def test_retention_ignores_a_curated_file_with_odd_digits(tmp_path):
     plant_good_hour(tmp_path, BTC, h(0), count=2)
     write_parquet(tmp_path, BTC, h(0), datetime.now(UTC))
     curated = layout.curated_path(tmp_path, BTC, h(0))
-    (curated.parent / "²³.parquet").write_bytes(b"")  # str.isdigit() is True, int() raises
+    for odd in ("hour=²³", "hour=٣"):  # "²³".isdigit() is True and int() raises; int("٣") == 3
+        (curated.parent.parent / odd).mkdir()
+        (curated.parent.parent / odd / layout.PARQUET_FILE).write_bytes(b"")
     lake = lake_resource(tmp_path, curated_retention_days=7)
     request = retention_schedule(build_schedule_context(scheduled_execution_time=h(24 * 8), resources={"lake": lake}))
     assert isinstance(request, RunRequest) and request.tags["l2/files_due"] == "2"  # the raw hour + its Parquet
