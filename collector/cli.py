@@ -1,7 +1,11 @@
-"""Command line of `l2-collector`: `run`, `simulate` and `replay` (names are a scripted contract).
+"""Command line of `l2-collector`: `run`, `simulate`, `replay`, `export` and `plot` (names are a
+scripted contract).
 
-Exit codes: 0 success (also after SIGINT/SIGTERM), 2 bad configuration or unknown instrument
-(one clear line on stderr), 1 unexpected failure.
+Exit codes: 0 success (also after SIGINT/SIGTERM), 2 bad argument, bad configuration or unknown
+instrument (one clear line on stderr), 1 unexpected failure.
+
+`export` and `plot` read the lake through `l2_pipeline`'s Dagster-free modules (read, export,
+plots), imported only when those commands run: `run` never loads them.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from collector import logs
 from collector.app import EXIT_CONFIG, check_data_dir, run_collector
@@ -43,11 +48,23 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", help=f"DEBUG, INFO, WARNING or ERROR (default {d.log_level})")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (what was wrong, where to look), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_lake_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--instrument", required=True, help="instId, e.g. BTC-USDT-SWAP")
+    p.add_argument("--lake", type=Path, help="lake root (env L2_DATA_DIR, default ./data)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from collector.okx.simulator.server import add_simulate_arguments
 
-    parser = argparse.ArgumentParser(prog="l2-collector", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _OneLineParser(prog="l2-collector", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     _add_run_arguments(sub.add_parser("run", help="collect OKX books into the lake"))
     add_simulate_arguments(sub.add_parser("simulate", help="local OKX-protocol server with faults"))
     replay = sub.add_parser("replay", help="recorded frames through the engine into a lake")
@@ -56,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--cadence", type=float, default=_DEFAULTS.cadence,
                         help="seconds of event time between records (default 2)")
     replay.add_argument("--depth", type=int, default=_DEFAULTS.depth, help="levels per side (default 400)")
+    export = sub.add_parser("export", help="one instrument's books over a time range into a file")
+    _add_lake_arguments(export)
+    export.add_argument("--start", required=True, help="ISO-8601 UTC, inclusive, e.g. 2026-11-20T00:00Z")
+    export.add_argument("--end", required=True, help="ISO-8601 UTC, exclusive")
+    export.add_argument("--depth", type=int, help="levels per side (default: all the lake has)")
+    export.add_argument("--format", choices=("parquet", "csv", "jsonl"), default="parquet",
+                        help="parquet (curated schema), csv or jsonl (levels as JSON text); default parquet")
+    export.add_argument("--out", type=Path, required=True, help="file to write (replaced when complete)")
+    export.add_argument("--include-flagged", action="store_true",
+                        help="also gap markers and checksum_ok=false records (left out by default)")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
+    plot = sub.add_parser("plot", help="one instrument-hour as a PNG (mid, spread, depth, liquidity, events)")
+    _add_lake_arguments(plot)
+    plot.add_argument("--hour", required=True, help="ISO-8601 UTC hour, e.g. 2026-11-20T13:00Z")
+    plot.add_argument("--out", type=Path, help="PNG to write (default {instId}_{YYYY-MM-DD}T{HH}.png here)")
     return parser
 
 
@@ -88,6 +120,35 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from l2_pipeline.export import export_books
+    from l2_pipeline.read import ReadError, book_range
+
+    if args.out.is_dir() or not args.out.parent.is_dir():
+        return _fail(f"--out {args.out}: give a file path in an existing directory")
+    try:
+        request = book_range(args.instrument, args.start, args.end, depth=args.depth, lake=args.lake,
+                             include_flagged=args.include_flagged)
+        result = export_books(request, args.out, args.format, quiet=args.quiet)
+    except ReadError as exc:
+        return _fail(str(exc))
+    print(f"exported {result.rows} records of {args.instrument} ({result.hours} hours) to {result.path}: "
+          f"{result.bytes / 1e6:.1f} MB in {result.seconds:.1f} s")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from l2_pipeline.plots import plot_hour_file
+    from l2_pipeline.read import ReadError
+
+    try:
+        path = plot_hour_file(args.instrument, args.hour, lake=args.lake, out=args.out)
+    except ReadError as exc:
+        return _fail(str(exc))
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -95,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "replay":
             return _replay(args)
+        if args.command == "export":
+            return _export(args)
+        if args.command == "plot":
+            return _plot(args)
         from collector.okx.simulator.server import run_simulate
 
         return run_simulate(args)

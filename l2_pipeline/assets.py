@@ -5,6 +5,8 @@
   its metadata holds the hour's figures and the `fingerprint` of its files.
 - `raw_archive`: the verified `{HH}.jsonl.gz` of the hour (see `l2_pipeline.archive`).
 - `curated_parquet`: the hour as typed, zstd Parquet (see `l2_pipeline.curated`).
+- `book_features`: liquidity features, one row per record (see `l2_pipeline.features`), with the
+  hour's figure in its metadata (`l2_pipeline.plots.hour_figure`).
 - `instrument_metadata`: OKX instrument objects and their change history under `meta/`.
 
 The partitioned assets are built by `build_lake_assets(partitions)` when the code location loads
@@ -15,7 +17,8 @@ archived when it is registered gets its `raw_archive` materialization the same w
 backfill includes it; `archive_hour` reports it `already_archived`).
 
 Runs and missing data:
-- `raw_hour`, `raw_archive` and `curated_parquet` have `BackfillPolicy.multi_run(HOURS_PER_RUN)`: a backfill
+- `raw_hour`, `raw_archive`, `curated_parquet` and `book_features` have
+  `BackfillPolicy.multi_run(HOURS_PER_RUN)`: a backfill
   (or a schedule tick) of N hours is a few runs of up to `HOURS_PER_RUN` partitions each. A run
   processes every hour of its range and records one materialization per hour, with that hour's
   metadata; if any hour could not be done it records the others and fails, naming each failed
@@ -26,6 +29,7 @@ Runs and missing data:
   rows / lines 0); its checks tell the rest.
 """
 
+import base64
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -54,12 +58,13 @@ from dagster import (
 from collector import layout
 from l2_pipeline.archive import ArchiveVerificationError, archive_hour
 from l2_pipeline.curated import write_parquet
+from l2_pipeline.features_hour import FeaturesResult, write_features
 from l2_pipeline.hour_stats import HourStats
 from l2_pipeline.hours import is_closed, iso, now_utc
 from l2_pipeline.instruments import fetch_swap_instruments, refresh_instruments
-from l2_pipeline.keys import CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
+from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import parse_partition_key
-from l2_pipeline.quality import hour_verdicts
+from l2_pipeline.quality import hour_verdicts, quality_summary
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.stats_cache import HourRead, read_hour
 
@@ -122,9 +127,9 @@ class RegisteredHour:
         stats, error = self.read.stats, self.read.error
         meta = stats_metadata(stats) if stats is not None else {"error": MetadataValue.text(error or "")}
         verdicts = hour_verdicts(stats, error, self.coverage_threshold_pct)
-        failed = [v.check_name for v in verdicts if not v.passed]
-        quality = f"FAILED: {', '.join(failed)}" if failed else f"passed ({len(verdicts)} checks)"
-        return {"quality": quality, "failed_checks": len(failed), **meta, "fingerprint": self.read.fingerprint}
+        failed = [v for v in verdicts if not v.passed]
+        return {"quality": quality_summary(verdicts), "failed_checks": len(failed), **meta,
+                "fingerprint": self.read.fingerprint}
 
 
 def register_hour(data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta, *,
@@ -201,8 +206,43 @@ def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: 
     )
 
 
+def png_markdown(png: bytes, alt: str) -> MetadataValue:
+    """A PNG the Dagster UI shows inline: Markdown metadata with the image as a data URI."""
+    return MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+@dataclass(frozen=True)
+class FeaturesHour:
+    """`write_features`' result as `materialize_hours` records it: the figure shown as an image."""
+
+    result: FeaturesResult
+
+    @property
+    def status(self) -> str:
+        return self.result.status
+
+    @property
+    def empty(self) -> bool:
+        return self.result.empty
+
+    @property
+    def warning(self) -> str | None:
+        return self.result.warning
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {**self.result.metadata(), "path": MetadataValue.path(str(self.result.path))}
+        if self.result.figure is not None:
+            meta["figure"] = png_markdown(self.result.figure, f"{self.result.inst_id} {iso(self.result.hour)}")
+        return meta
+
+
+def features_hour(data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta, *,
+                  figure: bool) -> FeaturesHour:
+    return FeaturesHour(write_features(data_dir, inst_id, hour, now, grace, figure=figure))
+
+
 def build_lake_assets(partitions: MultiPartitionsDefinition) -> list[AssetsDefinition]:
-    """`raw_hour`, `raw_archive` and `curated_parquet` over `partitions` (hour × instrument)."""
+    """`raw_hour`, `raw_archive`, `curated_parquet` and `book_features` over `partitions` (hour × instrument)."""
 
     def hours_asset(key: AssetKey, kind: str, description: str, deps: Sequence[AssetKey] = (RAW_HOUR,)
                     ) -> Callable[[Callable[..., Any]], AssetsDefinition]:
@@ -237,7 +277,16 @@ def build_lake_assets(partitions: MultiPartitionsDefinition) -> list[AssetsDefin
     def curated_parquet(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
         yield from materialize_hours(context, lake, write_parquet)
 
-    return [raw_hour, raw_archive, curated_parquet]
+    @hours_asset(
+        BOOK_FEATURES, "parquet", "Liquidity features of the hour, one row per record (features/…/data.parquet): "
+        "spread in bps, depth within 10/25/100 bps per side, imbalance at 5/25/400 levels, microprice, mid "
+        "log-return; null where the record is not the exchange's book. Metadata shows the hour's figure: mid and "
+        "spread, depth, a liquidity heatmap and the gaps, resyncs and reconnects.", deps=[CURATED_PARQUET],
+    )
+    def book_features(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
+        yield from materialize_hours(context, lake, partial(features_hour, figure=lake.hour_figures))
+
+    return [raw_hour, raw_archive, curated_parquet, book_features]
 
 
 @asset(

@@ -4,7 +4,8 @@ Asset graph (all but instrument_metadata partitioned by UTC hour × instrument):
 
     raw_hour ──► raw_archive          (checks on raw_hour: no_gaps, no_checksum_failures, coverage,
         └──────► curated_parquet       no_crossed_books, schema_valid, timestamps_valid; collector_freshness)
-    instrument_metadata
+                     └──► book_features
+    instrument_metadata   lake_health (unpartitioned: the quality heatmap, from raw_hour's metadata)
 
 Loading reads the `L2_*` environment variables once (`lake_resource_from_env`: an invalid value
 stops the load with an error naming the variable) and fixes the partitions (`partitions_at_load`):
@@ -29,6 +30,7 @@ from dagster import Definitions, MultiPartitionsDefinition, in_process_executor
 from collector.lake_walk import first_hour, log_unreadable
 from l2_pipeline.assets import build_lake_assets, instrument_metadata
 from l2_pipeline.checks import build_hour_checks, collector_freshness_check
+from l2_pipeline.dashboards import lake_health, lake_health_job, lake_health_schedule
 from l2_pipeline.hours import now_utc
 from l2_pipeline.jobs import (
     compress_job,
@@ -59,11 +61,12 @@ def build_definitions(lake: LakeResource | None = None) -> Definitions:
     settings = lake_resource_from_env(os.environ) if lake is None else lake
     partitions = partitions_at_load(settings)
     return Definitions(
-        assets=[*build_lake_assets(partitions), instrument_metadata],
+        assets=[*build_lake_assets(partitions), instrument_metadata, lake_health],
         asset_checks=[build_hour_checks(partitions), collector_freshness_check],
-        jobs=[compress_job, curate_job, raw_hour_job, hour_checks_job, retention_job,
+        jobs=[compress_job, curate_job, raw_hour_job, hour_checks_job, retention_job, lake_health_job,
               instrument_metadata_job],
-        schedules=[build_compression_schedule(partitions), retention_schedule, instrument_metadata_schedule],
+        schedules=[build_compression_schedule(partitions), retention_schedule, instrument_metadata_schedule,
+                   lake_health_schedule],
         sensors=[build_raw_hours_sensor(partitions), collector_freshness_sensor],
         resources={"lake": lake_resource_from_env() if lake is None else lake},
         executor=in_process_executor,

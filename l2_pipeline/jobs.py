@@ -35,7 +35,7 @@ from collector.lake_walk import log_unreadable
 from l2_pipeline.checks import HOUR_CHECK_KEYS
 from l2_pipeline.curated_migration import MigrationReport, migrate_legacy_curated
 from l2_pipeline.hours import iso, now_utc, parse_utc
-from l2_pipeline.keys import CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
+from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.retention import delete_files, plan_deletions
 
@@ -106,9 +106,9 @@ compress_job = define_asset_job(
 
 curate_job = define_asset_job(
     "curate_job",
-    selection=AssetSelection.assets(CURATED_PARQUET),
-    description="Write the Parquet file of hours: curated_parquet partitions (raw_hours_sensor requests the same "
-    "asset as a backfill).",
+    selection=AssetSelection.assets(CURATED_PARQUET, BOOK_FEATURES),
+    description="Write the Parquet files of hours: curated_parquet and book_features partitions (raw_hours_sensor "
+    "requests the same assets as a backfill).",
 )
 
 raw_hour_job = define_asset_job(

@@ -105,6 +105,27 @@ def hour_verdicts(stats: HourStats | None, error: str | None, coverage_threshold
     return [unreadable_hour_verdict(error or "")] if stats is None else evaluate_hour(stats, coverage_threshold_pct)
 
 
+FAILED_PREFIX = "FAILED: "
+
+
+def quality_summary(verdicts: list[Verdict]) -> str:
+    """One line for an hour's metadata: "FAILED: no_gaps, coverage" or "passed (6 checks)"."""
+    failed = [v.check_name for v in verdicts if not v.passed]
+    return f"{FAILED_PREFIX}{', '.join(failed)}" if failed else f"passed ({len(verdicts)} checks)"
+
+
+def failed_in_summary(summary: str) -> tuple[str, ...]:
+    """The check names a `quality_summary` line lists as failed."""
+    return tuple(summary.removeprefix(FAILED_PREFIX).split(", ")) if summary.startswith(FAILED_PREFIX) else ()
+
+
+def worst_status(failed_checks: tuple[str, ...]) -> str:
+    """"failed" if an ERROR check failed, "warning" if only WARN checks did, else "passed"."""
+    if any(name not in WARN_CHECKS for name in failed_checks):
+        return "failed"
+    return "warning" if failed_checks else "passed"
+
+
 @dataclass(frozen=True)
 class Freshness:
     """Age of the newest write per expected instrument."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def _instrument(root: Path, inst_id: str) -> str:
     return inst_id
 
 
-def _hour_table(root: Path, inst_id: str, hour: datetime) -> pa.Table | None:
+def hour_books(root: Path, inst_id: str, hour: datetime) -> pa.Table | None:
     """One hour from the best tier that has it (None: no file for the hour)."""
     curated = layout.curated_path(root, inst_id, hour)
     if curated.is_file():
@@ -83,6 +84,76 @@ def _truncate(table: pa.Table, depth: int) -> pa.Table:
     return table
 
 
+@dataclass(frozen=True)
+class BookRange:
+    """A checked request for the records of one instrument in [begin, end), served hour by hour."""
+
+    root: Path
+    inst_id: str
+    begin: datetime
+    end: datetime
+    depth: int | None = None
+    include_flagged: bool = False
+    columns: tuple[str, ...] | None = None
+
+    def hours(self) -> list[datetime]:
+        """The hours the range touches, oldest first."""
+        hour, out = layout.hour_floor(int(self.begin.timestamp() * 1000)), []
+        while hour < self.end:
+            out.append(hour)
+            hour += layout.HOUR
+        return out
+
+    def hour_table(self, hour: datetime) -> pa.Table:
+        """The range's records in one of its hours (possibly none), in time order."""
+        table = hour_books(self.root, self.inst_id, hour)
+        if table is None:
+            return self.schema().empty_table()
+        ts_type = PARQUET_SCHEMA.field("timestamp_utc").type
+        ts = table["timestamp_utc"]
+        keep = pc.and_(pc.greater_equal(ts, pa.scalar(self.begin, ts_type)), pc.less(ts, pa.scalar(self.end, ts_type)))
+        if not self.include_flagged:
+            keep = pc.and_(keep, pc.invert(flagged(table)))
+        if not pc.all(keep).as_py():  # filtering copies every nested level: only when something goes
+            table = table.filter(keep)
+        if self.depth is not None:
+            table = _truncate(table, self.depth)
+        if not _increasing(table["timestamp_utc"]):  # the collector writes in order; a hand-made file may not be
+            table = table.sort_by("timestamp_utc")
+        return table.select(list(self.columns)) if self.columns else table
+
+    def schema(self) -> pa.Schema:
+        return pa.schema([PARQUET_SCHEMA.field(c) for c in self.columns]) if self.columns else PARQUET_SCHEMA
+
+    def nothing_found(self) -> ReadError:
+        return ReadError(f"no {'' if self.include_flagged else 'exact '}record of {self.inst_id} in "
+                         f"[{self.begin:%Y-%m-%dT%H:%M:%SZ}, {self.end:%Y-%m-%dT%H:%M:%SZ}) in lake {self.root}")
+
+
+def book_range(
+    inst_id: str,
+    start: TimeLike,
+    end: TimeLike,
+    *,
+    depth: int | None = None,
+    lake: str | os.PathLike | None = None,
+    include_flagged: bool = False,
+    columns: Sequence[str] | None = None,
+) -> BookRange:
+    """Check a request (arguments as `read_books`); ReadError says what to change."""
+    root = _lake(lake)
+    begin, finish = _time(start, "start"), _time(end, "end")
+    if begin > finish:
+        raise ReadError(f"start {begin:%Y-%m-%dT%H:%M:%SZ} is after end {finish:%Y-%m-%dT%H:%M:%SZ}")
+    if depth is not None and depth < 1:
+        raise ReadError(f"depth={depth}: ask for at least 1 level per side (or None for all)")
+    unknown = sorted(set(columns or ()) - set(PARQUET_SCHEMA.names))
+    if unknown:
+        raise ReadError(f"unknown column(s) {', '.join(unknown)}; the columns are {', '.join(PARQUET_SCHEMA.names)}")
+    _instrument(root, inst_id)
+    return BookRange(root, inst_id, begin, finish, depth, include_flagged, tuple(columns) if columns else None)
+
+
 def read_books(
     inst_id: str,
     start: TimeLike,
@@ -94,39 +165,11 @@ def read_books(
     columns: Sequence[str] | None = None,
 ) -> pa.Table:
     """Snapshot records of `inst_id` with start <= timestamp_utc < end (see the module docstring)."""
-    root = _lake(lake)
-    begin, finish = _time(start, "start"), _time(end, "end")
-    if begin > finish:
-        raise ReadError(f"start {begin:%Y-%m-%dT%H:%M:%SZ} is after end {finish:%Y-%m-%dT%H:%M:%SZ}")
-    if depth is not None and depth < 1:
-        raise ReadError(f"depth={depth}: ask for at least 1 level per side (or None for all)")
-    unknown = sorted(set(columns or ()) - set(PARQUET_SCHEMA.names))
-    if unknown:
-        raise ReadError(f"unknown column(s) {', '.join(unknown)}; the columns are {', '.join(PARQUET_SCHEMA.names)}")
-    _instrument(root, inst_id)
-    tables = []
-    hour = layout.hour_floor(int(begin.timestamp() * 1000))
-    while hour < finish:
-        table = _hour_table(root, inst_id, hour)
-        if table is not None:
-            tables.append(table)
-        hour += layout.HOUR
-    table = pa.concat_tables(tables) if tables else PARQUET_SCHEMA.empty_table()
-    ts = table["timestamp_utc"]
-    keep = pc.and_(pc.greater_equal(ts, pa.scalar(begin, PARQUET_SCHEMA.field("timestamp_utc").type)),
-                   pc.less(ts, pa.scalar(finish, PARQUET_SCHEMA.field("timestamp_utc").type)))
-    if not include_flagged:
-        keep = pc.and_(keep, pc.invert(flagged(table)))
-    if not pc.all(keep).as_py():  # filtering copies every nested level: only when something goes
-        table = table.filter(keep)
-    if table.num_rows == 0:
-        raise ReadError(f"no {'' if include_flagged else 'exact '}record of {inst_id} in "
-                        f"[{begin:%Y-%m-%dT%H:%M:%SZ}, {finish:%Y-%m-%dT%H:%M:%SZ}) in lake {root}")
-    if depth is not None:
-        table = _truncate(table, depth)
-    if not _increasing(table["timestamp_utc"]):  # hours come in order, records in order within an hour
-        table = table.sort_by("timestamp_utc")
-    return table.select(list(columns)) if columns else table
+    request = book_range(inst_id, start, end, depth=depth, lake=lake, include_flagged=include_flagged, columns=columns)
+    tables = [t for hour in request.hours() if (t := request.hour_table(hour)).num_rows]
+    if not tables:
+        raise request.nothing_found()
+    return pa.concat_tables(tables)
 
 
 def _increasing(ts: pa.ChunkedArray) -> bool:

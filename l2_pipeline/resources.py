@@ -59,7 +59,11 @@ class LakeResource(ConfigurableResource):
                                         json_schema_extra={"env": "L2_REST_TIMEOUT"})
     sensor_max_hours_per_tick: int = Field(default=1000, ge=1, description="hours registered per sensor tick at most")
     sensor_tick_budget_seconds: float = Field(default=30.0, gt=0, description="stop registering after this long")
-    curate_on_register: bool = Field(default=True, description="sensor requests curated_parquet for new hours")
+    curate_on_register: bool = Field(default=True, description="sensor requests curated_parquet and book_features "
+                                     "for new hours")
+    hour_figures: bool = Field(default=True, description="book_features shows each hour's figure in its metadata "
+                               "(a ~100 KB PNG per instrument-hour in the event log)")
+    health_days: int = Field(default=3, ge=1, le=31, description="days of hours the lake_health heatmap shows")
     retention_dry_run: bool = Field(default=False, description="deletion schedule only reports what it would delete")
     partitions_start: str = Field(
         default="", description="first hour partition, YYYY-MM-DD-HH:MM (read at load; empty: the lake's first hour)"

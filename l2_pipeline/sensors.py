@@ -6,7 +6,7 @@ tick (`RunRequest.for_asset_graph_subset`) over the hours that closed since its 
   evaluate the six hour checks, each evaluation targeting that materialization (so check results
   are partition health in the UI, see `l2_pipeline.checks`);
 - `raw_archive` for those already archived (a `.jsonl.gz` and no `.jsonl`): recorded as archived;
-- `curated_parquet` for those with records (`curate_on_register`).
+- `curated_parquet` and `book_features` for those with records (`curate_on_register`).
 The backfill daemon makes runs of up to `HOURS_PER_RUN` partitions (the assets' backfill policy),
 so a catch-up of thousands of hours is tens of runs. The tick itself reads no file: it lists the
 day directories at or after its cursor (the last registered hour per instrument) and stats the
@@ -58,7 +58,7 @@ from collector.lake_walk import OnUnreadable, log_unreadable
 from collector.layout import validate_inst_id
 from l2_pipeline.checks import verdict_evaluation
 from l2_pipeline.hours import iso, now_utc, parse_utc
-from l2_pipeline.keys import CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
+from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import hours_start, instrument_keys, partition_key
 from l2_pipeline.quality import collector_freshness
 from l2_pipeline.registry import stored_fingerprints
@@ -205,11 +205,12 @@ def register_closed_hours(
 
 
 def registration_request(partitions: MultiPartitionsDefinition, reg: Registration) -> RunRequest:
-    """One asset backfill of `raw_hour` (with its checks), `raw_archive` and `curated_parquet` over
+    """One asset backfill of `raw_hour` (with its checks), `raw_archive`, `curated_parquet` and `book_features` over
     the hours of `reg`. The backfill daemon turns it into runs with the assets' backfill policy. (The
     subset type is not public in Dagster 1.13; `RunRequest.for_asset_graph_subset` is how a sensor
     requests a backfill, see dagster/_daemon/sensor.py `_submit_backfill_request`.)"""
-    by_asset = {RAW_HOUR: reg.raw_hour, RAW_ARCHIVE: reg.raw_archive, CURATED_PARQUET: reg.curated}
+    by_asset = {RAW_HOUR: reg.raw_hour, RAW_ARCHIVE: reg.raw_archive, CURATED_PARQUET: reg.curated,
+                BOOK_FEATURES: reg.curated}
     subsets = {asset: partitions.subset_with_partition_keys(keys) for asset, keys in by_asset.items() if keys}
     return RunRequest.for_asset_graph_subset(
         AssetGraphSubset(partitions_subsets_by_asset_key=subsets),
@@ -237,11 +238,12 @@ def build_raw_hours_sensor(partitions: MultiPartitionsDefinition) -> SensorDefin
         name="raw_hours_sensor",
         # an asset selection, not jobs: only such a sensor may request a backfill (SensorDefinition.
         # validate_backfill_requests)
-        asset_selection=AssetSelection.assets(RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET),
+        asset_selection=AssetSelection.assets(RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET, BOOK_FEATURES),
         minimum_interval_seconds=60,
         default_status=DefaultSensorStatus.RUNNING,
         description="Registers closed hours: one backfill per tick of raw_hour (figures + the six quality checks), "
-        "raw_archive for hours already archived and curated_parquet, over the hours that closed since the last tick.",
+        "raw_archive for hours already archived, curated_parquet and book_features, over the hours that closed since "
+        "the last tick.",
     )
     def raw_hours_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
         cursor = read_cursor(context, RawCursor.parse, RawCursor())

@@ -154,10 +154,11 @@ def torn(line: bytes, keep: int = 40) -> bytes:
 
 
 def lake_resource(data_dir: Path, **overrides: Any):
-    """A LakeResource over `data_dir` (instruments default to BTC and ETH)."""
+    """A LakeResource over `data_dir` (instruments default to BTC and ETH). Hour figures are off
+    unless asked for: rendering one costs ~0.5 s, and test_dashboards.py covers them."""
     from l2_pipeline.resources import LakeResource
 
-    return LakeResource(data_dir=str(data_dir), **{"instruments": [BTC, ETH], **overrides})
+    return LakeResource(data_dir=str(data_dir), **{"instruments": [BTC, ETH], "hour_figures": False, **overrides})
 
 
 def lake_definitions(lake):
@@ -204,6 +205,12 @@ def requested(result) -> dict[str, set[str]]:
     assert request.requires_backfill_daemon()
     subsets = request.asset_graph_subset.partitions_subsets_by_asset_key
     return {key.to_user_string(): set(subset.get_partition_keys()) for key, subset in subsets.items()}
+
+
+def parquet_tiers(keys: set[str]) -> dict[str, set[str]]:
+    """What registration requests of the Parquet tiers for hours with records: `curated_parquet`
+    and `book_features` over the same `keys`."""
+    return {"curated_parquet": keys, "book_features": keys}
 
 
 def backfill_keys(request) -> set[str]:

@@ -17,7 +17,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from collector import layout
 from collector.record import encode_line
 from l2_pipeline.definitions import build_definitions, defs, partitions_at_load
-from l2_pipeline.keys import CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
+from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, LAKE_HEALTH, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import hours_start, instrument_keys, parse_partition_key, partition_key
 from l2_pipeline.quality import HOUR_CHECKS
 from l2_pipeline.resources import LakeResource, env_names, lake_resource_from_env
@@ -46,13 +46,15 @@ def test_definitions_load_and_validate():
     Definitions.validate_loadable(defs)
     repo = defs.get_repository_def()
     assert {j.name for j in repo.get_all_jobs()} >= {"compress_job", "curate_job", "retention_job", "raw_hour_job",
-                                                     "instrument_metadata_job"}
+                                                     "instrument_metadata_job", "lake_health_job"}
     assert {s.name for s in repo.schedule_defs} == {"compression_schedule", "retention_schedule",
-                                                    "instrument_metadata_schedule"}
+                                                    "instrument_metadata_schedule", "lake_health_schedule"}
     assert {s.name for s in repo.sensor_defs} == {"raw_hours_sensor", "collector_freshness_sensor"}
     graph = defs.resolve_asset_graph()
-    assert graph.get_all_asset_keys() == {RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET, INSTRUMENT_METADATA}
+    assert graph.get_all_asset_keys() == {RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET, BOOK_FEATURES, INSTRUMENT_METADATA,
+                                          LAKE_HEALTH}
     assert graph.get(RAW_ARCHIVE).parent_keys == {RAW_HOUR} and graph.get(CURATED_PARQUET).parent_keys == {RAW_HOUR}
+    assert graph.get(BOOK_FEATURES).parent_keys == {CURATED_PARQUET}
     checks = {k.name for k in graph.asset_check_keys if k.asset_key == RAW_HOUR}
     assert checks == {*HOUR_CHECKS, "collector_freshness"}
 
@@ -90,7 +92,7 @@ def test_resource_from_environment():
         "L2_DATA_DIR", "L2_INSTRUMENTS", "L2_CADENCE", "L2_REST_URL", "L2_REST_TIMEOUT", "L2_COVERAGE_THRESHOLD_PCT",
         "L2_CLOSED_GRACE_MINUTES", "L2_COMPRESS_AFTER_HOURS", "L2_DELETE_AFTER_DAYS", "L2_CURATED_RETENTION_DAYS",
         "L2_FRESHNESS_MINUTES", "L2_SENSOR_MAX_HOURS_PER_TICK", "L2_SENSOR_TICK_BUDGET_SECONDS",
-        "L2_CURATE_ON_REGISTER", "L2_RETENTION_DRY_RUN", "L2_PARTITIONS_START"}
+        "L2_CURATE_ON_REGISTER", "L2_RETENTION_DRY_RUN", "L2_PARTITIONS_START", "L2_HOUR_FIGURES", "L2_HEALTH_DAYS"}
 
 
 def test_deployment_resource_resolves_env_vars_at_run_time(tmp_path, monkeypatch):

@@ -34,6 +34,7 @@ from l2_pipeline_tests.lake_factory import (
     lake_resource,
     lake_schedule,
     latest_raw_hour,
+    parquet_tiers,
     raw_hours_tick,
     requested,
 )
@@ -97,7 +98,7 @@ def test_replayed_full_hour_registers_checks_curates_and_archives(frames, tmp_pa
         hours, runs = register(instance, lake)
         # hour 00 is complete; hour 01 holds the single record written at exactly 01:00:00
         both = {*key0.values(), *(str(partition_key(i, HOUR0 + timedelta(hours=1))) for i in (BTC, ETH))}
-        assert hours == {"raw_hour": both, "curated_parquet": both}
+        assert hours == {"raw_hour": both, **parquet_tiers(both)}
         # raw_hour (+ its checks), then curated_parquet: one run per hour, both instruments
         assert len(runs) == 4 and [r.dagster_run.job_name for r in runs] == ["raw_hour_job"] * 2 + ["curate_job"] * 2
         assert instance.get_materialized_partitions(RAW_HOUR) == both

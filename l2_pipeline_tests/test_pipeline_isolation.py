@@ -47,6 +47,7 @@ from l2_pipeline_tests.lake_factory import (
     latest_raw_hour,
     make_records,
     ms,
+    parquet_tiers,
     plant_good_hour,
     range_keys,
     raw_hours_tick,
@@ -126,7 +127,7 @@ def test_corrupt_hour_is_registered_with_its_error_and_the_run_goes_on(instance,
     everything = {key(BTC, 0), key(BTC, 1), key(BTC, 2), key(ETH, 1)}
 
     result = raw_hours_tick(instance, lake)  # reads no file: the corrupt hour is requested like the others
-    assert requested(result) == {"raw_hour": everything, "raw_archive": {key(BTC, 1)}, "curated_parquet": everything}
+    assert requested(result) == {"raw_hour": everything, "raw_archive": {key(BTC, 1)}, **parquet_tiers(everything)}
     assert RawCursor.parse(result.cursor).last == {BTC: h(2), ETH: h(1)}
     runs = execute_backfill_request(instance, lake, result, raise_on_error=False)
     by_job: dict[str, list] = {}
@@ -172,7 +173,7 @@ def test_corrupt_hour_is_registered_with_its_error_and_the_run_goes_on(instance,
     assert gzip.decompress(corrupt.read_bytes())
     repaired = raw_hours_tick(instance, lake)  # its files changed: registered again, Parquet included
     assert requested(repaired) == {"raw_hour": {key(BTC, 1)}, "raw_archive": {key(BTC, 1)},
-                                   "curated_parquet": {key(BTC, 1)}}
+                                   **parquet_tiers({key(BTC, 1)})}
     assert all(run.success for run in execute_backfill_request(instance, lake, repaired))
     assert "error" not in latest_raw_hour(instance, key(BTC, 1)).metadata
     assert check_status(instance, lake) == {name: {"SUCCEEDED": everything} for name in HOUR_CHECKS}
@@ -222,7 +223,7 @@ def test_unreadable_day_directory_is_skipped_by_the_sensor(instance, lake_dir, c
     with unreadable(layout.hour_dir(lake_dir, ETH, h(0))):
         result = sensor(build_sensor_context(instance=instance, resources={"lake": lake}))
     assert requested(result) == {"raw_hour": {key(BTC, 0), key(ETH, 24)},
-                                 "curated_parquet": {key(BTC, 0), key(ETH, 24)}}
+                                 **parquet_tiers({key(BTC, 0), key(ETH, 24)})}
     log = capfd.readouterr().err
     assert "Permission denied" in log and str(layout.hour_dir(lake_dir, ETH, h(0))) in log
 

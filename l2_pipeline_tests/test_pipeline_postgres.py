@@ -69,6 +69,7 @@ from l2_pipeline_tests.lake_factory import (
     check_status,
     lake_resource,
     latest_raw_hour,
+    parquet_tiers,
     plant_good_hour,
     reset_sensor_cursor,
     run_backfill,
@@ -220,7 +221,7 @@ def registration_flow(tmp_path: Path, monkeypatch, server: PostgresServer | None
         assert tick.status == TickStatus.SUCCESS, tick.error
         assert cursor is not None
         (backfill,) = instance.get_backfills()
-        assert backfill_partitions(backfill) == {"raw_hour": everything, "curated_parquet": everything}
+        assert backfill_partitions(backfill) == {"raw_hour": everything, **parquet_tiers(everything)}
         done = run_backfill(instance, workspace, backfill.backfill_id, timeout=120)
         elapsed = time.perf_counter() - started
         sessions = sessions_opened(server, db_name) - sessions_before if server else None
@@ -302,7 +303,7 @@ def test_ui_cursor_reset_through_a_grpc_code_server(postgres_server, tmp_path, m
             first, cursor = sensor_daemon_tick(instance, workspace, start)
             assert first.status == TickStatus.SUCCESS and cursor is not None, first.error
             (backfill,) = instance.get_backfills()
-            assert backfill_partitions(backfill) == {"raw_hour": hours, "curated_parquet": hours}
+            assert backfill_partitions(backfill) == {"raw_hour": hours, **parquet_tiers(hours)}
             assert run_backfill(instance, workspace, backfill.backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
             assert check_status(instance, lake) == {name: {"SUCCEEDED": hours} for name in HOUR_CHECKS}
             append_record(lake_dir, BTC, BASE_HOUR + timedelta(hours=1))
@@ -312,7 +313,7 @@ def test_ui_cursor_reset_through_a_grpc_code_server(postgres_server, tmp_path, m
             assert second.status == TickStatus.SUCCESS, second.error
             assert cursor_after_reset == cursor
             (rereg,) = [b for b in instance.get_backfills() if b.backfill_id != backfill.backfill_id]
-            assert backfill_partitions(rereg) == {"raw_hour": {key(BTC, 1)}, "curated_parquet": {key(BTC, 1)}}
+            assert backfill_partitions(rereg) == {"raw_hour": {key(BTC, 1)}, **parquet_tiers({key(BTC, 1)})}
             assert run_backfill(instance, workspace, rereg.backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
             assert latest_raw_hour(instance, key(BTC, 1)).metadata["records"].value == 11
             assert check_status(instance, lake) == {name: {"SUCCEEDED": hours} for name in HOUR_CHECKS}

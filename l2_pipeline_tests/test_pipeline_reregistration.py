@@ -45,6 +45,7 @@ from l2_pipeline_tests.lake_factory import (
     lake_resource,
     latest_raw_hour,
     make_records,
+    parquet_tiers,
     plant_good_hour,
     raw_hours_tick,
     register_closed_hours,
@@ -106,7 +107,7 @@ def test_cursor_reset_skips_unchanged_hours_and_registers_changed_ones(instance,
 
     first = register_closed_hours(instance, lake)
     registered = {key(BTC, 0), key(BTC, 1), key(BTC, 2), key(BTC, 3), key(ETH, 0)}
-    assert requested(first) == {"raw_hour": registered, "curated_parquet": registered}
+    assert requested(first) == {"raw_hour": registered, **parquet_tiers(registered)}
     status = check_status(instance, lake)
     assert status[SCHEMA_VALID] == {"FAILED": {key(BTC, 3)}, "SUCCEEDED": registered - {key(BTC, 3)}}
     assert all(status[name] == {"SUCCEEDED": registered} for name in HOUR_CHECKS if name != SCHEMA_VALID)
@@ -125,7 +126,7 @@ def test_cursor_reset_skips_unchanged_hours_and_registers_changed_ones(instance,
     late = key(BTC, -1)
     changed = {key(BTC, 1), key(BTC, 3)}
     assert requested(second) == {"raw_hour": changed | {late}, "raw_archive": {key(BTC, 1)},
-                                 "curated_parquet": changed | {late}}
+                                 **parquet_tiers(changed | {late})}
     assert second.cursor == first.cursor
     assert all(run.success for run in execute_backfill_request(instance, lake, second))
 
@@ -187,7 +188,7 @@ def test_daemon_ticks_after_a_ui_cursor_reset(tmp_path, monkeypatch):
         assert first.status == TickStatus.SUCCESS and cursor is not None
         (backfill,) = instance.get_backfills()
         hours = {key(BTC, offset) for offset in range(3)}
-        assert backfill_partitions(backfill) == {"raw_hour": hours, "curated_parquet": hours}
+        assert backfill_partitions(backfill) == {"raw_hour": hours, **parquet_tiers(hours)}
         assert run_backfill(instance, workspace, backfill.backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
         assert check_status(instance, lake) == {name: {"SUCCEEDED": hours} for name in HOUR_CHECKS}
         append_record(lake_dir, BTC, BASE_HOUR + timedelta(hours=1))
@@ -201,7 +202,7 @@ def test_daemon_ticks_after_a_ui_cursor_reset(tmp_path, monkeypatch):
         # the reset tick's backfill holds only the changed hour: raw_hour (+ its checks) and its Parquet
         again = [b for b in instance.get_backfills() if b.backfill_id != backfill.backfill_id]
         (rereg,) = again
-        assert backfill_partitions(rereg) == {"raw_hour": {key(BTC, 1)}, "curated_parquet": {key(BTC, 1)}}
+        assert backfill_partitions(rereg) == {"raw_hour": {key(BTC, 1)}, **parquet_tiers({key(BTC, 1)})}
         assert run_backfill(instance, workspace, rereg.backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
         assert all(run.asset_selection <= {RAW_HOUR, CURATED_PARQUET} for run in backfill_runs(
             instance, rereg.backfill_id))

@@ -30,6 +30,7 @@ from l2_pipeline_tests.lake_factory import (
     latest_raw_hour,
     make_records,
     ms,
+    parquet_tiers,
     plant_good_hour,
     raw_hours_tick,
     requested,
@@ -62,7 +63,7 @@ def test_registers_exactly_the_closed_hours(instance, tmp_path):
 
     result = raw_hours_tick(instance, lake)
     new = {key(BTC, 0), key(BTC, 1), key(BTC, 2), key(SOL, 1)}
-    assert requested(result) == {"raw_hour": new, "raw_archive": {key(SOL, 1)}, "curated_parquet": new}
+    assert requested(result) == {"raw_hour": new, "raw_archive": {key(SOL, 1)}, **parquet_tiers(new)}
     (backfill,) = result.run_requests
     assert (backfill.tags["l2/first"], backfill.tags["l2/last"], backfill.tags["l2/hours"]) == (
         key(BTC, 0), key(BTC, 2), "4")  # oldest first
@@ -193,7 +194,7 @@ def test_configured_partitions_start_and_events_only_hours(instance, tmp_path):
     write_events(tmp_path, BTC, BASE_HOUR + timedelta(hours=2), [event(BTC, "reconnect", BASE_HOUR, reason="x")])
     lake = lake_resource(tmp_path, instruments=[BTC], partitions_start="2026-11-20-01:00")
     result = raw_hours_tick(instance, lake)
-    assert requested(result) == {"raw_hour": {key(BTC, 1), key(BTC, 2)}, "curated_parquet": {key(BTC, 1)}}
+    assert requested(result) == {"raw_hour": {key(BTC, 1), key(BTC, 2)}, **parquet_tiers({key(BTC, 1)})}
     assert RawCursor.parse(result.cursor).last[BTC] == BASE_HOUR + timedelta(hours=2)
     assert all(run.success for run in execute_backfill_request(instance, lake, result))
     assert latest_raw_hour(instance, key(BTC, 2)).metadata["note"].value.startswith("only an events file")

@@ -1,0 +1,95 @@
+"""`lake_health`: the partition quality dashboard, one image of the whole lake in the Dagster UI.
+
+A heatmap of instruments × the hours of the last `health_days` days (`LakeResource.health_days`),
+each cell coloured by the worst of the hour's six checks (failed, warning, passed; grey where the
+hour has no `raw_hour` materialization) and annotated with its coverage and gaps
+(`l2_pipeline.plots.lake_health_figure`). It reads no file: each cell comes from the metadata of
+the hour's latest `raw_hour` materialization (`quality`, `coverage_pct`, `gaps`), written by the
+same run that evaluated the hour's checks, fetched in two queries for the whole window.
+`lake_health_schedule` refreshes it every hour, after the sensor has registered the hour that
+closed; materialize it from the UI for a refresh now.
+"""
+
+from collections import Counter
+from datetime import datetime
+
+from dagster import (
+    AssetExecutionContext,
+    AssetSelection,
+    DefaultScheduleStatus,
+    MaterializeResult,
+    ScheduleDefinition,
+    asset,
+    define_asset_job,
+)
+
+from collector import layout
+from l2_pipeline.assets import png_markdown
+from l2_pipeline.hours import iso, now_utc
+from l2_pipeline.keys import LAKE_HEALTH
+from l2_pipeline.partitions import partition_key
+from l2_pipeline.plots import HourHealth, lake_health_figure
+from l2_pipeline.quality import failed_in_summary, worst_status
+from l2_pipeline.registry import latest_materializations
+from l2_pipeline.resources import LakeResource
+
+
+def window(now: datetime, days: int) -> list[datetime]:
+    """The hours of the last `days` days that have ended by `now`, oldest first."""
+    last = layout.hour_floor(int(now.timestamp() * 1000)) - layout.HOUR
+    return [last - layout.HOUR * i for i in range(24 * days - 1, -1, -1)]
+
+
+def health_cell(inst_id: str, hour: datetime, metadata: dict | None) -> HourHealth:
+    """A heatmap cell from an hour's `raw_hour` metadata (None: not registered)."""
+    if metadata is None:
+        return HourHealth(inst_id, hour, "missing")
+    failed = failed_in_summary(str(metadata["quality"].value)) if "quality" in metadata else ()
+    coverage = metadata.get("coverage_pct")
+    gaps = metadata.get("gaps")
+    return HourHealth(inst_id, hour, worst_status(failed), None if coverage is None else float(coverage.value),
+                      0 if gaps is None else int(gaps.value), failed)
+
+
+@asset(
+    key=LAKE_HEALTH,
+    group_name="dashboards",
+    kinds={"png"},
+    description="Partition quality at a glance: instruments × hours of the last health_days days, coloured by the "
+    "worst check (red failed, amber warning, green passed, grey not registered), with coverage and gaps. Refreshed "
+    "hourly by lake_health_schedule; the image is in the latest materialization's metadata.",
+)
+def lake_health(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+    hours = window(now_utc(), lake.health_days)
+    instruments = lake.known_instruments()
+    keys = {(inst_id, hour): str(partition_key(inst_id, hour)) for inst_id in instruments for hour in hours}
+    records = latest_materializations(context.instance, list(keys.values()))
+    cells = []
+    for (inst_id, hour), key in keys.items():
+        record = records.get(key)
+        materialization = record.asset_materialization if record is not None else None
+        cells.append(health_cell(inst_id, hour, materialization.metadata if materialization else None))
+    counts = Counter(cell.status for cell in cells)
+    context.log.info(f"lake health over {len(hours)} hours × {len(instruments)} instruments: {dict(counts)}")
+    return MaterializeResult(metadata={
+        "heatmap": png_markdown(lake_health_figure(cells, instruments, hours), "lake health"),
+        **{status: counts.get(status, 0) for status in ("failed", "warning", "passed", "missing")},
+        "first_hour": iso(hours[0]),
+        "last_hour": iso(hours[-1]),
+        "instruments": len(instruments),
+    })
+
+
+lake_health_job = define_asset_job(
+    "lake_health_job", selection=AssetSelection.assets(LAKE_HEALTH),
+    description="Redraw the lake_health heatmap (lake_health_schedule runs it hourly).",
+)
+
+lake_health_schedule = ScheduleDefinition(
+    name="lake_health_schedule",
+    job=lake_health_job,
+    cron_schedule="25 * * * *",  # after the hour closed (grace 2 min) and the sensor's backfill ran
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Hourly: redraw the lake_health heatmap from the hours' latest raw_hour materializations.",
+)
