@@ -153,6 +153,9 @@ def torn(line: bytes, keep: int = 40) -> bytes:
 # --- Dagster helpers ----------------------------------------------------------------------------
 
 
+NO_FIGURES = {"L2_HOUR_FIGURES": "false"}  # for code locations loaded from the environment: as `lake_resource`
+
+
 def lake_resource(data_dir: Path, **overrides: Any):
     """A LakeResource over `data_dir` (instruments default to BTC and ETH). Hour figures are off
     unless asked for: rendering one costs ~0.5 s, and test_dashboards.py covers them."""

@@ -46,13 +46,14 @@ from dagster_graphql.test.utils import execute_dagster_graphql
 
 from collector import layout
 from l2_pipeline.checks import HOUR_CHECK_KEYS
-from l2_pipeline.keys import CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
+from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.quality import HOUR_CHECKS
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
     ETH,
+    NO_FIGURES,
     backfill_runs,
     check_status,
     lake_resource,
@@ -79,7 +80,7 @@ def daemon_workspace(tmp_path: Path, monkeypatch, hours=PRESENT, **instance_args
     lake_dir = tmp_path / "lake"
     for inst_id, offset in hours:
         plant_good_hour(lake_dir, inst_id, BASE_HOUR + timedelta(hours=offset), count=20)
-    for name, value in {"L2_DATA_DIR": str(lake_dir), "L2_INSTRUMENTS": f"{BTC},{ETH}"}.items():
+    for name, value in {"L2_DATA_DIR": str(lake_dir), "L2_INSTRUMENTS": f"{BTC},{ETH}", **NO_FIGURES}.items():
         monkeypatch.setenv(name, value)  # read by the code server and the run processes
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -152,7 +153,7 @@ def test_ui_backfill_of_present_hours_ends_green(tmp_path, monkeypatch):
 
 def test_sensor_catch_up_is_one_backfill_of_few_runs(tmp_path, monkeypatch):
     """150 closed hours × 2 instruments registered in one tick of the sensor daemon become one
-    backfill of raw_hour (with its six checks) and curated_parquet, which the backfill daemon splits
+    backfill of raw_hour (with its six checks), curated_parquet and book_features, which the backfill daemon splits
     into 2 × ceil(150 / 100) = 4 ranged runs (not 300). Once they ran, every hour's check results
     are current: partition health as the UI shows it. (Each run stores ~1,000 events in SQLite:
     about a minute in all.)"""
@@ -162,10 +163,11 @@ def test_sensor_catch_up_is_one_backfill_of_few_runs(tmp_path, monkeypatch):
         lake = lake_resource(tmp_path / "lake")
         list(execute_sensor_iteration(workspace, logging.getLogger("sensor-daemon"), None, None))
         (backfill,) = instance.get_backfills()
-        assert set(backfill.asset_selection) == {RAW_HOUR, CURATED_PARQUET} and backfill.tags["l2/hours"] == "300"
+        assert set(backfill.asset_selection) == {RAW_HOUR, CURATED_PARQUET, BOOK_FEATURES}
+        assert backfill.tags["l2/hours"] == "300"
         target = backfill.asset_backfill_data.target_subset
         everything = {key(inst_id, offset) for inst_id, offset in hours}
-        for asset_key in (RAW_HOUR, CURATED_PARQUET):
+        for asset_key in (RAW_HOUR, CURATED_PARQUET, BOOK_FEATURES):
             assert {str(p.partition_key) for p in target.iterate_asset_partitions() if p.asset_key == asset_key} \
                 == everything, asset_key
 
@@ -174,10 +176,11 @@ def test_sensor_catch_up_is_one_backfill_of_few_runs(tmp_path, monkeypatch):
         runs = backfill_runs(instance, backfill.backfill_id)
         sizes = sorted(len(range_keys(RunRequest(tags=run.tags), lake)) for run in runs)
         assert sizes == [50, 50, 100, 100]
-        assert all(run.asset_selection == {RAW_HOUR, CURATED_PARQUET} for run in runs)
+        assert all(run.asset_selection == {RAW_HOUR, CURATED_PARQUET, BOOK_FEATURES} for run in runs)
         assert all(set(HOUR_CHECK_KEYS) <= run.asset_check_selection for run in runs)
         assert instance.get_materialized_partitions(RAW_HOUR) == everything
         assert instance.get_materialized_partitions(CURATED_PARQUET) == everything
+        assert instance.get_materialized_partitions(BOOK_FEATURES) == everything
         assert check_status(instance, lake) == {name: {"SUCCEEDED": everything} for name in HOUR_CHECKS}
 
 

@@ -63,6 +63,7 @@ from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
     ETH,
+    NO_FIGURES,
     append_record,
     backfill_partitions,
     backfill_runs,
@@ -145,7 +146,7 @@ def daemon_workspace(instance: DagsterInstance, target: WorkspaceLoadTarget) -> 
 
 def set_lake_env(monkeypatch, lake_dir: Path, instruments: str) -> None:
     """The code location's settings (read by code servers and run processes started afterwards)."""
-    for name, value in {"L2_DATA_DIR": str(lake_dir), "L2_INSTRUMENTS": instruments,
+    for name, value in {"L2_DATA_DIR": str(lake_dir), "L2_INSTRUMENTS": instruments, **NO_FIGURES,
                         "L2_COVERAGE_THRESHOLD_PCT": "0"}.items():
         monkeypatch.setenv(name, value)
 

@@ -29,7 +29,7 @@ from dagster._core.workspace.load_target import ModuleTarget
 from collector import layout
 from collector.record import encode_line
 from l2_pipeline.archive import archive_hour
-from l2_pipeline.keys import CURATED_PARQUET, RAW_HOUR
+from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_HOUR
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.quality import HOUR_CHECKS, SCHEMA_VALID
 from l2_pipeline.stats_cache import fingerprint
@@ -37,6 +37,7 @@ from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
     ETH,
+    NO_FIGURES,
     append_record,
     backfill_partitions,
     backfill_runs,
@@ -172,7 +173,7 @@ def test_daemon_ticks_after_a_ui_cursor_reset(tmp_path, monkeypatch):
     lake_dir = tmp_path / "lake"
     for offset in range(3):
         plant_good_hour(lake_dir, BTC, BASE_HOUR + timedelta(hours=offset), count=10)
-    for name, value in {"L2_DATA_DIR": str(lake_dir), "L2_INSTRUMENTS": BTC,
+    for name, value in {"L2_DATA_DIR": str(lake_dir), "L2_INSTRUMENTS": BTC, **NO_FIGURES,
                         "L2_COVERAGE_THRESHOLD_PCT": "0"}.items():
         monkeypatch.setenv(name, value)  # read by the code server the daemon starts and the runs it launches
     home = tmp_path / "dagster_home"
@@ -204,7 +205,7 @@ def test_daemon_ticks_after_a_ui_cursor_reset(tmp_path, monkeypatch):
         (rereg,) = again
         assert backfill_partitions(rereg) == {"raw_hour": {key(BTC, 1)}, **parquet_tiers({key(BTC, 1)})}
         assert run_backfill(instance, workspace, rereg.backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS
-        assert all(run.asset_selection <= {RAW_HOUR, CURATED_PARQUET} for run in backfill_runs(
+        assert all(run.asset_selection <= {RAW_HOUR, CURATED_PARQUET, BOOK_FEATURES} for run in backfill_runs(
             instance, rereg.backfill_id))
         assert latest_raw_hour(instance, key(BTC, 1)).metadata["records"].value == 11
         assert check_status(instance, lake) == {name: {"SUCCEEDED": hours} for name in HOUR_CHECKS}

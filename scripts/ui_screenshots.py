@@ -11,7 +11,8 @@
    ticked, every planted full hour is a materialized `raw_hour` partition (the last one closes two
    minutes after its end: started at hh:00 the script waits until about hh:03), and no run or backfill
    is in progress (whatever the sensors launched: runless registration, raw_hour runs, backfills);
-   `--timeout` seconds (default 900) at most, then fails naming what it was still waiting for.
+   `--timeout` seconds (default 900) at most, then fails naming what it was still waiting for. Then it
+   launches `lake_health_job` (the heatmap; its schedule would run at :25) and waits for it.
 4. Takes PNG screenshots with headless Chromium driven by Playwright (the system `chromium`, no
    browser download: `apt-get install -y chromium`; `pip install -e '.[screenshots]'` brings playwright).
    Playwright rather than `chromium --screenshot`: a check's Partitions tab is not in the URL and
@@ -175,6 +176,24 @@ SENSOR_FIELD = """
     __typename ... on Sensor { sensorState { status ticks(limit: 3) { status timestamp error { message } } } }
   }
 """
+
+
+LAUNCH_MUTATION = """
+mutation Launch($job: String!, $location: String!, $repository: String!) {
+  launchRun(executionParams: {selector: {jobName: $job, repositoryLocationName: $location,
+                                          repositoryName: $repository}, runConfigData: {}}) {
+    __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  }
+}
+"""
+
+
+def launch_job(url: str, job: str) -> str:
+    """Launch `job` of the code location now (as its schedule would); the run id."""
+    answer = graphql(url, LAUNCH_MUTATION, {"job": job, "location": LOCATION, "repository": REPOSITORY})["launchRun"]
+    if answer["__typename"] != "LaunchRunSuccess":
+        raise RuntimeError(f"launching {job}: {answer}")
+    return answer["run"]["runId"]
 
 
 def state_query() -> str:
@@ -350,7 +369,11 @@ def shots(damaged: dict[str, str], groups: list[str]) -> list[Shot]:
              (Step("click", "1hr"),)),
         Shot(f"{n + 5:02d}_raw_hours_sensor", f"/locations/{REPOSITORY}@{LOCATION}/sensors/raw_hours_sensor",
              ("raw_hours_sensor",)),
+        Shot(f"{n + 6:02d}_lake_health", "/assets/lake_health", ("heatmap",)),
     ]
+    if "no_gaps" in damaged:  # the hour's figure: the gap and its resync are marked
+        out.append(Shot(f"{n + 7:02d}_book_features_hour_figure",
+                        f"/assets/book_features?view=partitions&partition={quote(damaged['no_gaps'])}", ("figure",)))
     return out
 
 
@@ -501,7 +524,11 @@ def main(argv: list[str] | None = None) -> int:
             except (WaitTimeout, RuntimeError) as exc:
                 print(f"error: {exc}\n--- last lines of {log_path} ---\n{log_tail(log_path)}", file=sys.stderr)
                 return 1
-            print(f"settled ({time.monotonic() - started:.0f}s); taking screenshots", flush=True)
+            # lake_health_schedule draws the heatmap at :25; draw it now from the registered hours
+            print(f"settled ({time.monotonic() - started:.0f}s); drawing lake_health "
+                  f"(run {launch_job(url, 'lake_health_job')[:8]})", flush=True)
+            wait_for(lambda: settled_pending(url, proc, log_path, Expectation(hours)), timeout=300, interval=3)
+            print(f"taking screenshots ({time.monotonic() - started:.0f}s)", flush=True)
             take_screenshots(base_url, damaged, args.out, chromium, int(args.page_timeout * 1000))
         print(f"done in {time.monotonic() - started:.0f}s")
         return 0
