@@ -279,6 +279,19 @@ def table_from_jsonl_bytes(data: bytes) -> pa.Table | None:
     return pa.Table.from_arrays([columns[f.name] for f in PARQUET_SCHEMA], schema=PARQUET_SCHEMA)
 
 
+def json_objects(lines: Sequence[bytes]) -> list[dict[str, Any]]:
+    """The lines that are JSON objects, parsed (the others are skipped: callers count them)."""
+    out: list[dict[str, Any]] = []
+    for line in lines:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
 def load_table(source: Path) -> tuple[pa.Table, int]:
     """(table of the source's records, number of source lines); fast path first."""
     with open_records(source) as f:
@@ -286,17 +299,8 @@ def load_table(source: Path) -> tuple[pa.Table, int]:
     table = table_from_jsonl_bytes(data)
     if table is not None:
         return table, table.num_rows
-    records: list[dict[str, Any]] = []
-    lines = 0
-    for line in data.splitlines(keepends=True):
-        lines += 1
-        try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            records.append(rec)
-    return records_to_table(records), lines
+    lines = data.splitlines(keepends=True)
+    return records_to_table(json_objects(lines)), len(lines)
 
 
 def load_hour(data_dir: Path, inst_id: str, hour: datetime) -> tuple[Path, pa.Table, int] | None:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -39,6 +38,7 @@ from PIL import Image
 
 from collector import layout
 from collector.record import parse_ts_ms
+from l2_pipeline.curated import json_objects
 from l2_pipeline.features import book_features
 from l2_pipeline.hours import parse_utc, utc
 from l2_pipeline.quality import COVERAGE, NO_GAPS, Verdict, worst_status
@@ -264,20 +264,10 @@ def hour_figure(books: pa.Table, features: pa.Table, events: Sequence[dict[str, 
 
 def hour_events(lake: str | os.PathLike, inst_id: str, hour: datetime) -> list[dict[str, Any]]:
     """The events of the hour's sidecar (unparseable lines skipped; [] without a sidecar)."""
-    path = layout.events_path(Path(lake), inst_id, utc(hour))
     try:
-        lines = path.read_bytes().splitlines()
+        return json_objects(layout.events_path(Path(lake), inst_id, utc(hour)).read_bytes().splitlines())
     except FileNotFoundError:
         return []
-    out = []
-    for line in lines:
-        try:
-            ev = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(ev, dict):
-            out.append(ev)
-    return out
 
 
 def render_hour(inst_id: str, hour: TimeLike, *, lake: str | os.PathLike | None = None) -> bytes:

@@ -64,6 +64,7 @@ GRACE = timedelta(minutes=2)  # LakeResource.closed_grace_minutes (default): an 
 ACTIVE_RUN_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 DONE_BACKFILL_STATUSES = frozenset({"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"})
 WINDOW = {"width": 1600, "height": 1100}
+SHOW_MARKDOWN = "[Show Markdown]"  # a Markdown metadata value (our images) opens in a dialog from this link
 
 
 class WaitTimeout(RuntimeError):
@@ -369,11 +370,12 @@ def shots(damaged: dict[str, str], groups: list[str]) -> list[Shot]:
              (Step("click", "1hr"),)),
         Shot(f"{n + 5:02d}_raw_hours_sensor", f"/locations/{REPOSITORY}@{LOCATION}/sensors/raw_hours_sensor",
              ("raw_hours_sensor",)),
-        Shot(f"{n + 6:02d}_lake_health", "/assets/lake_health", ("heatmap",)),
+        Shot(f"{n + 6:02d}_lake_health", "/assets/lake_health", ("heatmap",), (Step("click", SHOW_MARKDOWN),)),
     ]
     if "no_gaps" in damaged:  # the hour's figure: the gap and its resync are marked
         out.append(Shot(f"{n + 7:02d}_book_features_hour_figure",
-                        f"/assets/book_features?view=partitions&partition={quote(damaged['no_gaps'])}", ("figure",)))
+                        f"/assets/book_features?view=partitions&partition={quote(damaged['no_gaps'])}", ("figure",),
+                        (Step("click", SHOW_MARKDOWN),)))
     return out
 
 
