@@ -366,7 +366,7 @@ def lake_health_figure(cells: Sequence[HourHealth], instruments: Sequence[str], 
             failing[name] = failing.get(name, 0) + 1
 
     n_rows, n_cols = status.shape
-    header, footer = 0.85, 0.75  # inches: title, legend and failing checks; hour labels
+    header, footer = 1.05, 0.75  # inches: title, legend, failing checks (a line each); hour labels
     height = min(9.0, max(3.0, header + footer + 0.32 * n_rows))
     fig = Figure(figsize=(HEALTH_WIDTH, height), dpi=DPI)
     left = (0.35 + 0.075 * max((len(i) for i in instruments), default=4)) / HEALTH_WIDTH
@@ -404,6 +404,6 @@ def lake_health_figure(cells: Sequence[HourHealth], instruments: Sequence[str], 
                loc="upper left", bbox_to_anchor=(left - 0.006, 1 - 0.36 / height), ncol=4, fontsize=9, frameon=False,
                handlelength=1.2, columnspacing=1.5, borderaxespad=0)
     worst = ", ".join(f"{name} ×{n}" for name, n in sorted(failing.items(), key=lambda kv: -kv[1]))
-    fig.text(right, 1 - 0.38 / height, f"failing checks: {worst or 'none'}", fontsize=9, va="top", ha="right",
+    fig.text(left, 1 - 0.62 / height, f"failing checks: {worst or 'none'}", fontsize=9, va="top", ha="left",
              color="#444444")
     return _png(fig)
