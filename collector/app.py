@@ -6,6 +6,8 @@ then connect. From then on every long-lived task (feeds, cadence, status, metada
 writer and the loop monitor) runs supervised: a crash is logged with its traceback, written as an
 `error` event and the task restarted with backoff. The process ends only on a configuration error
 (2) or SIGINT/SIGTERM (0), which stop the connections, fsync and close every file within 5 s.
+Under systemd (`Type=notify`, collector/systemd.py) it sends READY=1 once connecting starts,
+STOPPING=1 on the way out, and WATCHDOG=1 from a supervised task while the loop and writer move.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
-from collector import meta, rest
+from collector import meta, rest, systemd
 from collector.config import CollectorConfig, ConfigError
-from collector.engine import InstrumentSync, write_due_snapshots
+from collector.engine import InstrumentSync, State, write_due_snapshots
 from collector.feed import ConnectionPacer, FeedConnection, wall_ms
 from collector.logs import log_event
 from collector.loop_monitor import LoopMonitor
@@ -184,6 +186,10 @@ class Collector:
             await asyncio.sleep(self.cfg.status_interval)
             self.status.report(time.monotonic(), wall_ms())
 
+    def _systemd_status(self) -> str:
+        synced = sum(s.state is State.SYNCED and not s.delisted for s in self.syncs.values())
+        return f"{synced}/{len(self.syncs)} instruments synced, {self.writer.backlog} lines queued for the writer"
+
     def _task_crashed(self, instruments: tuple[str, ...]) -> Callable[[str, str], None]:
         def report(task: str, error: str) -> None:
             for inst_id in instruments:
@@ -207,6 +213,7 @@ class Collector:
         stopped.cancel()
         if not startup.done():  # SIGINT/SIGTERM while OKX REST is slow: stop now, nothing to flush
             startup.cancel()
+            systemd.notify("STOPPING=1")
             log_event(log, logging.INFO, "stop", None, "stopped during start-up")
             await self.writer.close(CLOSE_TIMEOUT_S)
             return self.exit_code
@@ -217,7 +224,9 @@ class Collector:
         metadata_ok = startup.result()
         log_event(log, logging.INFO, "start", None,
                   f"collecting {len(self.syncs)} instrument(s) over {len(self.feeds)} connection(s) into "
-                  f"{self.cfg.data_dir} every {self.cfg.cadence} s", ws_url=self.cfg.ws_url)
+                  f"{self.cfg.data_dir} every {self.cfg.cadence} s"
+                  + (f" as replica {self.cfg.collector_id}" if self.cfg.collector_id else ""),
+                  ws_url=self.cfg.ws_url, collector_id=self.cfg.collector_id or "-")
         first_refresh = self.cfg.metadata_refresh_hours * 3600 if metadata_ok else METADATA_RETRY_S
         tasks = [self._supervised(feed.name, feed.run, tuple(feed.syncs)) for feed in self.feeds]
         tasks += [
@@ -227,9 +236,14 @@ class Collector:
             self._supervised("writer", self.writer.watch),
             self._supervised("loop_monitor", self.loop_monitor.run),
         ]
+        if systemd.enabled():  # WATCHDOG=1 only while the loop runs and the writer thread gets through its queue
+            tasks.append(self._supervised("systemd", lambda: systemd.keepalive(
+                lambda: self.writer.call(lambda: None), self._systemd_status)))
+        systemd.notify("READY=1", f"STATUS=collecting {len(self.syncs)} instrument(s) into {self.cfg.data_dir}")
         try:
             await self._stop.wait()
         finally:
+            systemd.notify("STOPPING=1", "STATUS=stopping: closing connections, fsyncing the lake")
             for task in tasks:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

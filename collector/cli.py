@@ -46,6 +46,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backoff-max", help=f"largest reconnect delay, s (default {d.backoff_max:g})")
     p.add_argument("--rest-timeout", help=f"REST request timeout, s (default {d.rest_timeout:g})")
     p.add_argument("--log-level", help=f"DEBUG, INFO, WARNING or ERROR (default {d.log_level})")
+    p.add_argument("--collector-id", help="this collector's name among replicas capturing the same instruments into "
+                   "their own data dirs, e.g. host-a: a-z, 0-9, '-', up to 32 (env L2_COLLECTOR_ID; default none)")
 
 
 class _OneLineParser(argparse.ArgumentParser):

@@ -7,6 +7,7 @@ Every value is validated here, once, with a message that says what was wrong and
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -18,6 +19,7 @@ from collector.layout import InvalidInstrumentId, validate_inst_id
 from collector.venues import DEFAULT_VENUE
 
 MAX_DEPTH = 400
+COLLECTOR_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")  # a replica's name in the pipeline's L2_REPLICA_DIRS
 
 
 class ConfigError(ValueError):
@@ -42,6 +44,7 @@ class CollectorConfig:
     backoff_max: float = 60.0
     rest_timeout: float = 10.0
     log_level: str = "INFO"
+    collector_id: str = ""  # names this collector among replicas capturing the same instruments ("" = no replicas)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -62,7 +65,7 @@ def _coerce(name: str, value: Any) -> Any:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)
-        if name in ("ws_url", "rest_url", "log_level"):
+        if name in ("ws_url", "rest_url", "log_level", "collector_id"):
             return str(value)
         return float(value)
     except (TypeError, ValueError):
@@ -102,6 +105,9 @@ def _validate(cfg: CollectorConfig) -> None:
             raise ConfigError(f"{name}: {getattr(cfg, name)!r} is not a {'/'.join(schemes)} URL")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level: {cfg.log_level!r}; use DEBUG, INFO, WARNING or ERROR")
+    if cfg.collector_id and not COLLECTOR_ID_RE.fullmatch(cfg.collector_id):
+        raise ConfigError(f"collector_id: {cfg.collector_id!r}; use 1-32 characters a-z, 0-9 and '-', starting with "
+                          f"a letter or digit (e.g. host-a), or leave it empty for a single collector")
 
 
 def _from_toml(path: Path) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """okx-l2 pipeline: the Dagster code location over the collector's lake (`l2_pipeline.definitions`),
 and research access to the lake without Dagster: `read_books`, `book_at` (`l2_pipeline.read`).
 
-Pure modules (no Dagster): read, hours, hour_stats, quality, selection, archive, curated, retention,
+Pure modules (no Dagster): read, export, features, features_hour, plots, replicas, hours, hour_stats,
+quality, selection, archive, curated, curated_migration, retention,
 instruments, stats_cache. Dagster modules: partitions, resources, keys, assets, checks, jobs,
 registry, sensors, schedules, definitions. `python -m bench.lake` times registration and compression.
 """

@@ -241,8 +241,10 @@ def features_hour(data_dir: Path, inst_id: str, hour: datetime, now: datetime, g
     return FeaturesHour(write_features(data_dir, inst_id, hour, now, grace, figure=figure))
 
 
-def build_lake_assets(partitions: MultiPartitionsDefinition) -> list[AssetsDefinition]:
-    """`raw_hour`, `raw_archive`, `curated_parquet` and `book_features` over `partitions` (hour × instrument)."""
+def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequence[AssetKey] = ()
+                      ) -> list[AssetsDefinition]:
+    """`raw_hour`, `raw_archive`, `curated_parquet` and `book_features` over `partitions` (hour × instrument);
+    `raw_hour` depends on `raw_hour_deps` (`canonical_hour` with replicas, `l2_pipeline.replica_assets`)."""
 
     def hours_asset(key: AssetKey, kind: str, description: str, deps: Sequence[AssetKey] = (RAW_HOUR,)
                     ) -> Callable[[Callable[..., Any]], AssetsDefinition]:
@@ -257,7 +259,7 @@ def build_lake_assets(partitions: MultiPartitionsDefinition) -> list[AssetsDefin
     @hours_asset(
         RAW_HOUR, "json", "One closed hour of one instrument as the collector wrote it ({HH}.jsonl or its .jsonl.gz). "
         "raw_hours_sensor registers each closed hour with a backfill of this asset and its six quality checks; "
-        "materializing re-reads the hour and refreshes its figures.", deps=[],
+        "materializing re-reads the hour and refreshes its figures.", deps=list(raw_hour_deps),
     )
     def raw_hour(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
         yield from materialize_hours(context, lake, partial(register_hour, cadence_seconds=lake.cadence_seconds,

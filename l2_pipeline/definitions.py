@@ -7,6 +7,11 @@ Asset graph (all but instrument_metadata partitioned by UTC hour × instrument):
                      └──► book_features
     instrument_metadata   lake_health (unpartitioned: the quality heatmap, from raw_hour's metadata)
 
+With replicas (`L2_REPLICA_DIRS`, redundant capture: `l2_pipeline.replica_assets`), `canonical_hour`
+(check `replicas_agree`, sensor `replica_hours_sensor`) merges the replicas' spools into the lake and
+`raw_hour` depends on it; the partitions then also cover the replicas' first hour and instruments.
+Without, the code location is exactly the graph above.
+
 Loading reads the `L2_*` environment variables once (`lake_resource_from_env`: an invalid value
 stops the load with an error naming the variable) and fixes the partitions (`partitions_at_load`):
 the instruments configured or present in the lake, and hours from `L2_PARTITIONS_START` or the
@@ -41,6 +46,7 @@ from l2_pipeline.jobs import (
     retention_job,
 )
 from l2_pipeline.partitions import lake_partitions
+from l2_pipeline.replica_assets import ReplicaDefinitions, build_replica_definitions
 from l2_pipeline.resources import LakeResource, lake_resource_from_env
 from l2_pipeline.schedules import build_compression_schedule, instrument_metadata_schedule, retention_schedule
 from l2_pipeline.sensors import build_raw_hours_sensor, collector_freshness_sensor
@@ -50,7 +56,8 @@ log = logging.getLogger(__name__)
 
 def partitions_at_load(lake: LakeResource, now: datetime | None = None) -> MultiPartitionsDefinition:
     """Hour × instrument partitions over what `lake` holds now (see the module docstring)."""
-    start = lake.configured_start or first_hour(lake.root, log_unreadable(log))
+    firsts = (first_hour(d, log_unreadable(log)) for d in (lake.root, *lake.replicas.values()))  # lazy: only if unset
+    start = lake.configured_start or min(filter(None, firsts), default=None)
     if start is None:
         start = (now or now_utc()).replace(hour=0, minute=0, second=0, microsecond=0)
     return lake_partitions(start, lake.known_instruments())
@@ -60,14 +67,16 @@ def build_definitions(lake: LakeResource | None = None) -> Definitions:
     """The code location over `lake` (default: configured by the process environment)."""
     settings = lake_resource_from_env(os.environ) if lake is None else lake
     partitions = partitions_at_load(settings)
+    replicas = build_replica_definitions(partitions) if settings.replicas else ReplicaDefinitions()
     return Definitions(
-        assets=[*build_lake_assets(partitions), instrument_metadata, lake_health],
-        asset_checks=[build_hour_checks(partitions), collector_freshness_check],
+        assets=[*build_lake_assets(partitions, replicas.raw_hour_deps), *replicas.assets, instrument_metadata,
+                lake_health],
+        asset_checks=[build_hour_checks(partitions), collector_freshness_check, *replicas.checks],
         jobs=[compress_job, curate_job, raw_hour_job, hour_checks_job, retention_job, lake_health_job,
               instrument_metadata_job],
         schedules=[build_compression_schedule(partitions), retention_schedule, instrument_metadata_schedule,
                    lake_health_schedule],
-        sensors=[build_raw_hours_sensor(partitions), collector_freshness_sensor],
+        sensors=[build_raw_hours_sensor(partitions), collector_freshness_sensor, *replicas.sensors],
         resources={"lake": lake_resource_from_env() if lake is None else lake},
         executor=in_process_executor,
     )

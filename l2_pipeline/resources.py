@@ -28,6 +28,7 @@ from typing import Any
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field, ValidationError, field_validator
 
+from collector.config import COLLECTOR_ID_RE
 from collector.layout import list_instruments, validate_inst_id
 from l2_pipeline.partitions import parse_hour_key
 
@@ -68,6 +69,11 @@ class LakeResource(ConfigurableResource):
     partitions_start: str = Field(
         default="", description="first hour partition, YYYY-MM-DD-HH:MM (read at load; empty: the lake's first hour)"
     )
+    replica_dirs: str = Field(
+        default="", description="redundant capture: data dirs (spools) of collectors capturing the same instruments, "
+        "id=/path,id2=/path2 (ids as their --collector-id); canonical_hour merges them into data_dir. Empty: one "
+        "collector writes data_dir itself (see l2_pipeline.replicas)",
+    )
 
     @field_validator("instruments", mode="before")
     @classmethod
@@ -85,6 +91,17 @@ class LakeResource(ConfigurableResource):
         if value:
             parse_hour_key(value)
         return value
+
+    @field_validator("replica_dirs")
+    @classmethod
+    def _validate_replica_dirs(cls, value: str) -> str:
+        parse_replica_dirs(value)
+        return value
+
+    @property
+    def replicas(self) -> dict[str, Path]:
+        """replica id → its data dir, in the configured order (the merge prefers earlier replicas); {} for none."""
+        return parse_replica_dirs(self.replica_dirs)
 
     @property
     def root(self) -> Path:
@@ -117,8 +134,28 @@ class LakeResource(ConfigurableResource):
         return timedelta(minutes=self.freshness_minutes)
 
     def known_instruments(self) -> list[str]:
-        """Configured instruments and those with a directory in the lake, sorted."""
-        return sorted(set(self.instruments) | set(list_instruments(self.root)))
+        """Configured instruments and those with a directory in the lake or a replica's, sorted."""
+        in_lakes = {inst for directory in (self.root, *self.replicas.values()) for inst in list_instruments(directory)}
+        return sorted(set(self.instruments) | in_lakes)
+
+
+def parse_replica_dirs(text: str) -> dict[str, Path]:
+    """`id=/path,id2=/path2` → {id: Path}, order kept; ValueError saying what is wrong with the value."""
+    replicas: dict[str, Path] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        replica_id, sep, path = (s.strip() for s in item.partition("="))
+        if not sep or not path:
+            raise ValueError(f"{item!r} is not id=/path (expected e.g. a=/srv/spool-a,b=/srv/spool-b)")
+        if not COLLECTOR_ID_RE.fullmatch(replica_id):
+            raise ValueError(f"replica id {replica_id!r}: use the collector's --collector-id (1-32 characters a-z, "
+                             f"0-9 and '-', starting with a letter or digit)")
+        if replica_id in replicas:
+            raise ValueError(f"replica id {replica_id!r} is given twice")
+        directory = Path(path).expanduser()
+        if directory in replicas.values():
+            raise ValueError(f"{directory} is given for two replicas: each collector needs its own data dir")
+        replicas[replica_id] = directory
+    return replicas
 
 
 def env_names() -> dict[str, str]:

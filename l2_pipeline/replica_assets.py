@@ -1,0 +1,310 @@
+"""Redundant capture in Dagster: the `canonical_hour` asset, its `replicas_agree` check and the
+`replica_hours_sensor`. Part of the code location only when replicas are configured
+(`L2_REPLICA_DIRS`, `LakeResource.replica_dirs`); with one collector nothing here is loaded.
+
+- `canonical_hour` (partitioned like `raw_hour`, built by `build_replica_definitions(partitions)`):
+  `l2_pipeline.replicas.merge_hour` of each hour of the step, replicas → the canonical `{HH}.jsonl` and
+  `{HH}.events.jsonl` of the lake, with the merge's figures as partition metadata: per replica its
+  records, coverage and records only it had (`replica_<id>_records`, `replica_<id>_coverage_pct`,
+  `replica_<id>_only`, and the `replicas` table), `agreed`, `disagreements` (and examples),
+  `flagged_superseded`, `seq_conflicts`, and the `replica_fingerprint` of the files it read. Same run
+  shape as the other hour assets (`BackfillPolicy.multi_run(HOURS_PER_RUN)`, `materialize_hours`).
+  `raw_hour` depends on it (`build_lake_assets(partitions, raw_hour_deps=…)`).
+- `replicas_agree` (non-blocking, partitioned): fails for an hour whose replicas hold different
+  levels at the same seqId and timestamp. Evaluated in every run that materializes `canonical_hour`,
+  for each hour of the step, from that hour's latest materialization (which it targets, as the hour
+  checks of `l2_pipeline.checks` do, so the result is the partition's current check status).
+- `replica_hours_sensor` (every 60 s): requests one asset backfill per tick of `canonical_hour` and
+  `raw_hour` (and `curated_parquet`, `book_features` for hours with records, with
+  `curate_on_register`) for every closed hour whose replica files' fingerprint is not the one its
+  latest `canonical_hour` materialization recorded: hours that closed in any replica since the
+  last tick, and hours of the last `RECHECK_HOURS` whose replica files changed (a late spool sync,
+  a repaired tail). `raw_hour` is in the backfill so that a merge that changed an hour registers it
+  again; `raw_hours_sensor` still discovers canonical files in the lake as before and passes over
+  those the backfill registered (same fingerprint). The cursor is the last hour considered per
+  instrument; resetting it rechecks every hour of the replicas.
+"""
+
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckExecutionContext,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
+    AssetRecordsFilter,
+    AssetsDefinition,
+    AssetSelection,
+    BackfillPolicy,
+    BetaWarning,
+    DagsterEventType,
+    DagsterInstance,
+    DefaultSensorStatus,
+    EventLogRecord,
+    MetadataValue,
+    MultiPartitionsDefinition,
+    Nothing,
+    Output,
+    PreviewWarning,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    asset,
+    multi_asset_check,
+    sensor,
+)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+
+from collector import layout
+from collector.lake_walk import OnUnreadable, log_unreadable
+from l2_pipeline.assets import HOURS_PER_RUN, LAKE_GROUP, HourFailed, materialize_hours
+from l2_pipeline.hours import iso, now_utc
+from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_HOUR
+from l2_pipeline.partitions import hours_start, instrument_keys, partition_key
+from l2_pipeline.replicas import MergeReport, merge_hour, replica_fingerprint
+from l2_pipeline.resources import LakeResource
+from l2_pipeline.selection import LakeHour, closed_hours_after
+from l2_pipeline.sensors import RawCursor, read_cursor
+
+CANONICAL_HOUR = AssetKey("canonical_hour")
+REPLICAS_AGREE = "replicas_agree"
+RECHECK_HOURS = 24  # hours behind the cursor whose replica files are compared with their last merge each tick
+REPLICAS_AGREE_DESCRIPTION = (
+    "Replicas hold the same levels (bids_top400, asks_top400, canonical JSON encodings compared) in every record "
+    "they share (same seqId and timestamp, both exact). Fails with the number of disagreements and examples; the "
+    "canonical hour keeps the first replica's record at each."
+)
+
+
+@dataclass(frozen=True)
+class CanonicalHour:
+    """A `MergeReport` as `materialize_hours` records it (the HourResult protocol)."""
+
+    report: MergeReport
+
+    @property
+    def status(self) -> str:
+        return self.report.status
+
+    @property
+    def empty(self) -> bool:
+        return self.report.empty
+
+    @property
+    def warning(self) -> str | None:
+        return self.report.warning
+
+    def metadata(self) -> dict[str, Any]:
+        meta = self.report.metadata()
+        meta["replicas"] = MetadataValue.json(meta["replicas"])
+        meta["disagreement_examples"] = MetadataValue.json(meta["disagreement_examples"])
+        meta["path"] = MetadataValue.path(meta["path"])
+        return meta
+
+
+def merge_work(data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta, *,
+               replicas: Mapping[str, Path], cadence_seconds: float) -> CanonicalHour:
+    """`merge_hour` of one partition; an hour no replica has a file of fails, naming where it looked."""
+    report = merge_hour(replicas, data_dir, inst_id, hour, now=now, grace=grace, cadence_seconds=cadence_seconds)
+    if report.status == "no_data":
+        looked = [str(path(d, inst_id, hour)) for d in replicas.values()
+                  for path in (layout.records_path, layout.archive_path, layout.events_path)]
+        raise HourFailed(f"no data: no replica has a file of this hour (looked for {', '.join(looked)}). Leave the "
+                         f"hour out of the backfill, or put the replica's files back and materialize it again.")
+    return CanonicalHour(report)
+
+
+def latest_canonical(instance: DagsterInstance, partition_keys: Sequence[str]) -> dict[str, EventLogRecord]:
+    """partition → the record of its latest `canonical_hour` materialization (those that have one)."""
+    if not partition_keys:
+        return {}
+    ids = instance.event_log_storage.get_latest_storage_id_by_partition(
+        CANONICAL_HOUR, DagsterEventType.ASSET_MATERIALIZATION, set(partition_keys))
+    if not ids:
+        return {}
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=CANONICAL_HOUR, storage_ids=sorted(ids.values())), limit=len(ids)).records
+    by_id = {record.storage_id: record for record in records}
+    return {key: by_id[storage_id] for key, storage_id in ids.items() if storage_id in by_id}
+
+
+def _metadata_value(record: EventLogRecord, name: str) -> Any:
+    materialization = record.asset_materialization
+    value = materialization.metadata.get(name) if materialization else None
+    return None if value is None else value.value
+
+
+def stored_replica_fingerprints(instance: DagsterInstance, partition_keys: Sequence[str]) -> dict[str, str]:
+    """partition → the `replica_fingerprint` its latest `canonical_hour` materialization recorded."""
+    return {key: str(_metadata_value(record, "replica_fingerprint") or "")
+            for key, record in latest_canonical(instance, partition_keys).items()}
+
+
+def agreement_evaluation(key: str, record: EventLogRecord) -> AssetCheckEvaluation:
+    """`replicas_agree` of one partition, from its latest `canonical_hour` materialization `record`."""
+    disagreements = int(_metadata_value(record, "disagreements") or 0)
+    agreed = int(_metadata_value(record, "agreed") or 0)
+    examples = _metadata_value(record, "disagreement_examples") or []
+    if disagreements:
+        description = (f"{disagreements} record(s) at the same seqId and timestamp differ between replicas (the first "
+                       f"replica's kept); {agreed} agreed. E.g. {examples[0] if examples else '?'}")
+    else:
+        description = f"replicas agree: {agreed} record(s) held by two or more replicas, identical levels"
+    return AssetCheckEvaluation(
+        asset_key=CANONICAL_HOUR, check_name=REPLICAS_AGREE, passed=not disagreements,
+        severity=AssetCheckSeverity.ERROR, description=description, partition=key,
+        metadata={"disagreements": disagreements, "agreed": agreed, "examples": MetadataValue.json(examples),
+                  "summary": MetadataValue.text(description)},
+        target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp),
+    )
+
+
+@dataclass
+class MergePlan:
+    """What one evaluation of `replica_hours_sensor` decided (pure data, tested without the daemon)."""
+
+    canonical: list[str] = field(default_factory=list)  # hours to merge (and register again)
+    curated: list[str] = field(default_factory=list)  # of those, the ones a replica has records of
+    unchanged: int = 0  # hours whose replica files kept the fingerprint of their last merge
+    skipped_before_start: int = 0
+    considered: int = 0
+    candidates: int = 0
+    cursor: RawCursor = field(default_factory=RawCursor)
+
+
+def plan_merges(lake: LakeResource, partitions: MultiPartitionsDefinition, cursor: RawCursor, now: datetime,
+                stored_lookup: Callable[[list[str]], Mapping[str, str]], on_unreadable: OnUnreadable) -> MergePlan:
+    """The closed replica hours to merge now: those after the cursor (less `RECHECK_HOURS`) whose
+    replica fingerprint differs from the stored one, oldest first, at most `sensor_max_hours_per_tick`."""
+    first_hour = hours_start(partitions)
+    replicas = lake.replicas
+    items: set[LakeHour] = set()
+    for inst_id in instrument_keys(partitions):
+        last = cursor.last.get(inst_id)
+        after = None if last is None else last - timedelta(hours=RECHECK_HOURS)
+        for directory in replicas.values():
+            items.update(LakeHour(hour, inst_id)
+                         for hour in closed_hours_after(directory, inst_id, after, now, lake.grace, on_unreadable))
+    pending = sorted(items)
+    keys = {item: str(partition_key(item.inst_id, item.hour)) for item in pending if item.hour >= first_hour}
+    stored = stored_lookup(list(keys.values()))
+    plan = MergePlan(candidates=len(pending), cursor=RawCursor(dict(cursor.last)))
+    started = time.monotonic()
+    for item in pending:
+        if len(plan.canonical) >= lake.sensor_max_hours_per_tick or \
+                time.monotonic() - started > lake.sensor_tick_budget_seconds:
+            break
+        if item.hour < first_hour:
+            plan.skipped_before_start += 1
+        elif stored.get(keys[item]) == replica_fingerprint(replicas, item.inst_id, item.hour):
+            plan.unchanged += 1
+        else:
+            plan.canonical.append(keys[item])
+            has_records = any(layout.records_path(d, item.inst_id, item.hour).exists()
+                              or layout.archive_path(d, item.inst_id, item.hour).exists() for d in replicas.values())
+            if has_records and lake.curate_on_register:
+                plan.curated.append(keys[item])
+        previous = plan.cursor.last.get(item.inst_id)
+        plan.cursor.last[item.inst_id] = item.hour if previous is None else max(previous, item.hour)
+        plan.considered += 1
+    return plan
+
+
+def merge_request(partitions: MultiPartitionsDefinition, plan: MergePlan) -> RunRequest:
+    """One asset backfill of `canonical_hour`, `raw_hour` and the Parquet tiers over the hours of `plan`."""
+    by_asset = {CANONICAL_HOUR: plan.canonical, RAW_HOUR: plan.canonical, CURATED_PARQUET: plan.curated,
+                BOOK_FEATURES: plan.curated}
+    subsets = {key: partitions.subset_with_partition_keys(keys) for key, keys in by_asset.items() if keys}
+    return RunRequest.for_asset_graph_subset(
+        AssetGraphSubset(partitions_subsets_by_asset_key=subsets),
+        tags={"l2/hours": str(len(plan.canonical)), "l2/first": plan.canonical[0], "l2/last": plan.canonical[-1]},
+    )
+
+
+@dataclass(frozen=True)
+class ReplicaDefinitions:
+    """What redundant capture adds to the code location (all empty without replicas)."""
+
+    assets: list[AssetsDefinition] = field(default_factory=list)
+    checks: list[AssetChecksDefinition] = field(default_factory=list)
+    sensors: list[SensorDefinition] = field(default_factory=list)
+    raw_hour_deps: list[AssetKey] = field(default_factory=list)
+
+
+def build_replica_definitions(partitions: MultiPartitionsDefinition) -> ReplicaDefinitions:
+    """`canonical_hour`, `replicas_agree` and `replica_hours_sensor` over `partitions` (hour × instrument)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)  # backfill_policy on @asset is "beta" in Dagster 1.13
+
+        @asset(key=CANONICAL_HOUR, partitions_def=partitions, group_name=LAKE_GROUP, kinds={"json"},
+               backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=HOURS_PER_RUN),
+               output_required=False, dagster_type=Nothing,
+               description="The hour merged from every replica's spool (L2_REPLICA_DIRS) into the lake's {HH}.jsonl "
+               "and {HH}.events.jsonl: one record per timestamp, exact records preferred, events tagged with their "
+               "replica. Metadata: coverage per replica, records only one replica had, agreed records, disagreements.")
+        def canonical_hour(context: AssetExecutionContext, lake: LakeResource
+                           ) -> Iterator[Output | AssetMaterialization]:
+            yield from materialize_hours(context, lake, partial(merge_work, replicas=lake.replicas,
+                                                                cadence_seconds=lake.cadence_seconds))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)  # partitions_def on AssetCheckSpec is "preview" in 1.13
+        spec = AssetCheckSpec(REPLICAS_AGREE, asset=CANONICAL_HOUR, description=REPLICAS_AGREE_DESCRIPTION,
+                              partitions_def=partitions, blocking=False)
+
+    @multi_asset_check(specs=[spec], name="replicas_agree_check", can_subset=True)  # it yields evaluations, no output
+    def replicas_agree(context: AssetCheckExecutionContext) -> Iterator[AssetCheckEvaluation]:
+        """Disagreements of each hour of the step, from its latest canonical_hour materialization."""
+        keys = list(context.op_execution_context.partition_keys)
+        records = latest_canonical(context.instance, keys)
+        for key in keys:
+            if key in records:
+                yield agreement_evaluation(key, records[key])
+            else:
+                context.log.warning(f"{key}: no canonical_hour materialization to check")
+        context.log.info(f"evaluated {REPLICAS_AGREE} on {len(records)} of {len(keys)} hour(s)")
+
+    @sensor(
+        name="replica_hours_sensor",
+        asset_selection=AssetSelection.assets(CANONICAL_HOUR, RAW_HOUR, CURATED_PARQUET, BOOK_FEATURES),
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Merges replica hours: one backfill per tick of canonical_hour (with replicas_agree), raw_hour, "
+        "curated_parquet and book_features over the closed hours whose replica files are new or changed.",
+    )
+    def replica_hours_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
+        cursor = read_cursor(context, RawCursor.parse, RawCursor())
+        plan = plan_merges(lake, partitions, cursor, now_utc(),
+                           lambda keys: stored_replica_fingerprints(context.instance, keys),
+                           log_unreadable(context.log))
+        text = (f"merging {len(plan.canonical)} hour(s) ({len(plan.curated)} to curate); {plan.unchanged} unchanged; "
+                f"{plan.candidates - plan.considered} still pending; {plan.skipped_before_start} before the first "
+                f"hour partition")
+        if plan.canonical:
+            context.log.info(text)
+        return SensorResult(
+            run_requests=[merge_request(partitions, plan)] if plan.canonical else [],
+            cursor=plan.cursor.dump(),
+            skip_reason=None if plan.canonical else SkipReason(f"nothing to merge at {iso(now_utc())}: {text}"),
+        )
+
+    return ReplicaDefinitions(assets=[canonical_hour], checks=[replicas_agree], sensors=[replica_hours_sensor],
+                              raw_hour_deps=[CANONICAL_HOUR])
+
