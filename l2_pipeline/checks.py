@@ -118,5 +118,6 @@ def build_hour_checks(partitions: MultiPartitionsDefinition) -> AssetChecksDefin
 
 @asset_check(asset=RAW_HOUR, name=COLLECTOR_FRESHNESS, description=DESCRIPTIONS[COLLECTOR_FRESHNESS])
 def collector_freshness_check(lake: LakeResource) -> AssetCheckResult:
-    verdict = collector_freshness(lake.root, lake.instruments, now_utc(), lake.freshness).verdict()
+    verdict = collector_freshness(lake.root, lake.instruments, now_utc(), lake.freshness,
+                                  replicas=list(lake.replicas.values())).verdict()
     return verdict_result(verdict)

@@ -11,6 +11,7 @@ Hours in the original record format (without book_crc32, recv_ts_utc, checksum_o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -156,8 +157,11 @@ class Freshness:
         return Verdict(COLLECTOR_FRESHNESS, self.passed, False, desc, meta)
 
 
-def collector_freshness(data_dir: Path, instruments: list[str], now: datetime, max_age: timedelta) -> Freshness:
-    """Newest mtime of each instrument's current- and previous-hour records/events files vs `now`.
+def collector_freshness(data_dir: Path, instruments: list[str], now: datetime, max_age: timedelta,
+                        *, replicas: Sequence[Path] = ()) -> Freshness:
+    """Newest mtime of each instrument's current- and previous-hour records/events files vs `now`,
+    in `data_dir`, or with redundant capture in the replicas' spools (`replicas`: the lake's raw
+    hours are then written by the merge, after the hour; one fresh replica is a fresh collector).
 
     The previous hour counts so the minute after a rollover (before the first record of the new
     hour) is not reported stale. A path that cannot be stat'ed for another reason than its absence
@@ -167,8 +171,9 @@ def collector_freshness(data_dir: Path, instruments: list[str], now: datetime, m
     unreadable: dict[str, str] = {}
     for inst_id in instruments:
         newest: float | None = None
-        for hour in (current, current - layout.HOUR):
-            for path in (layout.records_path(data_dir, inst_id, hour), layout.events_path(data_dir, inst_id, hour)):
+        places = [(root, hour) for root in (replicas or [data_dir]) for hour in (current, current - layout.HOUR)]
+        for root, hour in places:
+            for path in (layout.records_path(root, inst_id, hour), layout.events_path(root, inst_id, hour)):
                 try:
                     mtime = path.stat().st_mtime
                 except (FileNotFoundError, NotADirectoryError):

@@ -273,7 +273,8 @@ def build_raw_hours_sensor(partitions: MultiPartitionsDefinition) -> SensorDefin
 )
 def collector_freshness_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
     now = now_utc()
-    verdict = collector_freshness(lake.root, lake.instruments, now, lake.freshness).verdict()
+    verdict = collector_freshness(lake.root, lake.instruments, now, lake.freshness,
+                                  replicas=list(lake.replicas.values())).verdict()
     previous = read_cursor(context, FreshnessCursor.parse, FreshnessCursor())
     due = previous.passed != verdict.passed or now.timestamp() - previous.at >= FRESHNESS_REEMIT_SECONDS
     if not due:

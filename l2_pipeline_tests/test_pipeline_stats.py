@@ -173,3 +173,17 @@ def test_collector_freshness_at_chosen_time(tmp_path):
     assert collector_freshness(tmp_path, [BTC], current + timedelta(hours=1, seconds=30), timedelta(minutes=5)).passed
     missing = collector_freshness(tmp_path, ["SOL-USDT-SWAP"], now, timedelta(minutes=5))
     assert not missing.passed and missing.ages_seconds == {"SOL-USDT-SWAP": None}
+
+
+def test_freshness_with_replicas_looks_at_the_spools(tmp_path):
+    """With redundant capture the lake's raw hours are written by the merge after the hour: one
+    replica writing now is a fresh collector, whatever the lake holds."""
+    now = BASE_HOUR + timedelta(hours=5, minutes=30)
+    current = BASE_HOUR + timedelta(hours=5)
+    lake, spool_a, spool_b = tmp_path / "lake", tmp_path / "a", tmp_path / "b"
+    plant_good_hour(spool_a, BTC, current, count=5, mtime=now - timedelta(minutes=20))  # a stopped 20 min ago
+    assert not collector_freshness(lake, [BTC], now, timedelta(minutes=5), replicas=[spool_a, spool_b]).passed
+    plant_good_hour(spool_b, BTC, current, count=5, mtime=now - timedelta(minutes=1))  # b writes
+    fresh = collector_freshness(lake, [BTC], now, timedelta(minutes=5), replicas=[spool_a, spool_b])
+    assert fresh.passed and fresh.ages_seconds[BTC] == pytest.approx(60, abs=1)
+    assert not collector_freshness(lake, [BTC], now, timedelta(minutes=5)).passed  # the lake alone has no file
