@@ -13,7 +13,9 @@ Counting rules:
   per gap, so taking the larger never double-counts and survives a missing sidecar;
   `checksum_failures` likewise from `checksum_mismatch` events and `checksum_ok=false` records;
   a record without `checksum_ok` (original format) was not validated, never a failure, and is
-  counted in `checksum_not_recorded`.
+  counted in `checksum_not_recorded`. In a canonical hour merged from replicas (its events carry
+  `replica`) only the records count: the merge keeps a marker only where no replica had the
+  exact book, while each replica's events also name gaps another replica covered.
 - `resyncs`: `resync_start` events; `reconnects`: `reconnect` events.
 - `crossed_records`: best_bid ≥ best_ask (exact decimals); `max_spread_bps`: largest
   (ask − bid) ÷ mid × 10⁴ over the hour.
@@ -102,7 +104,7 @@ class EventScan:
 
     by_type: Counter = field(default_factory=Counter)
     bad_lines: int = 0
-
+    merged: bool = False  # lines carry `replica`: a canonical hour merged from several collectors
     def count(self, event_type: str) -> int:
         return self.by_type.get(event_type, 0)
 
@@ -130,10 +132,14 @@ class HourStats:
 
     @property
     def gaps(self) -> int:
-        return max(self.events.count("gap"), self.scan.gap_markers)
+        # A merged hour keeps a replica's marker only where no replica had the exact book, so its
+        # markers are its gaps; the replicas' events also name gaps another replica covered.
+        return self.scan.gap_markers if self.events.merged else max(self.events.count("gap"), self.scan.gap_markers)
 
     @property
     def checksum_failures(self) -> int:
+        if self.events.merged:
+            return self.scan.checksum_markers
         return max(self.events.count("checksum_mismatch"), self.scan.checksum_markers)
 
     @property
@@ -291,6 +297,7 @@ def scan_events(lines: Iterable[bytes]) -> EventScan:
             continue
         if isinstance(event, dict) and isinstance(event.get("type"), str):
             scan.by_type[event["type"]] += 1
+            scan.merged = scan.merged or "replica" in event
         else:
             scan.bad_lines += 1
     return scan

@@ -187,3 +187,18 @@ def test_freshness_with_replicas_looks_at_the_spools(tmp_path):
     fresh = collector_freshness(lake, [BTC], now, timedelta(minutes=5), replicas=[spool_a, spool_b])
     assert fresh.passed and fresh.ages_seconds[BTC] == pytest.approx(60, abs=1)
     assert not collector_freshness(lake, [BTC], now, timedelta(minutes=5)).passed  # the lake alone has no file
+
+
+def test_merged_hour_counts_its_markers_not_the_replicas_events(tmp_path):
+    """A gap replica a saw and replica b covered leaves no marker in the canonical hour: no gap."""
+    records = make_records(BTC, BASE_HOUR, count=10)
+    a_events = [{**event(BTC, "gap", BASE_HOUR, expected=1, received=5, seqId=6), "replica": "a"},
+                {**event(BTC, "checksum_mismatch", BASE_HOUR, expected=1, computed=2, seqId=7, action="resync"),
+                 "replica": "a"}]
+    write_hour(tmp_path, BTC, BASE_HOUR, records, events=a_events)
+    stats = compute_hour_stats(tmp_path, BTC, BASE_HOUR, 2.0)
+    assert stats.events.merged and (stats.gaps, stats.checksum_failures) == (0, 0)
+    write_hour(tmp_path, BTC, BASE_HOUR, records, events=[{k: v for k, v in e.items() if k != "replica"}
+                                                          for e in a_events])
+    one_collector = compute_hour_stats(tmp_path, BTC, BASE_HOUR, 2.0)
+    assert (one_collector.gaps, one_collector.checksum_failures) == (1, 1)  # one collector: its events count
