@@ -69,7 +69,6 @@ from dagster import (
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 
 from collector import layout
 from collector.lake_walk import OnUnreadable, log_unreadable
@@ -80,7 +79,7 @@ from l2_pipeline.partitions import hours_start, instrument_keys, partition_key
 from l2_pipeline.replicas import MergeReport, merge_hour, replica_fingerprint
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.selection import LakeHour, closed_hours_after
-from l2_pipeline.sensors import RawCursor, read_cursor
+from l2_pipeline.sensors import RawCursor, hours_backfill, read_cursor
 
 CANONICAL_HOUR = AssetKey("canonical_hour")
 REPLICAS_AGREE = "replicas_agree"
@@ -229,13 +228,8 @@ def plan_merges(lake: LakeResource, partitions: MultiPartitionsDefinition, curso
 
 def merge_request(partitions: MultiPartitionsDefinition, plan: MergePlan) -> RunRequest:
     """One asset backfill of `canonical_hour`, `raw_hour` and the Parquet tiers over the hours of `plan`."""
-    by_asset = {CANONICAL_HOUR: plan.canonical, RAW_HOUR: plan.canonical, CURATED_PARQUET: plan.curated,
-                BOOK_FEATURES: plan.curated}
-    subsets = {key: partitions.subset_with_partition_keys(keys) for key, keys in by_asset.items() if keys}
-    return RunRequest.for_asset_graph_subset(
-        AssetGraphSubset(partitions_subsets_by_asset_key=subsets),
-        tags={"l2/hours": str(len(plan.canonical)), "l2/first": plan.canonical[0], "l2/last": plan.canonical[-1]},
-    )
+    return hours_backfill(partitions, {CANONICAL_HOUR: plan.canonical, RAW_HOUR: plan.canonical,
+                                       CURATED_PARQUET: plan.curated, BOOK_FEATURES: plan.curated}, plan.canonical)
 
 
 @dataclass(frozen=True)

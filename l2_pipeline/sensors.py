@@ -41,6 +41,7 @@ from typing import TypeVar
 
 import orjson
 from dagster import (
+    AssetKey,
     AssetSelection,
     DefaultSensorStatus,
     MultiPartitionsDefinition,
@@ -209,12 +210,18 @@ def registration_request(partitions: MultiPartitionsDefinition, reg: Registratio
     the hours of `reg`. The backfill daemon turns it into runs with the assets' backfill policy. (The
     subset type is not public in Dagster 1.13; `RunRequest.for_asset_graph_subset` is how a sensor
     requests a backfill, see dagster/_daemon/sensor.py `_submit_backfill_request`.)"""
-    by_asset = {RAW_HOUR: reg.raw_hour, RAW_ARCHIVE: reg.raw_archive, CURATED_PARQUET: reg.curated,
-                BOOK_FEATURES: reg.curated}
+    return hours_backfill(partitions, {RAW_HOUR: reg.raw_hour, RAW_ARCHIVE: reg.raw_archive,
+                                       CURATED_PARQUET: reg.curated, BOOK_FEATURES: reg.curated}, reg.raw_hour)
+
+
+def hours_backfill(partitions: MultiPartitionsDefinition, by_asset: dict[AssetKey, list[str]],
+                   hours: list[str]) -> RunRequest:
+    """A sensor's request for one asset backfill of `by_asset` (asset → partition keys), tagged with
+    the number and range of `hours` (the keys that led to it, in order)."""
     subsets = {asset: partitions.subset_with_partition_keys(keys) for asset, keys in by_asset.items() if keys}
     return RunRequest.for_asset_graph_subset(
         AssetGraphSubset(partitions_subsets_by_asset_key=subsets),
-        tags={"l2/hours": str(len(reg.raw_hour)), "l2/first": reg.raw_hour[0], "l2/last": reg.raw_hour[-1]},
+        tags={"l2/hours": str(len(hours)), "l2/first": hours[0], "l2/last": hours[-1]},
     )
 
 
