@@ -7,21 +7,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dagster import AssetRecordsFilter, DagsterEventType, DagsterInstance, EventLogRecord
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, EventLogRecord
 
 from l2_pipeline.keys import RAW_HOUR
 
 
-def latest_materializations(instance: DagsterInstance, partition_keys: Sequence[str]) -> dict[str, EventLogRecord]:
-    """partition → the record of its latest `raw_hour` materialization, for those of `partition_keys` that have one."""
+def latest_materializations(instance: DagsterInstance, partition_keys: Sequence[str],
+                            asset_key: AssetKey = RAW_HOUR) -> dict[str, EventLogRecord]:
+    """partition → the record of its latest materialization of `asset_key` (`raw_hour`), for those
+    of `partition_keys` that have one."""
     if not partition_keys:
         return {}
     ids = instance.event_log_storage.get_latest_storage_id_by_partition(
-        RAW_HOUR, DagsterEventType.ASSET_MATERIALIZATION, set(partition_keys))
+        asset_key, DagsterEventType.ASSET_MATERIALIZATION, set(partition_keys))
     if not ids:
         return {}
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=RAW_HOUR, storage_ids=sorted(ids.values())), limit=len(ids)).records
+        AssetRecordsFilter(asset_key=asset_key, storage_ids=sorted(ids.values())), limit=len(ids)).records
     by_id = {record.storage_id: record for record in records}
     return {key: by_id[storage_id] for key, storage_id in ids.items() if storage_id in by_id}
 

@@ -43,12 +43,10 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
-    AssetRecordsFilter,
     AssetsDefinition,
     AssetSelection,
     BackfillPolicy,
     BetaWarning,
-    DagsterEventType,
     DagsterInstance,
     DefaultSensorStatus,
     EventLogRecord,
@@ -76,6 +74,7 @@ from l2_pipeline.assets import HOURS_PER_RUN, LAKE_GROUP, HourFailed, materializ
 from l2_pipeline.hours import iso, now_utc
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_HOUR
 from l2_pipeline.partitions import hours_start, instrument_keys, partition_key
+from l2_pipeline.registry import latest_materializations
 from l2_pipeline.replicas import MergeReport, merge_hour, replica_fingerprint
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.selection import LakeHour, closed_hours_after
@@ -131,16 +130,7 @@ def merge_work(data_dir: Path, inst_id: str, hour: datetime, now: datetime, grac
 
 def latest_canonical(instance: DagsterInstance, partition_keys: Sequence[str]) -> dict[str, EventLogRecord]:
     """partition → the record of its latest `canonical_hour` materialization (those that have one)."""
-    if not partition_keys:
-        return {}
-    ids = instance.event_log_storage.get_latest_storage_id_by_partition(
-        CANONICAL_HOUR, DagsterEventType.ASSET_MATERIALIZATION, set(partition_keys))
-    if not ids:
-        return {}
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=CANONICAL_HOUR, storage_ids=sorted(ids.values())), limit=len(ids)).records
-    by_id = {record.storage_id: record for record in records}
-    return {key: by_id[storage_id] for key, storage_id in ids.items() if storage_id in by_id}
+    return latest_materializations(instance, partition_keys, CANONICAL_HOUR)
 
 
 def _metadata_value(record: EventLogRecord, name: str) -> Any:
