@@ -3,9 +3,10 @@
 Start-up order matters: validate config, lock the data directory (one collector per lake), prove
 it is writable, check every instrument against OKX REST (unknown ones are a startup error, exit 2),
 then connect. From then on every long-lived task (feeds, cadence, status, metadata refresh, the
-writer and the loop monitor) runs supervised: a crash is logged with its traceback, written as an
-`error` event and the task restarted with backoff. The process ends only on a configuration error
-(2) or SIGINT/SIGTERM (0), which stop the connections, fsync and close every file within 5 s.
+writer, the loop monitor and, with `--lake-url`, the shipper to object storage) runs supervised: a
+crash is logged with its traceback, written as an `error` event and the task restarted with
+backoff. The process ends only on a configuration error (2) or SIGINT/SIGTERM (0), which stop the
+connections, fsync and close every file within 5 s.
 Under systemd (`Type=notify`, collector/systemd.py) it sends READY=1 once connecting starts,
 STOPPING=1 on the way out, and WATCHDOG=1 from a supervised task while the loop and writer move.
 """
@@ -29,6 +30,7 @@ from collector.engine import InstrumentSync, State, write_due_snapshots
 from collector.feed import ConnectionPacer, FeedConnection, wall_ms
 from collector.logs import log_event
 from collector.loop_monitor import LoopMonitor
+from collector.ship import Shipper
 from collector.status import StatusReporter
 from collector.store import LakeWriter
 from collector.supervise import supervise
@@ -96,7 +98,12 @@ class Collector:
             for n, group in enumerate(shard(cfg.instruments, cfg.channels_per_connection))
         ]
         self.loop_monitor = LoopMonitor()
-        self.status = StatusReporter(self.syncs, self.writer, self.loop_monitor)
+        # with --lake-url the data dir is a spool: closed hours go to object storage (collector.ship)
+        self.shipper = None if not cfg.lake_url else Shipper(
+            cfg.data_dir, cfg.lake_url, writer=self.writer, collector_id=cfg.collector_id,
+            scan_interval_s=cfg.status_interval,  # the status line's backlog is at most one interval old
+            backoff_initial=cfg.backoff_initial, backoff_max=cfg.backoff_max)
+        self.status = StatusReporter(self.syncs, self.writer, self.loop_monitor, shipper=self.shipper)
         self.exit_code = EXIT_OK
         self._metadata_validated = False
         self._stop = asyncio.Event()
@@ -207,6 +214,8 @@ class Collector:
     async def run(self) -> int:
         self.writer.start()
         self.writer.submit(lambda: self.writer.store.repair_recent(self.cfg.instruments))  # before any append
+        if self.shipper is not None:
+            self.shipper.warm_up()  # the S3 client, while nothing is being captured yet
         startup = asyncio.create_task(self._startup_metadata())
         stopped = asyncio.create_task(self._stop.wait())
         await asyncio.wait([startup, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -236,6 +245,8 @@ class Collector:
             self._supervised("writer", self.writer.watch),
             self._supervised("loop_monitor", self.loop_monitor.run),
         ]
+        if self.shipper is not None:
+            tasks.append(self._supervised("ship", self.shipper.run))
         if systemd.enabled():  # WATCHDOG=1 only while the loop runs and the writer thread gets through its queue
             tasks.append(self._supervised("systemd", lambda: systemd.keepalive(
                 lambda: self.writer.call(lambda: None), self._systemd_status)))
@@ -244,6 +255,8 @@ class Collector:
             await self._stop.wait()
         finally:
             systemd.notify("STOPPING=1", "STATUS=stopping: closing connections, fsyncing the lake")
+            if self.shipper is not None:  # an upload in flight is abandoned; its spool files stay
+                self.shipper.stop()
             for task in tasks:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -48,6 +48,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", help=f"DEBUG, INFO, WARNING or ERROR (default {d.log_level})")
     p.add_argument("--collector-id", help="this collector's name among replicas capturing the same instruments into "
                    "their own data dirs, e.g. host-a: a-z, 0-9, '-', up to 32 (env L2_COLLECTOR_ID; default none)")
+    p.add_argument("--lake-url", help="s3://bucket[/prefix]: ship closed hours there from --data-dir, which then "
+                   "only spools (env L2_LAKE_URL; credentials, region and endpoint from the standard AWS_* variables; "
+                   "default none: the data dir is the lake)")
 
 
 class _OneLineParser(argparse.ArgumentParser):

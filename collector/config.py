@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from collector.layout import InvalidInstrumentId, validate_inst_id
+from collector.object_store import parse_lake_url
 from collector.venues import DEFAULT_VENUE
 
 MAX_DEPTH = 400
@@ -45,6 +46,7 @@ class CollectorConfig:
     rest_timeout: float = 10.0
     log_level: str = "INFO"
     collector_id: str = ""  # names this collector among replicas capturing the same instruments ("" = no replicas)
+    lake_url: str = ""  # s3://bucket[/prefix]: closed hours are shipped there from data_dir ("" = data_dir is the lake)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -67,6 +69,8 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if name in ("ws_url", "rest_url", "log_level", "collector_id"):
             return str(value)
+        if name == "lake_url":
+            return str(value).strip()
         return float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: {value!r} is not a valid value for {name}") from None
@@ -108,6 +112,11 @@ def _validate(cfg: CollectorConfig) -> None:
     if cfg.collector_id and not COLLECTOR_ID_RE.fullmatch(cfg.collector_id):
         raise ConfigError(f"collector_id: {cfg.collector_id!r}; use 1-32 characters a-z, 0-9 and '-', starting with "
                           f"a letter or digit (e.g. host-a), or leave it empty for a single collector")
+    if cfg.lake_url:
+        try:
+            parse_lake_url(cfg.lake_url)
+        except ValueError as exc:
+            raise ConfigError(f"lake_url: {exc}") from None
 
 
 def _from_toml(path: Path) -> dict[str, Any]:

@@ -5,7 +5,9 @@ gaps=0 checksum_failures=0 resyncs=0 records=1800 write_lag_p50=1003ms p99=1950m
 minus event time of the last message, `write_lag` event time to record on disk over the interval
 (bounded by the cadence). An instrument that is not in sync says for how long (`unsynced=12.5s`); one
 OKX rejected at runtime (60018) shows as `delisted`. Then one line for the process: the event loop's
-largest lateness since the previous line (`loop_lag_max`) and the lines waiting for the writer thread.
+largest lateness since the previous line (`loop_lag_max`) and the lines waiting for the writer thread;
+with `--lake-url` also the shipping backlog (`ship backlog 2 hours (5 files, 12.3 MB) oldest
+2026-11-20T10:00Z, failing (3): …`, fields `ship_pending_hours`, `ship_pending_bytes`, …).
 Rates are computed from the engine's counters between two calls; nothing here touches the hot path.
 """
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from collector.engine import InstrumentSync
 from collector.logs import log_event
 from collector.loop_monitor import LoopMonitor
+from collector.ship import Shipper
 from collector.writer import BackgroundWriter
 
 log = logging.getLogger("collector.status")
@@ -30,6 +33,7 @@ class StatusReporter:
     syncs: dict[str, InstrumentSync]
     writer: BackgroundWriter
     loop: LoopMonitor
+    shipper: Shipper | None = None  # with --lake-url: its backlog joins the process line
     _last: dict[str, tuple[float, int]] = field(default_factory=dict)
     _started_s: float = field(default_factory=time.monotonic)
 
@@ -58,9 +62,14 @@ class StatusReporter:
                 write_lag_p99_ms=write_lag[1],
             )
         lag_ms = round(self.loop.take_max_lag_s() * 1000)
+        ship: dict[str, object] = {}
+        ship_text = ""
+        if self.shipper is not None:
+            backlog = self.shipper.backlog
+            ship, ship_text = backlog.fields(), f", {backlog.summary()}"
         log_event(log, logging.INFO, "status_process", None,
-                  f"event loop lag max {lag_ms}ms, {self.writer.backlog} lines queued for the writer",
-                  loop_lag_max_ms=lag_ms, writer_backlog=self.writer.backlog)
+                  f"event loop lag max {lag_ms}ms, {self.writer.backlog} lines queued for the writer{ship_text}",
+                  loop_lag_max_ms=lag_ms, writer_backlog=self.writer.backlog, **ship)
 
 
 def _percentiles(values: list[int]) -> tuple[int | str, int | str]:

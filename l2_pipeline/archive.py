@@ -31,10 +31,10 @@ from typing import IO
 
 from collector import layout
 from collector.files import atomic_target, fsync_dir
-from l2_pipeline.hours import is_closed
 
-CHUNK = 1 << 20
-COMPRESS_LEVEL = 6
+# the collector's shipper gzips hours the same way (same bytes whoever compresses an hour)
+from collector.ship import CHUNK, COMPRESS_LEVEL, Digest, digest_stream
+from l2_pipeline.hours import is_closed
 
 
 class OpenHourError(ValueError):
@@ -43,13 +43,6 @@ class OpenHourError(ValueError):
 
 class ArchiveVerificationError(RuntimeError):
     """The decompressed archive differs from the original; nothing was replaced or removed."""
-
-
-@dataclass(frozen=True)
-class Digest:
-    lines: int
-    sha256: str
-    size: int
 
 
 @dataclass(frozen=True)
@@ -107,17 +100,6 @@ def stray_temps(directory: Path, prefix: str) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp"))
-
-
-def digest_stream(f: IO[bytes]) -> Digest:
-    """sha256, newline count and size of everything readable from `f`."""
-    sha = hashlib.sha256()
-    lines = size = 0
-    while chunk := f.read(CHUNK):
-        sha.update(chunk)
-        lines += chunk.count(b"\n")
-        size += len(chunk)
-    return Digest(lines, sha.hexdigest(), size)
 
 
 def digest_archive(path: Path) -> Digest:

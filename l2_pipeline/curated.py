@@ -295,7 +295,11 @@ def json_objects(lines: Sequence[bytes]) -> list[dict[str, Any]]:
 def load_table(source: Path) -> tuple[pa.Table, int]:
     """(table of the source's records, number of source lines); fast path first."""
     with open_records(source) as f:
-        data = f.read()
+        return table_from_bytes(f.read())
+
+
+def table_from_bytes(data: bytes) -> tuple[pa.Table, int]:
+    """(table of the records in `data`, the JSONL of an hour, and its number of lines)."""
     table = table_from_jsonl_bytes(data)
     if table is not None:
         return table, table.num_rows

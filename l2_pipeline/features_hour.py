@@ -23,8 +23,8 @@ from l2_pipeline.archive import OpenHourError
 from l2_pipeline.curated import write_verified
 from l2_pipeline.features import book_features
 from l2_pipeline.hours import is_closed
-from l2_pipeline.plots import hour_events, hour_figure
-from l2_pipeline.read import hour_books
+from l2_pipeline.lake_source import LocalLake
+from l2_pipeline.plots import hour_figure
 
 
 @dataclass(frozen=True)
@@ -76,13 +76,14 @@ def write_features(data_dir: Path, inst_id: str, hour: datetime, now: datetime,
     target = layout.features_path(data_dir, inst_id, hour)
     if not is_closed(hour, now, grace):
         raise OpenHourError(f"{inst_id} {hour:%Y-%m-%d %H}:00 is not closed yet; no features for an open hour")
-    books = hour_books(Path(data_dir), inst_id, hour)
+    lake = LocalLake(Path(data_dir))
+    books = lake.hour_books(inst_id, hour)
     if books is None:
         return FeaturesResult(inst_id, hour, "no_data", target, seconds=time.monotonic() - started)
     features = book_features(books)
     write_verified(features.replace_schema_metadata({"okx_l2.instId": inst_id, "okx_l2.hour": hour.isoformat()}),
                    target)
-    png = hour_figure(books, features, hour_events(data_dir, inst_id, hour), inst_id, hour) if figure else None
+    png = hour_figure(books, features, lake.hour_events(inst_id, hour), inst_id, hour) if figure else None
     return FeaturesResult(
         inst_id, hour, "written", target, rows=features.num_rows,
         exact_rows=pc.sum(features["exact"]).as_py() or 0,

@@ -38,7 +38,6 @@ from PIL import Image
 
 from collector import layout
 from collector.record import parse_ts_ms
-from l2_pipeline.curated import json_objects
 from l2_pipeline.features import book_features
 from l2_pipeline.hours import parse_utc, utc
 from l2_pipeline.quality import COVERAGE, NO_GAPS, Verdict, worst_status
@@ -262,14 +261,6 @@ def hour_figure(books: pa.Table, features: pa.Table, events: Sequence[dict[str, 
     return _png(fig)
 
 
-def hour_events(lake: str | os.PathLike, inst_id: str, hour: datetime) -> list[dict[str, Any]]:
-    """The events of the hour's sidecar (unparseable lines skipped; [] without a sidecar)."""
-    try:
-        return json_objects(layout.events_path(Path(lake), inst_id, utc(hour)).read_bytes().splitlines())
-    except FileNotFoundError:
-        return []
-
-
 def render_hour(inst_id: str, hour: TimeLike, *, lake: str | os.PathLike | None = None) -> bytes:
     """`hour_figure` of the lake's hour holding `hour` (records with flagged ones, features, events).
     Raises `ReadError` for a lake or instrument that does not exist; an hour without records renders."""
@@ -280,7 +271,7 @@ def render_hour(inst_id: str, hour: TimeLike, *, lake: str | os.PathLike | None 
     start = when.replace(minute=0, second=0, microsecond=0)
     request = book_range(inst_id, start, start + layout.HOUR, lake=lake, include_flagged=True)
     books = request.hour_table(start)
-    return hour_figure(books, book_features(books), hour_events(request.root, inst_id, start), inst_id, start)
+    return hour_figure(books, book_features(books), request.source.hour_events(inst_id, start), inst_id, start)
 
 
 def plot_hour_file(inst_id: str, hour: TimeLike, *, lake: str | os.PathLike | None = None,

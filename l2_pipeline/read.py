@@ -22,16 +22,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from collector import layout
-from collector.lake_walk import parquet_instruments
-from l2_pipeline.curated import PARQUET_SCHEMA, load_hour
+from l2_pipeline.curated import PARQUET_SCHEMA
 from l2_pipeline.hours import parse_utc, utc
+from l2_pipeline.lake_source import LakeSource, LakeSourceError, open_lake
 
 LOOKBACK = timedelta(hours=6)  # how far back `book_at` looks for the last exact book
 TimeLike = datetime | str
@@ -41,11 +39,11 @@ class ReadError(ValueError):
     """A request `read_books` / `book_at` cannot serve; the message says what to change."""
 
 
-def _lake(lake: str | os.PathLike | None) -> Path:
-    root = Path(lake if lake is not None else os.environ.get("L2_DATA_DIR", "./data")).expanduser()
-    if not root.is_dir():
-        raise ReadError(f"lake {root} does not exist (pass lake=… or set L2_DATA_DIR to the collector's data dir)")
-    return root
+def _lake(lake: str | os.PathLike | None) -> LakeSource:
+    try:
+        return open_lake(lake)
+    except LakeSourceError as exc:
+        raise ReadError(str(exc)) from None
 
 
 def _time(value: TimeLike, name: str) -> datetime:
@@ -57,24 +55,16 @@ def _time(value: TimeLike, name: str) -> datetime:
         raise ReadError(f"{name}={value!r} is not a time: use a datetime or ISO-8601, e.g. 2026-11-20T00:00Z") from None
 
 
-def _instrument(root: Path, inst_id: str) -> str:
+def _instrument(source: LakeSource, inst_id: str) -> str:
     try:
         layout.validate_inst_id(inst_id)
     except layout.InvalidInstrumentId as exc:
         raise ReadError(str(exc)) from None
-    known = {*layout.list_instruments(root), *parquet_instruments(root, layout.CURATED_PREFIX)}
+    known = source.instruments()
     if inst_id not in known:
-        raise ReadError(f"unknown instrument {inst_id} in lake {root}; it holds: {', '.join(sorted(known)) or 'none'}")
+        holds = ", ".join(sorted(known)) or "none"
+        raise ReadError(f"unknown instrument {inst_id} in lake {source}; it holds: {holds}")
     return inst_id
-
-
-def hour_books(root: Path, inst_id: str, hour: datetime) -> pa.Table | None:
-    """One hour from the best tier that has it (None: no file for the hour)."""
-    curated = layout.curated_path(root, inst_id, hour)
-    if curated.is_file():
-        return pq.read_table(curated, schema=PARQUET_SCHEMA)
-    loaded = load_hour(root, inst_id, hour)
-    return None if loaded is None else loaded[1].cast(PARQUET_SCHEMA)
 
 
 def _truncate(table: pa.Table, depth: int) -> pa.Table:
@@ -88,7 +78,7 @@ def _truncate(table: pa.Table, depth: int) -> pa.Table:
 class BookRange:
     """A checked request for the records of one instrument in [begin, end), served hour by hour."""
 
-    root: Path
+    source: LakeSource
     inst_id: str
     begin: datetime
     end: datetime
@@ -106,7 +96,7 @@ class BookRange:
 
     def hour_table(self, hour: datetime) -> pa.Table:
         """The range's records in one of its hours (possibly none), in time order."""
-        table = hour_books(self.root, self.inst_id, hour)
+        table = self.source.hour_books(self.inst_id, hour)
         if table is None:
             return self.schema().empty_table()
         ts_type = PARQUET_SCHEMA.field("timestamp_utc").type
@@ -127,7 +117,7 @@ class BookRange:
 
     def nothing_found(self) -> ReadError:
         return ReadError(f"no {'' if self.include_flagged else 'exact '}record of {self.inst_id} in "
-                         f"[{self.begin:%Y-%m-%dT%H:%M:%SZ}, {self.end:%Y-%m-%dT%H:%M:%SZ}) in lake {self.root}")
+                         f"[{self.begin:%Y-%m-%dT%H:%M:%SZ}, {self.end:%Y-%m-%dT%H:%M:%SZ}) in lake {self.source}")
 
 
 def book_range(
@@ -141,7 +131,7 @@ def book_range(
     columns: Sequence[str] | None = None,
 ) -> BookRange:
     """Check a request (arguments as `read_books`); ReadError says what to change."""
-    root = _lake(lake)
+    source = _lake(lake)
     begin, finish = _time(start, "start"), _time(end, "end")
     if begin > finish:
         raise ReadError(f"start {begin:%Y-%m-%dT%H:%M:%SZ} is after end {finish:%Y-%m-%dT%H:%M:%SZ}")
@@ -150,8 +140,8 @@ def book_range(
     unknown = sorted(set(columns or ()) - set(PARQUET_SCHEMA.names))
     if unknown:
         raise ReadError(f"unknown column(s) {', '.join(unknown)}; the columns are {', '.join(PARQUET_SCHEMA.names)}")
-    _instrument(root, inst_id)
-    return BookRange(root, inst_id, begin, finish, depth, include_flagged, tuple(columns) if columns else None)
+    _instrument(source, inst_id)
+    return BookRange(source, inst_id, begin, finish, depth, include_flagged, tuple(columns) if columns else None)
 
 
 def read_books(

@@ -15,13 +15,13 @@ from matplotlib.image import imread
 
 from l2_pipeline.curated import PARQUET_SCHEMA, records_to_table
 from l2_pipeline.features import book_features
+from l2_pipeline.lake_source import LocalLake
 from l2_pipeline.plots import (
     MARKERS,
     STATUS_COLORS,
     HourHealth,
     _heatmap,
     health_status,
-    hour_events,
     hour_figure,
     hour_health,
     lake_health_figure,
@@ -93,7 +93,7 @@ def assert_image(png: bytes, width: tuple[int, int], height: tuple[int, int], kb
 
 def test_hour_figure_of_a_planted_hour(lake: Path) -> None:
     books = read_books(BTC, HOUR, hour_at(1), lake=lake, include_flagged=True)
-    events = hour_events(lake, BTC, HOUR)
+    events = LocalLake(lake).hour_events(BTC, HOUR)
     assert {e["type"] for e in events} == {"gap", "resync_start", "resync_done", "reconnect"}
     png = hour_figure(books, book_features(books), events, BTC, HOUR)
     assert_image(png, (1100, 1250), (800, 950), kb=(10, 150))

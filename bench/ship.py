@@ -1,0 +1,172 @@
+"""Shipping a closed hour to object storage: upload + verify-read MB/s through boto3 and pyarrow.fs,
+against moto's S3 server on loopback, next to the local gzip archive step on the same hour.
+
+For each object size (gzip MB, default ~4 and ~40) the run makes an hour-like JSONL (400-level
+records whose sizes and order counts vary like a real book's, so it compresses about 4x, not the
+simulator's 18x), then, in the same run and best of `--repeat`:
+- local archive step: `collector.ship.gzip_verified` (gzip -6, then decompress and compare sha256 and
+  line count: what `l2_pipeline.archive` does, in memory);
+- boto3 (`collector.object_store.S3Store`): PutObject with ChecksumSHA256 and user metadata, then GET
+  the whole object and compare its sha256;
+- pyarrow.fs.S3FileSystem: `open_output_stream` (with metadata) + `open_input_stream` read and sha256;
+- the shipper end to end (`Shipper.ship_once` on a spool holding that hour: gzip + verify, HEAD, PUT,
+  GET + compare, remove the local file), through boto3.
+MB/s are of the object (gzip) bytes; "x local" is the step's time over the local archive step's.
+The server is moto (Python, in memory), so absolute rates say more about it than about a real store;
+the ratios between clients and to the local step are what this is for. It also reports whether a
+client's user metadata arrives (a HEAD through boto3 after the pyarrow upload).
+Usage: `python -m bench.ship [--sizes 4,40] [--repeat 3]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from collector import layout
+from collector.object_store import LakeUrl, S3Store
+from collector.ship import Shipper, gzip_verified
+from collector_tests.s3_server import S3Server, start_s3_server
+
+INST = "BTC-USDT-SWAP"
+GZIP_RATIO = 3.9  # of make_source's lines, measured
+
+
+def record_line(rng: random.Random, ts: str) -> bytes:
+    mid = 97_000 + rng.randint(-5_000, 5_000) / 10
+
+    def side(sign: int) -> list[list[str]]:
+        return [[f"{mid + sign * 0.1 * (k + 1):.1f}", f"{rng.randint(1, 400_000) / 100:g}", "0",
+                 str(rng.randint(1, 60))] for k in range(400)]
+
+    return orjson.dumps({"timestamp_utc": ts, "exchange": "okx", "market": "perp", "channel": "books",
+                         "instId": INST, "bids_top400": side(-1), "asks_top400": side(1),
+                         "seqId": rng.randint(1, 1 << 40)}) + b"\n"
+
+
+def make_source(gzip_mb: float, seed: int = 1) -> bytes:
+    """Hour-like JSONL that gzips to about `gzip_mb` MB: lines drawn from a pool of distinct random
+    books, never one of the last few again (gzip's 32 KB window then finds no copy of a whole line)."""
+    rng = random.Random(seed)
+    pool = [record_line(rng, f"2026-11-20T10:{i // 60 % 60:02d}:{i % 60:02d}.000Z") for i in range(240)]
+    out: list[bytes] = []
+    size, recent = 0, [-1, -1, -1]
+    while size < gzip_mb * 1e6 * GZIP_RATIO:
+        i = rng.randrange(len(pool))
+        if i in recent:
+            continue
+        recent = [*recent[1:], i]
+        out.append(pool[i])
+        size += len(pool[i])
+    return b"".join(out)
+
+
+def best_of(repeat: int, fn: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def boto3_roundtrip(store: S3Store, key: str, body: bytes, sha: str) -> None:
+    store.put(key, body, sha, {"content-sha256": sha}, "application/gzip")
+    got, _, metadata = store.read_digest(key)
+    assert got == sha and metadata.get("sha256") == sha, "boto3 read back other bytes"
+
+
+def pyarrow_fs(server: S3Server):  # -> pyarrow.fs.S3FileSystem
+    from pyarrow import fs
+
+    return fs.S3FileSystem(access_key="testing", secret_key="testing", region="us-east-1", scheme="http",
+                           endpoint_override=server.endpoint.removeprefix("http://"))
+
+
+def pyarrow_roundtrip(s3, path: str, body: bytes, sha: str) -> None:
+    # compression=None: the default ("detect") would gzip a `.gz` name's bytes again on the way up
+    with s3.open_output_stream(path, compression=None,
+                               metadata={"x-amz-meta-sha256": sha, "Content-Type": "application/gzip"}) as out:
+        out.write(body)
+    digest = hashlib.sha256()
+    with s3.open_input_stream(path, compression=None) as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    assert digest.hexdigest() == sha, "pyarrow read back other bytes"
+
+
+def shipper_roundtrip(server: S3Server, bucket: str, root: Path, source: bytes, n: int) -> float:
+    """Seconds of one `Shipper.ship_once` that ships the hour (plus its gzip) from a fresh spool."""
+    spool = root / f"spool{n}"
+    hour = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    path = layout.records_path(spool, INST, hour)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(source)
+    now_ms = int(hour.timestamp() * 1000) + 3 * 3_600_000
+    shipper = Shipper(spool, f"s3://{bucket}/ship{n}", store_factory=lambda url: S3Store(url))
+    shipper.store()  # the client is made once per process in the collector: not timed
+    start = time.perf_counter()
+    shipper.ship_once(now_ms)
+    seconds = time.perf_counter() - start
+    assert not path.exists() and shipper.backlog.shipped_files == 1, "the shipper did not ship the hour"
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="4,40", help="gzip object sizes in MB (default 4,40)")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    sizes = [float(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        server = start_s3_server(root)
+        try:
+            os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                               "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": server.endpoint})
+            bucket = server.create_bucket()
+            store = S3Store(LakeUrl(bucket, "bench"))
+            s3 = pyarrow_fs(server)
+            rows = []
+            metadata_arrives = None
+            for n, size in enumerate(sizes):
+                source = make_source(size)
+                body, _ = gzip_verified((source,), "10.jsonl")
+                sha = hashlib.sha256(body).hexdigest()
+                mb = len(body) / 1e6
+                local = best_of(args.repeat, lambda s=source: gzip_verified((s,), "10.jsonl"))
+                b3 = best_of(args.repeat, lambda k=f"boto3/{n}.jsonl.gz", b=body, h=sha:
+                             boto3_roundtrip(store, k, b, h))
+                pa = best_of(args.repeat, lambda p=f"{bucket}/pyarrow/{n}.jsonl.gz", b=body, h=sha:
+                             pyarrow_roundtrip(s3, p, b, h))
+                if metadata_arrives is None:
+                    raw = store.raw_client().head_object(Bucket=bucket, Key=f"pyarrow/{n}.jsonl.gz")
+                    metadata_arrives = raw.get("Metadata", {}).get("sha256") == sha
+                ship = min(shipper_roundtrip(server, bucket, root, source, n * 100 + r) for r in range(args.repeat))
+                rows.append((size, len(source) / 1e6, mb, local, b3, pa, ship))
+        finally:
+            server.kill()
+    print(f"objects: gzip of hour-like JSONL (~{GZIP_RATIO}x compressible); server: moto on loopback; "
+          f"best of {args.repeat}")
+    print(f"{'object':>16} {'step':36} {'seconds':>8} {'MB/s':>7} {'x local':>8}")
+    for _size, jsonl_mb, mb, local, b3, pa, ship in rows:
+        label = f"{mb:.1f} MB gz"
+        for step, seconds in (("local gzip + verify (archive step)", local), ("boto3 PUT + GET verify", b3),
+                              ("pyarrow.fs write + read verify", pa), ("Shipper.ship_once (boto3, e2e)", ship)):
+            print(f"{label:>16} {step:36} {seconds:>8.3f} {mb / seconds:>7.1f} {seconds / local:>7.2f}x")
+            label = f"({jsonl_mb:.0f} MB jsonl)" if step.startswith("local") else ""
+        print(f"{'':>16} boto3 / pyarrow.fs throughput: {pa / b3:.2f}x")
+    print(f"pyarrow.fs user metadata (x-amz-meta-sha256) stored: {'yes' if metadata_arrives else 'no'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Where research access reads the lake: a local lake directory, or the lake's home in object
+storage (`s3://bucket[/prefix]`, where the collector ships closed hours, `collector.ship`).
+
+Both answer the same three questions with the same code downstream: which instruments the lake
+holds, one hour's records as a table in the curated schema (curated Parquet first, else the raw
+`.jsonl.gz` / `.jsonl`, converted by `l2_pipeline.curated`), and one hour's events. Object storage
+is read with the collector's S3 client (`collector.object_store`: boto3; credentials, region and
+`AWS_ENDPOINT_URL` from the standard variables). No Dagster.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from collector import layout
+from collector.lake_walk import parquet_instruments
+from collector.object_store import S3Store, StoreError, parse_lake_url
+from l2_pipeline.curated import PARQUET_SCHEMA, json_objects, load_hour, table_from_bytes
+
+RELATIVE = Path("")  # the layout's paths relative to the lake root: the object keys under the URL
+
+
+class LakeSourceError(ValueError):
+    """A lake that cannot be read; the message says what to change."""
+
+
+class LakeSource(Protocol):
+    def instruments(self) -> set[str]: ...
+
+    def hour_books(self, inst_id: str, hour: datetime) -> pa.Table | None: ...
+
+    def hour_events(self, inst_id: str, hour: datetime) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class LocalLake:
+    root: Path
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def instruments(self) -> set[str]:
+        return {*layout.list_instruments(self.root), *parquet_instruments(self.root, layout.CURATED_PREFIX)}
+
+    def hour_books(self, inst_id: str, hour: datetime) -> pa.Table | None:
+        curated = layout.curated_path(self.root, inst_id, hour)
+        if curated.is_file():
+            return pq.read_table(curated, schema=PARQUET_SCHEMA)
+        loaded = load_hour(self.root, inst_id, hour)
+        return None if loaded is None else loaded[1].cast(PARQUET_SCHEMA)
+
+    def hour_events(self, inst_id: str, hour: datetime) -> list[dict[str, Any]]:
+        try:
+            return json_objects(layout.events_path(self.root, inst_id, hour).read_bytes().splitlines())
+        except FileNotFoundError:
+            return []
+
+
+def _key(path: Path) -> str:
+    return PurePosixPath(path).as_posix()
+
+
+@dataclass(frozen=True)
+class ObjectLake:
+    store: S3Store
+
+    def __str__(self) -> str:
+        return self.store.describe()
+
+    def instruments(self) -> set[str]:
+        raw = {name for name in self.store.list_dirs(_key(layout.RAW_PREFIX)) if layout.INST_ID_RE.fullmatch(name)}
+        curated = {v for name in self.store.list_dirs(_key(layout.CURATED_PREFIX))
+                   if (v := layout.parse_hive_part(name, 0)) is not None}
+        return raw | curated
+
+    def _get(self, path: Path) -> bytes | None:
+        key = _key(path)
+        return self.store.read(key) if self.store.head(key) is not None else None
+
+    def hour_books(self, inst_id: str, hour: datetime) -> pa.Table | None:
+        curated = self._get(layout.curated_path(RELATIVE, inst_id, hour))
+        if curated is not None:
+            return pq.read_table(io.BytesIO(curated), schema=PARQUET_SCHEMA)
+        archived = self._get(layout.archive_path(RELATIVE, inst_id, hour))
+        data = gzip.decompress(archived) if archived is not None else self._get(
+            layout.records_path(RELATIVE, inst_id, hour))
+        return None if data is None else table_from_bytes(data)[0].cast(PARQUET_SCHEMA)
+
+    def hour_events(self, inst_id: str, hour: datetime) -> list[dict[str, Any]]:
+        data = self._get(layout.events_path(RELATIVE, inst_id, hour))
+        return [] if data is None else json_objects(data.splitlines())
+
+
+def open_lake(lake: str | os.PathLike | None) -> LocalLake | ObjectLake:
+    """`lake` (default: `L2_LAKE_URL`, else `L2_DATA_DIR`, else ./data) as a source: `s3://…` is
+    object storage, anything else a directory that must exist."""
+    given = lake if lake is not None else os.environ.get("L2_LAKE_URL") or os.environ.get("L2_DATA_DIR", "./data")
+    if str(given).startswith("s3://"):
+        try:
+            return ObjectLake(S3Store(parse_lake_url(str(given))))
+        except (ValueError, StoreError) as exc:
+            raise LakeSourceError(f"lake {given}: {exc}") from None
+    root = Path(given).expanduser()
+    if not root.is_dir():
+        raise LakeSourceError(f"lake {root} does not exist (pass lake=… or set L2_DATA_DIR to the collector's data "
+                              "dir, or L2_LAKE_URL to its s3:// home)")
+    return LocalLake(root)
