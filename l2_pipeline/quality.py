@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from collector import layout
+from collector.ship import read_backlog_file
 from l2_pipeline.hour_stats import HourStats
 
 NO_GAPS = "no_gaps"
@@ -135,6 +136,7 @@ class Freshness:
     ages_seconds: dict[str, float | None]  # None: nothing written in the current or previous hour
     max_age: timedelta
     unreadable: dict[str, str] = field(default_factory=dict)  # instId → "path: error" of a file it cannot stat
+    backlogs: list[dict[str, Any]] = field(default_factory=list)  # the shippers' `.l2-ship-backlog.json` (lake_url)
 
     @property
     def stale(self) -> list[str]:
@@ -154,7 +156,25 @@ class Freshness:
         meta["stale_instruments"] = len(self.stale)
         meta["unreadable_instruments"] = len(self.unreadable)
         meta["max_age_s"] = self.max_age.total_seconds()
+        if self.backlogs:  # shipping to object storage is on: what waits in the spool(s)
+            meta.update(ship_backlog_metadata(self.backlogs))
+            desc += (f"; ship backlog {meta['ship_pending_hours']} hour(s), {meta['ship_pending_bytes'] / 1e6:.1f} MB"
+                     + (f", oldest {meta['ship_oldest_pending_hour']}" if meta["ship_pending_hours"] else ""))
         return Verdict(COLLECTOR_FRESHNESS, self.passed, False, desc, meta)
+
+
+def ship_backlog_metadata(backlogs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shippers' backlogs summed (hours, bytes, failures) for check metadata."""
+    oldest = [b["oldest_pending_hour"] for b in backlogs if b.get("oldest_pending_hour")]
+    errors = [b["last_error"] for b in backlogs if b.get("last_error")]
+    return {
+        "ship_pending_hours": sum(int(b.get("pending_hours") or 0) for b in backlogs),
+        "ship_pending_bytes": sum(int(b.get("pending_bytes") or 0) for b in backlogs),
+        "ship_oldest_pending_hour": min(oldest) if oldest else "",
+        "ship_consecutive_failures": max(int(b.get("consecutive_failures") or 0) for b in backlogs),
+        "ship_stuck_files": sum(len(b.get("stuck_files") or ()) for b in backlogs),
+        "ship_last_error": errors[0] if errors else "",
+    }
 
 
 def collector_freshness(data_dir: Path, instruments: list[str], now: datetime, max_age: timedelta,
@@ -162,6 +182,7 @@ def collector_freshness(data_dir: Path, instruments: list[str], now: datetime, m
     """Newest mtime of each instrument's current- and previous-hour records/events files vs `now`,
     in `data_dir`, or with redundant capture in the replicas' spools (`replicas`: the lake's raw
     hours are then written by the merge, after the hour; one fresh replica is a fresh collector).
+    With shipping to object storage on, the shippers' backlogs go into the verdict's metadata.
 
     The previous hour counts so the minute after a rollover (before the first record of the new
     hour) is not reported stale. A path that cannot be stat'ed for another reason than its absence
@@ -185,4 +206,5 @@ def collector_freshness(data_dir: Path, instruments: list[str], now: datetime, m
         ages[inst_id] = None if newest is None else max(0.0, now.timestamp() - newest)
     limit = max_age.total_seconds()
     passed = bool(instruments) and not unreadable and all(a is not None and a <= limit for a in ages.values())
-    return Freshness(passed, ages, max_age, unreadable)
+    backlogs = [b for root in (replicas or [data_dir]) if isinstance(b := read_backlog_file(root), dict)]
+    return Freshness(passed, ages, max_age, unreadable, backlogs)

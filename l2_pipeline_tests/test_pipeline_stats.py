@@ -7,6 +7,7 @@ import os
 from datetime import timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from collector import layout
@@ -202,3 +203,23 @@ def test_merged_hour_counts_its_markers_not_the_replicas_events(tmp_path):
                                                           for e in a_events])
     one_collector = compute_hour_stats(tmp_path, BTC, BASE_HOUR, 2.0)
     assert (one_collector.gaps, one_collector.checksum_failures) == (1, 1)  # one collector: its events count
+
+
+def test_freshness_carries_the_ship_backlog(tmp_path):
+    """With --lake-url the collector publishes its backlog (.l2-ship-backlog.json, CONTRACT.md §1):
+    collector_freshness shows it, so it is in Dagster's check history, plotted over time."""
+    now = BASE_HOUR + timedelta(hours=5, minutes=30)
+    plant_good_hour(tmp_path, BTC, BASE_HOUR + timedelta(hours=5), count=5, mtime=now - timedelta(minutes=1))
+    shipping_off = collector_freshness(tmp_path, [BTC], now, timedelta(minutes=5)).verdict()
+    assert "ship_pending_hours" not in shipping_off.metadata
+    (tmp_path / ".l2-ship-backlog.json").write_bytes(orjson.dumps({
+        "lake_url": "s3://lake/okx", "pending_hours": 3, "pending_files": 7, "pending_bytes": 12_300_000,
+        "oldest_pending_hour": "2026-11-20T02:00Z", "stuck_files": [], "consecutive_failures": 4,
+        "last_error": "PUT s3://lake/okx/raw/… failed (HTTP 500 InternalError)"}))
+    verdict = collector_freshness(tmp_path, [BTC], now, timedelta(minutes=5)).verdict()
+    assert verdict.passed  # a backlog is not staleness: capture goes on
+    assert {k: verdict.metadata[k] for k in ("ship_pending_hours", "ship_pending_bytes", "ship_consecutive_failures",
+                                             "ship_oldest_pending_hour")} == {
+        "ship_pending_hours": 3, "ship_pending_bytes": 12_300_000, "ship_consecutive_failures": 4,
+        "ship_oldest_pending_hour": "2026-11-20T02:00Z"}
+    assert "ship backlog 3 hour(s), 12.3 MB, oldest 2026-11-20T02:00Z" in verdict.description
