@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-.venv/bin/python -m pytest -q -m "not soak_long" "$@"
+.venv/bin/python -m pytest -q -m "not soak_long" --durations=30 "$@"
