@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,6 +19,8 @@ from collector.engine import InstrumentSync, Resync
 from collector.okx.protocol import BadFrame, BookMessage, EventMessage, Pong, decode
 from collector.record import record_problems
 from collector_tests.test_engine import T0, ListSink, as_written
+
+pytestmark = pytest.mark.fuzz  # fuzzing stays out of CI (scripts/test.sh): README "Long runs"
 
 INST = "BTC-USDT-SWAP"
 KEYS = ["arg", "data", "action", "event", "code", "msg", "channel", "instId", "bids", "asks", "ts",

@@ -152,19 +152,19 @@ def test_ui_backfill_of_present_hours_ends_green(tmp_path, monkeypatch):
 
 
 def test_sensor_catch_up_is_one_backfill_of_few_runs(tmp_path, monkeypatch):
-    """150 closed hours × 2 instruments registered in one tick of the sensor daemon become one
+    """110 closed hours × 2 instruments registered in one tick of the sensor daemon become one
     backfill of raw_hour (with its six checks), curated_parquet and book_features, which the backfill daemon splits
-    into 2 × ceil(150 / 100) = 4 ranged runs (not 300). Once they ran, every hour's check results
+    into 2 × ceil(110 / 100) = 4 ranged runs (not 220). Once they ran, every hour's check results
     are current: partition health as the UI shows it. (Each run stores ~1,000 events in SQLite:
     about a minute in all.)"""
-    hours = [(inst_id, offset) for inst_id in (BTC, ETH) for offset in range(-150, 0)]
+    hours = [(inst_id, offset) for inst_id in (BTC, ETH) for offset in range(-110, 0)]
     monkeypatch.setenv("L2_COVERAGE_THRESHOLD_PCT", "0")  # 20 records an hour: every check passes
     with daemon_workspace(tmp_path, monkeypatch, hours, synchronous_run_coordinator=True) as (instance, workspace):
         lake = lake_resource(tmp_path / "lake")
         list(execute_sensor_iteration(workspace, logging.getLogger("sensor-daemon"), None, None))
         (backfill,) = instance.get_backfills()
         assert set(backfill.asset_selection) == {RAW_HOUR, CURATED_PARQUET, BOOK_FEATURES}
-        assert backfill.tags["l2/hours"] == "300"
+        assert backfill.tags["l2/hours"] == "220"
         target = backfill.asset_backfill_data.target_subset
         everything = {key(inst_id, offset) for inst_id, offset in hours}
         for asset_key in (RAW_HOUR, CURATED_PARQUET, BOOK_FEATURES):
@@ -175,7 +175,7 @@ def test_sensor_catch_up_is_one_backfill_of_few_runs(tmp_path, monkeypatch):
         assert done.status == BulkActionStatus.COMPLETED_SUCCESS
         runs = backfill_runs(instance, backfill.backfill_id)
         sizes = sorted(len(range_keys(RunRequest(tags=run.tags), lake)) for run in runs)
-        assert sizes == [50, 50, 100, 100]
+        assert sizes == [10, 10, 100, 100]
         assert all(run.asset_selection == {RAW_HOUR, CURATED_PARQUET, BOOK_FEATURES} for run in runs)
         assert all(set(HOUR_CHECK_KEYS) <= run.asset_check_selection for run in runs)
         assert instance.get_materialized_partitions(RAW_HOUR) == everything
