@@ -357,15 +357,7 @@ class WriterGate:
         """(writer thread) Remove `path` if the writer does not hold it and it is still as it was read."""
         if any(f.path == path for f in self._open_files().values()):
             return False
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return True
-        if _stamp(st) != stamp:
-            return False
-        path.unlink()
-        fsync_dir(path.parent)
-        return True
+        return _remove_unchanged(path, stamp)
 
     def call_sync(self, fn: Callable[[], T], timeout: float) -> T:
         """Run `fn` in the writer thread (after every line queued before) from another thread."""
