@@ -1,6 +1,6 @@
 """The lake's durable home in object storage: the `s3://bucket[/prefix]` URL and a thin S3 client
-(head, put, whole-object reads, directory listing), used by the collector's shipper and by the
-pipeline's reads of the shipped lake.
+(head, put, whole-object reads, listing, delete), used by the collector's shipper and by the
+pipeline when the shipped lake is its home (`l2_pipeline.lake_tree.ObjectTree`).
 
 Client: boto3 (botocore), chosen by measurement (`python -m bench.ship`, against moto's server on
 loopback, best of 3): PutObject + a full GET compared by sha256 ran at 88 MB/s for a ~4 MB gzip object
@@ -81,6 +81,17 @@ def parse_lake_url(url: str) -> LakeUrl:
 class RemoteObject:
     size: int
     metadata: dict[str, str]
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object of a listing: its key relative to the URL's prefix, size, last-modified time (ns) and ETag."""
+
+    relative: str
+    size: int
+    mtime_ns: int
+    etag: str
 
 
 def sha256_file(path: Path) -> str:
@@ -143,7 +154,8 @@ class S3Store:
             raise self._fail("HEAD", key, exc) from exc
         except Exception as exc:
             raise self._fail("HEAD", key, exc) from exc
-        return RemoteObject(int(response["ContentLength"]), dict(response.get("Metadata") or {}))
+        return RemoteObject(int(response["ContentLength"]), dict(response.get("Metadata") or {}),
+                            response.get("ETag", ""))
 
     def put(self, relative: str, body: bytes | Path, sha256_hex: str, metadata: dict[str, str],
             content_type: str) -> None:
@@ -188,6 +200,20 @@ class S3Store:
         except Exception as exc:
             raise self._fail("GET", key, exc) from exc
 
+    def read_if_exists(self, relative: str) -> bytes | None:
+        """GET the whole object into memory; None if there is no such object (one request, no HEAD)."""
+        from botocore.exceptions import ClientError
+
+        key = self.url.key(relative)
+        try:
+            return self._client.get_object(Bucket=self.url.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise self._fail("GET", key, exc) from exc
+        except Exception as exc:
+            raise self._fail("GET", key, exc) from exc
+
     def list_dirs(self, relative: str) -> list[str]:
         """Names of the "directories" (common prefixes) directly under `relative`, sorted: e.g. the
         instIds under `raw/okx/l2_perps`."""
@@ -200,6 +226,56 @@ class S3Store:
         except Exception as exc:
             raise self._fail("LIST", prefix, exc) from exc
         return sorted(names)
+
+    def list_objects(self, relative_prefix: str, start_after: str | None = None) -> list[ListedObject]:
+        """Every object whose key starts with `relative_prefix` (a key prefix, not only a "directory"),
+        in key order; with `start_after`, only the keys after that relative key."""
+        prefix = self.url.key(relative_prefix)
+        strip = len(self.url.key(""))
+        args: dict[str, Any] = {"Bucket": self.url.bucket, "Prefix": prefix}
+        if start_after:
+            args["StartAfter"] = self.url.key(start_after)
+        found: list[ListedObject] = []
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(**args):
+                found += [ListedObject(item["Key"][strip:], int(item["Size"]),
+                                       int(item["LastModified"].timestamp() * 1_000_000) * 1000, item.get("ETag", ""))
+                          for item in page.get("Contents", [])]
+        except Exception as exc:
+            raise self._fail("LIST", prefix, exc) from exc
+        return found
+
+    def download(self, relative: str, target: Path) -> None:
+        """GET the object into the file `target` (created or replaced), streamed."""
+        key = self.url.key(relative)
+        try:
+            response = self._client.get_object(Bucket=self.url.bucket, Key=key)
+            with open(target, "wb") as f:
+                for chunk in response["Body"].iter_chunks(READ_CHUNK):
+                    f.write(chunk)
+        except OSError:
+            raise
+        except Exception as exc:
+            raise self._fail("GET", key, exc) from exc
+
+    def put_file_verified(self, relative: str, path: Path, metadata: dict[str, str], content_type: str) -> str:
+        """PUT the file at `path` with its sha256, then read the object back and compare: the sha256,
+        or StoreError if the store does not hold exactly those bytes."""
+        sha = sha256_file(path)
+        self.put(relative, path, sha, metadata, content_type)
+        read_back, _, _ = self.read_digest(relative)
+        if read_back != sha:
+            raise StoreError(f"verification of s3://{self.url.bucket}/{self.url.key(relative)} failed: it reads "
+                             f"back as sha256 {read_back[:16]}…, the file sent was {sha[:16]}…")
+        return sha
+
+    def delete(self, relative: str) -> None:
+        """DELETE the object (no error if there is none)."""
+        key = self.url.key(relative)
+        try:
+            self._client.delete_object(Bucket=self.url.bucket, Key=key)
+        except Exception as exc:
+            raise self._fail("DELETE", key, exc) from exc
 
     def raw_client(self) -> Any:
         """The boto3 client (benchmarks and tests)."""

@@ -52,10 +52,12 @@ from dagster import (
     MultiPartitionsDefinition,
     Nothing,
     Output,
+    PathMetadataValue,
     asset,
 )
 
 from collector import layout
+from collector.object_store import StoreError
 from l2_pipeline.archive import ArchiveVerificationError, archive_hour
 from l2_pipeline.curated import write_parquet
 from l2_pipeline.features_hour import FeaturesResult, write_features
@@ -63,6 +65,7 @@ from l2_pipeline.hour_stats import HourStats
 from l2_pipeline.hours import is_closed, iso, now_utc
 from l2_pipeline.instruments import fetch_swap_instruments, refresh_instruments
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
+from l2_pipeline.lake_tree import LakeTree, LocalTree, Needs
 from l2_pipeline.partitions import parse_partition_key
 from l2_pipeline.quality import hour_verdicts, quality_summary
 from l2_pipeline.resources import LakeResource
@@ -78,7 +81,7 @@ class HourFailed(Exception):
     """One hour of a run could not be materialized; the message says why and what to do."""
 
 
-def missing_data(inst_id: str, paths: list[Path]) -> HourFailed:
+def missing_data(inst_id: str, paths: Sequence[Path | str]) -> HourFailed:
     """The failure of an hour that has none of `paths`."""
     return HourFailed(
         f"no data: none of {', '.join(str(p) for p in paths)} exists. Nothing was collected for this hour "
@@ -132,13 +135,13 @@ class RegisteredHour:
                 "fingerprint": self.read.fingerprint}
 
 
-def register_hour(data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta, *,
+def register_hour(lake: Path | LakeTree, inst_id: str, hour: datetime, now: datetime, grace: timedelta, *,
                   cadence_seconds: float, coverage_threshold_pct: float) -> RegisteredHour:
     """Read one closed hour's figures. An hour that cannot be read (corrupt gzip, I/O error) is
     registered with its error rather than failing the run: its `schema_valid` check says so."""
     if not is_closed(hour, now, grace):
         raise HourFailed(f"{inst_id} {iso(hour)} is the open hour (or inside the {grace} grace): not registered")
-    return RegisteredHour(read_hour(data_dir, inst_id, hour, cadence_seconds), coverage_threshold_pct)
+    return RegisteredHour(read_hour(lake, inst_id, hour, cadence_seconds), coverage_threshold_pct)
 
 
 class HourResult(Protocol):
@@ -155,37 +158,58 @@ class HourResult(Protocol):
     def metadata(self) -> dict[str, object]: ...
 
 
-HourWork = Callable[[Path, str, datetime, datetime, timedelta], HourResult]
+HourWork = Callable[[Any, str, datetime, datetime, timedelta], HourResult]
 
 
-def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: HourWork
+def relocated(metadata: dict[str, Any], tree: LakeTree) -> dict[str, Any]:
+    """`metadata` with the paths of a step's staged files (text or path values) as the lake names them."""
+    if isinstance(tree, LocalTree):
+        return metadata
+    out = dict(metadata)
+    for name, value in metadata.items():
+        if isinstance(value, PathMetadataValue) and str(value.path).startswith("/"):
+            out[name] = MetadataValue.path(tree.where(Path(value.path)))
+        elif isinstance(value, str) and value.startswith("/"):
+            out[name] = tree.where(Path(value))
+    return out
+
+
+def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: HourWork, needs: Needs | None
                       ) -> Iterator[Output | AssetMaterialization]:
-    """Run `work` on every partition of the step (one, or a range).
+    """Run `work` on every partition of the step (one, or a range): on the lake's tree itself
+    (`needs` None: `work` takes a tree), or on a directory holding the hour's files that `needs`
+    names (the lake directory, or a workspace of object storage's files: `LakeTree.hour_workspace`).
 
     All done: the step's output, with each hour's metadata added to its partition
     (`add_asset_metadata`), so Dagster records one materialization per hour and later steps of the
     same run (the hour checks, assets downstream) run. Some failed: one materialization per hour that
     was done, then a `Failure` naming every hour that could not be done and why."""
     keys = context.partition_keys
+    tree = lake.tree
+    base = lake.root if isinstance(tree, LocalTree) else Path("")
     failed: dict[str, str] = {}
     done: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
     for key in keys:
         try:
             inst_id, hour = parse_partition_key(key)
-            result = work(lake.root, inst_id, hour, now_utc(), lake.grace)
+            if needs is None:
+                result = work(tree, inst_id, hour, now_utc(), lake.grace)
+            else:
+                with tree.hour_workspace(inst_id, hour, needs) as root:
+                    result = work(root, inst_id, hour, now_utc(), lake.grace)
             if result.status == "no_data":
-                raise missing_data(inst_id, [layout.records_path(lake.root, inst_id, hour),
-                                             layout.archive_path(lake.root, inst_id, hour)])
+                raise missing_data(inst_id, [tree.where(layout.records_path(base, inst_id, hour)),
+                                             tree.where(layout.archive_path(base, inst_id, hour))])
             if result.status == "busy":
                 raise HourFailed("another run is processing this hour right now; materialize it again later")
-        except (HourFailed, ValueError, ArchiveVerificationError, OSError) as exc:  # OpenHourError is a ValueError
+        except (HourFailed, ValueError, ArchiveVerificationError, OSError, StoreError) as exc:  # OpenHourError too
             failed[key] = str(exc)
             context.log.error(f"{key}: {exc}")
             continue
         if result.warning:
             context.log.warning(f"{key}: {result.warning}")
-        done[key] = result.metadata()
+        done[key] = relocated(result.metadata(), tree)
         if result.empty:
             done[key]["note"] = EMPTY_NOTE
     context.log.info(f"{context.asset_key.to_user_string()}: {len(done)} of {len(keys)} hour(s) materialized "
@@ -263,21 +287,22 @@ def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequ
     )
     def raw_hour(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
         yield from materialize_hours(context, lake, partial(register_hour, cadence_seconds=lake.cadence_seconds,
-                                                            coverage_threshold_pct=lake.coverage_threshold_pct))
+                                                            coverage_threshold_pct=lake.coverage_threshold_pct),
+                                     needs=None)
 
     @hours_asset(
         RAW_ARCHIVE, "gzip", "Verified gzip of the hour ({HH}.jsonl.gz; sha256 and line count of the decompressed "
         "archive equal the original's before the .jsonl is removed). Idempotent; never the open hour."
     )
     def raw_archive(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
-        yield from materialize_hours(context, lake, archive_hour)
+        yield from materialize_hours(context, lake, archive_hour, needs=(("records",), ("archive",)))
 
     @hours_asset(
         CURATED_PARQUET, "parquet", "The hour as analysis-ready Parquet (pyarrow, zstd): timestamps as "
         "timestamp[ms, UTC], prices as float64 plus exact strings, levels as list<struct>; one row per source record."
     )
     def curated_parquet(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
-        yield from materialize_hours(context, lake, write_parquet)
+        yield from materialize_hours(context, lake, write_parquet, needs=(("records", "archive"),))
 
     @hours_asset(
         BOOK_FEATURES, "parquet", "Liquidity features of the hour, one row per record (features/…/data.parquet): "
@@ -286,7 +311,8 @@ def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequ
         "spread, depth, a liquidity heatmap and the gaps, resyncs and reconnects.", deps=[CURATED_PARQUET],
     )
     def book_features(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
-        yield from materialize_hours(context, lake, partial(features_hour, figure=lake.hour_figures))
+        yield from materialize_hours(context, lake, partial(features_hour, figure=lake.hour_figures),
+                                     needs=(("curated", "records", "archive"), ("events",)))
 
     return [raw_hour, raw_archive, curated_parquet, book_features]
 
@@ -302,7 +328,8 @@ def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequ
 def instrument_metadata(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     listed = fetch_swap_instruments(lake.rest_url, lake.rest_timeout_seconds)
     wanted = lake.known_instruments()
-    result = refresh_instruments(lake.root, wanted, listed, int(time.time() * 1000))
+    with lake.tree.files_workspace(layout.META_PREFIX) as root:
+        result = refresh_instruments(root, wanted, listed, int(time.time() * 1000))
     if result.missing:
         context.log.warning(f"OKX does not list {', '.join(result.missing)} as SWAP instruments")
     if not result.stored:

@@ -88,7 +88,7 @@ def verdict_evaluation(verdict: Verdict, partition: str | None,
 
 def partition_verdicts(lake: LakeResource, key: str) -> list[Verdict]:
     """The verdicts of one partition's hour (`quality.hour_verdicts` of its read)."""
-    read = read_hour(lake.root, *parse_partition_key(key), lake.cadence_seconds)
+    read = read_hour(lake.tree, *parse_partition_key(key), lake.cadence_seconds)
     return hour_verdicts(read.stats, read.error, lake.coverage_threshold_pct)
 
 

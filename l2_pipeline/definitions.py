@@ -32,7 +32,7 @@ from datetime import datetime
 
 from dagster import Definitions, MultiPartitionsDefinition, in_process_executor
 
-from collector.lake_walk import first_hour, log_unreadable
+from collector.lake_walk import log_unreadable
 from l2_pipeline.assets import build_lake_assets, instrument_metadata
 from l2_pipeline.checks import build_hour_checks, collector_freshness_check
 from l2_pipeline.dashboards import lake_health, lake_health_job, lake_health_schedule
@@ -45,6 +45,7 @@ from l2_pipeline.jobs import (
     raw_hour_job,
     retention_job,
 )
+from l2_pipeline.lake_tree import LocalTree
 from l2_pipeline.partitions import lake_partitions
 from l2_pipeline.replica_assets import ReplicaDefinitions, build_replica_definitions
 from l2_pipeline.resources import LakeResource, lake_resource_from_env
@@ -56,7 +57,8 @@ log = logging.getLogger(__name__)
 
 def partitions_at_load(lake: LakeResource, now: datetime | None = None) -> MultiPartitionsDefinition:
     """Hour × instrument partitions over what `lake` holds now (see the module docstring)."""
-    firsts = (first_hour(d, log_unreadable(log)) for d in (lake.root, *lake.replicas.values()))  # lazy: only if unset
+    trees = (lake.tree, *(LocalTree(d) for d in lake.replicas.values()))
+    firsts = (tree.first_hour(log_unreadable(log)) for tree in trees)  # lazy: only if unset
     start = lake.configured_start or min(filter(None, firsts), default=None)
     if start is None:
         start = (now or now_utc()).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -121,6 +121,7 @@ class HourStats:
     expected_records: float
     scan: RecordScan
     events: EventScan
+    source_label: str = ""  # where `source` is for users when it was read from a staged copy (an s3:// URL)
 
     @property
     def records(self) -> int:
@@ -184,7 +185,7 @@ class HourStats:
             meta["last_ts"] = scan.last_ts_ms / 1000
         if scan.max_spread_bps is not None:
             meta["max_spread_bps"] = round(scan.max_spread_bps, 4)
-        meta["source"] = str(self.source) if self.source else ""
+        meta["source"] = (self.source_label or str(self.source)) if self.source else ""
         meta["source_kind"] = self.source_kind
         meta["record_format"] = scan.record_format
         meta["sha256"] = scan.sha256

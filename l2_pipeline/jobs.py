@@ -56,13 +56,15 @@ def delete_expired(context: OpExecutionContext, config: RetentionConfig, lake: L
     now = now_utc()
     as_of = min(parse_utc(config.as_of), now) if config.as_of else now
     dry_run = config.dry_run or lake.retention_dry_run
-    migrated = MigrationReport() if dry_run else migrate_legacy_curated(lake.root, log_unreadable(context.log))
+    local_lake = not lake.lake_url  # object storage never held the pre-hive layout
+    migrated = migrate_legacy_curated(lake.root, log_unreadable(context.log)) if local_lake and not dry_run \
+        else MigrationReport()
     if migrated.moved or migrated.superseded:
         context.log.info(f"moved {len(migrated.moved)} curated file(s) of the pre-hive layout into the hive layout; "
                          f"removed {len(migrated.superseded)} old copies of hours rebuilt since")
-    candidates = plan_deletions(lake.root, as_of, lake.raw_retention, lake.curated_retention,
+    candidates = plan_deletions(lake.tree, as_of, lake.raw_retention, lake.curated_retention,
                                 log_unreadable(context.log))
-    report = delete_files(lake.root, candidates, dry_run=dry_run)
+    report = delete_files(lake.tree, candidates, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     context.log.info(f"retention at {iso(as_of)}: {verb} {len(report.removed)} file(s), "
                      f"{report.bytes_freed} bytes; refused {len(report.refused)}")

@@ -83,8 +83,7 @@ class ObjectLake:
         return raw | curated
 
     def _get(self, path: Path) -> bytes | None:
-        key = _key(path)
-        return self.store.read(key) if self.store.head(key) is not None else None
+        return self.store.read_if_exists(_key(path))
 
     def hour_books(self, inst_id: str, hour: datetime) -> pa.Table | None:
         curated = self._get(layout.curated_path(RELATIVE, inst_id, hour))

@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from collector.config import COLLECTOR_ID_RE
 from collector.layout import list_instruments, validate_inst_id
+from collector.object_store import parse_lake_url
+from l2_pipeline.lake_tree import LakeTree, lake_tree
 from l2_pipeline.partitions import parse_hour_key
 
 DEFAULT_INSTRUMENTS = ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]
@@ -40,7 +42,11 @@ class LakeResource(ConfigurableResource):
     """The collector's lake on disk plus the pipeline's policy knobs. A field is read from
     `L2_<FIELD>` (upper case), or from the variable its `json_schema_extra` names."""
 
-    data_dir: str = Field(default="./data", description="lake root (env L2_DATA_DIR)")
+    data_dir: str = Field(default="./data", description="lake root (env L2_DATA_DIR); with lake_url, the local "
+                          "work dir of the steps (and the collector's spool, if it runs on this host)")
+    lake_url: str = Field(default="", description="s3://bucket[/prefix]: the lake's home in object storage, where "
+                          "the collectors ship closed hours (env L2_LAKE_URL; AWS_* variables for the store). Empty: "
+                          "the lake is data_dir")
     instruments: list[str] = Field(
         default_factory=lambda: list(DEFAULT_INSTRUMENTS),
         description="instIds to expect (env L2_INSTRUMENTS, comma-separated): freshness, metadata, partitions",
@@ -98,6 +104,20 @@ class LakeResource(ConfigurableResource):
         parse_replica_dirs(value)
         return value
 
+    @field_validator("lake_url")
+    @classmethod
+    def _validate_lake_url(cls, value: str) -> str:
+        if value:
+            parse_lake_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_scale_out(self) -> LakeResource:
+        if self.lake_url and self.replica_dirs:
+            raise ValueError("L2_LAKE_URL and L2_REPLICA_DIRS cannot be combined yet: canonical_hour merges replica "
+                             "spools into a local lake. Use one of them")
+        return self
+
     @property
     def replicas(self) -> dict[str, Path]:
         """replica id → its data dir, in the configured order (the merge prefers earlier replicas); {} for none."""
@@ -107,6 +127,11 @@ class LakeResource(ConfigurableResource):
     def root(self) -> Path:
         """The data directory as given (relative paths are relative to the process's cwd)."""
         return Path(self.data_dir).expanduser()
+
+    @property
+    def tree(self) -> LakeTree:
+        """Where the lake is: object storage (`lake_url`) or the directory `data_dir`."""
+        return lake_tree(self.lake_url, self.root)
 
     @property
     def configured_start(self) -> datetime | None:
@@ -135,8 +160,8 @@ class LakeResource(ConfigurableResource):
 
     def known_instruments(self) -> list[str]:
         """Configured instruments and those with a directory in the lake or a replica's, sorted."""
-        in_lakes = {inst for directory in (self.root, *self.replicas.values()) for inst in list_instruments(directory)}
-        return sorted(set(self.instruments) | in_lakes)
+        in_lakes = {inst for directory in self.replicas.values() for inst in list_instruments(directory)}
+        return sorted(set(self.instruments) | in_lakes | set(self.tree.instruments()))
 
 
 def parse_replica_dirs(text: str) -> dict[str, Path]:
@@ -177,7 +202,8 @@ def lake_resource_from_env(environ: Mapping[str, str] | None = None) -> LakeReso
         problems = []
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else ""
-            problems.append(f"{names.get(field, field)}={given.get(field)!r}: {error['msg']}")
+            problems.append(f"{names[field]}={given.get(field)!r}: {error['msg']}" if field in names
+                            else error["msg"].removeprefix("Value error, "))
         raise ValueError("invalid L2_* pipeline setting: " + "; ".join(problems)) from None
     if environ is None:
         values = {field: getattr(resource, field) for field in names}

@@ -7,6 +7,9 @@ Only paths the lake layout names are candidates, and each is deleted only if it 
 (not a symlink) whose resolved path lies inside the resolved data root; anything else is refused
 and reported. Emptied day directories are removed the same way. `dry_run` reports without deleting.
 A directory that cannot be listed goes to `on_unreadable` (see `collector.lake_walk`).
+
+In a lake in object storage (`l2_pipeline.lake_tree.ObjectTree`) the same rules pick the objects,
+found by listing the lake's prefix, and each is deleted with one DeleteObject.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from collector import layout
-from collector.lake_walk import OnUnreadable, hour_files, iter_parquet_hours, raise_unreadable
+from collector.lake_walk import OnUnreadable, raise_unreadable
 from l2_pipeline.hours import ended_at_least
+from l2_pipeline.lake_tree import LakeTree, LocalTree, ObjectTree, as_tree
 from l2_pipeline.selection import LakeHour
 
 
@@ -59,16 +63,16 @@ def check_inside_root(root: Path, path: Path) -> Path:
 PARQUET_TIERS = {"curated": layout.CURATED_PREFIX, "features": layout.FEATURES_PREFIX}
 
 
-def _parquet_files(data_dir: Path, cutoff: datetime, on_unreadable: OnUnreadable) -> list[Candidate]:
+def _parquet_files(tree: LakeTree, cutoff: datetime, on_unreadable: OnUnreadable) -> list[Candidate]:
     return [
         Candidate(found.path, kind, found.inst_id, found.hour)
         for kind, prefix in PARQUET_TIERS.items()
-        for found in iter_parquet_hours(data_dir, prefix, until=cutoff, on_unreadable=on_unreadable)
+        for found in tree.parquet_hours(prefix, until=cutoff, on_unreadable=on_unreadable)
     ]
 
 
 def plan_deletions(
-    data_dir: Path,
+    lake: Path | LakeTree,
     as_of: datetime,
     raw_retention: timedelta,
     curated_retention: timedelta | None,
@@ -77,25 +81,29 @@ def plan_deletions(
     """Every file due for deletion at `as_of` (the scheduled time), oldest first."""
     if raw_retention <= timedelta(0):
         raise ValueError("raw retention must be positive: refusing to delete the open hour")
-    data_dir = Path(data_dir)
+    tree = as_tree(lake)
     raw_cutoff = as_of - raw_retention
     out: list[Candidate] = []
-    for inst_id in layout.list_instruments(data_dir):
-        for hour, kinds in sorted(hour_files(data_dir, inst_id, until=raw_cutoff, on_unreadable=on_unreadable).items()):
+    for inst_id in tree.instruments():
+        for hour, kinds in sorted(tree.hour_files(inst_id, until=raw_cutoff, on_unreadable=on_unreadable).items()):
             if ended_at_least(hour, as_of, raw_retention):
                 out.extend(Candidate(path, kind, inst_id, hour) for kind, path in sorted(kinds.items()))
     if curated_retention is not None and curated_retention > timedelta(0):
         cur_cutoff = as_of - curated_retention
-        parquet = _parquet_files(data_dir, cur_cutoff, on_unreadable)
+        parquet = _parquet_files(tree, cur_cutoff, on_unreadable)
         out.extend(c for c in parquet if ended_at_least(c.hour, as_of, curated_retention))
     return sorted(out, key=lambda c: (c.hour, c.inst_id, c.kind))
 
 
-def delete_files(data_dir: Path, candidates: list[Candidate], dry_run: bool) -> DeletionReport:
-    """Delete (or, dry run, only list) `candidates`, refusing anything unsafe; then remove the
-    day directories this emptied."""
+def delete_files(lake: Path | LakeTree, candidates: list[Candidate], dry_run: bool) -> DeletionReport:
+    """Delete (or, dry run, only list) `candidates`: objects of an object-storage lake, or files of a
+    local one, refusing anything unsafe and then removing the day directories this emptied."""
+    tree = as_tree(lake)
+    if isinstance(tree, ObjectTree):
+        return delete_objects(tree, candidates, dry_run)
+    assert isinstance(tree, LocalTree)
     report = DeletionReport(dry_run=dry_run)
-    root = Path(data_dir)
+    root = tree.root
     touched_dirs: set[Path] = set()
     for cand in candidates:
         try:
@@ -125,4 +133,22 @@ def delete_files(data_dir: Path, candidates: list[Candidate], dry_run: bool) -> 
                 report.removed_dirs.append(str(directory))
         except (OSError, UnsafePath):
             continue
+    return report
+
+
+def delete_objects(tree: ObjectTree, candidates: list[Candidate], dry_run: bool) -> DeletionReport:
+    """Delete (or, dry run, only list) the candidates' objects; one already gone is skipped. The
+    candidates come from a listing of the lake's own prefix, so nothing outside it is named."""
+    report = DeletionReport(dry_run=dry_run)
+    for cand in candidates:
+        relative = cand.path.as_posix()
+        found = tree.store.head(relative)
+        if found is None:
+            continue
+        if not dry_run:
+            tree.store.delete(relative)
+        report.removed.append(tree.url_of(relative))
+        report.bytes_freed += found.size
+        if cand.kind not in PARQUET_TIERS:
+            report.hours.add(LakeHour(cand.hour, cand.inst_id))
     return report

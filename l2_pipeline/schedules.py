@@ -61,7 +61,7 @@ def compression_requests(
     now: datetime | None = None,
 ) -> list[RunRequest] | SkipReason:
     """What the compression schedule does at `as_of`: one `compress_job` run per partition range."""
-    due = compression_due(lake.root, as_of, lake.compress_after, lake.grace, now=now, on_unreadable=on_unreadable)
+    due = compression_due(lake.tree, as_of, lake.compress_after, lake.grace, now=now, on_unreadable=on_unreadable)
     instruments = instrument_keys(partitions)  # in the dimension's order
     start, known = hours_start(partitions), set(instruments)
     keys = [str(partition_key(h.inst_id, h.hour)) for h in due if h.hour >= start and h.inst_id in known]
@@ -85,8 +85,8 @@ def compression_requests(
 
 def retention_request(lake: LakeResource, as_of: datetime, on_unreadable: OnUnreadable) -> RunRequest | SkipReason:
     """What the retention schedule does at `as_of`."""
-    due = plan_deletions(lake.root, as_of, lake.raw_retention, lake.curated_retention, on_unreadable)
-    if not due and not has_legacy_curated(lake.root, on_unreadable):
+    due = plan_deletions(lake.tree, as_of, lake.raw_retention, lake.curated_retention, on_unreadable)
+    if not due and (lake.lake_url or not has_legacy_curated(lake.root, on_unreadable)):
         return SkipReason(f"nothing past retention at {iso(as_of)}")
     return RunRequest(
         run_key=f"retention-{iso(as_of)}",

@@ -1,7 +1,8 @@
 """Which instrument-hours exist, are closed, or are due at a given time: pure functions of the
-lake's directory listing and a time you choose (tests evaluate them at any instant).
+lake's listing and a time you choose (tests evaluate them at any instant).
 
-The lake is walked by `collector.lake_walk` (bounded to the days that can hold a wanted hour).
+The lake is a directory or object storage (`l2_pipeline.lake_tree`); a directory is walked by
+`collector.lake_walk` (bounded to the days that can hold a wanted hour).
 Sensors, schedules and the retention op pass `lake_walk.log_unreadable`, so one directory that
 cannot be listed is a warning in the tick's log instead of a tick that fails forever.
 """
@@ -13,8 +14,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from collector import layout
-from collector.lake_walk import OnUnreadable, hour_files, raise_unreadable
+from collector.lake_walk import OnUnreadable, raise_unreadable
 from l2_pipeline.hours import ended_at_least, is_closed
+from l2_pipeline.lake_tree import LakeTree, as_tree
 
 
 @dataclass(frozen=True, order=True)
@@ -26,7 +28,7 @@ class LakeHour:
 
 
 def closed_hours_after(
-    data_dir: Path,
+    lake: Path | LakeTree,
     inst_id: str,
     after: datetime | None,
     now: datetime,
@@ -37,11 +39,11 @@ def closed_hours_after(
     latest_closed = now.replace(minute=0, second=0, microsecond=0) - layout.HOUR
     if not is_closed(latest_closed, now, grace):
         latest_closed -= layout.HOUR
-    return sorted(hour_files(data_dir, inst_id, after=after, until=latest_closed, on_unreadable=on_unreadable))
+    return sorted(as_tree(lake).hour_files(inst_id, after=after, until=latest_closed, on_unreadable=on_unreadable))
 
 
 def pending_registrations(
-    data_dir: Path,
+    lake: Path | LakeTree,
     instruments: list[str],
     last_registered: dict[str, datetime],
     now: datetime,
@@ -52,13 +54,13 @@ def pending_registrations(
     pending = [
         LakeHour(hour, inst_id)
         for inst_id in instruments
-        for hour in closed_hours_after(data_dir, inst_id, last_registered.get(inst_id), now, grace, on_unreadable)
+        for hour in closed_hours_after(lake, inst_id, last_registered.get(inst_id), now, grace, on_unreadable)
     ]
     return sorted(pending)
 
 
 def compression_due(
-    data_dir: Path,
+    lake: Path | LakeTree,
     as_of: datetime,
     compress_after: timedelta,
     grace: timedelta,
@@ -69,8 +71,9 @@ def compression_due(
     scheduled time) — all of them, however old — and are closed at `now` (never the open hour)."""
     cutoff = as_of - compress_after
     due: list[LakeHour] = []
-    for inst_id in layout.list_instruments(data_dir):
-        for hour, kinds in hour_files(data_dir, inst_id, until=cutoff, on_unreadable=on_unreadable).items():
+    tree = as_tree(lake)
+    for inst_id in tree.instruments():
+        for hour, kinds in tree.hour_files(inst_id, until=cutoff, on_unreadable=on_unreadable).items():
             if "records" not in kinds or not ended_at_least(hour, as_of, compress_after):
                 continue
             if now is not None and not is_closed(hour, now, grace):

@@ -54,7 +54,6 @@ from dagster import (
 )
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 
-from collector import layout
 from collector.lake_walk import OnUnreadable, log_unreadable
 from collector.layout import validate_inst_id
 from l2_pipeline.checks import verdict_evaluation
@@ -164,13 +163,13 @@ def add_hour(lake: LakeResource, item: LakeHour, stored: str | None, out: Regist
     fingerprint its registration recorded) is still its files' fingerprint."""
     key = partition_of(item)
     if stored is not None:
-        if unchanged(stored, fingerprint(lake.root, item.inst_id, item.hour)):
+        if unchanged(stored, fingerprint(lake.tree, item.inst_id, item.hour)):
             out.unchanged += 1
             return
         out.reregistered += 1
     out.raw_hour.append(key)
-    records = layout.records_path(lake.root, item.inst_id, item.hour).exists()
-    archived = layout.archive_path(lake.root, item.inst_id, item.hour).exists()
+    kinds = lake.tree.hour_kinds(item.inst_id, item.hour)
+    records, archived = "records" in kinds, "archive" in kinds
     if archived and not records:
         out.raw_archive.append(key)
     if (records or archived) and lake.curate_on_register:
@@ -188,7 +187,7 @@ def register_closed_hours(
     """The closed hours after the cursor (within the tick budget) that need registering."""
     first_hour = hours_start(partitions)
     instruments = instrument_keys(partitions)
-    pending = pending_registrations(lake.root, instruments, cursor.last, now, lake.grace, on_unreadable)
+    pending = pending_registrations(lake.tree, instruments, cursor.last, now, lake.grace, on_unreadable)
     batch = registration_batch(pending, lake.sensor_max_hours_per_tick, first_hour)
     stored = stored_lookup([partition_of(item) for item in batch if item.hour >= first_hour])
     out = Registration(pending=len(pending), cursor=RawCursor(dict(cursor.last)))

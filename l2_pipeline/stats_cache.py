@@ -20,23 +20,18 @@ from pathlib import Path
 
 from collector import layout
 from l2_pipeline.hour_stats import HourStats, compute_hour_stats
+from l2_pipeline.lake_tree import LakeTree, as_tree
+
+RAW_NEEDS = (("records", "archive"), ("events",))  # what an hour's statistics read (`hour_stats.records_source`)
 
 MAX_CACHED_HOURS = 512  # a run's range is at most HOURS_PER_RUN (100) hours; stats are a few KB each
 
 _cache: OrderedDict[tuple, HourStats] = OrderedDict()
 
 
-def fingerprint(data_dir: Path, inst_id: str, hour: datetime) -> str:
+def fingerprint(lake: Path | LakeTree, inst_id: str, hour: datetime) -> str:
     """`name:size:mtime_ns` of each of the hour's files that exists, `;`-separated ("" for none)."""
-    parts = []
-    for path_of in (layout.records_path, layout.archive_path, layout.events_path):
-        path = path_of(data_dir, inst_id, hour)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        parts.append(f"{path.name}:{st.st_size}:{st.st_mtime_ns}")
-    return ";".join(parts)
+    return as_tree(lake).fingerprint(inst_id, hour)
 
 
 def _records_and_events(fp: str) -> tuple[tuple[str, str, str] | None, list[str]]:
@@ -71,17 +66,22 @@ def unchanged(stored: str, current: str) -> bool:
     return was == now or archived
 
 
-def hour_stats(data_dir: Path, inst_id: str, hour: datetime, cadence_seconds: float) -> tuple[HourStats, str]:
+def hour_stats(lake: Path | LakeTree, inst_id: str, hour: datetime, cadence_seconds: float
+               ) -> tuple[HourStats, str]:
     """The hour's stats and the fingerprint of its files before they were read (if they changed while
     being read, that fingerprint no longer matches, so a later comparison sees the change)."""
-    before = fingerprint(data_dir, inst_id, hour)
-    key = (str(data_dir), inst_id, hour, cadence_seconds, before)
+    tree = as_tree(lake)
+    before = tree.fingerprint(inst_id, hour)
+    key = (tree.key, inst_id, hour, cadence_seconds, before)
     stats = _cache.get(key)
     if stats is not None:
         _cache.move_to_end(key)
         return stats, before
-    stats = compute_hour_stats(data_dir, inst_id, hour, cadence_seconds)
-    after = fingerprint(data_dir, inst_id, hour)
+    with tree.hour_workspace(inst_id, hour, RAW_NEEDS) as root:
+        stats = compute_hour_stats(root, inst_id, hour, cadence_seconds)
+    if stats.source is not None:
+        stats.source_label = tree.where(stats.source)
+    after = tree.fingerprint(inst_id, hour)
     if after == before:  # not changed while being read: safe to reuse while it stays so
         _cache[key] = stats
         while len(_cache) > MAX_CACHED_HOURS:
@@ -99,10 +99,10 @@ class HourRead:
     error: str | None = None
 
 
-def read_hour(data_dir: Path, inst_id: str, hour: datetime, cadence_seconds: float) -> HourRead:
+def read_hour(lake: Path | LakeTree, inst_id: str, hour: datetime, cadence_seconds: float) -> HourRead:
     """`hour_stats`, with any failure to read the hour returned as its error instead of raised:
     one unreadable hour must not cost the other hours of a run their registration and checks."""
     try:
-        return HourRead(*hour_stats(data_dir, inst_id, hour, cadence_seconds))
+        return HourRead(*hour_stats(lake, inst_id, hour, cadence_seconds))
     except Exception as exc:  # any unreadable file
-        return HourRead(None, fingerprint(data_dir, inst_id, hour), f"{type(exc).__name__}: {exc}")
+        return HourRead(None, fingerprint(lake, inst_id, hour), f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,313 @@
+"""Where the pipeline's lake lives: a directory (`LocalTree`, the default) or the lake's home in
+object storage (`ObjectTree`, `L2_LAKE_URL=s3://bucket[/prefix]`, where the collectors ship closed
+hours: `collector.ship`). Sensors, schedules, assets, checks and retention ask a tree the same
+questions either way, and the hour-level work (statistics, archive, Parquet, features, instrument
+metadata) is the same code on local files either way:
+
+- listing: instruments, an instrument's raw hour files, a Parquet tier's hours, the first hour,
+  one hour's files and their fingerprint (`name:size:mtime_ns` per file; an object's mtime is its
+  Last-Modified);
+- `hour_workspace(inst_id, hour, needs)`: a directory laid out like the lake that holds the hour's
+  files the step needs. For a local lake that is the lake itself. For object storage it is a
+  throwaway directory under the work dir (`L2_DATA_DIR/.l2-work-*`) into which the objects are
+  downloaded (mtimes set to their Last-Modified); when the step succeeds, every file it wrote or
+  changed is uploaded with its sha256 and read back (`S3Store.put_file_verified`) and only then is
+  every object whose staged copy the step removed deleted, provided it is still the object that was
+  staged (same ETag). A step that fails publishes nothing. The directory is removed either way.
+- `where(path)`: a path as a user should see it (the object's `s3://` URL for a staged file).
+
+Two runs working on the same hour at once in object storage are not locked against each other (S3
+has no lock); the last upload of identical work wins and removals are conditional on the ETag.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from collector import layout
+from collector.lake_walk import (
+    OnUnreadable,
+    ParquetHour,
+    first_hour,
+    hour_files,
+    iter_parquet_hours,
+    parse_day,
+    raise_unreadable,
+)
+from collector.object_store import ListedObject, S3Store, StoreError, parse_lake_url
+
+RAW_KINDS = ("records", "archive", "events")  # the files a fingerprint names, in its order
+PATH_OF: dict[str, Callable[[Path, str, datetime], Path]] = {
+    "records": layout.records_path, "archive": layout.archive_path, "events": layout.events_path,
+    "curated": layout.curated_path, "features": layout.features_path,
+}
+WORKSPACE_PREFIX = ".l2-work-"
+CONTENT_TYPES = {".parquet": "application/vnd.apache.parquet", ".gz": "application/gzip",
+                 ".jsonl": "application/x-ndjson", ".json": "application/json"}
+
+Needs = Sequence[Sequence[str]]  # groups of kinds: of each group, the first that exists is staged
+
+
+class LakeTree(Protocol):
+    @property
+    def key(self) -> str: ...  # names the lake in caches
+
+    def instruments(self) -> list[str]: ...
+
+    def hour_files(self, inst_id: str, *, after: datetime | None = None, until: datetime | None = None,
+                   on_unreadable: OnUnreadable = raise_unreadable) -> dict[datetime, dict[str, Path]]: ...
+
+    def parquet_hours(self, prefix: Path, *, until: datetime | None = None,
+                      on_unreadable: OnUnreadable = raise_unreadable) -> list[ParquetHour]: ...
+
+    def first_hour(self, on_unreadable: OnUnreadable = raise_unreadable) -> datetime | None: ...
+
+    def hour_kinds(self, inst_id: str, hour: datetime) -> set[str]: ...
+
+    def fingerprint(self, inst_id: str, hour: datetime) -> str: ...
+
+    def hour_workspace(self, inst_id: str, hour: datetime, needs: Needs) -> AbstractContextManager[Path]: ...
+
+    def files_workspace(self, prefix: Path) -> AbstractContextManager[Path]: ...
+
+    def where(self, path: Path) -> str: ...
+
+
+def _fingerprint_part(name: str, size: int, mtime_ns: int) -> str:
+    return f"{name}:{size}:{mtime_ns}"
+
+
+@dataclass(frozen=True)
+class LocalTree:
+    """The lake in a directory: every question answered by `collector.lake_walk` and `stat`."""
+
+    root: Path
+
+    @property
+    def key(self) -> str:
+        return str(self.root)
+
+    def instruments(self) -> list[str]:
+        return layout.list_instruments(self.root)
+
+    def hour_files(self, inst_id: str, *, after: datetime | None = None, until: datetime | None = None,
+                   on_unreadable: OnUnreadable = raise_unreadable) -> dict[datetime, dict[str, Path]]:
+        return hour_files(self.root, inst_id, after=after, until=until, on_unreadable=on_unreadable)
+
+    def parquet_hours(self, prefix: Path, *, until: datetime | None = None,
+                      on_unreadable: OnUnreadable = raise_unreadable) -> list[ParquetHour]:
+        return list(iter_parquet_hours(self.root, prefix, until=until, on_unreadable=on_unreadable))
+
+    def first_hour(self, on_unreadable: OnUnreadable = raise_unreadable) -> datetime | None:
+        return first_hour(self.root, on_unreadable)
+
+    def hour_kinds(self, inst_id: str, hour: datetime) -> set[str]:
+        return {kind for kind in RAW_KINDS if PATH_OF[kind](self.root, inst_id, hour).exists()}
+
+    def fingerprint(self, inst_id: str, hour: datetime) -> str:
+        parts = []
+        for kind in RAW_KINDS:
+            path = PATH_OF[kind](self.root, inst_id, hour)
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            parts.append(_fingerprint_part(path.name, st.st_size, st.st_mtime_ns))
+        return ";".join(parts)
+
+    @contextmanager
+    def hour_workspace(self, inst_id: str, hour: datetime, needs: Needs) -> Iterator[Path]:
+        yield self.root
+
+    @contextmanager
+    def files_workspace(self, prefix: Path) -> Iterator[Path]:
+        yield self.root
+
+    def where(self, path: Path) -> str:
+        return str(path)
+
+
+def _posix(path: Path) -> str:
+    return Path(path).as_posix()
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """relative path → (size, mtime_ns) of the files under `root`, hidden names (temp files) left out."""
+    found = {}
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            st = path.stat()
+            found[rel.as_posix()] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+@dataclass
+class ObjectTree:
+    """The lake's home in object storage; `work_dir` holds the steps' throwaway workspaces."""
+
+    store: S3Store
+    work_dir: Path
+
+    @property
+    def key(self) -> str:
+        return str(self.store.url)
+
+    def url_of(self, relative: str) -> str:
+        return f"s3://{self.store.url.bucket}/{self.store.url.key(relative)}"
+
+    def instruments(self) -> list[str]:
+        return [name for name in self.store.list_dirs(_posix(layout.RAW_PREFIX)) if layout.INST_ID_RE.fullmatch(name)]
+
+    def _raw_prefix(self, inst_id: str) -> str:
+        return f"{_posix(layout.RAW_PREFIX)}/{layout.validate_inst_id(inst_id)}/"
+
+    def hour_files(self, inst_id: str, *, after: datetime | None = None, until: datetime | None = None,
+                   on_unreadable: OnUnreadable = raise_unreadable) -> dict[datetime, dict[str, Path]]:
+        prefix = self._raw_prefix(inst_id)
+        # keys sort as day/HH.events.jsonl < HH.jsonl < HH.jsonl.gz < HH+1…: "HH.~" is past all of hour HH
+        start = f"{prefix}{after:{layout.DAY_FORMAT}}/{after:%H}.~" if after is not None else None
+        found: dict[datetime, dict[str, Path]] = {}
+        for obj in self.store.list_objects(prefix, start_after=start):
+            parsed = layout.parse_hour_file(Path(obj.relative))
+            if parsed is None or parsed.inst_id != inst_id:
+                continue
+            if until is not None and parsed.hour > until:
+                break
+            found.setdefault(parsed.hour, {})[parsed.kind] = parsed.path
+        return found
+
+    def parquet_hours(self, prefix: Path, *, until: datetime | None = None,
+                      on_unreadable: OnUnreadable = raise_unreadable) -> list[ParquetHour]:
+        found = []
+        for obj in self.store.list_objects(_posix(prefix) + "/"):
+            parts = Path(obj.relative).relative_to(prefix).parts
+            if len(parts) != 4 or parts[3] != layout.PARQUET_FILE:
+                continue
+            inst_id, day_name, hour_text = (layout.parse_hive_part(parts[i], i) for i in range(3))
+            day = parse_day(day_name) if day_name else None
+            if inst_id is None or day is None or hour_text is None:
+                continue
+            hour = day.replace(hour=int(hour_text))
+            if until is None or hour <= until:
+                found.append(ParquetHour(inst_id, hour, Path(obj.relative)))
+        return sorted(found, key=lambda p: (p.inst_id, p.hour))
+
+    def first_hour(self, on_unreadable: OnUnreadable = raise_unreadable) -> datetime | None:
+        raw = [min(hours) for inst_id in self.instruments() if (hours := self.hour_files(inst_id))]
+        curated = self.parquet_hours(layout.CURATED_PREFIX)
+        return min([*raw, *(p.hour for p in curated)], default=None)
+
+    def _hour_objects(self, inst_id: str, hour: datetime) -> dict[str, ListedObject]:
+        """kind → object of the hour's raw files: one LIST of the hour's key prefix."""
+        prefix = f"{self._raw_prefix(inst_id)}{hour:{layout.DAY_FORMAT}}/{hour:%H}."
+        found = {}
+        for obj in self.store.list_objects(prefix):
+            parsed = layout.parse_hour_file(Path(obj.relative))
+            if parsed is not None and parsed.hour == hour:
+                found[parsed.kind] = obj
+        return found
+
+    def hour_kinds(self, inst_id: str, hour: datetime) -> set[str]:
+        return set(self._hour_objects(inst_id, hour))
+
+    def fingerprint(self, inst_id: str, hour: datetime) -> str:
+        objects = self._hour_objects(inst_id, hour)
+        return ";".join(_fingerprint_part(Path(o.relative).name, o.size, o.mtime_ns)
+                        for kind in RAW_KINDS if (o := objects.get(kind)) is not None)
+
+    def _listed(self, relative: str) -> ListedObject | None:
+        return next((o for o in self.store.list_objects(relative) if o.relative == relative), None)
+
+    @contextmanager
+    def _workspace(self, objects: list[ListedObject]) -> Iterator[Path]:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        workspace = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX, dir=self.work_dir))
+        try:
+            etags = {}
+            for obj in objects:
+                target = workspace / obj.relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.store.download(obj.relative, target)
+                os.utime(target, ns=(obj.mtime_ns, obj.mtime_ns))
+                etags[obj.relative] = obj.etag
+            before = _snapshot(workspace)
+            yield workspace
+            self._publish(workspace, before, etags)
+        finally:
+            shutil.rmtree(workspace, ignore_errors=True)
+
+    def _publish(self, workspace: Path, before: dict[str, tuple[int, int]], etags: dict[str, str]) -> None:
+        after = _snapshot(workspace)
+        for relative, stamp in sorted(after.items()):
+            if before.get(relative) != stamp:
+                metadata = {"source": "l2_pipeline"}
+                self.store.put_file_verified(relative, workspace / relative, metadata,
+                                             CONTENT_TYPES.get(Path(relative).suffix, "application/octet-stream"))
+        for relative in sorted(set(before) - set(after)):  # only once everything new is verified in the store
+            current = self.store.head(relative)
+            if current is None:
+                continue
+            if current.etag != etags[relative]:
+                raise StoreError(f"{self.url_of(relative)} changed while this step worked on its staged copy "
+                                 "(a collector shipped late lines?); it was kept: run the step again")
+            self.store.delete(relative)
+
+    @contextmanager
+    def hour_workspace(self, inst_id: str, hour: datetime, needs: Needs) -> Iterator[Path]:
+        raw = self._hour_objects(inst_id, hour)
+        staged = []
+        for group in needs:
+            for kind in group:
+                relative = _posix(PATH_OF[kind](Path(""), inst_id, hour))
+                obj = raw.get(kind) if kind in RAW_KINDS else self._listed(relative)
+                if obj is not None:
+                    staged.append(obj)
+                    break
+        with self._workspace(staged) as workspace:
+            yield workspace
+
+    @contextmanager
+    def files_workspace(self, prefix: Path) -> Iterator[Path]:
+        with self._workspace(self.store.list_objects(_posix(prefix) + "/")) as workspace:
+            yield workspace
+
+    def where(self, path: Path) -> str:
+        path = Path(path)
+        if not path.is_absolute():
+            return self.url_of(path.as_posix())
+        try:
+            inside = path.relative_to(self.work_dir)
+        except ValueError:
+            return str(path)
+        if inside.parts and inside.parts[0].startswith(WORKSPACE_PREFIX):
+            return self.url_of(Path(*inside.parts[1:]).as_posix())
+        return str(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _object_tree(url: str, work_dir: str, endpoint: str) -> ObjectTree:
+    return ObjectTree(S3Store(parse_lake_url(url)), Path(work_dir))
+
+
+def lake_tree(lake_url: str, data_dir: Path) -> LakeTree:
+    """The tree of `lake_url` (s3://…; its client made once per process and endpoint) with workspaces
+    under `data_dir`, or the directory `data_dir` when `lake_url` is empty."""
+    if not lake_url:
+        return LocalTree(Path(data_dir))
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    return _object_tree(lake_url, str(Path(data_dir).expanduser().resolve()), endpoint)
+
+
+def as_tree(lake: Path | str | LakeTree) -> LakeTree:
+    """A lake directory (as tests and older callers pass it) as a `LocalTree`; a tree as it is."""
+    return LocalTree(Path(lake)) if isinstance(lake, (str, os.PathLike)) else lake
