@@ -37,7 +37,7 @@ from l2_pipeline.curated_migration import MigrationReport, migrate_legacy_curate
 from l2_pipeline.hours import iso, now_utc, parse_utc
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.retention import delete_files, plan_deletions
+from l2_pipeline.retention import DeletionReport, delete_files, plan_deletions
 
 MAX_LISTED = 200  # paths listed in run metadata (counts are always complete)
 
@@ -62,9 +62,10 @@ def delete_expired(context: OpExecutionContext, config: RetentionConfig, lake: L
     if migrated.moved or migrated.superseded:
         context.log.info(f"moved {len(migrated.moved)} curated file(s) of the pre-hive layout into the hive layout; "
                          f"removed {len(migrated.superseded)} old copies of hours rebuilt since")
-    candidates = plan_deletions(lake.tree, as_of, lake.raw_retention, lake.curated_retention,
-                                log_unreadable(context.log))
-    report = delete_files(lake.tree, candidates, dry_run=dry_run)
+    report = DeletionReport(dry_run=dry_run)
+    for tree, curated_retention in lake.retention_targets():  # the lake, then each replica's spool
+        candidates = plan_deletions(tree, as_of, lake.raw_retention, curated_retention, log_unreadable(context.log))
+        report.add(delete_files(tree, candidates, dry_run=dry_run))
     verb = "would remove" if dry_run else "removed"
     context.log.info(f"retention at {iso(as_of)}: {verb} {len(report.removed)} file(s), "
                      f"{report.bytes_freed} bytes; refused {len(report.refused)}")

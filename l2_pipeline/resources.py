@@ -31,7 +31,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from collector.config import COLLECTOR_ID_RE
 from collector.layout import list_instruments, validate_inst_id
 from collector.object_store import parse_lake_url
-from l2_pipeline.lake_tree import LakeTree, lake_tree
+from l2_pipeline.lake_tree import LakeTree, LocalTree, lake_tree
 from l2_pipeline.partitions import parse_hour_key
 
 DEFAULT_INSTRUMENTS = ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]
@@ -132,6 +132,11 @@ class LakeResource(ConfigurableResource):
     def tree(self) -> LakeTree:
         """Where the lake is: object storage (`lake_url`) or the directory `data_dir`."""
         return lake_tree(self.lake_url, self.root)
+
+    def retention_targets(self) -> list[tuple[LakeTree, timedelta | None]]:
+        """What retention cleans, each with its Parquet retention: the lake (raw and Parquet tiers) and
+        each replica's spool (raw hours only; they were merged into the lake long before)."""
+        return [(self.tree, self.curated_retention), *((LocalTree(d), None) for d in self.replicas.values())]
 
     @property
     def configured_start(self) -> datetime | None:

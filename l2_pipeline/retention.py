@@ -43,6 +43,14 @@ class DeletionReport:
     bytes_freed: int = 0
     hours: set[LakeHour] = field(default_factory=set)
 
+    def add(self, other: DeletionReport) -> None:
+        """Count `other` (another tree's deletions) in this report."""
+        self.removed += other.removed
+        self.refused += other.refused
+        self.removed_dirs += other.removed_dirs
+        self.bytes_freed += other.bytes_freed
+        self.hours |= other.hours
+
 
 class UnsafePath(ValueError):
     """A path that must not be deleted: outside the data root, or a symlink."""

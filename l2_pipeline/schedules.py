@@ -85,7 +85,8 @@ def compression_requests(
 
 def retention_request(lake: LakeResource, as_of: datetime, on_unreadable: OnUnreadable) -> RunRequest | SkipReason:
     """What the retention schedule does at `as_of`."""
-    due = plan_deletions(lake.tree, as_of, lake.raw_retention, lake.curated_retention, on_unreadable)
+    due = [cand for tree, curated_retention in lake.retention_targets()
+           for cand in plan_deletions(tree, as_of, lake.raw_retention, curated_retention, on_unreadable)]
     if not due and (lake.lake_url or not has_legacy_curated(lake.root, on_unreadable)):
         return SkipReason(f"nothing past retention at {iso(as_of)}")
     return RunRequest(
