@@ -331,7 +331,7 @@ class WriterGate:
         self._seen: dict[tuple[str, str], tuple[Path, int]] = {}
 
     def _open_files(self) -> dict[tuple[str, str], Any]:
-        return dict(self.writer.store._files)
+        return self.writer.store.open_files()
 
     def release_ended(self, ended_before: datetime) -> frozenset[Path]:
         """(writer thread) fsync and close every file of an hour that ended before `ended_before` and
@@ -342,7 +342,7 @@ class WriterGate:
                 continue
             if self._seen.get(key) == (f.path, f.size):
                 try:
-                    self.writer.store._close(key)
+                    self.writer.store.close_file(key)
                 except OSError as exc:
                     log_event(log, logging.WARNING, "ship_release_error", key[0],
                               f"closing {f.path.name} for shipping failed ({exc})")

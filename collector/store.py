@@ -245,6 +245,14 @@ class LakeWriter:
         if as_event:
             self.event(inst_id, "repair", path=str(relative), dropped_bytes=dropped)
 
+    def open_files(self) -> dict[tuple[str, str], _OpenFile]:
+        """(writer thread) (instId, kind) → the file held open for it now (a copy of the mapping)."""
+        return dict(self._files)
+
+    def close_file(self, key: tuple[str, str]) -> None:
+        """(writer thread) fsync and close the file held for `key` (instId, kind); the next line reopens it."""
+        self._close(key)
+
     def _close(self, key: tuple[str, str]) -> None:
         f = self._files.pop(key)
         try:
