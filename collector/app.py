@@ -34,6 +34,7 @@ from collector.ship import Shipper
 from collector.status import StatusReporter
 from collector.store import LakeWriter
 from collector.supervise import supervise
+from collector.tape import TapeRecorder
 from collector.venues import DEFAULT_VENUE
 from collector.writer import BackgroundWriter
 
@@ -91,6 +92,9 @@ class Collector:
         self.writer = BackgroundWriter(LakeWriter(cfg.data_dir, clock_ms=wall_ms), clock_ms=wall_ms)
         self.rest = rest.RestClient(DEFAULT_VENUE, cfg.rest_url, cfg.rest_timeout)
         self.syncs = {i: InstrumentSync(i, cfg.depth, self.writer) for i in cfg.instruments}
+        self.tape = TapeRecorder(self.writer, clock_ms=wall_ms) if cfg.tape else None
+        for sync in self.syncs.values():
+            sync.tape = self.tape
         pacer = ConnectionPacer(DEFAULT_VENUE.connections_per_second)
         self.feeds = [
             FeedConnection(f"conn{n}", cfg, {i: self.syncs[i] for i in group}, self.rest,

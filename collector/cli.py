@@ -51,6 +51,9 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lake-url", help="s3://bucket[/prefix]: ship closed hours there from --data-dir, which then "
                    "only spools (env L2_LAKE_URL; credentials, region and endpoint from the standard AWS_* variables; "
                    "default none: the data dir is the lake)")
+    p.add_argument("--tape", action="store_const", const="true",
+                   help="also write every books message as received to raw/okx/l2_tape/{instId}/{DATE}/{HH}.jsonl, "
+                   "replayable to any cadence by `l2-collector replay --tape` (env L2_TAPE=true; default off)")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -72,11 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     _add_run_arguments(sub.add_parser("run", help="collect OKX books into the lake"))
     add_simulate_arguments(sub.add_parser("simulate", help="local OKX-protocol server with faults"))
-    replay = sub.add_parser("replay", help="recorded frames through the engine into a lake")
-    replay.add_argument("--input", type=Path, required=True, help="JSONL file, one raw WS frame per line")
+    replay = sub.add_parser("replay", help="recorded frames, or the tape, through the engine into a lake")
+    source = replay.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", type=Path, help="JSONL file, one raw WS frame per line")
+    source.add_argument("--tape", type=Path, nargs="+", help="tape hour files or directories "
+                        "(raw/okx/l2_tape/{instId}/…/{HH}.jsonl[.gz], written by `run --tape`)")
     replay.add_argument("--data-dir", type=Path, required=True, help="lake root to write")
-    replay.add_argument("--cadence", type=float, default=_DEFAULTS.cadence,
-                        help="seconds of event time between records (default 2)")
+    replay.add_argument("--cadence", type=float, help="seconds of event time between records (default 2; with "
+                        "--tape, default: the live cadence, each record exactly as the live run wrote it)")
     replay.add_argument("--depth", type=int, default=_DEFAULTS.depth, help="levels per side (default 400)")
     export = sub.add_parser("export", help="one instrument's books over a time range into a file")
     _add_lake_arguments(export)
@@ -112,16 +118,38 @@ def _replay(args: argparse.Namespace) -> int:
     from collector.replay import replay_file
 
     logs.configure()
-    if not args.input.is_file():
-        return _fail(f"--input {args.input} is not a file")
-    if not args.cadence > 0:
+    if args.cadence is not None and not args.cadence > 0:
         return _fail(f"--cadence {args.cadence} must be > 0")
     if not 1 <= args.depth <= 400:
         return _fail(f"--depth {args.depth} must be between 1 and 400")
+    if args.tape:
+        return _replay_tape(args)
+    if not args.input.is_file():
+        return _fail(f"--input {args.input} is not a file")
     check_data_dir(args.data_dir)
-    stats = replay_file(args.input, args.data_dir, args.cadence, args.depth)
+    stats = replay_file(args.input, args.data_dir, args.cadence or _DEFAULTS.cadence, args.depth)
     print(f"replayed {stats.frames} frames ({stats.book_messages} book messages, {stats.bad_frames} bad) "
           f"-> {stats.records} records in {args.data_dir}")
+    return 0
+
+
+def _replay_tape(args: argparse.Namespace) -> int:
+    from collector.tape_replay import replay_tape
+
+    missing = [str(p) for p in args.tape if not p.exists()]
+    if missing:
+        return _fail(f"--tape {', '.join(missing)}: no such file or directory")
+    check_data_dir(args.data_dir)
+    try:
+        by_instrument = replay_tape(args.tape, args.data_dir, cadence_s=args.cadence, depth=args.depth)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if not by_instrument:
+        return _fail(f"no tape hour files under {', '.join(map(str, args.tape))}")
+    cadence = "the live cadence" if args.cadence is None else f"{args.cadence:g} s"
+    for inst_id, stats in by_instrument.items():
+        print(f"{inst_id}: replayed {stats.hours} hour(s), {stats.messages} messages ({stats.bad_lines} bad lines) "
+              f"-> {stats.records} records at {cadence} in {args.data_dir}")
     return 0
 
 

@@ -47,6 +47,7 @@ class CollectorConfig:
     log_level: str = "INFO"
     collector_id: str = ""  # names this collector among replicas capturing the same instruments ("" = no replicas)
     lake_url: str = ""  # s3://bucket[/prefix]: closed hours are shipped there from data_dir ("" = data_dir is the lake)
+    tape: bool = False  # also write every books message to raw/okx/l2_tape (collector.tape)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -71,9 +72,23 @@ def _coerce(name: str, value: Any) -> Any:
             return str(value)
         if name == "lake_url":
             return str(value).strip()
+        if name == "tape":
+            return _boolean(value)
         return float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: {value!r} is not a valid value for {name}") from None
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    try:
+        return _BOOLEANS[str(value).strip().lower()]
+    except KeyError:
+        raise ValueError(value) from None
 
 
 def _validate(cfg: CollectorConfig) -> None:

@@ -12,19 +12,27 @@ buffered while a REST snapshot is fetched), SYNCED (book is exactly the exchange
 Records are stamped only with the event time of a WS message the book has absorbed, never with a
 REST snapshot's `ts` (OKX may stamp that later than its content), and never with a `ts` that is not
 plausible epoch milliseconds within a day of the local clock (`bad_ts`: the book resyncs).
+
+With a tape (`collector.tape`), every input besides the WS frames (which the feed tapes as received)
+is taped as it arrives: subscribe acks, drops, REST snapshots and failures, cadence ticks, and the
+moments the book is lost and trusted again. `state_fields` / `restore` carry the whole state across
+an hour file's start, so a tape hour replays on its own.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from collector.book import BadLevel, OrderBook
 from collector.messages import BookMessage
 from collector.record import build_record
 from collector.venue import Unaligned, Venue
 from collector.venues import DEFAULT_VENUE
+
+if TYPE_CHECKING:
+    from collector.tape import TapeRecorder
 
 MAX_BUFFERED_UPDATES = 3000  # 5 min of 100 ms updates while a REST snapshot is awaited
 MAX_REST_ATTEMPTS = 10
@@ -87,6 +95,7 @@ class InstrumentSync:
         # kept by the feed's watchdog: monotonic time the book was last lost, and a runtime 60018
         self.unsynced_since: float | None = None
         self.delisted = False
+        self.tape: TapeRecorder | None = None
 
     @property
     def in_sync(self) -> bool:
@@ -96,6 +105,8 @@ class InstrumentSync:
 
     def drop(self, reason: str) -> None:
         """Forget the book (reconnect, stale feed, resubscribe); wait for a new subscription ack."""
+        if self.tape is not None:
+            self.tape.marker(self, "drop", reason=reason)
         if self.state is State.SYNCED:
             self._start_resync(reason)
         elif self._resync_reason is None and reason != "start":
@@ -104,6 +115,8 @@ class InstrumentSync:
 
     def subscribed(self) -> None:
         """The subscribe ack arrived: the next push decides WS-snapshot or REST path."""
+        if self.tape is not None:
+            self.tape.marker(self, "sub")
         if self.state is State.WAIT_ACK:
             self.state = State.WAIT_FIRST
 
@@ -138,6 +151,8 @@ class InstrumentSync:
 
     def on_rest_snapshot(self, msg: BookMessage, recv_ms: int) -> Resync | None:
         """A REST `/market/books` result for an ALIGNING book (OKX's alignment procedure)."""
+        if self.tape is not None:
+            self.tape.rest(self, msg, recv_ms)
         if self.state is not State.ALIGNING:
             return None  # a WS snapshot won the race, or the book was dropped meanwhile
         self._ahead_updates = 0
@@ -145,6 +160,8 @@ class InstrumentSync:
 
     def rest_failed(self) -> Resync:
         """The REST snapshot failed or could not be aligned; retry, or resubscribe after repeated failures."""
+        if self.tape is not None:
+            self.tape.marker(self, "rest_failed")
         self._pending_rest = None
         self._rest_attempts += 1
         if self._rest_attempts >= MAX_REST_ATTEMPTS:
@@ -158,8 +175,40 @@ class InstrumentSync:
         """The record for this cadence tick: only from a synced book that changed since the last one."""
         if self.state is not State.SYNCED or not self.changed:
             return None
+        if self.tape is not None:
+            self.tape.marker(self, "tick")
         self.changed = False
         return self._record(self.ts_ms, self.seq_id, self.prev_seq_id, gap=False, checksum_ok=True)
+
+    # -- state across a tape's hour files -------------------------------------------------------
+
+    def state_fields(self) -> dict[str, Any]:
+        """Everything the records and the book depend on, as JSON-able values (a tape hour's `book` line)."""
+        fields: dict[str, Any] = {"state": self.state.value}
+        if self.state is State.SYNCED:
+            fields.update(ts=self.ts_ms, seqId=self.seq_id, prevSeqId=self.prev_seq_id, recv=self.recv_ms,
+                          checksum=self.checksum, changed=self.changed,
+                          bids=self.book.bids.top(len(self.book.bids)), asks=self.book.asks.top(len(self.book.asks)))
+        elif self.state is State.ALIGNING:
+            fields.update(buffer=[message_fields(m, r) for m, r in self._buffer], attempts=self._rest_attempts,
+                          ahead=self._ahead_updates, reason=self._resync_reason,
+                          pending=None if self._pending_rest is None else message_fields(self._pending_rest, 0))
+        return fields
+
+    def restore(self, fields: dict[str, Any]) -> None:
+        """Take the state `state_fields` gave (replaying a tape from an hour file's start)."""
+        self._reset(State(fields["state"]))
+        if self.state is State.SYNCED:
+            self.book.apply(fields["bids"], fields["asks"])
+            self.seq_id, self.prev_seq_id = fields["seqId"], fields["prevSeqId"]
+            self.ts_ms, self.recv_ms, self.checksum = fields["ts"], fields["recv"], fields["checksum"]
+            self.changed = fields["changed"]
+        elif self.state is State.ALIGNING:
+            self._buffer = [message_from(self.inst_id, f) for f in fields["buffer"]]
+            self._rest_attempts, self._ahead_updates = fields["attempts"], fields["ahead"]
+            self._resync_reason = fields["reason"]
+            pending = fields["pending"]
+            self._pending_rest = None if pending is None else message_from(self.inst_id, pending)[0]
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -180,6 +229,8 @@ class InstrumentSync:
         self.state = state
 
     def _start_resync(self, reason: str) -> None:
+        if self.tape is not None:
+            self.tape.marker(self, "lost", reason=reason)
         self.resyncs += 1
         self._resync_reason = reason
         self.sink.event(self.inst_id, "resync_start", reason=reason, seqId=self.seq_id)
@@ -190,6 +241,8 @@ class InstrumentSync:
         return Resync.RESUBSCRIBE
 
     def _synced(self, how: str, seq_id: int | None, **details: Any) -> None:
+        if self.tape is not None:
+            self.tape.marker(self, "synced", how=how, seqId=seq_id)
         self.sink.event(self.inst_id, "resync_done", how=how, seqId=seq_id,
                         reason=self._resync_reason or "start", **details)
         self._resync_reason = None
@@ -311,3 +364,15 @@ def write_due_snapshots(syncs: Mapping[str, InstrumentSync], sink: Sink) -> None
         record = sync.snapshot_record()
         if record is not None:
             sink.record(inst_id, sync.ts_ms, record)
+
+
+def message_fields(msg: BookMessage, recv_ms: int) -> dict[str, Any]:
+    """A book message as JSON-able values (levels as their exact strings)."""
+    return {"action": msg.action, "ts": msg.ts_ms, "seqId": msg.seq_id, "prevSeqId": msg.prev_seq_id,
+            "checksum": msg.checksum, "bids": msg.bids, "asks": msg.asks, "r": recv_ms}
+
+
+def message_from(inst_id: str, fields: dict[str, Any]) -> tuple[BookMessage, int]:
+    """(message, receive time) back from `message_fields`."""
+    return BookMessage(inst_id, fields["action"], fields["bids"], fields["asks"], fields["ts"], fields["checksum"],
+                       fields["seqId"], fields["prevSeqId"]), fields["r"]

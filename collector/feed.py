@@ -260,6 +260,9 @@ class FeedConnection:
             self._bad_frame(exc)
             return
         if isinstance(decoded, list):
+            sync = self.syncs.get(decoded[0].inst_id) if decoded else None
+            if sync is not None and sync.tape is not None:  # taped as received, before the engine takes it
+                sync.tape.frame(sync, raw, recv_ms, decoded[0].ts_ms)
             for msg in decoded:
                 await self._on_book(ws, msg, recv_ms)
         elif isinstance(decoded, EventMessage):

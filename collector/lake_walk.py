@@ -78,12 +78,14 @@ def iter_hour_files(
     after: datetime | None = None,
     until: datetime | None = None,
     on_unreadable: OnUnreadable = raise_unreadable,
+    prefix: Path = layout.RAW_PREFIX,
 ) -> Iterator[layout.HourFile]:
     """Raw-lake hour files (optionally of one instrument) with after < hour ≤ until (either bound
-    optional), by instrument, then in path order."""
-    inst_ids = [layout.validate_inst_id(inst_id)] if inst_id else layout.list_instruments(data_dir)
+    optional), by instrument, then in path order; `prefix` names the dataset (the tape's:
+    `layout.TAPE_PREFIX`, whose `{HH}.jsonl` are then kind "records")."""
+    inst_ids = [layout.validate_inst_id(inst_id)] if inst_id else layout.list_instruments(data_dir, prefix)
     for iid in inst_ids:
-        for day, directory in day_dirs(layout.raw_root(data_dir) / iid, on_unreadable):
+        for day, directory in day_dirs(layout.raw_root(data_dir, prefix) / iid, on_unreadable):
             if after is not None and day + timedelta(days=1) <= after + layout.HOUR:
                 continue  # every hour of this day is ≤ after
             if until is not None and day > until:
@@ -104,10 +106,12 @@ def hour_files(
     after: datetime | None = None,
     until: datetime | None = None,
     on_unreadable: OnUnreadable = raise_unreadable,
+    prefix: Path = layout.RAW_PREFIX,
 ) -> dict[datetime, dict[str, Path]]:
     """hour → {kind: path} of one instrument, for after < hour ≤ until."""
     found: dict[datetime, dict[str, Path]] = defaultdict(dict)
-    for hour_file in iter_hour_files(data_dir, inst_id, after=after, until=until, on_unreadable=on_unreadable):
+    for hour_file in iter_hour_files(data_dir, inst_id, after=after, until=until, on_unreadable=on_unreadable,
+                                     prefix=prefix):
         found[hour_file.hour][hour_file.kind] = hour_file.path
     return dict(found)
 

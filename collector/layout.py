@@ -15,6 +15,9 @@ from collector.venues import DEFAULT_VENUE
 
 INST_ID_RE = re.compile(DEFAULT_VENUE.inst_id_pattern)
 RAW_PREFIX = Path("raw", DEFAULT_VENUE.name, DEFAULT_VENUE.dataset)
+# the full-resolution tape (`--tape`, collector.tape): every books message, hour files laid out as
+# the snapshots' (`{instId}/{YYYY-MM-DD}/{HH}.jsonl`, `.jsonl.gz` once archived)
+TAPE_PREFIX = Path("raw", DEFAULT_VENUE.name, "l2_tape")
 META_PREFIX = Path("meta", DEFAULT_VENUE.name, "instruments")
 CURATED_PREFIX = Path("curated", DEFAULT_VENUE.name, DEFAULT_VENUE.dataset)
 FEATURES_PREFIX = Path("features", DEFAULT_VENUE.name, DEFAULT_VENUE.dataset)
@@ -66,18 +69,24 @@ def _check_hour(hour: datetime) -> datetime:
     return hour
 
 
-def raw_root(data_dir: Path) -> Path:
-    return Path(data_dir) / RAW_PREFIX
+def raw_root(data_dir: Path, prefix: Path = RAW_PREFIX) -> Path:
+    """The raw dataset's root: the snapshots (`raw/okx/l2_perps`), or with `prefix` the tape's."""
+    return Path(data_dir) / prefix
 
 
-def hour_dir(data_dir: Path, inst_id: str, hour: datetime) -> Path:
+def hour_dir(data_dir: Path, inst_id: str, hour: datetime, prefix: Path = RAW_PREFIX) -> Path:
     _check_hour(hour)
-    return raw_root(data_dir) / validate_inst_id(inst_id) / hour.strftime(DAY_FORMAT)
+    return raw_root(data_dir, prefix) / validate_inst_id(inst_id) / hour.strftime(DAY_FORMAT)
 
 
-def records_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
-    """`raw/okx/l2_perps/{instId}/{YYYY-MM-DD}/{HH}.jsonl`."""
-    return hour_dir(data_dir, inst_id, hour) / f"{hour:%H}{RECORDS_SUFFIX}"
+def records_path(data_dir: Path, inst_id: str, hour: datetime, prefix: Path = RAW_PREFIX) -> Path:
+    """`raw/okx/l2_perps/{instId}/{YYYY-MM-DD}/{HH}.jsonl` (with `prefix`, that dataset's)."""
+    return hour_dir(data_dir, inst_id, hour, prefix) / f"{hour:%H}{RECORDS_SUFFIX}"
+
+
+def tape_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
+    """`raw/okx/l2_tape/{instId}/{YYYY-MM-DD}/{HH}.jsonl`: the hour's tape."""
+    return records_path(data_dir, inst_id, hour, TAPE_PREFIX)
 
 
 def events_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
@@ -85,9 +94,9 @@ def events_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
     return hour_dir(data_dir, inst_id, hour) / f"{hour:%H}{EVENTS_SUFFIX}"
 
 
-def archive_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
-    """`raw/okx/l2_perps/{instId}/{YYYY-MM-DD}/{HH}.jsonl.gz`."""
-    return hour_dir(data_dir, inst_id, hour) / f"{hour:%H}{ARCHIVE_SUFFIX}"
+def archive_path(data_dir: Path, inst_id: str, hour: datetime, prefix: Path = RAW_PREFIX) -> Path:
+    """`raw/okx/l2_perps/{instId}/{YYYY-MM-DD}/{HH}.jsonl.gz` (with `prefix`, that dataset's)."""
+    return hour_dir(data_dir, inst_id, hour, prefix) / f"{hour:%H}{ARCHIVE_SUFFIX}"
 
 
 def meta_path(data_dir: Path, inst_id: str) -> Path:
@@ -164,9 +173,9 @@ def parse_hour_file(path: Path) -> HourFile | None:
     return HourFile(inst_id, hour, _KIND_BY_SUFFIX[m.group(2)], path)
 
 
-def list_instruments(data_dir: Path) -> list[str]:
-    """instIds that have a directory in the raw lake, sorted."""
-    root = raw_root(data_dir)
+def list_instruments(data_dir: Path, prefix: Path = RAW_PREFIX) -> list[str]:
+    """instIds that have a directory in the raw lake (with `prefix`, that dataset), sorted."""
+    root = raw_root(data_dir, prefix)
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and INST_ID_RE.fullmatch(p.name))

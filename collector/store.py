@@ -39,6 +39,9 @@ MAX_FUTURE_MS = 86_400_000  # no record (and no dedup high-water mark) beyond lo
 REPAIR_WINDOW_HOURS = 48
 
 
+_PATH_OF = {"records": layout.records_path, "events": layout.events_path, "tape": layout.tape_path}
+
+
 @dataclass(slots=True)
 class _OpenFile:
     hour: datetime
@@ -113,7 +116,9 @@ def repair_recent_hours(data_dir: Path, since: datetime) -> list[tuple[layout.Ho
     Returns (file, bytes dropped) for each file that was repaired.
     """
     repaired = []
-    for hour_file in lake_walk.iter_hour_files(data_dir, after=since - layout.HOUR):
+    hour_files = (hour_file for prefix in (layout.RAW_PREFIX, layout.TAPE_PREFIX)
+                  for hour_file in lake_walk.iter_hour_files(data_dir, after=since - layout.HOUR, prefix=prefix))
+    for hour_file in hour_files:
         if hour_file.kind in ("records", "events"):
             dropped = repair_torn_tail(hour_file.path)
             if dropped:
@@ -157,6 +162,10 @@ class LakeWriter:
         now = self._clock_ms() if at_ms is None else at_ms
         self._write(inst_id, "events", layout.hour_floor(now), encode_line(build_event(
             inst_id, event_type, now, **details)))
+
+    def tape(self, inst_id: str, hour: datetime, line: bytes) -> None:
+        """One line of the instrument's tape (`collector.tape`) in the tape file of `hour`."""
+        self._write(inst_id, "tape", hour, line)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -222,8 +231,7 @@ class LakeWriter:
             if current.hour == hour:
                 return current
             self._close(key)  # hour rolled over (or the local clock jumped)
-        path_of = layout.records_path if kind == "records" else layout.events_path
-        path = path_of(self.data_dir, inst_id, hour)
+        path = _PATH_OF[kind](self.data_dir, inst_id, hour)
         created = not path.exists()
         dropped = 0
         if created:

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -46,6 +47,9 @@ class BackgroundWriter:
 
     def event(self, inst_id: str, event_type: str, **details: Any) -> None:
         self._jobs.put(partial(self.store.event, inst_id, event_type, at_ms=self._clock_ms(), **details))
+
+    def tape(self, inst_id: str, hour: datetime, line: bytes) -> None:
+        self._jobs.put(partial(self.store.tape, inst_id, hour, line))
 
     # -- control -------------------------------------------------------------------------------
 

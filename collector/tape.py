@@ -1,0 +1,89 @@
+"""The full-resolution tape (`--tape`; docs/CONTRACT.md §8): every input of an instrument's book
+engine, in the order the engine took it, one JSON line each, in hourly files
+`raw/okx/l2_tape/{instId}/{YYYY-MM-DD}/{HH}.jsonl` written by the lake writer like the snapshots
+(one `os.write` per line, torn tails repaired, fsync on hour close).
+
+Because the engine (`collector.engine.InstrumentSync`) is deterministic in its inputs, replaying
+a tape through a fresh engine (`collector.tape_replay`) rebuilds the book after every message and
+every record the live process wrote, byte for byte. Lines (`t` is the kind, `r` the local receive
+or wall time in epoch ms):
+
+- `{"t":"ws","r":…,"m":<frame>}`: a `books` push exactly as received (the frame's JSON text inline);
+- `{"t":"rest","r":…,"action":"snapshot","ts":…,"seqId":…,"prevSeqId":…,"checksum":…,"bids":[…],"asks":[…]}`:
+  a REST `/market/books` snapshot taken to align the book (levels as the exact strings received);
+- `{"t":"sub","r":…}` the subscribe ack, `{"t":"drop","r":…,"reason":…}` the engine forgot the
+  book (reconnect, stale feed, resubscribe), `{"t":"rest_failed","r":…}` an alignment attempt failed;
+- `{"t":"tick","r":…}`: a cadence tick wrote this instrument's snapshot record;
+- `{"t":"lost","r":…,"reason":…}` / `{"t":"synced","r":…,"how":…}`: the engine stopped / started
+  trusting its book (informational: replay finds the same by itself; readers see the stretches);
+- `{"t":"book","r":…,"state":…, …}`: the first line of every hour file: the engine's state when
+  the hour began (`InstrumentSync.state_fields`). `synced` carries the full book (`bids`, `asks`,
+  every level) with `ts`, `seqId`, `prevSeqId`, `recv`, `checksum` and `changed`; `aligning` the
+  buffered updates and the pending REST snapshot; so an hour replays on its own.
+
+The hour of a line is that of its exchange time for `ws` (the frame's first message) and `rest`,
+otherwise the instrument's current tape hour; a tape hour never goes back, so lines stay in
+engine order across files. Inputs before an instrument's first message (the start's drop and
+subscribe ack) are not written: the first file's `book` line holds the state they led to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from collector import layout
+from collector.engine import message_fields
+
+if TYPE_CHECKING:
+    from collector.engine import InstrumentSync
+    from collector.messages import BookMessage
+
+
+class TapeSink(Protocol):
+    def tape(self, inst_id: str, hour: datetime, line: bytes) -> None: ...
+
+
+def frame_bytes(raw: str | bytes) -> bytes:
+    """A frame's JSON text as one line: a newline can only be whitespace between JSON tokens."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    return data.replace(b"\r", b" ").replace(b"\n", b" ") if b"\n" in data or b"\r" in data else data
+
+
+class TapeRecorder:
+    """The live side: the feed hands it each `books` frame, the engine each of its other inputs."""
+
+    def __init__(self, sink: TapeSink, clock_ms: Callable[[], int]) -> None:
+        self.sink = sink
+        self._clock_ms = clock_ms
+        self._hours: dict[str, datetime] = {}
+        self.lines = 0
+
+    def frame(self, sync: InstrumentSync, raw: str | bytes, recv_ms: int, ts_ms: int) -> None:
+        self._put(sync, layout.hour_floor(ts_ms),
+                  b'{"t":"ws","r":%d,"m":%b}\n' % (recv_ms, frame_bytes(raw)))
+
+    def rest(self, sync: InstrumentSync, msg: BookMessage, recv_ms: int) -> None:
+        self._put(sync, layout.hour_floor(msg.ts_ms), _line({"t": "rest", **message_fields(msg, recv_ms)}))
+
+    def marker(self, sync: InstrumentSync, kind: str, **fields: Any) -> None:
+        self._put(sync, None, _line({"t": kind, "r": self._clock_ms(), **fields}))
+
+    def _put(self, sync: InstrumentSync, hour: datetime | None, line: bytes) -> None:
+        inst_id = sync.inst_id
+        current = self._hours.get(inst_id)
+        if hour is None and current is None:
+            return  # before the first message: the first file's `book` line carries the state this led to
+        if current is None or (hour is not None and hour > current):
+            current = self._hours[inst_id] = hour
+            self.sink.tape(inst_id, current, _line({"t": "book", "r": self._clock_ms(), **sync.state_fields()}))
+            self.lines += 1
+        self.sink.tape(inst_id, current, line)
+        self.lines += 1
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
