@@ -9,6 +9,7 @@ closed hour to the same relative path under the URL (docs/CONTRACT.md §1):
 | `raw/okx/l2_perps/{instId}/{day}/{HH}.jsonl`    | `…/{HH}.jsonl.gz` (gzip -6, as the pipeline makes it) | removed |
 | `raw/okx/l2_perps/{instId}/{day}/{HH}.jsonl.gz` (already archived) | `…/{HH}.jsonl.gz`, the file as it is | removed |
 | `raw/okx/l2_perps/{instId}/{day}/{HH}.events.jsonl` | the same name, as it is          | removed |
+| `raw/okx/l2_tape/{instId}/{day}/{HH}.jsonl` (`--tape`) | `…/{HH}.jsonl.gz`, as the snapshots | removed |
 | `meta/okx/instruments/*`                        | the same name, whenever it changed      | kept |
 
 An hour is closed once its end plus `grace` (2 min) has passed and the writer no longer has its file
@@ -91,6 +92,7 @@ GRACE = timedelta(minutes=2)
 SCAN_INTERVAL_S = 30.0
 WRITER_TIMEOUT_S = 30.0
 STATE_NAME = ".l2-ship-backlog.json"
+SHIPPED_DATASETS = (layout.RAW_PREFIX, layout.TAPE_PREFIX)  # the snapshots, and the tape (`--tape`)
 STATE_EVERY_S = 1.0  # the backlog file is rewritten at most this often while a pass drains
 CHUNK = 1 << 20
 COMPRESS_LEVEL = 6  # as l2_pipeline.archive: the same bytes whoever compresses an hour
@@ -555,14 +557,16 @@ class Shipper:
 
     def scan(self, now_ms: int, open_paths: frozenset[Path] = frozenset()) -> list[HourUnit]:
         """Closed hours in the spool (oldest first), without files the writer holds or that are stuck."""
-        units: dict[tuple[str, datetime], HourUnit] = {}
-        for hour_file in lake_walk.iter_hour_files(self.data_dir, until=closed_until(now_ms, self.grace),
-                                                   on_unreadable=lake_walk.log_unreadable(log)):
-            if hour_file.path in open_paths or hour_file.path in self._stuck:
-                continue
-            key = (hour_file.inst_id, hour_file.hour)
-            units.setdefault(key, HourUnit(hour_file.inst_id, hour_file.hour, {})).files[hour_file.kind] = \
-                hour_file.path
+        units: dict[tuple[Path, str, datetime], HourUnit] = {}
+        until = closed_until(now_ms, self.grace)
+        for prefix in SHIPPED_DATASETS:
+            for hour_file in lake_walk.iter_hour_files(self.data_dir, until=until, prefix=prefix,
+                                                       on_unreadable=lake_walk.log_unreadable(log)):
+                if hour_file.path in open_paths or hour_file.path in self._stuck:
+                    continue
+                key = (prefix, hour_file.inst_id, hour_file.hour)
+                units.setdefault(key, HourUnit(hour_file.inst_id, hour_file.hour, {})).files[hour_file.kind] = \
+                    hour_file.path
         return sorted((u.measure() for u in units.values()), key=lambda u: (u.hour, u.inst_id))
 
     # -- publishing the backlog ---------------------------------------------------------------------------

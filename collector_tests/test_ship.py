@@ -221,6 +221,20 @@ def test_closed_hours_shipped_verified_and_removed(tmp_path: Path, env: S3Server
     assert s.backlog.shipped_files == 6
 
 
+def test_tape_hours_ship_beside_the_snapshots(tmp_path: Path, env: S3Server) -> None:
+    spool, bucket = tmp_path / "spool", env.create_bucket()
+    records = plant(spool, BTC, H0, "records", lines(H0, 20))
+    tape_data = b'{"t":"book","r":1,"state":"wait_ack"}\n' + lines(H0, 40, seed=3)
+    tape = layout.tape_path(spool, BTC, H0)
+    tape.parent.mkdir(parents=True)
+    tape.write_bytes(tape_data)
+    shipper(spool, bucket).ship_once(ms(H0 + layout.HOUR + timedelta(minutes=3)))
+    assert content_of(env, bucket, key_of("lake", records, spool)) == lines(H0, 20)
+    tape_key = key_of("lake", tape, spool)
+    assert tape_key.startswith("lake/raw/okx/l2_tape/") and content_of(env, bucket, tape_key) == tape_data
+    assert not records.exists() and not tape.exists()
+
+
 def gzip_like_pipeline(tmp: Path, data: bytes, name: str) -> bytes:
     """What l2_pipeline.archive writes for the same hour (gzip -6, mtime 0, the .jsonl's name): the
     object is byte-identical to a locally archived hour."""
