@@ -114,6 +114,17 @@ def test_replay_rebuilds_every_live_record_and_every_book(tmp_path: Path, fault:
     assert not result.wrong and result.exact == result.promised
     assert result.promised > verify_lake(data, truth_log).promised
 
+    # read_books serves the same finer cadence straight from the tape, at any depth
+    from l2_pipeline import read_books
+
+    for inst_id in INSTS.split(","):
+        hours = sorted(f.hour for f in lake_walk.iter_hour_files(fine, inst_id))
+        span = (hours[0], hours[-1] + layout.HOUR)
+        from_tape = read_books(inst_id, *span, lake=data, cadence=0.05, include_flagged=True)
+        assert from_tape.equals(read_books(inst_id, *span, lake=fine, include_flagged=True))
+        top = read_books(inst_id, *span, lake=data, cadence=0.05, depth=10)
+        assert top.num_rows and max(len(levels) for levels in top["bids"].to_pylist()) == 10
+
 
 def test_an_hour_replays_on_its_own(tmp_path: Path) -> None:
     boundary, start_at = hour_boundary_soon(4)

@@ -1,9 +1,10 @@
 """Where research access reads the lake: a local lake directory, or the lake's home in object
 storage (`s3://bucket[/prefix]`, where the collector ships closed hours, `collector.ship`).
 
-Both answer the same three questions with the same code downstream: which instruments the lake
-holds, one hour's records as a table in the curated schema (curated Parquet first, else the raw
-`.jsonl.gz` / `.jsonl`, converted by `l2_pipeline.curated`), and one hour's events. Object storage
+Both answer the same questions with the same code downstream: which instruments the lake holds,
+one hour's records as a table in the curated schema (curated Parquet first, else the raw
+`.jsonl.gz` / `.jsonl`, converted by `l2_pipeline.curated`), one hour's events, and one hour of
+the tape (`--tape`) resampled to a cadence and depth (`l2_pipeline.tape_books`). Object storage
 is read with the collector's S3 client (`collector.object_store`: boto3; credentials, region and
 `AWS_ENDPOINT_URL` from the standard variables). No Dagster.
 """
@@ -24,7 +25,9 @@ import pyarrow.parquet as pq
 from collector import layout
 from collector.lake_walk import parquet_instruments
 from collector.object_store import S3Store, StoreError, parse_lake_url
+from collector.tape_replay import read_lines
 from l2_pipeline.curated import PARQUET_SCHEMA, json_objects, load_hour, table_from_bytes
+from l2_pipeline.tape_books import resample_hour
 
 RELATIVE = Path("")  # the layout's paths relative to the lake root: the object keys under the URL
 
@@ -40,6 +43,8 @@ class LakeSource(Protocol):
 
     def hour_events(self, inst_id: str, hour: datetime) -> list[dict[str, Any]]: ...
 
+    def hour_tape(self, inst_id: str, hour: datetime, cadence_ms: int, depth: int) -> pa.Table | None: ...
+
 
 @dataclass(frozen=True)
 class LocalLake:
@@ -49,7 +54,8 @@ class LocalLake:
         return str(self.root)
 
     def instruments(self) -> set[str]:
-        return {*layout.list_instruments(self.root), *parquet_instruments(self.root, layout.CURATED_PREFIX)}
+        return {*layout.list_instruments(self.root), *layout.list_instruments(self.root, layout.TAPE_PREFIX),
+                *parquet_instruments(self.root, layout.CURATED_PREFIX)}
 
     def hour_books(self, inst_id: str, hour: datetime) -> pa.Table | None:
         curated = layout.curated_path(self.root, inst_id, hour)
@@ -64,6 +70,13 @@ class LocalLake:
         except FileNotFoundError:
             return []
 
+    def hour_tape(self, inst_id: str, hour: datetime, cadence_ms: int, depth: int) -> pa.Table | None:
+        for path in (layout.tape_path(self.root, inst_id, hour),
+                     layout.archive_path(self.root, inst_id, hour, layout.TAPE_PREFIX)):
+            if path.is_file():
+                return resample_hour(read_lines(path), inst_id, cadence_ms, depth)[0]
+        return None
+
 
 def _key(path: Path) -> str:
     return PurePosixPath(path).as_posix()
@@ -77,7 +90,8 @@ class ObjectLake:
         return self.store.describe()
 
     def instruments(self) -> set[str]:
-        raw = {name for name in self.store.list_dirs(_key(layout.RAW_PREFIX)) if layout.INST_ID_RE.fullmatch(name)}
+        raw = {name for prefix in (layout.RAW_PREFIX, layout.TAPE_PREFIX) for name in self.store.list_dirs(_key(prefix))
+               if layout.INST_ID_RE.fullmatch(name)}
         curated = {v for name in self.store.list_dirs(_key(layout.CURATED_PREFIX))
                    if (v := layout.parse_hive_part(name, 0)) is not None}
         return raw | curated
@@ -97,6 +111,12 @@ class ObjectLake:
     def hour_events(self, inst_id: str, hour: datetime) -> list[dict[str, Any]]:
         data = self._get(layout.events_path(RELATIVE, inst_id, hour))
         return [] if data is None else json_objects(data.splitlines())
+
+    def hour_tape(self, inst_id: str, hour: datetime, cadence_ms: int, depth: int) -> pa.Table | None:
+        archived = self._get(layout.archive_path(RELATIVE, inst_id, hour, layout.TAPE_PREFIX))
+        data = gzip.decompress(archived) if archived is not None else self._get(
+            layout.tape_path(RELATIVE, inst_id, hour))
+        return None if data is None else resample_hour(data.splitlines(), inst_id, cadence_ms, depth)[0]
 
 
 def open_lake(lake: str | os.PathLike | None) -> LocalLake | ObjectLake:

@@ -11,6 +11,11 @@ whichever tier serves an hour. Records that are not the exchange's book (gap mar
 `checksum_ok=false`) are left out unless `include_flagged=True`. `depth` keeps the best N levels
 per side; `columns` selects columns.
 
+`cadence=0.25` (seconds) serves a finer cadence than the 2 s snapshots from the tape (`--tape`):
+each hour's tape is replayed through the engine (`l2_pipeline.tape_books`) into the records the
+collector would have written at that cadence (a record when the book changed, stamped with the
+event time of its last message; never across a gap). Hours without a tape give no records.
+
 `book_at` returns the last record at or before a time that is not flagged, as a one-row table.
 Errors say what was wrong: an unknown instrument, `start > end`, a lake path that does not exist,
 an empty range (no record in it).
@@ -31,6 +36,7 @@ from l2_pipeline.curated import PARQUET_SCHEMA
 from l2_pipeline.hours import parse_utc, utc
 from l2_pipeline.lake_source import LakeSource, LakeSourceError, open_lake
 
+MAX_DEPTH = 400  # levels per side OKX's books channel keeps
 LOOKBACK = timedelta(hours=6)  # how far back `book_at` looks for the last exact book
 TimeLike = datetime | str
 
@@ -85,6 +91,7 @@ class BookRange:
     depth: int | None = None
     include_flagged: bool = False
     columns: tuple[str, ...] | None = None
+    cadence_ms: int | None = None  # from the tape at this cadence; None: the snapshots
 
     def hours(self) -> list[datetime]:
         """The hours the range touches, oldest first."""
@@ -96,7 +103,10 @@ class BookRange:
 
     def hour_table(self, hour: datetime) -> pa.Table:
         """The range's records in one of its hours (possibly none), in time order."""
-        table = self.source.hour_books(self.inst_id, hour)
+        if self.cadence_ms is None:
+            table = self.source.hour_books(self.inst_id, hour)
+        else:
+            table = self.source.hour_tape(self.inst_id, hour, self.cadence_ms, self.depth or MAX_DEPTH)
         if table is None:
             return self.schema().empty_table()
         ts_type = PARQUET_SCHEMA.field("timestamp_utc").type
@@ -116,8 +126,10 @@ class BookRange:
         return pa.schema([PARQUET_SCHEMA.field(c) for c in self.columns]) if self.columns else PARQUET_SCHEMA
 
     def nothing_found(self) -> ReadError:
+        tape = "" if self.cadence_ms is None else " on the tape (the collector writes one with --tape)"
         return ReadError(f"no {'' if self.include_flagged else 'exact '}record of {self.inst_id} in "
-                         f"[{self.begin:%Y-%m-%dT%H:%M:%SZ}, {self.end:%Y-%m-%dT%H:%M:%SZ}) in lake {self.source}")
+                         f"[{self.begin:%Y-%m-%dT%H:%M:%SZ}, {self.end:%Y-%m-%dT%H:%M:%SZ}) in lake {self.source}"
+                         + tape)
 
 
 def book_range(
@@ -129,6 +141,7 @@ def book_range(
     lake: str | os.PathLike | None = None,
     include_flagged: bool = False,
     columns: Sequence[str] | None = None,
+    cadence: float | None = None,
 ) -> BookRange:
     """Check a request (arguments as `read_books`); ReadError says what to change."""
     source = _lake(lake)
@@ -137,11 +150,15 @@ def book_range(
         raise ReadError(f"start {begin:%Y-%m-%dT%H:%M:%SZ} is after end {finish:%Y-%m-%dT%H:%M:%SZ}")
     if depth is not None and depth < 1:
         raise ReadError(f"depth={depth}: ask for at least 1 level per side (or None for all)")
+    if cadence is not None and not 0.001 <= cadence <= 3600:
+        raise ReadError(f"cadence={cadence}: give seconds between records from 0.001 to 3600 (or None for the "
+                        "2 s snapshots)")
     unknown = sorted(set(columns or ()) - set(PARQUET_SCHEMA.names))
     if unknown:
         raise ReadError(f"unknown column(s) {', '.join(unknown)}; the columns are {', '.join(PARQUET_SCHEMA.names)}")
     _instrument(source, inst_id)
-    return BookRange(source, inst_id, begin, finish, depth, include_flagged, tuple(columns) if columns else None)
+    return BookRange(source, inst_id, begin, finish, depth, include_flagged, tuple(columns) if columns else None,
+                     None if cadence is None else round(cadence * 1000))
 
 
 def read_books(
@@ -153,9 +170,11 @@ def read_books(
     lake: str | os.PathLike | None = None,
     include_flagged: bool = False,
     columns: Sequence[str] | None = None,
+    cadence: float | None = None,
 ) -> pa.Table:
     """Snapshot records of `inst_id` with start <= timestamp_utc < end (see the module docstring)."""
-    request = book_range(inst_id, start, end, depth=depth, lake=lake, include_flagged=include_flagged, columns=columns)
+    request = book_range(inst_id, start, end, depth=depth, lake=lake, include_flagged=include_flagged, columns=columns,
+                         cadence=cadence)
     tables = [t for hour in request.hours() if (t := request.hour_table(hour)).num_rows]
     if not tables:
         raise request.nothing_found()
