@@ -1,6 +1,7 @@
 """Lake writer: append-only hourly JSONL record and event files (docs/CONTRACT.md §1–§4).
 
-Records go to the UTC hour of their exchange event time, events to the hour of their local time.
+Records go to the UTC hour of their exchange event time, events to the hour of their local time,
+tape lines (`--tape`, `collector.tape`) to the hour the tape recorder names (section 7).
 Guarantees, each tested:
 - one `os.write` per line on an O_APPEND descriptor, so a killed process leaves at most one torn
   line, and a failed or short write (disk full) is truncated back, so no torn line is left at all;

@@ -1,4 +1,4 @@
-"""The full-resolution tape (`--tape`; docs/CONTRACT.md §8): every input of an instrument's book
+"""The full-resolution tape (`--tape`; docs/CONTRACT.md §7): every input of an instrument's book
 engine, in the order the engine took it, one JSON line each, in hourly files
 `raw/okx/l2_tape/{instId}/{YYYY-MM-DD}/{HH}.jsonl` written by the lake writer like the snapshots
 (one `os.write` per line, torn tails repaired, fsync on hour close).
