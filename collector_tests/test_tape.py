@@ -149,3 +149,15 @@ def test_an_hour_replays_on_its_own(tmp_path: Path) -> None:
     assert "BTC-USDT-SWAP: replayed 1 hour(s)" in out.stdout
     live_hour = layout.records_path(data, "BTC-USDT-SWAP", boundary).read_bytes()
     assert live_hour and layout.records_path(alone, "BTC-USDT-SWAP", boundary).read_bytes() == live_hour
+
+
+def test_replay_tape_refuses_what_is_not_a_tape(tmp_path: Path) -> None:
+    stray = tmp_path / "notes.txt"
+    stray.write_text("hello\n")
+    for args, message in (((str(stray),), "is not a tape hour file"),
+                          ((str(tmp_path / "missing"),), "no such file or directory"),
+                          ((str(tmp_path / "empty"),), "no tape hour files")):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        out = subprocess.run(cli("replay", "--tape", *args, "--data-dir", str(tmp_path / "out")),
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
