@@ -20,7 +20,14 @@ With at most one record per interval (`--status-interval` below the cadence) bot
 the default 5 s and a 2 s cadence an interval holds 2-3 records, its p99 is their maximum, so the
 reported p99 is conservative and late records are given as an exact count or a [low-high] range.
 
-Usage: `python -m bench.process [--sizes 2,50,250] [--duration 60] [--warmup 15]`.
+With `--tape` the collector also writes its full-resolution tape (`run --tape`, collector.tape) and
+the tape's bytes on disk are shown. `--tape both` runs each N without and then with the tape, back to
+back on the same simulator settings, and adds a table of with/without ratios (CPU, RSS, write lag):
+the figure to judge the tape by, since both halves see the same machine a minute apart. CPU is also
+given per message received, since a starved simulator may deliver different rates to the two runs. `--rounds R`
+repeats the pair R times, alternating which variant goes first, and gives each round's ratio.
+
+Usage: `python -m bench.process [--sizes 2,50,250] [--duration 60] [--warmup 15] [--tape [on|both]] [--rounds 1]`.
 """
 
 from __future__ import annotations
@@ -237,6 +244,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
+def tree_bytes(root: Path) -> int:
+    """Bytes of every file under `root` (0 if it does not exist)."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+
+
 def records_on_disk(data_dir: Path, start_s: float, end_s: float) -> dict[str, int]:
     """Records per instrument whose event time lies in [start_s, end_s)."""
     counts: dict[str, int] = {}
@@ -284,6 +296,8 @@ def stop(proc: subprocess.Popen[Any], pid: int, timeout: float = 20.0) -> None:
 @dataclass
 class Result:
     n: int
+    tape: bool
+    tape_bytes: int
     target_msgs_s: float
     time_v: dict[str, float]
     window: Window
@@ -304,12 +318,14 @@ class Result:
     background_busy_pct: float
 
 
-def run_size(n: int, args: argparse.Namespace, workdir: Path, have_time: bool) -> Result:
+def run_size(n: int, args: argparse.Namespace, workdir: Path, have_time: bool, tape: bool = False,
+             label: str = "") -> Result:
     inst_ids = instrument_ids(n)
     instruments = ",".join(inst_ids)
-    data_dir = workdir / f"data-{n}"
-    sim_out, sim_err = workdir / f"sim-{n}.out", workdir / f"sim-{n}.err"
-    col_err, time_out = workdir / f"collector-{n}.err", workdir / f"time-{n}.txt"
+    tag = f"{n}{'-tape' if tape else ''}{label}"
+    data_dir = workdir / f"data-{tag}"
+    sim_out, sim_err = workdir / f"sim-{tag}.out", workdir / f"sim-{tag}.err"
+    col_err, time_out = workdir / f"collector-{tag}.err", workdir / f"time-{tag}.txt"
     python = sys.executable
     handles: list[IO[bytes]] = []
     background = machine_busy_pct(2.0)  # other load on the machine before we start anything
@@ -328,11 +344,12 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path, have_time: bool) -
     try:
         listening = wait_for_line(sim_out, LISTENING_RE, sim, timeout=120)
         ws_url, rest_url = listening.group(1), listening.group(2)
-        print(f"  N={n}: simulator pid {sim.pid} at {ws_url}; collector for {args.duration:g} s", flush=True)
+        print(f"  N={n}{' with tape' if tape else ''}: simulator pid {sim.pid} at {ws_url}; "
+              f"collector for {args.duration:g} s", flush=True)
         command = [python, "-m", "collector", "run", "--data-dir", str(data_dir), "--instruments", instruments,
                    "--ws-url", ws_url, "--rest-url", rest_url, "--cadence", f"{args.cadence:g}",
                    "--status-interval", f"{args.status_interval:g}",
-                   "--channels-per-connection", str(args.channels_per_connection)]
+                   "--channels-per-connection", str(args.channels_per_connection), *(["--tape"] if tape else [])]
         timer = [TIME_BIN, "-v", "-o", str(time_out)] if have_time else []
         started = time.monotonic()
         collector = subprocess.Popen([*timer, *command], cwd=REPO, stdout=subprocess.DEVNULL,
@@ -382,10 +399,12 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path, have_time: bool) -
     last_tick = math.floor((window_end - cadence) / cadence) * cadence
     counts = records_on_disk(data_dir, first_tick, last_tick)
     expected = max(0, round((last_tick - first_tick) / cadence)) * n
+    tape_bytes = tree_bytes(data_dir / "raw" / "okx" / "l2_tape")
     if not args.keep_data:
         shutil.rmtree(data_dir, ignore_errors=True)
     return Result(
-        n=n, target_msgs_s=n * 1000 / args.interval_ms, time_v=time_v, window=window, sim_rss_mb=sim_rss,
+        n=n, tape=tape, tape_bytes=tape_bytes, target_msgs_s=n * 1000 / args.interval_ms, time_v=time_v,
+        window=window, sim_rss_mb=sim_rss,
         received_msgs_s=per_interval_total,
         feed_lag_p99=percentile([iv.feed_lag_ms for iv in steady if iv.feed_lag_ms is not None], 0.99),
         lag_p50=statistics.median([iv.p50 for iv in written if iv.p50 is not None]) if written else math.nan,
@@ -416,19 +435,52 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
           "write lag p50 / p99 / max ms | feed lag p99 ms | records on disk / expected | late | "
           "gaps / resyncs / checksum fails | exit |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    any_tape = any(r.tape for r in results)
     for r in results:
         tv = r.time_v
-        whole = (tv.get("user", 0) + tv.get("sys", 0)) / tv["elapsed"] * 100 if tv.get("elapsed") else math.nan
+        whole = whole_cpu_pct(r)
         late = f"{r.late[0]}" if r.late[0] == r.late[1] else f"{r.late[0]}-{r.late[1]}"
         unsynced = f" ({r.not_synced} not synced at the end)" if r.not_synced else ""
         rss_mb = tv.get("rss_kb", math.nan) / 1024
         cpu = r.window.cpu_pct
-        print(f"| {r.n} | {whole:.1f} / {cpu['collector']:.1f} | {rss_mb:.0f} | "
+        size = f"{r.n} + tape ({r.tape_bytes / 1e6:.1f} MB)" if r.tape else f"{r.n}{' no tape' if any_tape else ''}"
+        print(f"| {size} | {whole:.1f} / {cpu['collector']:.1f} | {rss_mb:.0f} | "
               f"{cpu['simulator']:.1f} / {r.sim_rss_mb:.0f} | {r.background_busy_pct:.0f} / "
               f"{r.window.machine_busy_pct:.0f} | {r.received_msgs_s:.0f} / {r.target_msgs_s:.0f} | "
               f"{r.lag_p50:.0f} / {r.lag_p99:.0f} / {r.lag_max:.0f} | {r.feed_lag_p99:.0f} | "
               f"{r.records} / {r.expected} | {late} | "
               f"{r.gaps} / {r.resyncs} / {r.checksum_failures}{unsynced} | {r.exit_code} |")
+
+
+def whole_cpu_pct(r: Result) -> float:
+    tv = r.time_v
+    return (tv.get("user", 0) + tv.get("sys", 0)) / tv["elapsed"] * 100 if tv.get("elapsed") else math.nan
+
+
+def tape_ratios(pairs: list[tuple[Result, Result]], limit: float) -> None:
+    """With/without-tape ratios of each (without, with) pair run back to back for the same N."""
+    def ratio(a: float, b: float) -> str:
+        return f"{b / a:.2f}x" if a and not math.isnan(a) and not math.isnan(b) else "-"
+
+    print("\nwith tape / without tape, same N, back to back (a ratio > 1: the tape costs that much more)")
+    print("\n| instruments | order | CPU steady % (without → with) | ratio | msgs/s received (without → with) | "
+          "CPU per msg ratio | CPU whole run ratio | peak RSS ratio | write lag p50 / p99 ms (without → with) | "
+          f"p99 ratio | tape MB/min | machine busy % during (without / with) | CPU ≤ {limit:g}x |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for off, on in pairs:
+        steady_off, steady_on = off.window.cpu_pct["collector"], on.window.cpu_pct["collector"]
+        rss_off, rss_on = off.time_v.get("rss_kb", math.nan), on.time_v.get("rss_kb", math.nan)
+        minutes = on.time_v.get("elapsed", math.nan) / 60
+        order = "without first" if off.window.start < on.window.start else "with first"
+        ok = "yes" if steady_on <= limit * steady_off else "NO"
+        per_msg_off = steady_off / off.received_msgs_s if off.received_msgs_s else math.nan
+        per_msg_on = steady_on / on.received_msgs_s if on.received_msgs_s else math.nan
+        print(f"| {off.n} | {order} | {steady_off:.1f} → {steady_on:.1f} | {ratio(steady_off, steady_on)} | "
+              f"{off.received_msgs_s:.0f} → {on.received_msgs_s:.0f} | {ratio(per_msg_off, per_msg_on)} | "
+              f"{ratio(whole_cpu_pct(off), whole_cpu_pct(on))} | {ratio(rss_off, rss_on)} | "
+              f"{off.lag_p50:.0f} / {off.lag_p99:.0f} → {on.lag_p50:.0f} / {on.lag_p99:.0f} | "
+              f"{ratio(off.lag_p99, on.lag_p99)} | {on.tape_bytes / 1e6 / minutes:.1f} | "
+              f"{off.window.machine_busy_pct:.0f} / {on.window.machine_busy_pct:.0f} | {ok} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -443,6 +495,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--late-ms", type=float, help="late threshold (default cadence + 250 ms)")
     parser.add_argument("--keep-data", action="store_true", help="keep the data directories and logs")
     parser.add_argument("--no-time", action="store_true", help=f"do not use {TIME_BIN}; sample /proc instead")
+    parser.add_argument("--tape", nargs="?", const="on", default="off", choices=("off", "on", "both"),
+                        help="run the collector with --tape (bare --tape or 'on'), or 'both': each N without "
+                             "and then with it, plus a ratio table (default off)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --tape both: pairs per N, alternating which variant runs first (default 1)")
+    parser.add_argument("--tape-cpu-limit", type=float, default=1.3,
+                        help="with --tape both: the CPU ratio the table checks against (default 1.3)")
     args = parser.parse_args(argv)
     if args.warmup >= args.duration:
         parser.error("--warmup must be shorter than --duration")
@@ -454,13 +513,25 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-process-"))
     print(f"logs and data under {workdir}", flush=True)
     results = []
+    pairs: list[tuple[Result, Result]] = []
     try:
         for n in sizes:
-            results.append(run_size(n, args, workdir, have_time))
+            if args.tape != "both":
+                results.append(run_size(n, args, workdir, have_time, tape=args.tape == "on"))
+                continue
+            for round_ in range(args.rounds):
+                label = f"-r{round_ + 1}" if args.rounds > 1 else ""
+                done = {}
+                for tape in ((False, True) if round_ % 2 == 0 else (True, False)):
+                    done[tape] = run_size(n, args, workdir, have_time, tape=tape, label=label)
+                    results.append(done[tape])
+                pairs.append((done[False], done[True]))
     finally:
         if not args.keep_data:
             shutil.rmtree(workdir, ignore_errors=True)
     print_table(results, args)
+    if pairs:
+        tape_ratios(pairs, args.tape_cpu_limit)
 
 
 if __name__ == "__main__":

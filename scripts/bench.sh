@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces README "Performance": every benchmark once, in one go (about 15 minutes, 2 cores).
+# Reproduces README "Performance": every benchmark once, in one go (about 45 minutes, 2 cores).
 # Figures are ratios measured within each run; absolute times depend on the machine and its load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,3 +13,6 @@ echo "== 4. whole process, 2/50/250 instruments";   $PY -m bench.process --sizes
 echo "== 5. archive and Parquet vs gzip -6";        $PY -m bench.archive --minutes 60 --repeat 3
 echo "== 6. Dagster sensor and compression ticks";  $PY -m bench.lake --instruments 2,20 --days 5
 echo "== 7. event-loop stall at an hour rollover";  $PY -m bench.rollover_stall --instruments 250
+echo "== 8. shipping: hour close to verified object"; $PY -m bench.ship_latency --instruments 8 --repeat 2
+echo "== 9. the tape: bytes, process CPU, replay";  $PY -m bench.tape --duration 300 --repeat 3
+                                                    $PY -m bench.process --sizes 50,250 --duration 60 --warmup 15 --tape both --rounds 2
