@@ -265,6 +265,8 @@ class Collector:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=1)
+            if self.tape is not None:
+                self.tape.flush()
             closed = await self.writer.close(CLOSE_TIMEOUT_S)
             self.status.report(time.monotonic(), wall_ms())
             log_event(log, logging.INFO, "stop", None, "stopped; all files fsynced and closed" if closed else

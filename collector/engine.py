@@ -42,6 +42,11 @@ TS_MAX_MS = 4_102_444_800_000  # 2100-01-01: above this a ts is in micro- or nan
 MAX_CLOCK_DISTANCE_MS = 86_400_000  # a ts more than a day from the local clock is not trusted
 
 
+def plausible_ts(ts_ms: int, recv_ms: int) -> bool:
+    """Whether `ts_ms` can be a message's event time: epoch ms, within a day of the local clock."""
+    return TS_MIN_MS <= ts_ms <= TS_MAX_MS and -MAX_CLOCK_DISTANCE_MS <= ts_ms - recv_ms <= MAX_CLOCK_DISTANCE_MS
+
+
 class Resync(enum.Enum):
     RESUBSCRIBE = "resubscribe"  # unsubscribe + subscribe to get a fresh WS snapshot
     REST = "rest"  # fetch GET /api/v5/market/books and call on_rest_snapshot
@@ -125,8 +130,7 @@ class InstrumentSync:
     def on_book(self, msg: BookMessage, recv_ms: int) -> Resync | None:
         """Apply one pushed book message; returns what the caller must do, if anything."""
         self.messages += 1
-        ts = msg.ts_ms
-        if not TS_MIN_MS <= ts <= TS_MAX_MS or not -MAX_CLOCK_DISTANCE_MS <= ts - recv_ms <= MAX_CLOCK_DISTANCE_MS:
+        if not plausible_ts(msg.ts_ms, recv_ms):
             return self._bad_ts(msg, recv_ms)
         if msg.is_snapshot:
             return self._load_snapshot(msg, recv_ms)

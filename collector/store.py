@@ -164,9 +164,10 @@ class LakeWriter:
         self._write(inst_id, "events", layout.hour_floor(now), encode_line(build_event(
             inst_id, event_type, now, **details)))
 
-    def tape(self, inst_id: str, hour: datetime, line: bytes) -> None:
-        """One line of the instrument's tape (`collector.tape`) in the tape file of `hour`."""
-        self._write(inst_id, "tape", hour, line)
+    def tape(self, inst_id: str, hour: datetime, lines: bytes) -> None:
+        """Whole lines of the instrument's tape (`collector.tape`) for the tape file of `hour`, in one
+        write (a failed or short write is truncated back: all of them or none)."""
+        self._write(inst_id, "tape", hour, lines)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

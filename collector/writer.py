@@ -48,8 +48,8 @@ class BackgroundWriter:
     def event(self, inst_id: str, event_type: str, **details: Any) -> None:
         self._jobs.put(partial(self.store.event, inst_id, event_type, at_ms=self._clock_ms(), **details))
 
-    def tape(self, inst_id: str, hour: datetime, line: bytes) -> None:
-        self._jobs.put(partial(self.store.tape, inst_id, hour, line))
+    def tape(self, inst_id: str, hour: datetime, lines: bytes) -> None:
+        self._jobs.put(partial(self.store.tape, inst_id, hour, lines))
 
     # -- control -------------------------------------------------------------------------------
 
