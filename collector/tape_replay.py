@@ -79,7 +79,10 @@ class TapeReplayer:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self._bad(line, "not a tape line")
             return
-        self._other(kind, obj)
+        try:
+            self._other(kind, obj)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:  # a damaged line: counted, replay goes on
+            self._bad(line, f"a {kind!r} line without what it needs ({type(exc).__name__}: {exc})")
 
     def _frame(self, frame: bytes, recv_ms: int) -> None:
         self.stats.frames += 1

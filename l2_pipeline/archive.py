@@ -14,6 +14,9 @@ place under its final name):
 
 If a previous run died between 4's rename and unlink, the next run finds both files, verifies the
 archive against the original and only then removes the original. The open hour is refused.
+
+The same procedure archives an hour of the full-resolution tape (`prefix=layout.TAPE_PREFIX`:
+`raw/okx/l2_tape/{instId}/{YYYY-MM-DD}/{HH}.jsonl`), as the collector's shipper gzips both alike.
 """
 
 from __future__ import annotations
@@ -122,13 +125,15 @@ def _compress(src: IO[bytes], tmp: Path, member_name: str) -> Digest:
 
 
 def archive_hour(
-    data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta = timedelta(minutes=2)
+    data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta = timedelta(minutes=2), *,
+    prefix: Path = layout.RAW_PREFIX,
 ) -> ArchiveResult:
-    """Archive one closed hour (idempotent). Raises OpenHourError for an open hour and
+    """Archive one closed hour of the dataset `prefix` (the snapshots by default; the tape's:
+    `layout.TAPE_PREFIX`), idempotent. Raises OpenHourError for an open hour and
     ArchiveVerificationError if the compressed copy does not decompress to the original."""
     started = time.monotonic()
-    original = layout.records_path(data_dir, inst_id, hour)
-    final = layout.archive_path(data_dir, inst_id, hour)
+    original = layout.records_path(data_dir, inst_id, hour, prefix)
+    final = layout.archive_path(data_dir, inst_id, hour, prefix)
     if not is_closed(hour, now, grace):
         raise OpenHourError(
             f"{inst_id} {hour:%Y-%m-%d %H}:00 is not closed yet (ends {hour + layout.HOUR:%H:%M} UTC + grace "

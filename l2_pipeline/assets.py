@@ -10,7 +10,8 @@
 - `instrument_metadata`: OKX instrument objects and their change history under `meta/`.
 
 The partitioned assets are built by `build_lake_assets(partitions)` when the code location loads
-(the hour dimension starts where the configuration says). Materializing `raw_archive` or
+(the hour dimension starts where the configuration says). The tape's assets (`l2_pipeline.tape_assets`)
+are made of the same pieces: `hours_asset`, `materialize_hours` and `RegisteredHour`. Materializing `raw_archive` or
 `curated_parquet` is the only way their files are written: UI runs and backfills,
 `compression_schedule` and `raw_hours_sensor` all end in these functions. An hour found already
 archived when it is registered gets its `raw_archive` materialization the same way (the sensor's
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from dagster import (
     AssetExecutionContext,
@@ -67,7 +68,7 @@ from l2_pipeline.instruments import fetch_swap_instruments, refresh_instruments
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.lake_tree import LakeTree, LocalTree, Needs
 from l2_pipeline.partitions import parse_partition_key
-from l2_pipeline.quality import hour_verdicts, quality_summary
+from l2_pipeline.quality import SCHEMA_VALID, Verdict, hour_verdicts, quality_summary
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.stats_cache import HourRead, read_hour
 
@@ -75,6 +76,7 @@ LAKE_GROUP = "lake"
 HOURS_PER_RUN = 100  # partitions per run of raw_archive / curated_parquet (≈ 1 min of work on a full hour each)
 MAX_LISTED = 200  # failed hours listed in a run's failure metadata (the count is always complete)
 EMPTY_NOTE = "the hour's file exists but holds no record"
+T = TypeVar("T")
 
 
 class HourFailed(Exception):
@@ -90,14 +92,20 @@ def missing_data(inst_id: str, paths: Sequence[Path | str]) -> HourFailed:
     )
 
 
-def stats_metadata(stats: HourStats) -> dict[str, Any]:
-    """Partition metadata of a registered hour: numbers (plotted over partitions) + provenance."""
-    meta = stats.metadata()
+def figures_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """Figures' plain metadata (`HourStats.metadata`, `TapeHourStats.metadata`) as the UI shows it best:
+    the first and last timestamps also as timestamps, the source as a path."""
     if "first_ts" in meta:
         meta["first_ts_utc"] = MetadataValue.timestamp(meta["first_ts"])
         meta["last_ts_utc"] = MetadataValue.timestamp(meta["last_ts"])
     if meta["source"]:
         meta["source"] = MetadataValue.path(meta["source"])
+    return meta
+
+
+def stats_metadata(stats: HourStats) -> dict[str, Any]:
+    """Partition metadata of a registered hour: numbers (plotted over partitions) + provenance."""
+    meta = figures_metadata(stats.metadata())
     if not stats.records:
         meta["note"] = EMPTY_NOTE if stats.source is not None else "only an events file for this hour, no records"
     return meta
@@ -105,43 +113,59 @@ def stats_metadata(stats: HourStats) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RegisteredHour:
-    """What `raw_hour` records of one hour: its figures, or the error that kept it from being read."""
+    """What an asset that registers hours (`raw_hour`, the tape's `book_tape`) records of one hour: its
+    figures, or the error that kept it from being read, with the verdicts of its checks."""
 
-    read: HourRead
-    coverage_threshold_pct: float
+    read: HourRead[Any]
+    verdicts: list[Verdict]
+    figures: dict[str, Any]  # the figures' metadata (`{"error": …}` for an hour that could not be read)
+    has_data: bool  # False: no file of the hour (the step fails, naming the paths looked for)
+    schema_check: str = SCHEMA_VALID  # the check an unreadable hour fails
+
+    @classmethod
+    def of(cls, read: HourRead[T], verdicts: list[Verdict], figures: Callable[[T], dict[str, Any]],
+           has_data: Callable[[T], bool], schema_check: str = SCHEMA_VALID) -> "RegisteredHour":
+        """The registration of `read`: `figures(stats)`, or its error when it could not be read."""
+        stats = read.stats
+        if stats is None:
+            return cls(read, verdicts, {"error": MetadataValue.text(read.error or "")}, True, schema_check)
+        return cls(read, verdicts, figures(stats), has_data(stats), schema_check)
 
     @property
     def status(self) -> str:
-        stats = self.read.stats
-        return "registered" if stats is None or stats.has_data else "no_data"
+        return "registered" if self.has_data else "no_data"
 
     @property
     def empty(self) -> bool:
-        return False  # stats_metadata already notes an hour without records
+        return False  # the figures already note an hour without records
 
     @property
     def warning(self) -> str | None:
-        return f"cannot read the hour ({self.read.error}): registered with the error, schema_valid fails" \
+        return f"cannot read the hour ({self.read.error}): registered with the error, {self.schema_check} fails" \
             if self.read.error else None
 
     def metadata(self) -> dict[str, Any]:
-        """The hour's figures, led by a one-line verdict of its six checks (the asset's partition view
+        """The hour's figures, led by a one-line verdict of its checks (the asset's partition view
         shows metadata, not check results, so the verdict is here too; the checks hold the details)."""
-        stats, error = self.read.stats, self.read.error
-        meta = stats_metadata(stats) if stats is not None else {"error": MetadataValue.text(error or "")}
-        verdicts = hour_verdicts(stats, error, self.coverage_threshold_pct)
-        failed = [v for v in verdicts if not v.passed]
-        return {"quality": quality_summary(verdicts), "failed_checks": len(failed), **meta,
+        failed = [v for v in self.verdicts if not v.passed]
+        return {"quality": quality_summary(self.verdicts), "failed_checks": len(failed), **self.figures,
                 "fingerprint": self.read.fingerprint}
+
+
+def require_closed(inst_id: str, hour: datetime, now: datetime, grace: timedelta) -> None:
+    """Raises HourFailed for the open hour (or one inside the grace): it is never registered."""
+    if not is_closed(hour, now, grace):
+        raise HourFailed(f"{inst_id} {iso(hour)} is the open hour (or inside the {grace} grace): not registered")
 
 
 def register_hour(lake: Path | LakeTree, inst_id: str, hour: datetime, now: datetime, grace: timedelta, *,
                   cadence_seconds: float, coverage_threshold_pct: float) -> RegisteredHour:
     """Read one closed hour's figures. An hour that cannot be read (corrupt gzip, I/O error) is
     registered with its error rather than failing the run: its `schema_valid` check says so."""
-    if not is_closed(hour, now, grace):
-        raise HourFailed(f"{inst_id} {iso(hour)} is the open hour (or inside the {grace} grace): not registered")
-    return RegisteredHour(read_hour(lake, inst_id, hour, cadence_seconds), coverage_threshold_pct)
+    require_closed(inst_id, hour, now, grace)
+    read = read_hour(lake, inst_id, hour, cadence_seconds)
+    return RegisteredHour.of(read, hour_verdicts(read.stats, read.error, coverage_threshold_pct), stats_metadata,
+                             lambda stats: stats.has_data)
 
 
 class HourResult(Protocol):
@@ -174,11 +198,12 @@ def relocated(metadata: dict[str, Any], tree: LakeTree) -> dict[str, Any]:
     return out
 
 
-def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: HourWork, needs: Needs | None
-                      ) -> Iterator[Output | AssetMaterialization]:
+def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: HourWork, needs: Needs | None,
+                      prefix: Path = layout.RAW_PREFIX) -> Iterator[Output | AssetMaterialization]:
     """Run `work` on every partition of the step (one, or a range): on the lake's tree itself
     (`needs` None: `work` takes a tree), or on a directory holding the hour's files that `needs`
     names (the lake directory, or a workspace of object storage's files: `LakeTree.hour_workspace`).
+    An hour `work` finds no data of fails naming the files of the dataset `prefix` it can have.
 
     All done: the step's output, with each hour's metadata added to its partition
     (`add_asset_metadata`), so Dagster records one materialization per hour and later steps of the
@@ -199,8 +224,8 @@ def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: 
                 with tree.hour_workspace(inst_id, hour, needs) as root:
                     result = work(root, inst_id, hour, now_utc(), lake.grace)
             if result.status == "no_data":
-                raise missing_data(inst_id, [tree.where(layout.records_path(base, inst_id, hour)),
-                                             tree.where(layout.archive_path(base, inst_id, hour))])
+                raise missing_data(inst_id, [tree.where(layout.records_path(base, inst_id, hour, prefix)),
+                                             tree.where(layout.archive_path(base, inst_id, hour, prefix))])
             if result.status == "busy":
                 raise HourFailed("another run is processing this hour right now; materialize it again later")
         except (HourFailed, ValueError, ArchiveVerificationError, OSError, StoreError) as exc:  # OpenHourError too
@@ -265,23 +290,26 @@ def features_hour(data_dir: Path, inst_id: str, hour: datetime, now: datetime, g
     return FeaturesHour(write_features(data_dir, inst_id, hour, now, grace, figure=figure))
 
 
+def hours_asset(partitions: MultiPartitionsDefinition, key: AssetKey, kind: str, description: str,
+                deps: Sequence[AssetKey] = (RAW_HOUR,), group: str = LAKE_GROUP
+                ) -> Callable[[Callable[..., Any]], AssetsDefinition]:
+    """Decorator of a lake asset over `partitions` whose runs take a range of partitions."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)  # backfill_policy on @asset is "beta" in Dagster 1.13
+        return asset(key=key, deps=deps, partitions_def=partitions,
+                     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=HOURS_PER_RUN),
+                     group_name=group, output_required=False, dagster_type=Nothing, kinds={kind},
+                     description=description)
+
+
 def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequence[AssetKey] = ()
                       ) -> list[AssetsDefinition]:
     """`raw_hour`, `raw_archive`, `curated_parquet` and `book_features` over `partitions` (hour × instrument);
     `raw_hour` depends on `raw_hour_deps` (`canonical_hour` with replicas, `l2_pipeline.replica_assets`)."""
 
-    def hours_asset(key: AssetKey, kind: str, description: str, deps: Sequence[AssetKey] = (RAW_HOUR,)
-                    ) -> Callable[[Callable[..., Any]], AssetsDefinition]:
-        """Decorator of a lake asset whose runs take a range of partitions."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", BetaWarning)  # backfill_policy on @asset is "beta" in Dagster 1.13
-            return asset(key=key, deps=deps, partitions_def=partitions,
-                         backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=HOURS_PER_RUN),
-                         group_name=LAKE_GROUP, output_required=False, dagster_type=Nothing, kinds={kind},
-                         description=description)
-
     @hours_asset(
-        RAW_HOUR, "json", "One closed hour of one instrument as the collector wrote it ({HH}.jsonl or its .jsonl.gz). "
+        partitions, RAW_HOUR,
+        "json", "One closed hour of one instrument as the collector wrote it ({HH}.jsonl or its .jsonl.gz). "
         "raw_hours_sensor registers each closed hour with a backfill of this asset and its six quality checks; "
         "materializing re-reads the hour and refreshes its figures.", deps=list(raw_hour_deps),
     )
@@ -291,21 +319,24 @@ def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequ
                                      needs=None)
 
     @hours_asset(
-        RAW_ARCHIVE, "gzip", "Verified gzip of the hour ({HH}.jsonl.gz; sha256 and line count of the decompressed "
+        partitions, RAW_ARCHIVE,
+        "gzip", "Verified gzip of the hour ({HH}.jsonl.gz; sha256 and line count of the decompressed "
         "archive equal the original's before the .jsonl is removed). Idempotent; never the open hour."
     )
     def raw_archive(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
         yield from materialize_hours(context, lake, archive_hour, needs=(("records",), ("archive",)))
 
     @hours_asset(
-        CURATED_PARQUET, "parquet", "The hour as analysis-ready Parquet (pyarrow, zstd): timestamps as "
+        partitions, CURATED_PARQUET,
+        "parquet", "The hour as analysis-ready Parquet (pyarrow, zstd): timestamps as "
         "timestamp[ms, UTC], prices as float64 plus exact strings, levels as list<struct>; one row per source record."
     )
     def curated_parquet(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
         yield from materialize_hours(context, lake, write_parquet, needs=(("records", "archive"),))
 
     @hours_asset(
-        BOOK_FEATURES, "parquet", "Liquidity features of the hour, one row per record (features/…/data.parquet): "
+        partitions, BOOK_FEATURES,
+        "parquet", "Liquidity features of the hour, one row per record (features/…/data.parquet): "
         "spread in bps, depth within 10/25/100 bps per side, imbalance at 5/25/400 levels, microprice, mid "
         "log-return; null where the record is not the exchange's book. Metadata shows the hour's figure: mid and "
         "spread, depth, a liquidity heatmap and the gaps, resyncs and reconnects.", deps=[CURATED_PARQUET],

@@ -17,10 +17,13 @@ single partition key (dagster/_core/definitions/asset_checks/asset_check_result.
 
 `collector_freshness` is not partitioned: it looks at the open hour, and
 `collector_freshness_sensor` re-evaluates it every minute.
+
+`build_partition_checks` is that machinery for any asset that registers hours: the tape's
+`book_tape_quality` (`l2_pipeline.tape_assets`) is built by it too.
 """
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from dagster import (
@@ -31,6 +34,7 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetKey,
     MetadataValue,
     MultiPartitionsDefinition,
     PreviewWarning,
@@ -63,10 +67,11 @@ def _severity(verdict: Verdict) -> AssetCheckSeverity:
     return AssetCheckSeverity.WARN if verdict.warn else AssetCheckSeverity.ERROR
 
 
-def _fields(verdict: Verdict) -> dict[str, Any]:
-    """What a check result and a runless check evaluation of one verdict have in common."""
+def _fields(verdict: Verdict, asset_key: AssetKey) -> dict[str, Any]:
+    """What a check result and a runless check evaluation of one verdict (of a check on `asset_key`)
+    have in common."""
     return {
-        "asset_key": RAW_HOUR,
+        "asset_key": asset_key,
         "check_name": verdict.check_name,
         "passed": verdict.passed,
         "severity": _severity(verdict),
@@ -77,13 +82,15 @@ def _fields(verdict: Verdict) -> dict[str, Any]:
 
 def verdict_result(verdict: Verdict) -> AssetCheckResult:
     """A verdict as the result of a check executed in a run."""
-    return AssetCheckResult(**_fields(verdict))
+    return AssetCheckResult(**_fields(verdict, RAW_HOUR))
 
 
 def verdict_evaluation(verdict: Verdict, partition: str | None,
-                       target: AssetCheckEvaluationTargetMaterializationData | None = None) -> AssetCheckEvaluation:
-    """A verdict as a check evaluation of `partition`, about the materialization `target`."""
-    return AssetCheckEvaluation(**_fields(verdict), partition=partition, target_materialization_data=target)
+                       target: AssetCheckEvaluationTargetMaterializationData | None = None,
+                       asset_key: AssetKey = RAW_HOUR) -> AssetCheckEvaluation:
+    """A verdict as a check evaluation (of a check on `asset_key`) of `partition`, about the
+    materialization `target`."""
+    return AssetCheckEvaluation(**_fields(verdict, asset_key), partition=partition, target_materialization_data=target)
 
 
 def partition_verdicts(lake: LakeResource, key: str) -> list[Verdict]:
@@ -92,28 +99,41 @@ def partition_verdicts(lake: LakeResource, key: str) -> list[Verdict]:
     return hour_verdicts(read.stats, read.error, lake.coverage_threshold_pct)
 
 
-def build_hour_checks(partitions: MultiPartitionsDefinition) -> AssetChecksDefinition:
-    """`raw_hour_quality`: the six hour checks, partitioned like `raw_hour` (`partitions`)."""
+PartitionVerdicts = Callable[[LakeResource, str], list[Verdict]]  # (lake, partition key) → the hour's verdicts
+
+
+def build_partition_checks(name: str, asset_key: AssetKey, check_names: Sequence[str],
+                           partitions: MultiPartitionsDefinition, verdicts: PartitionVerdicts,
+                           description: str) -> AssetChecksDefinition:
+    """The multi-asset check `name`: the checks `check_names` of `asset_key`, partitioned like it
+    (`partitions`), evaluated on each hour of the step from `verdicts(lake, key)`, each evaluation
+    targeting the hour's latest materialization of `asset_key` (see the module docstring)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PreviewWarning)  # partitions_def on AssetCheckSpec is "preview" in 1.13
-        specs = [AssetCheckSpec(name, asset=RAW_HOUR, description=DESCRIPTIONS[name], partitions_def=partitions)
-                 for name in HOUR_CHECKS]
+        specs = [AssetCheckSpec(check, asset=asset_key, description=DESCRIPTIONS[check], partitions_def=partitions)
+                 for check in check_names]
 
-    @multi_asset_check(specs=specs, name="raw_hour_quality", can_subset=True)
-    def raw_hour_quality(context: AssetCheckExecutionContext, lake: LakeResource) -> Iterator[AssetCheckEvaluation]:
-        """Gaps, checksum failures, coverage, crossed books, schema and timestamps of each hour of the step."""
+    @multi_asset_check(specs=specs, name=name, can_subset=True, description=description)
+    def hour_quality(context: AssetCheckExecutionContext, lake: LakeResource) -> Iterator[AssetCheckEvaluation]:
         selected = {key.name for key in context.selected_asset_check_keys}
         keys = list(context.op_execution_context.partition_keys)
         targets = {key: AssetCheckEvaluationTargetMaterializationData(
                        storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp)
-                   for key, r in latest_materializations(context.instance, keys).items()}
+                   for key, r in latest_materializations(context.instance, keys, asset_key).items()}
         for key in keys:
-            for verdict in partition_verdicts(lake, key):
+            for verdict in verdicts(lake, key):
                 if verdict.check_name in selected:
-                    yield verdict_evaluation(verdict, key, targets.get(key))
+                    yield verdict_evaluation(verdict, key, targets.get(key), asset_key)
         context.log.info(f"evaluated {len(selected)} check(s) on {len(keys)} hour(s)")
 
-    return raw_hour_quality
+    return hour_quality
+
+
+def build_hour_checks(partitions: MultiPartitionsDefinition) -> AssetChecksDefinition:
+    """`raw_hour_quality`: the six hour checks, partitioned like `raw_hour` (`partitions`)."""
+    return build_partition_checks(
+        "raw_hour_quality", RAW_HOUR, HOUR_CHECKS, partitions, partition_verdicts,
+        "Gaps, checksum failures, coverage, crossed books, schema and timestamps of each hour of the step.")
 
 
 @asset_check(asset=RAW_HOUR, name=COLLECTOR_FRESHNESS, description=DESCRIPTIONS[COLLECTOR_FRESHNESS])

@@ -156,8 +156,8 @@ def _levels(records: Sequence[dict[str, Any]], side: str) -> pa.ListArray:
     for rec in records:
         levels = rec.get(side)
         if isinstance(levels, list):
-            for level in levels:
-                if isinstance(level, list) and len(level) >= 2:
+            for level in levels:  # lists when parsed from JSON, tuples as the engine's book holds them
+                if isinstance(level, list | tuple) and len(level) >= 2:
                     prices.append(_str(level[0]))
                     sizes.append(_str(level[1]))
                     orders.append(_str(level[3]) if len(level) > 3 else None)
@@ -334,6 +334,17 @@ def write_verified(table: pa.Table, target: Path) -> None:
             raise RuntimeError(f"{tmp.name}: {written_rows} rows written, the table has {table.num_rows}")
 
 
+def source_metadata(data_dir: Path, source: Path, inst_id: str, hour: datetime, **extra: str) -> dict[str, str]:
+    """The Parquet schema metadata naming a file's source (relative to `data_dir`), hour and `extra` values."""
+    return {
+        "okx_l2.schema_version": SCHEMA_VERSION,
+        "okx_l2.source": str(source.relative_to(data_dir)) if source.is_relative_to(data_dir) else str(source),
+        "okx_l2.instId": inst_id,
+        "okx_l2.hour": hour.isoformat(),
+        **{f"okx_l2.{name}": value for name, value in extra.items()},
+    }
+
+
 def write_parquet(
     data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta = timedelta(minutes=2)
 ) -> CuratedResult:
@@ -346,13 +357,7 @@ def write_parquet(
     if loaded is None:
         return CuratedResult(inst_id, hour, "no_data", target, seconds=time.monotonic() - started)
     source, table, lines = loaded
-    source_meta = {
-        "okx_l2.schema_version": SCHEMA_VERSION,
-        "okx_l2.source": str(source.relative_to(data_dir)) if source.is_relative_to(data_dir) else str(source),
-        "okx_l2.instId": inst_id,
-        "okx_l2.hour": hour.isoformat(),
-    }
-    write_verified(table.replace_schema_metadata(source_meta), target)
+    write_verified(table.replace_schema_metadata(source_metadata(data_dir, source, inst_id, hour)), target)
     layout.legacy_curated_path(data_dir, inst_id, hour).unlink(missing_ok=True)  # superseded pre-hive copy
     return CuratedResult(
         inst_id, hour, "written", target, source=source, source_lines=lines, rows=table.num_rows,

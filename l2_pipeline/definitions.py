@@ -12,6 +12,12 @@ With replicas (`L2_REPLICA_DIRS`, redundant capture: `l2_pipeline.replica_assets
 `raw_hour` depends on it; the partitions then also cover the replicas' first hour and instruments.
 Without, the code location is exactly the graph above.
 
+With a tape in the lake (`l2-collector run --tape`: `raw/okx/l2_tape/` holds an instrument when the
+code location loads; `l2_pipeline.tape_assets`), `book_tape` (checks `tape_no_gaps`, `tape_coverage`,
+`tape_schema_valid`) ──► `book_tape_archive` and `resampled_books` join it, `raw_hours_sensor`
+registers the tape's hours, `compress_job` / `compression_schedule` archive them too, and the jobs
+`book_tape_job` and `resample_job` are added. Without a tape, none of this is loaded.
+
 Loading reads the `L2_*` environment variables once (`lake_resource_from_env`: an invalid value
 stops the load with an error naming the variable) and fixes the partitions (`partitions_at_load`):
 the instruments configured or present in the lake, and hours from `L2_PARTITIONS_START` or the
@@ -32,13 +38,14 @@ from datetime import datetime
 
 from dagster import Definitions, MultiPartitionsDefinition, in_process_executor
 
+from collector import layout
 from collector.lake_walk import log_unreadable
 from l2_pipeline.assets import build_lake_assets, instrument_metadata
 from l2_pipeline.checks import build_hour_checks, collector_freshness_check
 from l2_pipeline.dashboards import lake_health, lake_health_job, lake_health_schedule
 from l2_pipeline.hours import now_utc
 from l2_pipeline.jobs import (
-    compress_job,
+    build_compress_job,
     curate_job,
     hour_checks_job,
     instrument_metadata_job,
@@ -51,6 +58,7 @@ from l2_pipeline.replica_assets import ReplicaDefinitions, build_replica_definit
 from l2_pipeline.resources import LakeResource, lake_resource_from_env
 from l2_pipeline.schedules import build_compression_schedule, instrument_metadata_schedule, retention_schedule
 from l2_pipeline.sensors import build_raw_hours_sensor, collector_freshness_sensor
+from l2_pipeline.tape_assets import TapeDefinitions, build_tape_definitions
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +78,18 @@ def build_definitions(lake: LakeResource | None = None) -> Definitions:
     settings = lake_resource_from_env(os.environ) if lake is None else lake
     partitions = partitions_at_load(settings)
     replicas = build_replica_definitions(partitions) if settings.replicas else ReplicaDefinitions()
+    tape = bool(settings.tree.instruments(layout.TAPE_PREFIX))
+    tapes = build_tape_definitions(partitions) if tape else TapeDefinitions()
+    compress_job = build_compress_job(tape)
     return Definitions(
-        assets=[*build_lake_assets(partitions, replicas.raw_hour_deps), *replicas.assets, instrument_metadata,
-                lake_health],
-        asset_checks=[build_hour_checks(partitions), collector_freshness_check, *replicas.checks],
+        assets=[*build_lake_assets(partitions, replicas.raw_hour_deps), *replicas.assets, *tapes.assets,
+                instrument_metadata, lake_health],
+        asset_checks=[build_hour_checks(partitions), collector_freshness_check, *replicas.checks, *tapes.checks],
         jobs=[compress_job, curate_job, raw_hour_job, hour_checks_job, retention_job, lake_health_job,
-              instrument_metadata_job],
-        schedules=[build_compression_schedule(partitions), retention_schedule, instrument_metadata_schedule,
-                   lake_health_schedule],
-        sensors=[build_raw_hours_sensor(partitions), collector_freshness_sensor, *replicas.sensors],
+              instrument_metadata_job, *tapes.jobs],
+        schedules=[build_compression_schedule(partitions, tape, compress_job), retention_schedule,
+                   instrument_metadata_schedule, lake_health_schedule],
+        sensors=[build_raw_hours_sensor(partitions, tape), collector_freshness_sensor, *replicas.sensors],
         resources={"lake": lake_resource_from_env() if lake is None else lake},
         executor=in_process_executor,
     )

@@ -30,12 +30,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import orjson
 
@@ -51,6 +51,7 @@ from collector.record import (
 )
 
 MAX_EXAMPLES = 5
+T = TypeVar("T")
 FORMATS: tuple[RecordFormat, ...] = (*FORMAT_FIELDS, INCOMPLETE)
 
 
@@ -203,12 +204,14 @@ def open_records(path: Path) -> Iterator[IO[bytes]]:
             yield f
 
 
-def records_source(data_dir: Path, inst_id: str, hour: datetime) -> tuple[Path | None, str]:
-    """The file holding the hour's records: the `.jsonl` while it exists, else the archive."""
-    plain = layout.records_path(data_dir, inst_id, hour)
+def records_source(data_dir: Path, inst_id: str, hour: datetime, prefix: Path = layout.RAW_PREFIX
+                   ) -> tuple[Path | None, str]:
+    """The file holding the hour's records (of the dataset `prefix`: the tape's lines with
+    `layout.TAPE_PREFIX`): the `.jsonl` while it exists, else the archive."""
+    plain = layout.records_path(data_dir, inst_id, hour, prefix)
     if plain.is_file():
         return plain, "records"
-    archived = layout.archive_path(data_dir, inst_id, hour)
+    archived = layout.archive_path(data_dir, inst_id, hour, prefix)
     if archived.is_file():
         return archived, "archive"
     return None, "none"
@@ -304,21 +307,31 @@ def scan_events(lines: Iterable[bytes]) -> EventScan:
     return scan
 
 
-def compute_hour_stats(data_dir: Path, inst_id: str, hour: datetime, cadence_seconds: float) -> HourStats:
-    """Stats of one instrument-hour as the lake holds it now (records may be archived)."""
+def scan_source(data_dir: Path, inst_id: str, hour: datetime, scan: Callable[[IO[bytes]], T],
+                prefix: Path = layout.RAW_PREFIX) -> tuple[Path, str, int, T] | None:
+    """(file, kind, size, `scan` of its content) of the hour's records source (`records_source`), None
+    when the hour has none; a `.jsonl` archived between the lookup and the open is read from its archive."""
     for attempt in (1, 2):
-        source, kind = records_source(data_dir, inst_id, hour)
+        source, kind = records_source(data_dir, inst_id, hour, prefix)
         if source is None:
-            scan, source_bytes = RecordScan(sha256=hashlib.sha256().hexdigest()), 0
-            break
+            return None
         try:
-            source_bytes = source.stat().st_size
+            size = source.stat().st_size
             with open_records(source) as f:
-                scan = scan_records(f, inst_id, hour)
-            break
+                return source, kind, size, scan(f)
         except FileNotFoundError:  # archived between the lookup and the open: read the archive
             if attempt == 2:
                 raise
+    return None  # not reached: the second attempt returns or raises
+
+
+def compute_hour_stats(data_dir: Path, inst_id: str, hour: datetime, cadence_seconds: float) -> HourStats:
+    """Stats of one instrument-hour as the lake holds it now (records may be archived)."""
+    found = scan_source(data_dir, inst_id, hour, lambda f: scan_records(f, inst_id, hour))
+    if found is None:
+        source, kind, source_bytes, scan = None, "none", 0, RecordScan(sha256=hashlib.sha256().hexdigest())
+    else:
+        source, kind, source_bytes, scan = found
     events_file = layout.events_path(data_dir, inst_id, hour)
     if events_file.is_file():
         with open(events_file, "rb") as f:

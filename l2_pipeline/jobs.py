@@ -1,7 +1,8 @@
 """Jobs: asset jobs for every asset, and the one op job, retention (it deletes; it is not an asset).
 
-- `compress_job` (`raw_archive`) is what `compression_schedule` launches: one run per partition
-  range, as an asset backfill with the asset's backfill policy would split them.
+- `compress_job` (`raw_archive`; and `book_tape_archive` when the lake holds a tape:
+  `build_compress_job`) is what `compression_schedule` launches: one run per partition range and
+  asset, as an asset backfill with the asset's backfill policy would split them.
 - `curate_job` (`curated_parquet`) and `raw_hour_job` (`raw_hour` and its six hour checks) are for
   runs launched by hand; `raw_hours_sensor` requests the same assets as one backfill.
 - `hour_checks_job` (the six hour checks alone) re-runs checks on chosen hours without touching
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dagster import (
+    AssetKey,
     AssetSelection,
     Config,
     Failure,
@@ -29,13 +31,21 @@ from dagster import (
     job,
     op,
 )
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import Field
 
 from collector.lake_walk import log_unreadable
 from l2_pipeline.checks import HOUR_CHECK_KEYS
 from l2_pipeline.curated_migration import MigrationReport, migrate_legacy_curated
 from l2_pipeline.hours import iso, now_utc, parse_utc
-from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
+from l2_pipeline.keys import (
+    BOOK_FEATURES,
+    BOOK_TAPE_ARCHIVE,
+    CURATED_PARQUET,
+    INSTRUMENT_METADATA,
+    RAW_ARCHIVE,
+    RAW_HOUR,
+)
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.retention import DeletionReport, delete_files, plan_deletions
 
@@ -100,12 +110,20 @@ def retention_job() -> None:
     delete_expired()
 
 
-compress_job = define_asset_job(
-    "compress_job",
-    selection=AssetSelection.assets(RAW_ARCHIVE),
-    description="Archive (verified gzip) hours: raw_archive partitions. compression_schedule launches it, one run "
-    "per partition range.",
-)
+def build_compress_job(tape: bool = False) -> UnresolvedAssetJobDefinition:
+    """`compress_job`: `raw_archive`, and with `tape` `book_tape_archive` (each run of the schedule
+    selects one of them)."""
+    assets: tuple[AssetKey, ...] = (RAW_ARCHIVE, BOOK_TAPE_ARCHIVE) if tape else (RAW_ARCHIVE,)
+    return define_asset_job(
+        "compress_job",
+        selection=AssetSelection.assets(*assets),
+        description="Archive (verified gzip) hours: " + " and ".join(a.to_user_string() for a in assets)
+        + " partitions. compression_schedule launches it, one run per partition range"
+        + (" and asset." if tape else "."),
+    )
+
+
+compress_job = build_compress_job()
 
 curate_job = define_asset_job(
     "curate_job",

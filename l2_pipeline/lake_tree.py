@@ -6,7 +6,9 @@ metadata) is the same code on local files either way:
 
 - listing: instruments, an instrument's raw hour files, a Parquet tier's hours, the first hour,
   one hour's files and their fingerprint (`name:size:mtime_ns` per file; an object's mtime is its
-  Last-Modified);
+  Last-Modified). The raw questions take the dataset's `prefix`: the snapshots (`layout.RAW_PREFIX`,
+  the default) or the full-resolution tape (`layout.TAPE_PREFIX`: `{HH}.jsonl` and `.jsonl.gz`, no
+  events file);
 - `hour_workspace(inst_id, hour, needs)`: a directory laid out like the lake that holds the hour's
   files the step needs. For a local lake that is the lake itself. For object storage it is a
   throwaway directory under the work dir (`L2_DATA_DIR/.l2-work-*`) into which the objects are
@@ -30,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -49,6 +52,7 @@ RAW_KINDS = ("records", "archive", "events")  # the files a fingerprint names, i
 PATH_OF: dict[str, Callable[[Path, str, datetime], Path]] = {
     "records": layout.records_path, "archive": layout.archive_path, "events": layout.events_path,
     "curated": layout.curated_path, "features": layout.features_path,
+    "tape_records": layout.tape_path, "tape_archive": partial(layout.archive_path, prefix=layout.TAPE_PREFIX),
 }
 WORKSPACE_PREFIX = ".l2-work-"
 CONTENT_TYPES = {".parquet": "application/vnd.apache.parquet", ".gz": "application/gzip",
@@ -57,23 +61,34 @@ CONTENT_TYPES = {".parquet": "application/vnd.apache.parquet", ".gz": "applicati
 Needs = Sequence[Sequence[str]]  # groups of kinds: of each group, the first that exists is staged
 
 
+def hour_paths(root: Path, inst_id: str, hour: datetime, prefix: Path = layout.RAW_PREFIX) -> dict[str, Path]:
+    """kind → path of the raw files an hour of the dataset `prefix` can have, in `RAW_KINDS` order
+    (the tape has no events file)."""
+    paths = {"records": layout.records_path(root, inst_id, hour, prefix),
+             "archive": layout.archive_path(root, inst_id, hour, prefix)}
+    if prefix == layout.RAW_PREFIX:
+        paths["events"] = layout.events_path(root, inst_id, hour)
+    return paths
+
+
 class LakeTree(Protocol):
     @property
     def key(self) -> str: ...  # names the lake in caches
 
-    def instruments(self) -> list[str]: ...
+    def instruments(self, prefix: Path = layout.RAW_PREFIX) -> list[str]: ...
 
     def hour_files(self, inst_id: str, *, after: datetime | None = None, until: datetime | None = None,
-                   on_unreadable: OnUnreadable = raise_unreadable) -> dict[datetime, dict[str, Path]]: ...
+                   on_unreadable: OnUnreadable = raise_unreadable, prefix: Path = layout.RAW_PREFIX
+                   ) -> dict[datetime, dict[str, Path]]: ...
 
     def parquet_hours(self, prefix: Path, *, until: datetime | None = None,
                       on_unreadable: OnUnreadable = raise_unreadable) -> list[ParquetHour]: ...
 
     def first_hour(self, on_unreadable: OnUnreadable = raise_unreadable) -> datetime | None: ...
 
-    def hour_kinds(self, inst_id: str, hour: datetime) -> set[str]: ...
+    def hour_kinds(self, inst_id: str, hour: datetime, prefix: Path = layout.RAW_PREFIX) -> set[str]: ...
 
-    def fingerprint(self, inst_id: str, hour: datetime) -> str: ...
+    def fingerprint(self, inst_id: str, hour: datetime, prefix: Path = layout.RAW_PREFIX) -> str: ...
 
     def hour_workspace(self, inst_id: str, hour: datetime, needs: Needs) -> AbstractContextManager[Path]: ...
 
@@ -96,12 +111,13 @@ class LocalTree:
     def key(self) -> str:
         return str(self.root)
 
-    def instruments(self) -> list[str]:
-        return layout.list_instruments(self.root)
+    def instruments(self, prefix: Path = layout.RAW_PREFIX) -> list[str]:
+        return layout.list_instruments(self.root, prefix)
 
     def hour_files(self, inst_id: str, *, after: datetime | None = None, until: datetime | None = None,
-                   on_unreadable: OnUnreadable = raise_unreadable) -> dict[datetime, dict[str, Path]]:
-        return hour_files(self.root, inst_id, after=after, until=until, on_unreadable=on_unreadable)
+                   on_unreadable: OnUnreadable = raise_unreadable, prefix: Path = layout.RAW_PREFIX
+                   ) -> dict[datetime, dict[str, Path]]:
+        return hour_files(self.root, inst_id, after=after, until=until, on_unreadable=on_unreadable, prefix=prefix)
 
     def parquet_hours(self, prefix: Path, *, until: datetime | None = None,
                       on_unreadable: OnUnreadable = raise_unreadable) -> list[ParquetHour]:
@@ -110,13 +126,12 @@ class LocalTree:
     def first_hour(self, on_unreadable: OnUnreadable = raise_unreadable) -> datetime | None:
         return first_hour(self.root, on_unreadable)
 
-    def hour_kinds(self, inst_id: str, hour: datetime) -> set[str]:
-        return {kind for kind in RAW_KINDS if PATH_OF[kind](self.root, inst_id, hour).exists()}
+    def hour_kinds(self, inst_id: str, hour: datetime, prefix: Path = layout.RAW_PREFIX) -> set[str]:
+        return {kind for kind, path in hour_paths(self.root, inst_id, hour, prefix).items() if path.exists()}
 
-    def fingerprint(self, inst_id: str, hour: datetime) -> str:
+    def fingerprint(self, inst_id: str, hour: datetime, prefix: Path = layout.RAW_PREFIX) -> str:
         parts = []
-        for kind in RAW_KINDS:
-            path = PATH_OF[kind](self.root, inst_id, hour)
+        for path in hour_paths(self.root, inst_id, hour, prefix).values():
             try:
                 st = path.stat()
             except FileNotFoundError:
@@ -165,19 +180,20 @@ class ObjectTree:
     def url_of(self, relative: str) -> str:
         return f"s3://{self.store.url.bucket}/{self.store.url.key(relative)}"
 
-    def instruments(self) -> list[str]:
-        return [name for name in self.store.list_dirs(_posix(layout.RAW_PREFIX)) if layout.INST_ID_RE.fullmatch(name)]
+    def instruments(self, prefix: Path = layout.RAW_PREFIX) -> list[str]:
+        return [name for name in self.store.list_dirs(_posix(prefix)) if layout.INST_ID_RE.fullmatch(name)]
 
-    def _raw_prefix(self, inst_id: str) -> str:
-        return f"{_posix(layout.RAW_PREFIX)}/{layout.validate_inst_id(inst_id)}/"
+    def _raw_prefix(self, inst_id: str, prefix: Path = layout.RAW_PREFIX) -> str:
+        return f"{_posix(prefix)}/{layout.validate_inst_id(inst_id)}/"
 
     def hour_files(self, inst_id: str, *, after: datetime | None = None, until: datetime | None = None,
-                   on_unreadable: OnUnreadable = raise_unreadable) -> dict[datetime, dict[str, Path]]:
-        prefix = self._raw_prefix(inst_id)
+                   on_unreadable: OnUnreadable = raise_unreadable, prefix: Path = layout.RAW_PREFIX
+                   ) -> dict[datetime, dict[str, Path]]:
+        listed = self._raw_prefix(inst_id, prefix)
         # keys sort as day/HH.events.jsonl < HH.jsonl < HH.jsonl.gz < HH+1…: "HH.~" is past all of hour HH
-        start = f"{prefix}{after:{layout.DAY_FORMAT}}/{after:%H}.~" if after is not None else None
+        start = f"{listed}{after:{layout.DAY_FORMAT}}/{after:%H}.~" if after is not None else None
         found: dict[datetime, dict[str, Path]] = {}
-        for obj in self.store.list_objects(prefix, start_after=start):
+        for obj in self.store.list_objects(listed, start_after=start):
             parsed = layout.parse_hour_file(Path(obj.relative))
             if parsed is None or parsed.inst_id != inst_id:
                 continue
@@ -207,21 +223,22 @@ class ObjectTree:
         curated = self.parquet_hours(layout.CURATED_PREFIX)
         return min([*raw, *(p.hour for p in curated)], default=None)
 
-    def _hour_objects(self, inst_id: str, hour: datetime) -> dict[str, ListedObject]:
-        """kind → object of the hour's raw files: one LIST of the hour's key prefix."""
-        prefix = f"{self._raw_prefix(inst_id)}{hour:{layout.DAY_FORMAT}}/{hour:%H}."
+    def _hour_objects(self, inst_id: str, hour: datetime, prefix: Path = layout.RAW_PREFIX
+                      ) -> dict[str, ListedObject]:
+        """kind → object of the hour's raw files (of the dataset `prefix`): one LIST of the hour's key prefix."""
+        listed = f"{self._raw_prefix(inst_id, prefix)}{hour:{layout.DAY_FORMAT}}/{hour:%H}."
         found = {}
-        for obj in self.store.list_objects(prefix):
+        for obj in self.store.list_objects(listed):
             parsed = layout.parse_hour_file(Path(obj.relative))
             if parsed is not None and parsed.hour == hour:
                 found[parsed.kind] = obj
         return found
 
-    def hour_kinds(self, inst_id: str, hour: datetime) -> set[str]:
-        return set(self._hour_objects(inst_id, hour))
+    def hour_kinds(self, inst_id: str, hour: datetime, prefix: Path = layout.RAW_PREFIX) -> set[str]:
+        return set(self._hour_objects(inst_id, hour, prefix))
 
-    def fingerprint(self, inst_id: str, hour: datetime) -> str:
-        objects = self._hour_objects(inst_id, hour)
+    def fingerprint(self, inst_id: str, hour: datetime, prefix: Path = layout.RAW_PREFIX) -> str:
+        objects = self._hour_objects(inst_id, hour, prefix)
         return ";".join(_fingerprint_part(Path(o.relative).name, o.size, o.mtime_ns)
                         for kind in RAW_KINDS if (o := objects.get(kind)) is not None)
 

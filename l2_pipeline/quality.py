@@ -1,4 +1,6 @@
-"""Quality verdicts of one instrument-hour, decided from its `HourStats` (pure, no Dagster).
+"""Quality verdicts of one instrument-hour, decided from its `HourStats` (pure, no Dagster), and of
+one hour of the full-resolution tape, from its `TapeHourStats` (`evaluate_tape`: `tape_no_gaps`,
+`tape_coverage`, `tape_schema_valid`).
 
 The same verdicts are emitted by the sensor as check evaluations when it registers an hour and
 by the partitioned asset checks when a user (re)runs them, so both paths always agree.
@@ -11,15 +13,18 @@ Hours in the original record format (without book_crc32, recv_ts_utc, checksum_o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from collector import layout
 from collector.ship import read_backlog_file
 from l2_pipeline.hour_stats import HourStats
+from l2_pipeline.tape_stats import TapeHourStats
+
+T = TypeVar("T")
 
 NO_GAPS = "no_gaps"
 NO_CHECKSUM_FAILURES = "no_checksum_failures"
@@ -28,11 +33,15 @@ NO_CROSSED_BOOKS = "no_crossed_books"
 SCHEMA_VALID = "schema_valid"
 TIMESTAMPS_VALID = "timestamps_valid"
 COLLECTOR_FRESHNESS = "collector_freshness"
+TAPE_NO_GAPS = "tape_no_gaps"
+TAPE_COVERAGE = "tape_coverage"
+TAPE_SCHEMA_VALID = "tape_schema_valid"
 
 HOUR_CHECKS: tuple[str, ...] = (
     NO_GAPS, NO_CHECKSUM_FAILURES, COVERAGE, NO_CROSSED_BOOKS, SCHEMA_VALID, TIMESTAMPS_VALID
 )
-WARN_CHECKS = frozenset({NO_GAPS, NO_CHECKSUM_FAILURES})
+TAPE_CHECKS: tuple[str, ...] = (TAPE_NO_GAPS, TAPE_COVERAGE, TAPE_SCHEMA_VALID)
+WARN_CHECKS = frozenset({NO_GAPS, NO_CHECKSUM_FAILURES, TAPE_NO_GAPS})
 
 DESCRIPTIONS: dict[str, str] = {
     NO_GAPS: "No sequence gap in the hour (gap events / gap_detected markers). WARN.",
@@ -45,6 +54,12 @@ DESCRIPTIONS: dict[str, str] = {
     TIMESTAMPS_VALID: "Every timestamp_utc inside the partition hour and strictly increasing.",
     COLLECTOR_FRESHNESS: "For each configured instrument, the newest write to its current hour's file (or, just "
                          "after a rollover, the previous hour's) is at most freshness_minutes old.",
+    TAPE_NO_GAPS: "Replaying the tape hour through a fresh engine finds no sequence gap (the engine's own count; "
+                  "it never bridges one). WARN.",
+    TAPE_COVERAGE: "The engine trusted its book ≥ threshold % of the hour (from each sync to the next loss, "
+                   "LakeResource.coverage_threshold_pct, default 95); metadata also counts the messages.",
+    TAPE_SCHEMA_VALID: "Every line is a tape line of a known kind the engine can take, every ws frame decodes, the "
+                       "file begins with a book line and its last line is complete.",
 }
 
 
@@ -59,15 +74,16 @@ class Verdict:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+def verdict(name: str, passed: bool, description: str, **meta: Any) -> Verdict:
+    """A verdict of the check `name` (WARN if it is one of `WARN_CHECKS`)."""
+    return Verdict(name, passed, name in WARN_CHECKS, description, meta)
+
+
 def evaluate_hour(stats: HourStats, coverage_threshold_pct: float) -> list[Verdict]:
     """The six per-hour verdicts, in `HOUR_CHECKS` order."""
     scan = stats.scan
     examples = "\n".join(scan.examples)
     none = stats.source is None
-
-    def verdict(name: str, passed: bool, description: str, **meta: Any) -> Verdict:
-        return Verdict(name, passed, name in WARN_CHECKS, description, meta)
-
     out = [
         verdict(NO_GAPS, stats.gaps == 0, f"{stats.gaps} gap(s)", gaps=stats.gaps,
                 gap_events=stats.events.count("gap"), gap_markers=scan.gap_markers, resyncs=stats.resyncs),
@@ -96,15 +112,53 @@ def evaluate_hour(stats: HourStats, coverage_threshold_pct: float) -> list[Verdi
     return out
 
 
-def unreadable_hour_verdict(error: str) -> Verdict:
-    """The `schema_valid` verdict of an hour that could not be read at all (the others are unknown)."""
-    return Verdict(SCHEMA_VALID, False, False, f"the hour could not be read: {error}", {"error": error})
+def evaluate_tape(stats: TapeHourStats, coverage_threshold_pct: float) -> list[Verdict]:
+    """The three verdicts of a tape hour, in `TAPE_CHECKS` order."""
+    scan = stats.scan
+    examples = "\n".join(scan.examples)
+    by_reason = ", ".join(f"{n} {reason}" for reason, n in sorted(scan.lost.items()))
+    return [
+        verdict(TAPE_NO_GAPS, scan.gaps == 0, f"{scan.gaps} engine gap(s); {stats.resyncs} resync(s)"
+                + (f" ({by_reason})" if by_reason else ""),
+                gaps=scan.gaps, resyncs=stats.resyncs, resyncs_by_reason=dict(sorted(scan.lost.items())),
+                checksum_failures=scan.checksum_failures, drops=scan.drops),
+        verdict(TAPE_COVERAGE, stats.coverage_pct >= coverage_threshold_pct,
+                "no tape file for this hour" if stats.source is None else
+                f"trusted book {stats.coverage_pct:.2f}% of the hour ({stats.trusted_seconds:.1f} s; threshold "
+                f"{coverage_threshold_pct:g}%); {scan.replay.messages} message(s), {scan.trusted_messages} applied "
+                f"to a trusted book, {stats.messages_per_second:.1f}/s",
+                coverage_pct=round(stats.coverage_pct, 3), trusted_seconds=round(stats.trusted_seconds, 3),
+                threshold_pct=coverage_threshold_pct, messages=scan.replay.messages,
+                trusted_messages=scan.trusted_messages, ws_frames=scan.replay.frames,
+                messages_per_second=round(stats.messages_per_second, 3)),
+        verdict(TAPE_SCHEMA_VALID, scan.schema_problems == 0,
+                f"{scan.schema_problems} schema problem(s) in {scan.lines} line(s)"
+                + (f":\n{examples}" if examples else ""),
+                schema_problems=scan.schema_problems, **scan.problem_counts(), lines=scan.lines),
+    ]
+
+
+def unreadable_hour_verdict(error: str, check_name: str = SCHEMA_VALID) -> Verdict:
+    """The schema verdict (`schema_valid`, or `check_name`) of an hour that could not be read at all
+    (the others are unknown)."""
+    return Verdict(check_name, False, False, f"the hour could not be read: {error}", {"error": error})
+
+
+def read_verdicts(stats: T | None, error: str | None, evaluate: Callable[[T], list[Verdict]],
+                  schema_check: str) -> list[Verdict]:
+    """`evaluate(stats)`, or only a failed `schema_check` when the hour could not be read (`error`;
+    the others are unknown)."""
+    return [unreadable_hour_verdict(error or "", schema_check)] if stats is None else evaluate(stats)
 
 
 def hour_verdicts(stats: HourStats | None, error: str | None, coverage_threshold_pct: float) -> list[Verdict]:
-    """The verdicts of one hour: the six of `evaluate_hour`, or only a failed `schema_valid` when it
-    could not be read (`error`; the others are unknown)."""
-    return [unreadable_hour_verdict(error or "")] if stats is None else evaluate_hour(stats, coverage_threshold_pct)
+    """The verdicts of one hour: the six of `evaluate_hour`, or only a failed `schema_valid` (`read_verdicts`)."""
+    return read_verdicts(stats, error, lambda s: evaluate_hour(s, coverage_threshold_pct), SCHEMA_VALID)
+
+
+def tape_verdicts(stats: TapeHourStats | None, error: str | None, coverage_threshold_pct: float) -> list[Verdict]:
+    """The verdicts of one tape hour: the three of `evaluate_tape`, or only a failed `tape_schema_valid`."""
+    return read_verdicts(stats, error, lambda s: evaluate_tape(s, coverage_threshold_pct), TAPE_SCHEMA_VALID)
 
 
 FAILED_PREFIX = "FAILED: "

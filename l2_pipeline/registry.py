@@ -1,6 +1,7 @@
-"""What the Dagster instance holds about `raw_hour` partitions: each partition's latest
-materialization (the hour checks target it; `raw_hours_sensor` reads the file fingerprint it
-recorded after a cursor reset). Two queries, whatever the number of partitions.
+"""What the Dagster instance holds about `raw_hour` partitions (and those of any other asset, e.g. the
+tape's `book_tape`): each partition's latest materialization (the hour checks target it;
+`raw_hours_sensor` reads the file fingerprint it recorded after a cursor reset). Two queries,
+whatever the number of partitions.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ def latest_materializations(instance: DagsterInstance, partition_keys: Sequence[
     return {key: by_id[storage_id] for key, storage_id in ids.items() if storage_id in by_id}
 
 
-def stored_fingerprints(instance: DagsterInstance, partition_keys: Sequence[str]) -> dict[str, str]:
-    """partition → the `fingerprint` its latest `raw_hour` materialization recorded ("" if none)."""
+def stored_fingerprints(instance: DagsterInstance, partition_keys: Sequence[str],
+                        asset_key: AssetKey = RAW_HOUR) -> dict[str, str]:
+    """partition → the `fingerprint` its latest materialization of `asset_key` (`raw_hour`, or the
+    tape's `book_tape`) recorded ("" if none)."""
     out = {}
-    for key, record in latest_materializations(instance, partition_keys).items():
+    for key, record in latest_materializations(instance, partition_keys, asset_key).items():
         materialization = record.asset_materialization
         value = materialization.metadata.get("fingerprint") if materialization else None
         out[key] = value.value if value is not None and isinstance(value.value, str) else ""

@@ -246,7 +246,8 @@ def build_replica_definitions(partitions: MultiPartitionsDefinition) -> ReplicaD
         def canonical_hour(context: AssetExecutionContext, lake: LakeResource
                            ) -> Iterator[Output | AssetMaterialization]:
             yield from materialize_hours(context, lake, partial(merge_work, replicas=lake.replicas,
-                                                                cadence_seconds=lake.cadence_seconds))
+                                                                cadence_seconds=lake.cadence_seconds),
+                                         needs=())  # a local lake only (no L2_LAKE_URL with replicas)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PreviewWarning)  # partitions_def on AssetCheckSpec is "preview" in 1.13

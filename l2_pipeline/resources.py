@@ -29,7 +29,7 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from collector.config import COLLECTOR_ID_RE
-from collector.layout import list_instruments, validate_inst_id
+from collector.layout import TAPE_PREFIX, list_instruments, validate_inst_id
 from collector.object_store import parse_lake_url
 from l2_pipeline.lake_tree import LakeTree, LocalTree, lake_tree
 from l2_pipeline.partitions import parse_hour_key
@@ -164,9 +164,11 @@ class LakeResource(ConfigurableResource):
         return timedelta(minutes=self.freshness_minutes)
 
     def known_instruments(self) -> list[str]:
-        """Configured instruments and those with a directory in the lake or a replica's, sorted."""
+        """Configured instruments and those with a directory in the lake (snapshots or tape) or a
+        replica's, sorted."""
         in_lakes = {inst for directory in self.replicas.values() for inst in list_instruments(directory)}
-        return sorted(set(self.instruments) | in_lakes | set(self.tree.instruments()))
+        tree = self.tree
+        return sorted(set(self.instruments) | in_lakes | set(tree.instruments()) | set(tree.instruments(TAPE_PREFIX)))
 
 
 def parse_replica_dirs(text: str) -> dict[str, Path]:

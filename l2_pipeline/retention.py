@@ -1,6 +1,7 @@
 """Retention: which files are due for deletion at a given time, and deleting them safely.
 
-- raw hours (`.jsonl`, `.jsonl.gz`, `.events.jsonl`) that ended ≥ `raw_retention` before `as_of`;
+- raw hours (`.jsonl`, `.jsonl.gz`, `.events.jsonl`) that ended ≥ `raw_retention` before `as_of`, of
+  the snapshots and of the full-resolution tape (`raw/okx/l2_tape/…`, `.jsonl` and `.jsonl.gz`) alike;
 - curated and features Parquet of hours that ended ≥ `curated_retention` before `as_of` (None: keep forever).
 
 Only paths the lake layout names are candidates, and each is deleted only if it is a regular file
@@ -29,7 +30,7 @@ from l2_pipeline.selection import LakeHour
 @dataclass(frozen=True)
 class Candidate:
     path: Path
-    kind: str  # records | events | archive | curated | features
+    kind: str  # records | events | archive | tape_records | tape_archive | curated | features
     inst_id: str
     hour: datetime
 
@@ -69,6 +70,7 @@ def check_inside_root(root: Path, path: Path) -> Path:
 
 
 PARQUET_TIERS = {"curated": layout.CURATED_PREFIX, "features": layout.FEATURES_PREFIX}
+RAW_DATASETS = {"": layout.RAW_PREFIX, "tape_": layout.TAPE_PREFIX}  # candidates' kind prefix → raw dataset
 
 
 def _parquet_files(tree: LakeTree, cutoff: datetime, on_unreadable: OnUnreadable) -> list[Candidate]:
@@ -92,10 +94,13 @@ def plan_deletions(
     tree = as_tree(lake)
     raw_cutoff = as_of - raw_retention
     out: list[Candidate] = []
-    for inst_id in tree.instruments():
-        for hour, kinds in sorted(tree.hour_files(inst_id, until=raw_cutoff, on_unreadable=on_unreadable).items()):
-            if ended_at_least(hour, as_of, raw_retention):
-                out.extend(Candidate(path, kind, inst_id, hour) for kind, path in sorted(kinds.items()))
+    for kind_prefix, prefix in RAW_DATASETS.items():
+        for inst_id in tree.instruments(prefix):
+            hours = tree.hour_files(inst_id, until=raw_cutoff, on_unreadable=on_unreadable, prefix=prefix)
+            for hour, kinds in sorted(hours.items()):
+                if ended_at_least(hour, as_of, raw_retention):
+                    out.extend(Candidate(path, kind_prefix + kind, inst_id, hour)
+                               for kind, path in sorted(kinds.items()))
     if curated_retention is not None and curated_retention > timedelta(0):
         cur_cutoff = as_of - curated_retention
         parquet = _parquet_files(tree, cur_cutoff, on_unreadable)

@@ -10,7 +10,10 @@ late tick or a backfilled tick selects exactly what an on-time tick would have.
   daemon, dagster/_scheduler/scheduler.py, submits only runs; the sensor daemon is the one that
   submits `RunRequest.for_asset_graph_subset` as a backfill; dagster-io/dagster#13852), hence the
   ranged runs. Due hours that are not partitions (before the first hour partition, or of an
-  instrument that appeared after the code location loaded) are left alone, with a warning.
+  instrument that appeared after the code location loaded) are left alone, with a warning. When the
+  lake holds a tape (`l2_pipeline.tape_assets`), its hours are archived the same way and by the same
+  rule: `book_tape_archive` partitions, in runs of their own (each run's `asset_selection` names
+  the one asset it archives).
 - `retention_schedule` (hourly, :20; on, the contract's 5-day policy): raw hours that ended
   ≥ `delete_after_days` (5) and curated files past `curated_retention_days` before the tick
   → one `retention_job` run evaluated at that time (`retention_dry_run` makes it report only).
@@ -24,8 +27,10 @@ every tick fail.
 
 import logging
 from datetime import datetime
+from pathlib import Path
 
 from dagster import (
+    AssetKey,
     DefaultScheduleStatus,
     MultiPartitionsDefinition,
     RunRequest,
@@ -34,13 +39,16 @@ from dagster import (
     SkipReason,
     schedule,
 )
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from collector import layout
 from collector.lake_walk import OnUnreadable, log_unreadable
 from l2_pipeline.assets import HOURS_PER_RUN
 from l2_pipeline.curated_migration import has_legacy_curated
 from l2_pipeline.hours import iso, now_utc, utc
 from l2_pipeline.jobs import compress_job, instrument_metadata_job, retention_job
+from l2_pipeline.keys import BOOK_TAPE_ARCHIVE, RAW_ARCHIVE
 from l2_pipeline.partitions import hours_start, instrument_keys, parse_partition_key, partition_key, run_batches
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.retention import plan_deletions
@@ -52,6 +60,9 @@ def scheduled_time(context: ScheduleEvaluationContext) -> datetime:
     return utc(context.scheduled_execution_time) if context.scheduled_execution_time else now_utc()
 
 
+COMPRESSED = {RAW_ARCHIVE: (layout.RAW_PREFIX, "compress"), BOOK_TAPE_ARCHIVE: (layout.TAPE_PREFIX, "compress-tape")}
+
+
 def compression_requests(
     lake: LakeResource,
     partitions: MultiPartitionsDefinition,
@@ -59,26 +70,42 @@ def compression_requests(
     on_unreadable: OnUnreadable,
     log: logging.Logger,
     now: datetime | None = None,
+    tape: bool = False,
 ) -> list[RunRequest] | SkipReason:
-    """What the compression schedule does at `as_of`: one `compress_job` run per partition range."""
-    due = compression_due(lake.tree, as_of, lake.compress_after, lake.grace, now=now, on_unreadable=on_unreadable)
+    """What the compression schedule does at `as_of`: one `compress_job` run per partition range of
+    `raw_archive` and, with `tape`, of `book_tape_archive` (those runs name their asset)."""
+    assets = (RAW_ARCHIVE, BOOK_TAPE_ARCHIVE) if tape else (RAW_ARCHIVE,)
+    requests = [request for asset in assets for request in dataset_compression_requests(
+        lake, partitions, as_of, on_unreadable, log, now, asset, COMPRESSED[asset], name_asset=tape)]
+    if not requests:
+        return SkipReason(f"no hour that ended ≥ {lake.compress_after_hours:g} h before {iso(as_of)} is unarchived")
+    return requests
+
+
+def dataset_compression_requests(lake: LakeResource, partitions: MultiPartitionsDefinition, as_of: datetime,
+                                 on_unreadable: OnUnreadable, log: logging.Logger, now: datetime | None,
+                                 asset: AssetKey, dataset: tuple[Path, str], name_asset: bool) -> list[RunRequest]:
+    """The runs archiving the due hours of one dataset (`dataset`: its prefix and run key prefix) as
+    partitions of `asset`; `name_asset`: each run's `asset_selection` is `asset`."""
+    prefix, run_key = dataset
+    due = compression_due(lake.tree, as_of, lake.compress_after, lake.grace, now=now, on_unreadable=on_unreadable,
+                          prefix=prefix)
     instruments = instrument_keys(partitions)  # in the dimension's order
     start, known = hours_start(partitions), set(instruments)
     keys = [str(partition_key(h.inst_id, h.hour)) for h in due if h.hour >= start and h.inst_id in known]
     if len(keys) < len(due):
-        log.warning(f"{len(due) - len(keys)} due hour(s) are not raw_archive partitions (before the first hour "
-                    f"partition {iso(start)}, or of an instrument that appeared after the code location loaded: "
+        log.warning(f"{len(due) - len(keys)} due hour(s) are not {asset.to_user_string()} partitions (before the first "
+                    f"hour partition {iso(start)}, or of an instrument that appeared after the code location loaded: "
                     "reload it to add the instrument): left alone")
-    if not keys:
-        return SkipReason(f"no hour that ended ≥ {lake.compress_after_hours:g} h before {iso(as_of)} is unarchived")
     requests = []
     for batch in run_batches(keys, HOURS_PER_RUN, instruments):
         hours = sorted(parse_partition_key(key)[1] for key in batch)
         requests.append(RunRequest(
-            run_key=f"compress-{iso(as_of)}-{batch[0]}..{batch[-1]}",
+            run_key=f"{run_key}-{iso(as_of)}-{batch[0]}..{batch[-1]}",
             tags={ASSET_PARTITION_RANGE_START_TAG: batch[0], ASSET_PARTITION_RANGE_END_TAG: batch[-1],
                   "l2/as_of": iso(as_of), "l2/hours": str(len(batch)),
                   "l2/oldest": iso(hours[0]), "l2/newest": iso(hours[-1])},
+            asset_selection=[asset] if name_asset else None,
         ))
     return requests
 
@@ -96,21 +123,24 @@ def retention_request(lake: LakeResource, as_of: datetime, on_unreadable: OnUnre
     )
 
 
-def build_compression_schedule(partitions: MultiPartitionsDefinition) -> ScheduleDefinition:
-    """`compression_schedule` over `partitions` (the due hours that are partitions)."""
+def build_compression_schedule(partitions: MultiPartitionsDefinition, tape: bool = False,
+                               job: UnresolvedAssetJobDefinition = compress_job) -> ScheduleDefinition:
+    """`compression_schedule` over `partitions` (the due hours that are partitions), launching `job`
+    (`jobs.build_compress_job(tape)`); with `tape` it archives the tape's hours too."""
 
     @schedule(
         name="compression_schedule",
-        job=compress_job,
+        job=job,
         cron_schedule="15 * * * *",
         execution_timezone="UTC",
         default_status=DefaultScheduleStatus.RUNNING,
         description="Hourly: archive (verified gzip) every hour that ended ≥ compress_after_hours before the tick: "
-        "raw_archive partitions, one compress_job run per partition range.",
+        "raw_archive partitions" + (" and the tape's, book_tape_archive partitions" if tape else "")
+        + ", one compress_job run per partition range.",
     )
     def compression_schedule(context: ScheduleEvaluationContext, lake: LakeResource) -> list[RunRequest] | SkipReason:
         return compression_requests(lake, partitions, scheduled_time(context), log_unreadable(context.log),
-                                    context.log, now=now_utc())
+                                    context.log, now=now_utc(), tape=tape)
 
     return compression_schedule
 

@@ -2,7 +2,8 @@
 lake's listing and a time you choose (tests evaluate them at any instant).
 
 The lake is a directory or object storage (`l2_pipeline.lake_tree`); a directory is walked by
-`collector.lake_walk` (bounded to the days that can hold a wanted hour).
+`collector.lake_walk` (bounded to the days that can hold a wanted hour). `prefix` names the raw
+dataset: the snapshots (`layout.RAW_PREFIX`, the default) or the tape (`layout.TAPE_PREFIX`).
 Sensors, schedules and the retention op pass `lake_walk.log_unreadable`, so one directory that
 cannot be listed is a warning in the tick's log instead of a tick that fails forever.
 """
@@ -34,12 +35,14 @@ def closed_hours_after(
     now: datetime,
     grace: timedelta,
     on_unreadable: OnUnreadable,
+    prefix: Path = layout.RAW_PREFIX,
 ) -> list[datetime]:
     """Closed hours of `inst_id` after `after` that have any file (records, archive or events)."""
     latest_closed = now.replace(minute=0, second=0, microsecond=0) - layout.HOUR
     if not is_closed(latest_closed, now, grace):
         latest_closed -= layout.HOUR
-    return sorted(as_tree(lake).hour_files(inst_id, after=after, until=latest_closed, on_unreadable=on_unreadable))
+    return sorted(as_tree(lake).hour_files(inst_id, after=after, until=latest_closed, on_unreadable=on_unreadable,
+                                           prefix=prefix))
 
 
 def pending_registrations(
@@ -49,12 +52,13 @@ def pending_registrations(
     now: datetime,
     grace: timedelta,
     on_unreadable: OnUnreadable,
+    prefix: Path = layout.RAW_PREFIX,
 ) -> list[LakeHour]:
     """Closed hours not yet registered (after each instrument's cursor), oldest first across instruments."""
     pending = [
         LakeHour(hour, inst_id)
         for inst_id in instruments
-        for hour in closed_hours_after(lake, inst_id, last_registered.get(inst_id), now, grace, on_unreadable)
+        for hour in closed_hours_after(lake, inst_id, last_registered.get(inst_id), now, grace, on_unreadable, prefix)
     ]
     return sorted(pending)
 
@@ -66,14 +70,16 @@ def compression_due(
     grace: timedelta,
     now: datetime | None = None,
     on_unreadable: OnUnreadable = raise_unreadable,
+    prefix: Path = layout.RAW_PREFIX,
 ) -> list[LakeHour]:
-    """Hours whose `.jsonl` still exists and that ended ≥ `compress_after` before `as_of` (the
-    scheduled time) — all of them, however old — and are closed at `now` (never the open hour)."""
+    """Hours (of the dataset `prefix`) whose `.jsonl` still exists and that ended ≥ `compress_after`
+    before `as_of` (the scheduled time) — all of them, however old — and are closed at `now` (never
+    the open hour)."""
     cutoff = as_of - compress_after
     due: list[LakeHour] = []
     tree = as_tree(lake)
-    for inst_id in tree.instruments():
-        for hour, kinds in tree.hour_files(inst_id, until=cutoff, on_unreadable=on_unreadable).items():
+    for inst_id in tree.instruments(prefix):
+        for hour, kinds in tree.hour_files(inst_id, until=cutoff, on_unreadable=on_unreadable, prefix=prefix).items():
             if "records" not in kinds or not ended_at_least(hour, as_of, compress_after):
                 continue
             if now is not None and not is_closed(hour, now, grace):

@@ -6,7 +6,12 @@ tick (`RunRequest.for_asset_graph_subset`) over the hours that closed since its 
   evaluate the six hour checks, each evaluation targeting that materialization (so check results
   are partition health in the UI, see `l2_pipeline.checks`);
 - `raw_archive` for those already archived (a `.jsonl.gz` and no `.jsonl`): recorded as archived;
-- `curated_parquet` and `book_features` for those with records (`curate_on_register`).
+- `curated_parquet` and `book_features` for those with records (`curate_on_register`);
+- when the lake holds a tape (`l2_pipeline.tape_assets`), the closed hours of the tape the same
+  way: `book_tape` (its runs evaluate the three tape checks), `book_tape_archive` for those already
+  archived. Its own cursor (`RawCursor.tape`) and its own fingerprints (stored with `book_tape`).
+  A lake without a tape is registered exactly as before. A tape that appears after the code
+  location loaded is registered after a reload (the tick says so).
 The backfill daemon makes runs of up to `HOURS_PER_RUN` partitions (the assets' backfill policy),
 so a catch-up of thousands of hours is tens of runs. The tick itself reads no file: it lists the
 day directories at or after its cursor (the last registered hour per instrument) and stats the
@@ -34,9 +39,10 @@ and taken as empty.
 """
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TypeVar
 
 import orjson
@@ -54,12 +60,13 @@ from dagster import (
 )
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 
+from collector import layout
 from collector.lake_walk import OnUnreadable, log_unreadable
 from collector.layout import validate_inst_id
 from l2_pipeline.checks import verdict_evaluation
 from l2_pipeline.hours import iso, now_utc, parse_utc
-from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
-from l2_pipeline.partitions import hours_start, instrument_keys, partition_key
+from l2_pipeline.keys import BOOK_FEATURES, BOOK_TAPE, BOOK_TAPE_ARCHIVE, CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
+from l2_pipeline.partitions import hours_start, instrument_keys, parse_partition_key, partition_key
 from l2_pipeline.quality import collector_freshness
 from l2_pipeline.registry import stored_fingerprints
 from l2_pipeline.resources import LakeResource
@@ -69,14 +76,34 @@ from l2_pipeline.stats_cache import fingerprint, unchanged
 FRESHNESS_REEMIT_SECONDS = 600
 
 Cursor = TypeVar("Cursor")
-StoredLookup = Callable[[list[str]], Mapping[str, str]]  # partition keys → the fingerprints stored with them
+# (asset that registers hours, partition keys) → the fingerprints stored with their latest materializations
+StoredLookup = Callable[[AssetKey, list[str]], Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class HourDataset:
+    """A dataset of raw hour files the sensor registers: where it is in the lake, the asset that
+    registers an hour, the one that records it as archived, the Parquet tiers built from it, and the
+    name of its part of the cursor."""
+
+    prefix: Path
+    asset: AssetKey
+    archive: AssetKey
+    derived: tuple[AssetKey, ...]
+    cursor_key: str
+
+
+SNAPSHOTS = HourDataset(layout.RAW_PREFIX, RAW_HOUR, RAW_ARCHIVE, (CURATED_PARQUET, BOOK_FEATURES), "last")
+TAPE = HourDataset(layout.TAPE_PREFIX, BOOK_TAPE, BOOK_TAPE_ARCHIVE, (), "tape")
 
 
 @dataclass
 class RawCursor:
-    """Last registered hour per instrument (JSON: {"v": 1, "last": {instId: ISO hour}})."""
+    """Last registered hour per instrument, of the snapshots and of the tape (JSON: {"v": 1, "last":
+    {instId: ISO hour}, "tape": {instId: ISO hour}}; "tape" only once a tape hour was registered)."""
 
     last: dict[str, datetime] = field(default_factory=dict)
+    tape: dict[str, datetime] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str | None) -> "RawCursor":
@@ -84,14 +111,27 @@ class RawCursor:
         if not text:
             return cls()
         obj = orjson.loads(text)
-        if not isinstance(obj, dict) or obj.get("v") != 1 or not isinstance(obj.get("last"), dict):
-            raise ValueError('expected {"v": 1, "last": {instId: ISO hour}}')
-        if not all(isinstance(ts, str) for ts in obj["last"].values()):
+        if not isinstance(obj, dict) or obj.get("v") != 1 or not isinstance(obj.get("last"), dict) \
+                or not isinstance(obj.get("tape", {}), dict):
+            raise ValueError('expected {"v": 1, "last": {instId: ISO hour}, "tape": {instId: ISO hour}}')
+        parts = (obj["last"], obj.get("tape", {}))
+        if not all(isinstance(ts, str) for part in parts for ts in part.values()):
             raise ValueError("every hour must be an ISO string")
-        return cls({validate_inst_id(inst): parse_utc(ts) for inst, ts in obj["last"].items()})
+        last, tape = ({validate_inst_id(inst): parse_utc(ts) for inst, ts in part.items()} for part in parts)
+        return cls(last, tape)
+
+    def of(self, dataset: HourDataset) -> dict[str, datetime]:
+        """The part of the cursor of `dataset`."""
+        return self.tape if dataset.cursor_key == "tape" else self.last
+
+    def copy(self) -> "RawCursor":
+        return RawCursor(dict(self.last), dict(self.tape))
 
     def dump(self) -> str:
-        return orjson.dumps({"v": 1, "last": {i: iso(h) for i, h in sorted(self.last.items())}}).decode()
+        obj = {"v": 1, "last": {i: iso(h) for i, h in sorted(self.last.items())}}
+        if self.tape:
+            obj["tape"] = {i: iso(h) for i, h in sorted(self.tape.items())}
+        return orjson.dumps(obj).decode()
 
 
 @dataclass(frozen=True)
@@ -130,15 +170,27 @@ def read_cursor(context: SensorEvaluationContext, parse: Callable[[str | None], 
 class Registration:
     """What one evaluation of the raw-hours sensor decided (pure data, tested without Dagster)."""
 
-    raw_hour: list[str] = field(default_factory=list)  # hours to (re-)register
-    raw_archive: list[str] = field(default_factory=list)  # of those, the ones already archived
-    curated: list[str] = field(default_factory=list)  # of those, the ones with records (.jsonl or .jsonl.gz)
+    # asset → partitions to request: hours to (re-)register (`raw_hour`, `book_tape`), of those the ones
+    # already archived (`raw_archive`, `book_tape_archive`) and those with records (the Parquet tiers)
+    requested: dict[AssetKey, list[str]] = field(default_factory=dict)
     unchanged: int = 0  # registered hours whose files kept the fingerprint stored with them
     reregistered: int = 0  # registered hours whose files changed since
     skipped_before_start: int = 0
     processed: int = 0
     pending: int = 0
     cursor: RawCursor = field(default_factory=RawCursor)
+
+    def keys(self, asset: AssetKey) -> list[str]:
+        return self.requested.get(asset, [])
+
+    def add(self, asset: AssetKey, key: str) -> None:
+        self.requested.setdefault(asset, []).append(key)
+
+    @property
+    def registered(self) -> list[str]:
+        """The hours to (re-)register, of the snapshots or the tape, by hour then instrument."""
+        keys = {*self.keys(RAW_HOUR), *self.keys(BOOK_TAPE)}
+        return sorted(keys, key=lambda key: parse_partition_key(key)[::-1])
 
 
 def registration_batch(pending: list[LakeHour], max_hours: int, first_hour: datetime) -> list[LakeHour]:
@@ -158,22 +210,24 @@ def partition_of(item: LakeHour) -> str:
     return str(partition_key(item.inst_id, item.hour))
 
 
-def add_hour(lake: LakeResource, item: LakeHour, stored: str | None, out: Registration) -> None:
-    """Add one closed hour to `out`: registered (again), or passed over when `stored` (the
+def add_hour(lake: LakeResource, dataset: HourDataset, item: LakeHour, stored: str | None, out: Registration
+             ) -> None:
+    """Add one closed hour of `dataset` to `out`: registered (again), or passed over when `stored` (the
     fingerprint its registration recorded) is still its files' fingerprint."""
     key = partition_of(item)
     if stored is not None:
-        if unchanged(stored, fingerprint(lake.tree, item.inst_id, item.hour)):
+        if unchanged(stored, fingerprint(lake.tree, item.inst_id, item.hour, dataset.prefix)):
             out.unchanged += 1
             return
         out.reregistered += 1
-    out.raw_hour.append(key)
-    kinds = lake.tree.hour_kinds(item.inst_id, item.hour)
+    out.add(dataset.asset, key)
+    kinds = lake.tree.hour_kinds(item.inst_id, item.hour, dataset.prefix)
     records, archived = "records" in kinds, "archive" in kinds
     if archived and not records:
-        out.raw_archive.append(key)
+        out.add(dataset.archive, key)
     if (records or archived) and lake.curate_on_register:
-        out.curated.append(key)
+        for derived in dataset.derived:
+            out.add(derived, key)
 
 
 def register_closed_hours(
@@ -183,34 +237,39 @@ def register_closed_hours(
     now: datetime,
     stored_lookup: StoredLookup,
     on_unreadable: OnUnreadable,
+    datasets: Sequence[HourDataset] = (SNAPSHOTS,),
 ) -> Registration:
-    """The closed hours after the cursor (within the tick budget) that need registering."""
+    """The closed hours of `datasets` after the cursor (within the tick budget) that need registering;
+    each dataset takes up to `sensor_max_hours_per_tick` hours."""
     first_hour = hours_start(partitions)
     instruments = instrument_keys(partitions)
-    pending = pending_registrations(lake.tree, instruments, cursor.last, now, lake.grace, on_unreadable)
-    batch = registration_batch(pending, lake.sensor_max_hours_per_tick, first_hour)
-    stored = stored_lookup([partition_of(item) for item in batch if item.hour >= first_hour])
-    out = Registration(pending=len(pending), cursor=RawCursor(dict(cursor.last)))
+    out = Registration(cursor=cursor.copy())
     started = time.monotonic()
-    for item in batch:
-        if time.monotonic() - started > lake.sensor_tick_budget_seconds:
-            break
-        if item.hour >= first_hour:
-            add_hour(lake, item, stored.get(partition_of(item)), out)
-        else:
-            out.skipped_before_start += 1
-        out.cursor.last[item.inst_id] = item.hour
-        out.processed += 1
+    for dataset in datasets:
+        pending = pending_registrations(lake.tree, instruments, cursor.of(dataset), now, lake.grace, on_unreadable,
+                                        dataset.prefix)
+        batch = registration_batch(pending, lake.sensor_max_hours_per_tick, first_hour)
+        stored = stored_lookup(dataset.asset, [partition_of(item) for item in batch if item.hour >= first_hour])
+        out.pending += len(pending)
+        for item in batch:
+            if time.monotonic() - started > lake.sensor_tick_budget_seconds:
+                break
+            if item.hour >= first_hour:
+                add_hour(lake, dataset, item, stored.get(partition_of(item)), out)
+            else:
+                out.skipped_before_start += 1
+            out.cursor.of(dataset)[item.inst_id] = item.hour
+            out.processed += 1
     return out
 
 
 def registration_request(partitions: MultiPartitionsDefinition, reg: Registration) -> RunRequest:
-    """One asset backfill of `raw_hour` (with its checks), `raw_archive`, `curated_parquet` and `book_features` over
-    the hours of `reg`. The backfill daemon turns it into runs with the assets' backfill policy. (The
-    subset type is not public in Dagster 1.13; `RunRequest.for_asset_graph_subset` is how a sensor
-    requests a backfill, see dagster/_daemon/sensor.py `_submit_backfill_request`.)"""
-    return hours_backfill(partitions, {RAW_HOUR: reg.raw_hour, RAW_ARCHIVE: reg.raw_archive,
-                                       CURATED_PARQUET: reg.curated, BOOK_FEATURES: reg.curated}, reg.raw_hour)
+    """One asset backfill of `raw_hour` (with its checks), `raw_archive`, `curated_parquet` and `book_features`
+    (and of the tape's `book_tape`, with its checks, and `book_tape_archive`) over the hours of `reg`. The
+    backfill daemon turns it into runs with the assets' backfill policy. (The subset type is not public
+    in Dagster 1.13; `RunRequest.for_asset_graph_subset` is how a sensor requests a backfill, see
+    dagster/_daemon/sensor.py `_submit_backfill_request`.)"""
+    return hours_backfill(partitions, reg.requested, reg.registered)
 
 
 def hours_backfill(partitions: MultiPartitionsDefinition, by_asset: dict[AssetKey, list[str]],
@@ -225,10 +284,13 @@ def hours_backfill(partitions: MultiPartitionsDefinition, by_asset: dict[AssetKe
 
 
 def summary(reg: Registration, unknown_instruments: list[str]) -> str:
-    new = len(reg.raw_hour) - reg.reregistered
+    new = len(reg.keys(RAW_HOUR)) + len(reg.keys(BOOK_TAPE)) - reg.reregistered
+    tape = (f", {len(reg.keys(BOOK_TAPE))} of the tape ({len(reg.keys(BOOK_TAPE_ARCHIVE))} already archived)"
+            if reg.keys(BOOK_TAPE) else "")
     text = (
         f"registering {new} new hour(s) and {reg.reregistered} whose files changed "
-        f"({len(reg.raw_archive)} already archived, {len(reg.curated)} to curate); {reg.unchanged} unchanged; "
+        f"({len(reg.keys(RAW_ARCHIVE))} already archived, {len(reg.keys(CURATED_PARQUET))} to curate{tape}); "
+        f"{reg.unchanged} unchanged; "
         f"{reg.pending - reg.processed} still pending; {reg.skipped_before_start} before the first hour partition"
     )
     if unknown_instruments:
@@ -237,35 +299,41 @@ def summary(reg: Registration, unknown_instruments: list[str]) -> str:
     return text
 
 
-def build_raw_hours_sensor(partitions: MultiPartitionsDefinition) -> SensorDefinition:
-    """`raw_hours_sensor` over `partitions`."""
+def build_raw_hours_sensor(partitions: MultiPartitionsDefinition, tape: bool = False) -> SensorDefinition:
+    """`raw_hours_sensor` over `partitions`; with `tape` it registers the tape's hours too."""
+    datasets = (SNAPSHOTS, TAPE) if tape else (SNAPSHOTS,)
+    tape_assets = (BOOK_TAPE, BOOK_TAPE_ARCHIVE) if tape else ()
 
     @sensor(
         name="raw_hours_sensor",
         # an asset selection, not jobs: only such a sensor may request a backfill (SensorDefinition.
         # validate_backfill_requests)
-        asset_selection=AssetSelection.assets(RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET, BOOK_FEATURES),
+        asset_selection=AssetSelection.assets(RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET, BOOK_FEATURES, *tape_assets),
         minimum_interval_seconds=60,
         default_status=DefaultSensorStatus.RUNNING,
         description="Registers closed hours: one backfill per tick of raw_hour (figures + the six quality checks), "
         "raw_archive for hours already archived, curated_parquet and book_features, over the hours that closed since "
-        "the last tick.",
+        "the last tick." + (" The tape's closed hours likewise: book_tape (figures + the three tape checks), "
+                            "book_tape_archive for those already archived." if tape else ""),
     )
     def raw_hours_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
         cursor = read_cursor(context, RawCursor.parse, RawCursor())
         unknown = sorted(set(lake.known_instruments()) - set(instrument_keys(partitions)))
         reg = register_closed_hours(lake, partitions, cursor, now_utc(),
-                                    lambda keys: stored_fingerprints(context.instance, keys),
-                                    log_unreadable(context.log))
+                                    lambda asset, keys: stored_fingerprints(context.instance, keys, asset),
+                                    log_unreadable(context.log), datasets)
         text = summary(reg, unknown)
+        if not tape and lake.tree.instruments(layout.TAPE_PREFIX):
+            context.log.warning("the lake holds a tape the code location has no assets for (it appeared after the "
+                                "code location loaded): reload it to register the tape's hours")
         if unknown:
             context.log.warning(text)
-        elif reg.raw_hour:
+        elif reg.registered:
             context.log.info(text)
         return SensorResult(
-            run_requests=[registration_request(partitions, reg)] if reg.raw_hour else [],
+            run_requests=[registration_request(partitions, reg)] if reg.registered else [],
             cursor=reg.cursor.dump(),
-            skip_reason=None if reg.raw_hour else SkipReason(f"nothing to register: {text}"),
+            skip_reason=None if reg.registered else SkipReason(f"nothing to register: {text}"),
         )
 
     return raw_hours_sensor
