@@ -18,6 +18,14 @@ settings.register_profile("fuzz-long", max_examples=100_000, deadline=None, supp
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The collector's end-to-end tests and soak time real processes on the machine's cores: mark them
+    `timed`, so scripts/test.sh runs them one at a time and everything else in parallel."""
+    for item in items:
+        if "collector_tests" in item.path.parts and (item.get_closest_marker("e2e") or item.get_closest_marker("soak")):
+            item.add_marker(pytest.mark.timed)
+
+
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     """`tmpfs("256k")` mounts a real filesystem of that size under tmp_path (unmounted afterwards);
