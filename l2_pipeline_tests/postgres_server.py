@@ -14,8 +14,9 @@ Where the binaries are missing the fixture skips, unless `L2_REQUIRE_POSTGRES=1`
 `.ci/run`, which installs the package): then it fails, saying what to install.
 
 Tests get a role `dagster` (password `dagster`, not a superuser) and create a database of their
-own with `PostgresServer.create_database`; `PostgresServer.dagster_env` gives the `DAGSTER_PG_*`
-variables `deploy/dagster.yaml` reads.
+own with `PostgresServer.create_database` (empty, or a copy of a template database) and drop it
+with `drop_database`; `PostgresServer.dagster_env` gives the `DAGSTER_PG_*` variables
+`deploy/dagster.yaml` reads, `dagster_storage` its `storage` section with the values written out.
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from psycopg2.sql import Composable
 
 REQUIRE_ENV = "L2_REQUIRE_POSTGRES"
 SYSTEM_USER = "postgres"  # the Debian package's system user, owner of the data directory when we are root
@@ -106,23 +111,51 @@ class PostgresServer:
         conn.autocommit = True
         return conn
 
-    def create_database(self, prefix: str = "dagster") -> str:
-        """A new empty database owned by the `dagster` role; returns its name."""
-        from psycopg2 import sql
-
-        name = f"{prefix}_{next(self._names)}"
+    def execute(self, statement: str | Composable, params: tuple = ()) -> None:
+        """Run one statement as the superuser on the `postgres` database (in autocommit)."""
         conn = self.connect()
         try:
             with conn.cursor() as cur:
-                cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(ROLE)))
+                cur.execute(statement, params)
         finally:
             conn.close()
+
+    def create_database(self, prefix: str = "dagster", template: str | None = None) -> str:
+        """A new database owned by the `dagster` role, empty or (`template`) a copy of that database;
+        returns its name (unique on this server)."""
+        from psycopg2 import sql
+
+        name = f"{prefix}_{next(self._names)}"
+        statement = sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(ROLE))
+        if template is not None:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        self.execute(statement)
         return name
+
+    def seal_template(self, name: str) -> None:
+        """Let nothing connect to the database `name` any more (autovacuum included), so that
+        `create_database(template=name)` never finds it in use."""
+        from psycopg2 import sql
+
+        self.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+
+    def drop_database(self, name: str) -> None:
+        """Drop the database `name`, ending any session still connected to it."""
+        from psycopg2 import sql
+
+        self.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
     def dagster_env(self, db_name: str) -> dict[str, str]:
         """The `DAGSTER_PG_*` variables deploy/dagster.yaml reads, pointing at `db_name` here."""
         return {"DAGSTER_PG_HOST": self.host, "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_USER": ROLE,
                 "DAGSTER_PG_PASSWORD": ROLE_PASSWORD, "DAGSTER_PG_DB": db_name}
+
+    def dagster_storage(self, db_name: str) -> dict[str, Any]:
+        """The instance config's `storage` section of deploy/dagster.yaml, its values written out:
+        run, event log and schedule storage in `db_name` here."""
+        postgres_db = {"hostname": self.host, "port": self.port, "username": ROLE, "password": ROLE_PASSWORD,
+                       "db_name": db_name, "scheme": "postgresql+psycopg2"}
+        return {"storage": {"postgres": {"postgres_db": postgres_db}}}
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -163,12 +196,7 @@ def running_postgres(bin_dir: Path, as_user: list[str]) -> Iterator[PostgresServ
                 if "could not bind" not in log_text or attempt == START_ATTEMPTS - 1:
                     raise RuntimeError(f"PostgreSQL did not start; its log:\n{log_text}") from None
         server = PostgresServer(host="127.0.0.1", port=port, socket_dir=base, version=version)
-        conn = server.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD %s", (ROLE_PASSWORD,))
-        finally:
-            conn.close()
+        server.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD %s", (ROLE_PASSWORD,))
         yield server
     finally:
         if started:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pyarrow.parquet as pq
-from dagster import DagsterInstance, RunRequest, build_schedule_context
+from dagster import RunRequest, build_schedule_context
 
 from collector import layout
 from l2_pipeline import read_books
@@ -52,7 +52,7 @@ def move_to_legacy_layout(data_dir, inst_id: str, hour: datetime) -> None:
     shutil.rmtree(data_dir / layout.CURATED_PREFIX / f"instId={inst_id}")
 
 
-def test_retention_job_moves_a_pre_hive_lake_losing_nothing(tmp_path):
+def test_retention_job_moves_a_pre_hive_lake_losing_nothing(tmp_path, dagster_instances):
     plant_good_hour(tmp_path, BTC, h(0), count=5)
     write_parquet(tmp_path, BTC, h(0), NOW)
     expected = pq.read_table(layout.curated_path(tmp_path, BTC, h(0)))
@@ -62,7 +62,7 @@ def test_retention_job_moves_a_pre_hive_lake_losing_nothing(tmp_path):
     lake = lake_resource(tmp_path, curated_retention_days=30)
     at = h(24)
     assert plan_deletions(tmp_path, at, lake.raw_retention, lake.curated_retention) == []
-    with DagsterInstance.ephemeral() as instance:
+    with dagster_instances.ephemeral() as instance:
         request = retention_schedule(build_schedule_context(instance=instance, scheduled_execution_time=at,
                                                             resources={"lake": lake}))
         assert isinstance(request, RunRequest)  # nothing due, but a legacy directory to move
@@ -82,7 +82,7 @@ def test_rebuilding_an_hour_removes_its_pre_hive_copy(tmp_path):
     assert not layout.legacy_curated_path(tmp_path, BTC, h(0)).exists()
 
 
-def test_retention_deletes_parquet_tiers_and_their_emptied_directories(tmp_path):
+def test_retention_deletes_parquet_tiers_and_their_emptied_directories(tmp_path, dagster_instances):
     plant_good_hour(tmp_path, BTC, h(0), count=2)
     write_parquet(tmp_path, BTC, h(0), NOW)
     features = layout.features_path(tmp_path, BTC, h(0))
@@ -90,7 +90,7 @@ def test_retention_deletes_parquet_tiers_and_their_emptied_directories(tmp_path)
     shutil.copy(layout.curated_path(tmp_path, BTC, h(0)), features)
     lake = lake_resource(tmp_path, curated_retention_days=1)  # BASE_HOUR is days before now
     config = {"ops": {"delete_expired": {"config": {"as_of": "", "dry_run": False}}}}
-    with DagsterInstance.ephemeral() as instance:
+    with dagster_instances.ephemeral() as instance:
         assert retention_job.execute_in_process(run_config=config, instance=instance, resources={"lake": lake}).success
     for prefix in (layout.CURATED_PREFIX, layout.FEATURES_PREFIX):
         assert list((tmp_path / prefix / f"instId={BTC}").iterdir()) == []  # date=…/hour=… removed

@@ -12,7 +12,7 @@ from io import BytesIO
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetKey, instance_for_test, materialize
+from dagster import AssetKey, materialize
 from matplotlib.image import imread
 
 from collector import layout
@@ -50,7 +50,7 @@ def looks_drawn(png: bytes, min_kb: int = 10) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory):
+def registered(tmp_path_factory, dagster_instances):
     """Three closed hours of BTC and ETH, the last one ended an hour ago: BTC's middle hour has a gap (a WARN
     check fails), ETH's last hour has 40 records (coverage, an ERROR check, fails at 5 %); the rest
     have 180 records (10 %, passing at 5 %: a tenth of an hour's data keeps the test quick).
@@ -66,7 +66,7 @@ def registered(tmp_path_factory):
         else:
             plant_good_hour(root, BTC, hour, count=180)
     lake = lake_resource(root, hour_figures=True, health_days=1, coverage_threshold_pct=5)
-    with instance_for_test(temp_dir=str(tmp_path_factory.mktemp("home"))) as instance:
+    with dagster_instances.persistent(tmp_path_factory.mktemp("home")) as instance:
         register_closed_hours(instance, lake)
         yield instance, lake, {"no_gaps": str(partition_key(BTC, hours[1])), "coverage": str(partition_key(ETH, last))}
 

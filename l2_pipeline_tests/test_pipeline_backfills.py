@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from dagster import (
@@ -31,13 +30,11 @@ from dagster import (
     DagsterRunStatus,
     RunRequest,
     RunsFilter,
-    instance_for_test,
 )
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
+from dagster._core.test_utils import freeze_time
 from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.sensor import execute_sensor_iteration
 from dagster._scheduler.scheduler import launch_scheduled_runs
 from dagster._time import get_current_datetime
@@ -49,6 +46,7 @@ from l2_pipeline.checks import HOUR_CHECK_KEYS
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.quality import HOUR_CHECKS
+from l2_pipeline_tests.instances import DagsterInstances
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
@@ -62,7 +60,6 @@ from l2_pipeline_tests.lake_factory import (
     run_backfill,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 PRESENT = [(BTC, 0), (BTC, 1), (BTC, 2), (ETH, 0), (ETH, 2)]  # ETH 01 has no file at all
 MISSING = str(partition_key(ETH, BASE_HOUR + timedelta(hours=1)))
@@ -73,7 +70,7 @@ def key(inst_id: str, offset: int) -> str:
 
 
 @contextmanager
-def daemon_workspace(tmp_path: Path, monkeypatch, hours=PRESENT, **instance_args: Any
+def daemon_workspace(instances: DagsterInstances, tmp_path: Path, monkeypatch, hours=PRESENT
                      ) -> Iterator[tuple[DagsterInstance, WorkspaceProcessContext]]:
     """A persistent instance and the code location loaded as `dagster dev` loads it, over a lake of
     `hours` (instrument, offset from BASE_HOUR); the instrument dimension holds BTC and ETH."""
@@ -82,12 +79,7 @@ def daemon_workspace(tmp_path: Path, monkeypatch, hours=PRESENT, **instance_args
         plant_good_hour(lake_dir, inst_id, BASE_HOUR + timedelta(hours=offset), count=20)
     for name, value in {"L2_DATA_DIR": str(lake_dir), "L2_INSTRUMENTS": f"{BTC},{ETH}", **NO_FIGURES}.items():
         monkeypatch.setenv(name, value)  # read by the code server and the run processes
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    target = ModuleTarget(module_name="l2_pipeline.definitions", attribute="defs", working_directory=str(REPO),
-                          location_name="l2_pipeline")
-    with instance_for_test(temp_dir=str(home), **instance_args) as instance, \
-            create_test_daemon_workspace_context(target, instance) as workspace:
+    with instances.daemon_workspace(tmp_path / "dagster_home") as (instance, workspace):
         yield instance, workspace
 
 
@@ -114,9 +106,10 @@ def step_failures(instance: DagsterInstance, run_id: str) -> list[str]:
     (RAW_ARCHIVE.to_user_string(), RAW_ARCHIVE, 2),
     (CURATED_PARQUET.to_user_string(), CURATED_PARQUET, 2),
 ])
-def test_ui_backfill_over_a_missing_hour_fails_naming_it(tmp_path, monkeypatch, asset, asset_key, runs):
+def test_ui_backfill_over_a_missing_hour_fails_naming_it(dagster_instances, tmp_path, monkeypatch,
+                                                         asset, asset_key, runs):
     keys = [key(inst_id, offset) for inst_id in (BTC, ETH) for offset in range(3)]
-    with daemon_workspace(tmp_path, monkeypatch, synchronous_run_coordinator=True) as (instance, workspace):
+    with daemon_workspace(dagster_instances, tmp_path, monkeypatch) as (instance, workspace):
         backfill_id = launch_from_ui(workspace, [asset], keys)
         backfill = run_backfill(instance, workspace, backfill_id)
 
@@ -132,11 +125,11 @@ def test_ui_backfill_over_a_missing_hour_fails_naming_it(tmp_path, monkeypatch, 
         assert len(done) == runs
 
 
-def test_ui_backfill_of_present_hours_ends_green(tmp_path, monkeypatch):
+def test_ui_backfill_of_present_hours_ends_green(dagster_instances, tmp_path, monkeypatch):
     """One backfill of the three partitioned assets over hours that all have data: one ranged run of
     all three (and raw_hour's checks, current for every hour afterwards)."""
     keys = [key(BTC, offset) for offset in range(3)]
-    with daemon_workspace(tmp_path, monkeypatch, synchronous_run_coordinator=True) as (instance, workspace):
+    with daemon_workspace(dagster_instances, tmp_path, monkeypatch) as (instance, workspace):
         backfill_id = launch_from_ui(workspace, [k.to_user_string() for k in (RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET)],
                                      keys)
         backfill = run_backfill(instance, workspace, backfill_id)
@@ -151,15 +144,15 @@ def test_ui_backfill_of_present_hours_ends_green(tmp_path, monkeypatch):
                           for name in HOUR_CHECKS}
 
 
-def test_sensor_catch_up_is_one_backfill_of_few_runs(tmp_path, monkeypatch):
+def test_sensor_catch_up_is_one_backfill_of_few_runs(dagster_instances, tmp_path, monkeypatch):
     """110 closed hours × 2 instruments registered in one tick of the sensor daemon become one
     backfill of raw_hour (with its six checks), curated_parquet and book_features, which the backfill daemon splits
     into 2 × ceil(110 / 100) = 4 ranged runs (not 220). Once they ran, every hour's check results
-    are current: partition health as the UI shows it. (Each run stores ~1,000 events in SQLite:
-    about a minute in all.)"""
+    are current: partition health as the UI shows it. (Each run stores ~1,000 events: about a
+    minute in all on SQLite, 2 to 4 on PostgreSQL.)"""
     hours = [(inst_id, offset) for inst_id in (BTC, ETH) for offset in range(-110, 0)]
     monkeypatch.setenv("L2_COVERAGE_THRESHOLD_PCT", "0")  # 20 records an hour: every check passes
-    with daemon_workspace(tmp_path, monkeypatch, hours, synchronous_run_coordinator=True) as (instance, workspace):
+    with daemon_workspace(dagster_instances, tmp_path, monkeypatch, hours) as (instance, workspace):
         lake = lake_resource(tmp_path / "lake")
         list(execute_sensor_iteration(workspace, logging.getLogger("sensor-daemon"), None, None))
         (backfill,) = instance.get_backfills()
@@ -171,7 +164,7 @@ def test_sensor_catch_up_is_one_backfill_of_few_runs(tmp_path, monkeypatch):
             assert {str(p.partition_key) for p in target.iterate_asset_partitions() if p.asset_key == asset_key} \
                 == everything, asset_key
 
-        done = run_backfill(instance, workspace, backfill.backfill_id, timeout=240)
+        done = run_backfill(instance, workspace, backfill.backfill_id, timeout=600)
         assert done.status == BulkActionStatus.COMPLETED_SUCCESS
         runs = backfill_runs(instance, backfill.backfill_id)
         sizes = sorted(len(range_keys(RunRequest(tags=run.tags), lake)) for run in runs)
@@ -184,11 +177,11 @@ def test_sensor_catch_up_is_one_backfill_of_few_runs(tmp_path, monkeypatch):
         assert check_status(instance, lake) == {name: {"SUCCEEDED": everything} for name in HOUR_CHECKS}
 
 
-def test_compression_schedule_ranged_runs_through_the_scheduler_daemon(tmp_path, monkeypatch):
+def test_compression_schedule_ranged_runs_through_the_scheduler_daemon(dagster_instances, tmp_path, monkeypatch):
     """The scheduler daemon evaluates compression_schedule and launches its ranged compress_job runs
     (a schedule cannot request a backfill in Dagster 1.13); they archive every due hour."""
     monkeypatch.setenv("L2_DELETE_AFTER_DAYS", "36500")  # retention_schedule ticks too: keep the planted hours
-    with daemon_workspace(tmp_path, monkeypatch, synchronous_run_coordinator=True) as (instance, workspace):
+    with daemon_workspace(dagster_instances, tmp_path, monkeypatch) as (instance, workspace):
         start = get_current_datetime().replace(minute=10, second=0, microsecond=0) - timedelta(hours=1)
         for minutes in (0, 60):  # the first iteration starts the schedule, the second ticks at :15
             with freeze_time(start + timedelta(minutes=minutes)):

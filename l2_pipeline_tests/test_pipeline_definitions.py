@@ -1,5 +1,5 @@
 """The code location loads and validates, and its assets and partitioned checks run on a real
-ephemeral instance over planted good and bad hours."""
+instance (`dagster_instances.ephemeral()`: in memory, or on PostgreSQL) over planted good and bad hours."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetCheckKey, DagsterInstance, Definitions, EnvVar, asset, materialize
+from dagster import AssetCheckKey, Definitions, EnvVar, asset, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from collector import layout
@@ -59,17 +59,19 @@ def test_definitions_load_and_validate():
     assert checks == {*HOUR_CHECKS, "collector_freshness"}
 
 
-def test_workspace_yaml_loads_offline(tmp_path):
+def test_workspace_yaml_loads_offline(tmp_path, dagster_instances):
     """`dagster definitions validate -w workspace.yaml`, the loader `dagster dev` uses."""
-    env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path),
-           "L2_DATA_DIR": str(tmp_path / "data")}
-    done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w",
-                           "workspace.yaml"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    # an invalid value stops the code location from loading, naming the variable
-    bad = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w",
-                          "workspace.yaml"], cwd=REPO, env={**env, "L2_PARTITIONS_START": "2026-13-01"},
-                         capture_output=True, text=True, timeout=120)
+    dagster = str(Path(sys.executable).parent / "dagster")
+    with dagster_instances.home(tmp_path) as home:
+        env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "DAGSTER_HOME": str(home),
+               "L2_DATA_DIR": str(tmp_path / "data")}
+        done = subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        # an invalid value stops the code location from loading, naming the variable
+        bad = subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO,
+                             env={**env, "L2_PARTITIONS_START": "2026-13-01"}, capture_output=True, text=True,
+                             timeout=120)
     assert bad.returncode != 0 and "L2_PARTITIONS_START='2026-13-01'" in bad.stdout + bad.stderr
 
 
@@ -93,10 +95,10 @@ def test_resource_from_environment():
         "L2_CLOSED_GRACE_MINUTES", "L2_COMPRESS_AFTER_HOURS", "L2_DELETE_AFTER_DAYS", "L2_CURATED_RETENTION_DAYS",
         "L2_FRESHNESS_MINUTES", "L2_SENSOR_MAX_HOURS_PER_TICK", "L2_SENSOR_TICK_BUDGET_SECONDS",
         "L2_CURATE_ON_REGISTER", "L2_RETENTION_DRY_RUN", "L2_PARTITIONS_START", "L2_HOUR_FIGURES", "L2_HEALTH_DAYS",
-        "L2_REPLICA_DIRS"}
+        "L2_REPLICA_DIRS", "L2_LAKE_URL"}
 
 
-def test_deployment_resource_resolves_env_vars_at_run_time(tmp_path, monkeypatch):
+def test_deployment_resource_resolves_env_vars_at_run_time(tmp_path, monkeypatch, dagster_instances):
     """From the process environment, data_dir and rest_url reach Dagster as EnvVars (the UI shows the
     variable); the others as validated values."""
     monkeypatch.setenv("L2_DATA_DIR", str(tmp_path / "first"))
@@ -111,7 +113,7 @@ def test_deployment_resource_resolves_env_vars_at_run_time(tmp_path, monkeypatch
     def probe(lake: LakeResource) -> None:
         seen.append(lake.root)
 
-    with DagsterInstance.ephemeral() as instance:
+    with dagster_instances.ephemeral() as instance:
         assert materialize([probe], instance=instance, resources={"lake": lake}).success
     assert seen == [tmp_path / "second"]
 
@@ -175,12 +177,12 @@ def plant_bad_hours(data_dir: Path) -> dict[str, set[str]]:
     return expected
 
 
-def test_checks_pass_on_good_and_fail_on_planted_bad_hours(tmp_path):
+def test_checks_pass_on_good_and_fail_on_planted_bad_hours(tmp_path, dagster_instances):
     plant_good_hour(tmp_path, BTC, BASE_HOUR)
     expected = {str(partition_key(BTC, BASE_HOUR)): set()}
     expected.update(plant_bad_hours(tmp_path))
     lake = lake_resource(tmp_path)
-    with DagsterInstance.ephemeral() as instance:
+    with dagster_instances.ephemeral() as instance:
         assets = lake_assets(lake)
         for key, failing in expected.items():
             result = materialize([assets["raw_hour"], assets["raw_hour_quality"]], partition_key=key,
@@ -199,14 +201,14 @@ def test_checks_pass_on_good_and_fail_on_planted_bad_hours(tmp_path):
         assert record is not None
 
 
-def test_archive_and_parquet_assets_per_partition(tmp_path):
+def test_archive_and_parquet_assets_per_partition(tmp_path, dagster_instances):
     records = plant_good_hour(tmp_path, BTC, BASE_HOUR, count=120)
     original = layout.records_path(tmp_path, BTC, BASE_HOUR).read_bytes()
     key = str(partition_key(BTC, BASE_HOUR))
     lake: LakeResource = lake_resource(tmp_path)
     assets = lake_assets(lake)
     curated_parquet, raw_archive = assets["curated_parquet"], assets["raw_archive"]
-    with DagsterInstance.ephemeral() as instance:
+    with dagster_instances.ephemeral() as instance:
         result = materialize([curated_parquet, raw_archive], partition_key=key, instance=instance,
                              resources={"lake": lake})
         assert result.success
@@ -233,14 +235,14 @@ def test_archive_and_parquet_assets_per_partition(tmp_path):
             assert "Leave the hour out of the backfill" in description
 
 
-def test_empty_hour_materializes_with_a_note_and_a_missing_hour_fails(tmp_path):
+def test_empty_hour_materializes_with_a_note_and_a_missing_hour_fails(tmp_path, dagster_instances):
     """A file that exists but holds no record is data (every asset materializes it, saying so in a
     `note`); an hour with no file at all fails raw_hour too, naming the paths it looked for."""
     empty = BASE_HOUR + timedelta(hours=2)
     write_hour(tmp_path, BTC, empty, lines=[b"not a record\n"])
     lake = lake_resource(tmp_path)
     assets = lake_assets(lake)
-    with DagsterInstance.ephemeral() as instance:
+    with dagster_instances.ephemeral() as instance:
         key = str(partition_key(BTC, empty))
         results = [materialize(selection, partition_key=key, instance=instance, resources={"lake": lake})
                    for selection in ([assets["raw_hour"]], [assets["curated_parquet"], assets["raw_archive"]])]
@@ -265,7 +267,7 @@ def test_empty_hour_materializes_with_a_note_and_a_missing_hour_fails(tmp_path):
             assert str(path(tmp_path, BTC, missing)) in description
 
 
-def test_one_check_reruns_alone_without_rewriting_the_hour(tmp_path):
+def test_one_check_reruns_alone_without_rewriting_the_hour(tmp_path, dagster_instances):
     """hour_checks_job, subset to one check, over a range given by tags (how the Launchpad and the
     CLI launch it: Dagster 1.13 gives a checks-only job no partition picker): only that check is
     evaluated, for each hour, against its latest materialization; raw_hour is not materialized again."""
@@ -276,7 +278,7 @@ def test_one_check_reruns_alone_without_rewriting_the_hour(tmp_path):
     lake = lake_resource(tmp_path)
     key, next_key = str(partition_key(BTC, BASE_HOUR)), str(partition_key(BTC, BASE_HOUR + timedelta(hours=1)))
     defs_over_lake = build_definitions(lake)
-    with DagsterInstance.ephemeral() as instance:
+    with dagster_instances.ephemeral() as instance:
         hours = {ASSET_PARTITION_RANGE_START_TAG: key, ASSET_PARTITION_RANGE_END_TAG: next_key}
         registered = defs_over_lake.resolve_job_def("raw_hour_job").execute_in_process(instance=instance, tags=hours)
         quality = {m.materialization.partition: m.materialization.metadata["quality"].value

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from dagster import DagsterInstance, build_schedule_context, instance_for_test
+from dagster import build_schedule_context
 
 from collector import layout
 from collector.okx.simulator.market import DUMP_START_MS, dump_frames
@@ -87,14 +87,12 @@ def verdicts(instance, lake, key: str) -> dict[str, bool]:
     return out
 
 
-def test_replayed_full_hour_registers_checks_curates_and_archives(frames, tmp_path):
+def test_replayed_full_hour_registers_checks_curates_and_archives(frames, tmp_path, dagster_instances):
     lake_dir = replayed_lake(frames, tmp_path / "lake")
     lake = lake_resource(lake_dir)
     key0 = {i: str(partition_key(i, HOUR0)) for i in (BTC, ETH)}
     originals = {i: layout.records_path(lake_dir, i, HOUR0).read_bytes() for i in (BTC, ETH)}
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with instance_for_test(temp_dir=str(home)) as instance:  # persistent: the schedule context needs one
+    with dagster_instances.persistent(tmp_path / "home") as instance:  # persistent: the schedule context needs one
         hours, runs = register(instance, lake)
         # hour 00 is complete; hour 01 holds the single record written at exactly 01:00:00
         both = {*key0.values(), *(str(partition_key(i, HOUR0 + timedelta(hours=1))) for i in (BTC, ETH))}
@@ -126,11 +124,11 @@ def test_replayed_full_hour_registers_checks_curates_and_archives(frames, tmp_pa
             assert hashlib.sha256(restored).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
-def test_replayed_hour_with_a_dropped_frame_fails_gap_and_coverage(frames, tmp_path):
+def test_replayed_hour_with_a_dropped_frame_fails_gap_and_coverage(frames, tmp_path, dagster_instances):
     lake_dir = replayed_lake(frames, tmp_path / "lake", drop_line=2 + 2 * 18_000)  # a BTC update at ~00:30
     lake = lake_resource(lake_dir)
     btc, eth = (str(partition_key(i, HOUR0)) for i in (BTC, ETH))
-    with DagsterInstance.ephemeral() as instance:
+    with dagster_instances.ephemeral() as instance:
         register(instance, lake)
         meta = figures(instance, btc)
         assert meta["gaps"].value == 1 and meta["resyncs"].value == 1
@@ -140,8 +138,10 @@ def test_replayed_hour_with_a_dropped_frame_fails_gap_and_coverage(frames, tmp_p
 
 
 @pytest.mark.e2e
-def test_live_collector_lake(tmp_path):
-    hour6, start_at = hour_boundary_soon(3, hours_ago=2)  # closed hours, within a day of the local clock
+def test_live_collector_lake(tmp_path, dagster_instances):
+    # closed hours, within a day of the local clock; the exchange clock starts 8 s before the boundary, so
+    # that the collector, started after the simulator, records the earlier hour even on a loaded machine
+    hour6, start_at = hour_boundary_soon(8, hours_ago=2)
     sim = start_simulator(tmp_path, f"{BTC},{ETH}", "--interval-ms", "50", "--start-at", start_at)
     data = tmp_path / "lake"
     hour5 = hour6 - timedelta(hours=1)
@@ -155,7 +155,7 @@ def test_live_collector_lake(tmp_path):
         stop_process(collector, signal.SIGKILL)
         sim.stop()
     lake = lake_resource(data, cadence_seconds=0.2)
-    with DagsterInstance.ephemeral() as instance:
+    with dagster_instances.ephemeral() as instance:
         register(instance, lake)
         for inst_id in (BTC, ETH):
             for hour in (hour5, hour6):

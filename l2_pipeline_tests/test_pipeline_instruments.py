@@ -8,11 +8,12 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import materialize
 
 from collector import layout
 from collector_tests.harness import reference_file
 from l2_pipeline.assets import instrument_metadata
+from l2_pipeline_tests.instances import DagsterInstances
 from l2_pipeline_tests.lake_factory import BTC, ETH, lake_resource
 
 BODY = reference_file("nautilus_http_get_instruments_swap.json").read_bytes()
@@ -64,8 +65,8 @@ def okx() -> Iterator[FakeOkx]:
     server.close()
 
 
-def run(lake) -> dict:
-    with DagsterInstance.ephemeral() as instance:
+def run(instances: DagsterInstances, lake) -> dict:
+    with instances.ephemeral() as instance:
         result = materialize([instrument_metadata], instance=instance, resources={"lake": lake})
         assert result.success
         (mat,) = result.get_asset_materialization_events()
@@ -76,9 +77,9 @@ def history(data_dir, inst_id) -> list[dict]:
     return [orjson.loads(line) for line in layout.meta_history_path(data_dir, inst_id).read_bytes().splitlines()]
 
 
-def test_writes_meta_and_history_and_reports_changes(tmp_path, okx):
+def test_writes_meta_and_history_and_reports_changes(tmp_path, okx, dagster_instances):
     lake = lake_resource(tmp_path, instruments=[BTC, ETH, "DOGE-USDT-SWAP"], rest_url=okx.url)
-    first = run(lake)
+    first = run(dagster_instances, lake)
     assert okx.paths == ["/api/v5/public/instruments?instType=SWAP"]
     assert first["instruments"] == 2 and first["missing"] == "DOGE-USDT-SWAP" and first["changes"] == 0
     assert first["new_instruments"] == f"{BTC}, {ETH}"
@@ -86,11 +87,11 @@ def test_writes_meta_and_history_and_reports_changes(tmp_path, okx):
     assert latest["tickSz"] == "0.1" and latest["ctVal"] == "0.01" and "fetched_at" in latest
     assert len(history(tmp_path, BTC)) == 1
 
-    second = run(lake)  # nothing but fetched_at differs: no history line
+    second = run(dagster_instances, lake)  # nothing but fetched_at differs: no history line
     assert second["changes"] == 0 and len(history(tmp_path, BTC)) == 1
 
     okx.change(BTC, tickSz="0.5", ctVal="0.001")
-    third = run(lake)
+    third = run(dagster_instances, lake)
     assert third["changes"] == 2 and third["important_changes"] == 2
     assert "| BTC-USDT-SWAP | tickSz | 0.1 | 0.5 |" in third["change_table"]
     versions = history(tmp_path, BTC)
@@ -98,12 +99,12 @@ def test_writes_meta_and_history_and_reports_changes(tmp_path, okx):
     assert orjson.loads(layout.meta_path(tmp_path, BTC).read_bytes())["ctVal"] == "0.001"
 
 
-def test_unreachable_or_unlisted_fails_the_run(tmp_path, okx):
+def test_unreachable_or_unlisted_fails_the_run(tmp_path, okx, dagster_instances):
     lake = lake_resource(tmp_path, instruments=["DOGE-USDT-SWAP"], rest_url=okx.url)
-    with DagsterInstance.ephemeral() as instance:
+    with dagster_instances.ephemeral() as instance:
         result = materialize([instrument_metadata], instance=instance, resources={"lake": lake}, raise_on_error=False)
     assert not result.success
     lake = lake_resource(tmp_path, rest_url=okx.url + "/nowhere", rest_timeout_seconds=2)
-    with DagsterInstance.ephemeral() as instance:
+    with dagster_instances.ephemeral() as instance:
         result = materialize([instrument_metadata], instance=instance, resources={"lake": lake}, raise_on_error=False)
     assert not result.success

@@ -20,13 +20,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from dagster import (
-    DagsterInstance,
-    RunRequest,
-    build_schedule_context,
-    build_sensor_context,
-    instance_for_test,
-)
+from dagster import RunRequest, build_schedule_context, build_sensor_context
 
 from collector import layout
 from l2_pipeline.curated import write_parquet
@@ -57,12 +51,6 @@ from l2_pipeline_tests.lake_factory import (
 )
 
 NOBODY = 65534
-
-
-@pytest.fixture
-def instance():
-    with DagsterInstance.ephemeral() as inst:
-        yield inst
 
 
 @pytest.fixture
@@ -242,15 +230,14 @@ def test_freshness_names_an_unreadable_directory(instance, lake_dir):
     assert evaluation.metadata["unreadable_instruments"].value == 1
 
 
-def test_schedules_skip_an_unreadable_directory(lake_dir, capfd):
+def test_schedules_skip_an_unreadable_directory(lake_dir, capfd, dagster_instances):
     for inst_id in (BTC, ETH):
         for offset in (0, 24):
             plant_good_hour(lake_dir, inst_id, h(offset), count=2)
     lake = lake_resource(lake_dir)
     compression_schedule = lake_schedule(lake)  # the code location loaded before the directory went bad
     home = lake_dir / "dagster_home"  # beside raw/, which is all the schedules look at; removed with the lake
-    home.mkdir()
-    with instance_for_test(temp_dir=str(home)) as instance, build_schedule_context(
+    with dagster_instances.persistent(home) as instance, build_schedule_context(
             instance=instance, scheduled_execution_time=h(24 * 7), resources={"lake": lake}) as context:
         if os.geteuid() == 0:  # the schedule reads the instance as `nobody` too
             for path in [home, *home.rglob("*")]:

@@ -50,7 +50,7 @@ from dagster._core.scheduler.instigation import TickStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load import location_origins_from_yaml_paths
-from dagster._core.workspace.load_target import ModuleTarget, WorkspaceFileTarget, WorkspaceLoadTarget
+from dagster._core.workspace.load_target import WorkspaceFileTarget, WorkspaceLoadTarget
 from dagster._daemon.controller import create_daemon_grpc_server_registry
 from dagster._grpc.client import DagsterGrpcClient
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
@@ -59,6 +59,7 @@ from l2_pipeline.keys import RAW_HOUR
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.quality import HOUR_CHECKS, NO_CROSSED_BOOKS
 from l2_pipeline_tests.damaged_lake import plant_damaged_hour
+from l2_pipeline_tests.instances import LOCATION, code_location
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
@@ -81,7 +82,6 @@ from l2_pipeline_tests.postgres_server import PostgresServer, free_port
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_CONFIG = REPO / "deploy" / "dagster.yaml"
 GRPC_WORKSPACE = REPO / "deploy" / "workspace.grpc.yaml"
-LOCATION = "l2_pipeline"
 MAX_CONCURRENT_RUNS = 4  # deploy/dagster.yaml
 HOURS = 3  # planted per instrument in the registration flow
 RECORDS = 20  # per planted hour (L2_COVERAGE_THRESHOLD_PCT=0: short hours pass coverage)
@@ -91,12 +91,6 @@ CODE_SERVER_START_SECONDS = 60
 
 def key(inst_id: str, offset: int) -> str:
     return str(partition_key(inst_id, BASE_HOUR + timedelta(hours=offset)))
-
-
-def module_target() -> ModuleTarget:
-    """The code location as workspace.yaml loads it (a code server the workspace starts)."""
-    return ModuleTarget(module_name="l2_pipeline.definitions", attribute="defs", working_directory=str(REPO),
-                        location_name=LOCATION)
 
 
 def deploy_home(home: Path, *, sqlite: bool = False) -> Path:
@@ -214,7 +208,7 @@ def registration_flow(tmp_path: Path, monkeypatch, server: PostgresServer | None
     everything, damaged = plant_registration_lake(lake_dir)
     set_lake_env(monkeypatch, lake_dir, f"{BTC},{ETH}")
     with deploy_instance(tmp_path / "dagster_home", monkeypatch, server) as instance, \
-            daemon_workspace(instance, module_target()) as workspace:
+            daemon_workspace(instance, code_location()) as workspace:
         db_name = os.environ["DAGSTER_PG_DB"] if server else ""
         sessions_before = sessions_opened(server, db_name) if server else 0
         started = time.perf_counter()

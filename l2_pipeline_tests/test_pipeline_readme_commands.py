@@ -1,5 +1,6 @@
-"""The README's Dagster command lines, run as written on a new instance (a fresh DAGSTER_HOME)
-over a planted lake: each exits 0 and does what the README says.
+"""The README's Dagster command lines, run as written on a new instance (a fresh DAGSTER_HOME; on
+PostgreSQL runs of the suite, holding the dagster.yaml of a new database) over a planted lake: each
+exits 0 and does what the README says.
 
 The commands are read from the README's block that follows the marker
 `<!-- commands tested by l2_pipeline_tests/test_pipeline_readme_commands.py -->`, so the README
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,7 @@ def readme_commands() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def ran(tmp_path_factory, dagster_instances) -> Iterator[tuple[Path, subprocess.CompletedProcess]]:
     """Every README command, in order, on a new instance over a lake with one crossed-book hour."""
     root = tmp_path_factory.mktemp("readme")
     lake, home = root / "lake", root / "dagster_home"
@@ -51,8 +53,10 @@ def ran(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     # -x: the log shows which. The README's paths are relative to the repository root; its
     # DAGSTER_HOME goes to the temp dir.
     script = "set -ex\n" + "\n".join(commands).replace("$PWD/dagster_home", str(home))
-    result = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    return home, result
+    with dagster_instances.home(home):  # the README's `touch` keeps a dagster.yaml it holds
+        result = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                                timeout=600)
+        yield home, result
 
 
 def test_every_readme_command_succeeds_on_a_new_instance(ran):

@@ -1,4 +1,5 @@
-"""Re-registering raw_hour partitions (a cursor reset) on a persistent SQLite Dagster instance.
+"""Re-registering raw_hour partitions (a cursor reset) on a persistent Dagster instance (SQLite, or
+PostgreSQL: l2_pipeline_tests/instances.py).
 
 After a cursor reset the sensor must not register an hour twice for nothing, and must register
 again every hour whose files changed since (a late write, a repaired torn tail, a file planted late
@@ -16,15 +17,12 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetCheckKey, DagsterInstance, instance_for_test
+from dagster import AssetCheckKey, DagsterInstance
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.scheduler.instigation import TickStatus
-from dagster._core.test_utils import create_test_daemon_workspace_context
-from dagster._core.workspace.load_target import ModuleTarget
 
 from collector import layout
 from collector.record import encode_line
@@ -58,15 +56,11 @@ from l2_pipeline_tests.lake_factory import (
     write_hour,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
-def instance(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with instance_for_test(temp_dir=str(home)) as inst:
-        yield inst
+def instance(persistent_instance):
+    """The tests' instance: a persistent one."""
+    return persistent_instance
 
 
 def key(inst_id: str, offset: int) -> str:
@@ -166,7 +160,7 @@ def test_reset_during_catch_up_reads_one_budget_per_tick(instance, tmp_path):
     assert raw_hour_materializations(instance) == Counter({key(BTC, o): 1 for o in range(6)})
 
 
-def test_daemon_ticks_after_a_ui_cursor_reset(tmp_path, monkeypatch):
+def test_daemon_ticks_after_a_ui_cursor_reset(tmp_path, monkeypatch, dagster_instances):
     """The user's report, end to end: the sensor daemon evaluates the code location's sensor and
     submits its backfill, the backfill daemon runs it, the cursor is reset through the UI's GraphQL
     mutation, and the next daemon tick must succeed and register only the hour that changed."""
@@ -176,12 +170,7 @@ def test_daemon_ticks_after_a_ui_cursor_reset(tmp_path, monkeypatch):
     for name, value in {"L2_DATA_DIR": str(lake_dir), "L2_INSTRUMENTS": BTC, **NO_FIGURES,
                         "L2_COVERAGE_THRESHOLD_PCT": "0"}.items():
         monkeypatch.setenv(name, value)  # read by the code server the daemon starts and the runs it launches
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    target = ModuleTarget(module_name="l2_pipeline.definitions", attribute="defs", working_directory=str(REPO),
-                          location_name="l2_pipeline")
-    with instance_for_test(temp_dir=str(home), synchronous_run_coordinator=True) as instance, \
-            create_test_daemon_workspace_context(target, instance) as workspace:
+    with dagster_instances.daemon_workspace(tmp_path / "dagster_home") as (instance, workspace):
         start = datetime.now(UTC)
         lake = lake_resource(lake_dir, instruments=[BTC], coverage_threshold_pct=0)
 

@@ -9,7 +9,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from dagster import RunRequest, SkipReason, build_schedule_context, instance_for_test
+from dagster import RunRequest, SkipReason, build_schedule_context
 
 from collector import layout
 from l2_pipeline.assets import HOURS_PER_RUN
@@ -37,12 +37,9 @@ from l2_pipeline_tests.lake_factory import (
 
 
 @pytest.fixture
-def instance(tmp_path):
+def instance(persistent_instance):
     """A persistent instance (a schedule context needs one)."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with instance_for_test(temp_dir=str(home)) as inst:
-        yield inst
+    return persistent_instance
 
 
 def h(offset: float) -> datetime:
@@ -269,7 +266,7 @@ def dagster_backfill_batches(keys: list[str], instance, lake) -> list[list[str]]
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_run_batches_are_the_backfill_daemons_runs(tmp_path, seed):
+def test_run_batches_are_the_backfill_daemons_runs(tmp_path, seed, instance):
     """`partitions.run_batches` (what compression_schedule requests) splits partitions into exactly
     the runs Dagster's backfill daemon makes of them, without listing every partition since the start."""
     rng = random.Random(seed)
@@ -284,7 +281,4 @@ def test_run_batches_are_the_backfill_daemons_runs(tmp_path, seed):
     }
     cells = cases.get(seed) or [(i, o) for i in order for o in range(24) if rng.random() < 0.6]
     keys = [str(partition_key(i, h(o))) for i, o in cells]
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    with instance_for_test(temp_dir=str(home)) as instance:
-        assert run_batches(keys, HOURS_PER_RUN, order) == dagster_backfill_batches(keys, instance, lake)
+    assert run_batches(keys, HOURS_PER_RUN, order) == dagster_backfill_batches(keys, instance, lake)

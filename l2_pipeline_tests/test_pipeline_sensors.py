@@ -1,6 +1,6 @@
-"""raw_hours_sensor and collector_freshness_sensor on a real ephemeral Dagster instance: what a
-tick requests, and what the runs of its backfill record (executed in process, as the backfill
-daemon would split them)."""
+"""raw_hours_sensor and collector_freshness_sensor on a real Dagster instance (the `instance` fixture:
+in memory, or on PostgreSQL): what a tick requests, and what the runs of its backfill record
+(executed in process, as the backfill daemon would split them)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import orjson
-import pytest
-from dagster import DagsterInstance, build_sensor_context
+from dagster import build_sensor_context
 
 from collector import layout
 from l2_pipeline.keys import RAW_ARCHIVE, RAW_HOUR
@@ -37,12 +36,6 @@ from l2_pipeline_tests.lake_factory import (
     write_events,
     write_hour,
 )
-
-
-@pytest.fixture
-def instance():
-    with DagsterInstance.ephemeral() as inst:
-        yield inst
 
 
 def key(inst_id, offset):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from dagster import AssetCheckKey, build_sensor_context, instance_for_test, materialize
+from dagster import AssetCheckKey, build_sensor_context, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from collector import layout
@@ -33,6 +33,7 @@ from l2_pipeline_tests.lake_factory import (
     make_record,
     make_records,
     ms,
+    plant_good_hour,
     torn,
     write_hour,
 )
@@ -225,7 +226,7 @@ def requested(result) -> dict[str, set[str]]:
     return {key.to_user_string(): set(subset.get_partition_keys()) for key, subset in subsets.items()}
 
 
-def test_canonical_hour_asset_check_and_sensor_on_an_instance(tmp_path):
+def test_canonical_hour_asset_check_and_sensor_on_an_instance(tmp_path, dagster_instances):
     """Two closed hours in two spools: the sensor requests canonical_hour and raw_hour (and the Parquet
     tiers) for both; one ranged run merges them, evaluates replicas_agree for each (fails where the
     replicas disagree) and raw_hour reads the canonical files; the next tick passes over both, until a
@@ -244,8 +245,7 @@ def test_canonical_hour_asset_check_and_sensor_on_an_instance(tmp_path):
     assert AssetCheckKey(CANONICAL_HOUR, REPLICAS_AGREE) in graph.asset_check_keys
     assets = lake_assets(lake)
     good_key, bad_key = str(partition_key(BTC, good)), str(partition_key(BTC, bad))
-    (tmp_path / "home").mkdir()
-    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:  # persistent, like a deployment's
+    with dagster_instances.persistent(tmp_path / "home") as instance:  # persistent, like a deployment's
         first = replica_tick(defs, instance, lake)
         both = {good_key, bad_key}
         assert requested(first) == {"canonical_hour": both, "raw_hour": both, "curated_parquet": both,
@@ -288,7 +288,7 @@ def agreement_status(instance, lake_dir: Path, replicas: dict[str, Path]) -> dic
             for status, subset in states[check].subsets.items() if not subset.is_empty}
 
 
-def test_daemons_merge_register_and_check_replica_hours(tmp_path, monkeypatch):
+def test_daemons_merge_register_and_check_replica_hours(tmp_path, monkeypatch, dagster_instances):
     """The deployment's flow: the sensor daemon ticks `replica_hours_sensor` of the code location
     loaded from the environment (L2_REPLICA_DIRS), the backfill daemon runs its backfill (canonical_hour
     and raw_hour in order, their checks evaluated per hour), and on the next tick `raw_hours_sensor`
@@ -297,8 +297,6 @@ def test_daemons_merge_register_and_check_replica_hours(tmp_path, monkeypatch):
 
     from dagster._core.execution.backfill import BulkActionStatus
     from dagster._core.scheduler.instigation import TickStatus
-    from dagster._core.test_utils import create_test_daemon_workspace_context
-    from dagster._core.workspace.load_target import ModuleTarget
 
     from l2_pipeline_tests.lake_factory import NO_FIGURES, backfill_partitions, run_backfill, sensor_daemon_tick
 
@@ -313,13 +311,8 @@ def test_daemons_merge_register_and_check_replica_hours(tmp_path, monkeypatch):
            "L2_REPLICA_DIRS": ",".join(f"{rid}={path}" for rid, path in replicas.items())}
     for name, value in env.items():
         monkeypatch.setenv(name, value)  # read by the code server the daemon starts and the runs it launches
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    target = ModuleTarget(module_name="l2_pipeline.definitions", attribute="defs",
-                          working_directory=str(Path(__file__).resolve().parents[1]), location_name="l2_pipeline")
     keys = {str(partition_key(BTC, hour)) for hour in hours}
-    with instance_for_test(temp_dir=str(home), synchronous_run_coordinator=True) as instance, \
-            create_test_daemon_workspace_context(target, instance) as workspace:
+    with dagster_instances.daemon_workspace(tmp_path / "dagster_home") as (instance, workspace):
         start = datetime.now(UTC)
         tick, _ = sensor_daemon_tick(instance, workspace, start, sensor="replica_hours_sensor")
         assert tick.status == TickStatus.SUCCESS, tick.error
@@ -337,3 +330,23 @@ def test_daemons_merge_register_and_check_replica_hours(tmp_path, monkeypatch):
         merge_tick, _ = sensor_daemon_tick(instance, workspace, later, sensor="replica_hours_sensor")
         assert merge_tick.status == TickStatus.SKIPPED and "2 unchanged" in merge_tick.skip_reason
         assert len(instance.get_backfills()) == 1  # nothing registered or merged twice
+
+
+def test_retention_also_empties_the_replica_spools(tmp_path, dagster_instances):
+    from l2_pipeline.jobs import retention_job
+
+    replicas = spools(tmp_path)
+    lake_dir = tmp_path / "lake"
+    old, recent = HOUR, HOUR + timedelta(days=2)
+    for directory in (*replicas.values(), lake_dir):
+        for hour in (old, recent):
+            plant_good_hour(directory, BTC, hour, count=3)
+    lake = lake_resource(lake_dir, replica_dirs=",".join(f"{rid}={d}" for rid, d in replicas.items()))
+    as_of = (old + timedelta(days=5, hours=1, minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with dagster_instances.ephemeral() as instance:
+        run = retention_job.execute_in_process(run_config={"ops": {"delete_expired": {"config": {"as_of": as_of}}}},
+                                               instance=instance, resources={"lake": lake})
+    assert run.success
+    for directory in (*replicas.values(), lake_dir):
+        assert not layout.records_path(directory, BTC, old).exists()
+        assert layout.records_path(directory, BTC, recent).exists()
