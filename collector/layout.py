@@ -36,6 +36,7 @@ EVENTS_SUFFIX = ".events.jsonl"
 ARCHIVE_SUFFIX = ".jsonl.gz"
 
 HOUR = timedelta(hours=1)
+HOUR_MS = 3_600_000  # the same, in epoch milliseconds
 DAY_FORMAT = "%Y-%m-%d"  # the day directories
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HOUR_FILE_RE = re.compile(r"^(\d{2})(\.jsonl\.gz|\.events\.jsonl|\.jsonl)$")

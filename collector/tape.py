@@ -40,7 +40,9 @@ import orjson
 from collector import layout
 from collector.engine import message_fields, plausible_ts
 
-HOUR_MS = 3_600_000
+WS_PREFIX = b'{"t":"ws","r":'  # how a frame's line begins; its receive time follows, then FRAME_AT and the frame
+FRAME_AT = b',"m":'
+LINE_KINDS = frozenset({"book", "ws", "rest", "sub", "drop", "rest_failed", "tick", "lost", "synced"})
 
 if TYPE_CHECKING:
     from collector.engine import InstrumentSync
@@ -74,7 +76,7 @@ class TapeRecorder:
 
     def frame(self, sync: InstrumentSync, raw: str | bytes, recv_ms: int, ts_ms: int) -> None:
         self._put(sync, ts_ms if plausible_ts(ts_ms, recv_ms) else None,
-                  b'{"t":"ws","r":%d,"m":%b}\n' % (recv_ms, frame_bytes(raw)))
+                  b"%b%d%b%b}\n" % (WS_PREFIX, recv_ms, FRAME_AT, frame_bytes(raw)))
 
     def rest(self, sync: InstrumentSync, msg: BookMessage, recv_ms: int) -> None:
         self._put(sync, msg.ts_ms if plausible_ts(msg.ts_ms, recv_ms) else None,
@@ -95,7 +97,7 @@ class TapeRecorder:
 
     def _begin_hour(self, sync: InstrumentSync, hour: datetime) -> tuple[datetime, int]:
         """Open a tape hour with the engine's state now (before the input that opens it is applied)."""
-        current = self._hours[sync.inst_id] = (hour, int(hour.timestamp() * 1000) + HOUR_MS)
+        current = self._hours[sync.inst_id] = (hour, int(hour.timestamp() * 1000) + layout.HOUR_MS)
         self._pending.setdefault((sync.inst_id, hour), []).append(
             _line({"t": "book", "r": self._clock_ms(), **sync.state_fields()}))
         return current

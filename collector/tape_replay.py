@@ -30,11 +30,10 @@ from collector.engine import InstrumentSync, Sink, message_from
 from collector.logs import log_event
 from collector.messages import BadFrame, BookMessage
 from collector.store import LakeWriter
+from collector.tape import FRAME_AT, LINE_KINDS, WS_PREFIX
 from collector.venues import DEFAULT_VENUE
 
 log = logging.getLogger("collector.tape_replay")
-_WS_PREFIX = b'{"t":"ws","r":'
-_FRAME_AT = b',"m":'
 
 OnMessage = Callable[[InstrumentSync, BookMessage], None]
 
@@ -64,14 +63,16 @@ class TapeReplayer:
 
     def feed(self, line: bytes) -> None:
         self.stats.lines += 1
-        if line.startswith(_WS_PREFIX):  # the hot case: slice the frame out, parse it once
-            at = line.find(_FRAME_AT, len(_WS_PREFIX))
+        if line.startswith(WS_PREFIX):  # the hot case: slice the frame out, parse it once
+            at, end = line.find(FRAME_AT, len(WS_PREFIX)), line.rfind(b"}")
             try:
-                self._clock[0] = int(line[len(_WS_PREFIX):at])
+                self._clock[0] = int(line[len(WS_PREFIX):at])
             except ValueError:
-                self._bad(line, "no receive time")
+                at = -1
+            if at < 0 or end < at:
+                self._bad(line, "not a ws line in the tape's form (receive time, then the frame)")
                 return
-            self._frame(line[at + len(_FRAME_AT):line.rindex(b"}")], self._clock[0])
+            self._frame(line[at + len(FRAME_AT):end], self._clock[0])
             return
         try:
             obj = orjson.loads(line)
@@ -118,7 +119,7 @@ class TapeReplayer:
             sync.drop(obj.get("reason", "tape"))
         elif kind == "rest_failed":
             sync.rest_failed()
-        elif kind not in ("lost", "synced"):  # those two the engine finds by itself
+        elif kind not in LINE_KINDS or kind == "ws":  # `lost`/`synced`: the engine finds those by itself
             self._bad(orjson.dumps(obj), f"unknown line kind {kind!r}")
 
     def _advance(self, ts_ms: int) -> None:

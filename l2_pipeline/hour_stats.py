@@ -231,7 +231,7 @@ def scan_records(lines: Iterable[bytes], inst_id: str, hour: datetime) -> Record
     scan = RecordScan()
     digest = hashlib.sha256()
     start_ms = int(hour.timestamp() * 1000)
-    end_ms = start_ms + 3_600_000
+    end_ms = start_ms + layout.HOUR_MS
     prev_ts: int | None = None
     for n, line in enumerate(lines, 1):
         scan.lines += 1

@@ -27,6 +27,7 @@ from collector.lake_walk import parquet_instruments
 from collector.object_store import S3Store, StoreError, parse_lake_url
 from collector.tape_replay import read_lines
 from l2_pipeline.curated import PARQUET_SCHEMA, json_objects, load_hour, table_from_bytes
+from l2_pipeline.hour_stats import records_source
 from l2_pipeline.tape_books import resample_hour
 
 RELATIVE = Path("")  # the layout's paths relative to the lake root: the object keys under the URL
@@ -71,11 +72,8 @@ class LocalLake:
             return []
 
     def hour_tape(self, inst_id: str, hour: datetime, cadence_ms: int, depth: int) -> pa.Table | None:
-        for path in (layout.tape_path(self.root, inst_id, hour),
-                     layout.archive_path(self.root, inst_id, hour, layout.TAPE_PREFIX)):
-            if path.is_file():
-                return resample_hour(read_lines(path), inst_id, cadence_ms, depth)[0]
-        return None
+        source, _ = records_source(self.root, inst_id, hour, layout.TAPE_PREFIX)
+        return None if source is None else resample_hour(read_lines(source), inst_id, cadence_ms, depth)[0]
 
 
 def _key(path: Path) -> str:

@@ -32,11 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from collector import layout
+from collector.config import MAX_DEPTH
 from l2_pipeline.curated import PARQUET_SCHEMA
 from l2_pipeline.hours import parse_utc, utc
 from l2_pipeline.lake_source import LakeSource, LakeSourceError, open_lake
 
-MAX_DEPTH = 400  # levels per side OKX's books channel keeps
 LOOKBACK = timedelta(hours=6)  # how far back `book_at` looks for the last exact book
 TimeLike = datetime | str
 

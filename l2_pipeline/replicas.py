@@ -243,7 +243,7 @@ def _read_records(replica: ReplicaHour, path: Path, inst_id: str, hour: datetime
         replica.invalid_lines += 1
         replica.note(f"torn last line ({len(tail)} bytes without a newline)")
     start_ms = int(hour.timestamp() * 1000)
-    end_ms = start_ms + 3_600_000
+    end_ms = start_ms + layout.HOUR_MS
     entries: list[Entry] = []
     seen: set[int] = set()
     for number, line in enumerate(lines, 1):

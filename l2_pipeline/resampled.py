@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from collector import layout
+from collector.config import MAX_DEPTH
 from collector.venues import DEFAULT_VENUE
 from l2_pipeline.archive import OpenHourError
 from l2_pipeline.curated import CuratedResult, source_metadata, write_verified
@@ -38,7 +39,6 @@ from l2_pipeline.tape_books import resample_hour
 RESAMPLED_PREFIX = Path("resampled", DEFAULT_VENUE.name, DEFAULT_VENUE.dataset)
 DEFAULT_CADENCE_MS = 250
 DEFAULT_DEPTH = 25
-MAX_DEPTH = 400  # the depth of OKX's `books` channel
 
 
 def resampled_prefix(cadence_ms: int, depth: int) -> Path:

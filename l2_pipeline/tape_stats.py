@@ -40,15 +40,13 @@ import orjson
 from collector import layout
 from collector.engine import InstrumentSync
 from collector.messages import BookMessage
+from collector.tape import LINE_KINDS, WS_PREFIX
 from collector.tape_replay import TapeReplayer, TapeStats
 from l2_pipeline.hour_stats import MAX_EXAMPLES, scan_source
 
-WS_PREFIX = b'{"t":"ws","r":'  # how the collector writes a frame's line (`collector.tape.TapeRecorder.frame`)
-KNOWN_KINDS = frozenset({"ws", "rest", "sub", "drop", "rest_failed", "tick", "lost", "synced", "book"})
 SCHEMA_PROBLEMS = ("unparsable_lines", "unknown_kinds", "bad_frames", "invalid_lines", "first_line_not_book",
                    "torn_tail")
 COUNTING_DEPTH = 1  # the figures do not depend on the records' depth: the cheapest records to build
-HOUR_MS = 3_600_000
 
 
 class CountingSink:
@@ -79,7 +77,7 @@ class TrustClock:
         self.now_ms = self.start_ms
 
     def at(self, exchange_ms: int) -> None:
-        self.now_ms = min(max(self.now_ms, exchange_ms), self.start_ms + HOUR_MS)
+        self.now_ms = min(max(self.now_ms, exchange_ms), self.start_ms + layout.HOUR_MS)
 
     def message(self, ts_ms: int, recv_ms: int) -> None:
         self.offset_ms = ts_ms - recv_ms
@@ -170,7 +168,7 @@ class TapeScanner:
                               f"line {n}: not a tape line (a JSON object with t and r): {line[:60]!r}")
             return None, None
         kind = obj["t"]
-        if kind not in KNOWN_KINDS or kind == "ws":  # a frame's line is written only one way
+        if kind not in LINE_KINDS or kind == "ws":  # a frame's line is written only one way
             self.scan.problem("unknown_kinds", f"line {n}: unknown line kind {kind!r}" if kind != "ws" else
                               f"line {n}: a ws line not in the tape's form: {line[:60]!r}")
             return None, None
@@ -195,14 +193,13 @@ class TapeScanner:
         if obj is not None and not (kind == "book" and scan.lines == 1):  # the first book line: the hour's start
             self.trust.local(obj["r"])
         bad = self.replayer.stats.bad_lines
-        try:
-            self.replayer.feed(line)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            scan.problem("bad_frames" if kind == "ws" else "invalid_lines",
-                         f"line {n}: a {kind} line the engine cannot take ({type(exc).__name__}: {exc})")
-            return
+        self.replayer.feed(line)  # a line it cannot take is counted in its bad_lines, and skipped
         if self.replayer.stats.bad_lines > bad:
-            scan.problem("bad_frames", f"line {n}: a ws line whose frame does not decode: {line[:60]!r}")
+            if kind == "ws":
+                scan.problem("bad_frames", f"line {n}: a ws line whose frame does not decode: {line[:60]!r}")
+            else:
+                scan.problem("invalid_lines", f"line {n}: a {kind} line the engine cannot take: {line[:60]!r}")
+            return
         if kind == "lost":
             scan.lost[str(obj.get("reason")) if obj else "?"] += 1
         scan.drops += kind == "drop"
@@ -246,7 +243,7 @@ class TapeHourStats:
 
     @property
     def coverage_pct(self) -> float:
-        return 100.0 * self.scan.trusted_ms / HOUR_MS
+        return 100.0 * self.scan.trusted_ms / layout.HOUR_MS
 
     @property
     def messages_per_second(self) -> float:

@@ -465,3 +465,17 @@ def test_lake_without_tape_is_unchanged(tmp_path, instance, capfd):
     later = sensor(build_sensor_context(instance=instance, cursor=tick.cursor, resources={"lake": lake}))
     assert later.run_requests == [] and "tape" not in json.loads(later.cursor)
     assert "reload it to register the tape's hours" in capfd.readouterr().err
+
+
+def test_each_kind_of_damaged_line_is_named_as_its_own_schema_problem():
+    from l2_pipeline.tape_stats import scan_tape
+
+    hour = datetime(2026, 11, 20, tzinfo=UTC)
+    lines = [b'{"t":"book","r":1,"state":"wait_ack"}\n',
+             b'{"t":"rest","r":2}\n',  # a REST snapshot without its book
+             b'{"t":"ws","r":3,"m":{"arg":{"channel":"books","instId":"' + BTC.encode() + b'"}}}\n',  # no data
+             b'{"t":"ws","r":4\n',  # a frame's line cut before its frame
+             b'{"t":"nope","r":5}\n']
+    scan = scan_tape(lines, BTC, hour)
+    assert scan.problem_counts() == {"unparsable_lines": 0, "unknown_kinds": 1, "bad_frames": 2,
+                                     "invalid_lines": 1, "first_line_not_book": 0, "torn_tail": 0}
