@@ -16,7 +16,7 @@ from collector.venues import DEFAULT_VENUE
 INST_ID_RE = re.compile(DEFAULT_VENUE.inst_id_pattern)
 RAW_PREFIX = Path("raw", DEFAULT_VENUE.name, DEFAULT_VENUE.dataset)
 # the full-resolution tape (`--tape`, collector.tape): every books message, hour files laid out as
-# the snapshots' (`{instId}/{YYYY-MM-DD}/{HH}.jsonl`, `.jsonl.gz` once archived)
+# the snapshots' (`{instId}/{YYYY-MM-DD}/{HH}.jsonl`), archived as `{HH}.parquet` (collector.tape_columns)
 TAPE_PREFIX = Path("raw", DEFAULT_VENUE.name, "l2_tape")
 META_PREFIX = Path("meta", DEFAULT_VENUE.name, "instruments")
 CURATED_PREFIX = Path("curated", DEFAULT_VENUE.name, DEFAULT_VENUE.dataset)
@@ -34,12 +34,13 @@ _HIVE_PARTS = (
 RECORDS_SUFFIX = ".jsonl"
 EVENTS_SUFFIX = ".events.jsonl"
 ARCHIVE_SUFFIX = ".jsonl.gz"
+TAPE_ARCHIVE_SUFFIX = ".parquet"  # the tape's archive: columns that decode to the hour's exact bytes
 
 HOUR = timedelta(hours=1)
 HOUR_MS = 3_600_000  # the same, in epoch milliseconds
 DAY_FORMAT = "%Y-%m-%d"  # the day directories
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_HOUR_FILE_RE = re.compile(r"^(\d{2})(\.jsonl\.gz|\.events\.jsonl|\.jsonl)$")
+_HOUR_FILE_RE = re.compile(r"^(\d{2})(\.jsonl\.gz|\.events\.jsonl|\.jsonl|\.parquet)$")
 
 
 class InvalidInstrumentId(ValueError):
@@ -95,9 +96,20 @@ def events_path(data_dir: Path, inst_id: str, hour: datetime) -> Path:
     return hour_dir(data_dir, inst_id, hour) / f"{hour:%H}{EVENTS_SUFFIX}"
 
 
+def archive_suffix(prefix: Path = RAW_PREFIX) -> str:
+    """How the dataset `prefix` archives a closed hour: the snapshots gzip, the tape Parquet."""
+    return TAPE_ARCHIVE_SUFFIX if prefix == TAPE_PREFIX else ARCHIVE_SUFFIX
+
+
+def is_archive(path: Path | str) -> bool:
+    """Whether a raw hour file's name is an archive (either dataset's)."""
+    return str(path).endswith((ARCHIVE_SUFFIX, TAPE_ARCHIVE_SUFFIX))
+
+
 def archive_path(data_dir: Path, inst_id: str, hour: datetime, prefix: Path = RAW_PREFIX) -> Path:
-    """`raw/okx/l2_perps/{instId}/{YYYY-MM-DD}/{HH}.jsonl.gz` (with `prefix`, that dataset's)."""
-    return hour_dir(data_dir, inst_id, hour, prefix) / f"{hour:%H}{ARCHIVE_SUFFIX}"
+    """`raw/okx/l2_perps/{instId}/{YYYY-MM-DD}/{HH}.jsonl.gz`; with `prefix`, that dataset's
+    (the tape's: `raw/okx/l2_tape/…/{HH}.parquet`)."""
+    return hour_dir(data_dir, inst_id, hour, prefix) / f"{hour:%H}{archive_suffix(prefix)}"
 
 
 def meta_path(data_dir: Path, inst_id: str) -> Path:
@@ -157,7 +169,19 @@ class HourFile:
     path: Path
 
 
-_KIND_BY_SUFFIX = {RECORDS_SUFFIX: "records", EVENTS_SUFFIX: "events", ARCHIVE_SUFFIX: "archive"}
+_KIND_BY_SUFFIX = {RECORDS_SUFFIX: "records", EVENTS_SUFFIX: "events", ARCHIVE_SUFFIX: "archive",
+                   TAPE_ARCHIVE_SUFFIX: "archive"}
+
+
+def _in_tape(hour_file: Path) -> bool:
+    """Whether a raw hour file's path (`…/{dataset}/{instId}/{YYYY-MM-DD}/{name}`) is in the tape's dataset."""
+    return hour_file.parent.parent.parent.name == TAPE_PREFIX.name
+
+
+def archive_of(records: Path) -> Path:
+    """Where the `{HH}.jsonl` at `records` (of either dataset) is archived."""
+    suffix = TAPE_ARCHIVE_SUFFIX if _in_tape(records) else ARCHIVE_SUFFIX
+    return records.with_name(records.name.removesuffix(RECORDS_SUFFIX) + suffix)
 
 
 def parse_hour_file(path: Path) -> HourFile | None:
@@ -167,6 +191,8 @@ def parse_hour_file(path: Path) -> HourFile | None:
     date_name, inst_id = path.parent.name, path.parent.parent.name
     if not m or not _DATE_RE.fullmatch(date_name) or not INST_ID_RE.fullmatch(inst_id):
         return None
+    if m.group(2) == TAPE_ARCHIVE_SUFFIX and not _in_tape(path):
+        return None  # only the tape is archived as Parquet
     try:
         hour = datetime.strptime(f"{date_name} {m.group(1)}", f"{DAY_FORMAT} %H").replace(tzinfo=UTC)
     except ValueError:

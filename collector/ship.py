@@ -9,7 +9,8 @@ closed hour to the same relative path under the URL (docs/CONTRACT.md §1):
 | `raw/okx/l2_perps/{instId}/{day}/{HH}.jsonl`    | `…/{HH}.jsonl.gz` (gzip -6, as the pipeline makes it) | removed |
 | `raw/okx/l2_perps/{instId}/{day}/{HH}.jsonl.gz` (already archived) | `…/{HH}.jsonl.gz`, the file as it is | removed |
 | `raw/okx/l2_perps/{instId}/{day}/{HH}.events.jsonl` | the same name, as it is          | removed |
-| `raw/okx/l2_tape/{instId}/{day}/{HH}.jsonl` (`--tape`) | `…/{HH}.jsonl.gz`, as the snapshots | removed |
+| `raw/okx/l2_tape/{instId}/{day}/{HH}.jsonl` (`--tape`) | `…/{HH}.parquet` (collector.tape_columns) | removed |
+| `raw/okx/l2_tape/{instId}/{day}/{HH}.parquet` (already archived) | `…/{HH}.parquet`, the file as it is | removed |
 | `meta/okx/instruments/*`                        | the same name, whenever it changed      | kept |
 
 An hour is closed once its end plus `grace` (2 min) has passed and the writer no longer has its file
@@ -19,7 +20,8 @@ previous pass (an instrument that went quiet, an events file), so no hour waits 
 Every object is verified before its spool copy goes (nothing is removed locally before it is known
 to be in the store):
 1. a gzip is made in memory and decompressed again: sha256 and line count must equal the original's
-   (an already-archived `.jsonl.gz` must decompress, its content digest is taken);
+   (an already-archived `.jsonl.gz` must decompress, its content digest is taken; a tape hour's
+   columns are decoded again, likewise);
 2. PutObject carries the body's sha256 as `ChecksumSHA256` (S3 rejects a body that does not match)
    and in the user metadata (`sha256`, plus `content-sha256`, `lines`, `bytes` of the decompressed
    content);
@@ -76,6 +78,7 @@ import orjson
 
 from collector import lake_walk, layout
 from collector.files import atomic_write, fsync_dir
+from collector.hour_content import DamagedArchive, content_of, open_content
 from collector.logs import log_event
 from collector.object_store import LakeUrl, RemoteObject, StoreError, parse_lake_url, sha256_file
 from collector.record import format_ts_ms
@@ -97,6 +100,7 @@ STATE_EVERY_S = 1.0  # the backlog file is rewritten at most this often while a 
 CHUNK = 1 << 20
 COMPRESS_LEVEL = 6  # as l2_pipeline.archive: the same bytes whoever compresses an hour
 GZIP_TYPE = "application/gzip"
+PARQUET_TYPE = "application/vnd.apache.parquet"
 JSONL_TYPE = "application/x-ndjson"
 JSON_TYPE = "application/json"
 
@@ -195,17 +199,32 @@ def gzip_verified(parts: Sequence[bytes], member_name: str) -> tuple[bytes, Dige
     return compressed, want
 
 
-def gunzip(data: bytes, what: str) -> bytes:
+def archive_verified(parts: Sequence[bytes], name: str) -> tuple[bytes, Digest]:
+    """The archive called `name` of the concatenated `parts` (`{HH}.jsonl.gz`: `gzip_verified`; the
+    tape's `{HH}.parquet`: its columns, which prove they decode to the content) with the content's digest."""
+    if name.endswith(layout.TAPE_ARCHIVE_SUFFIX):
+        from collector import tape_columns  # pyarrow: loaded only by a collector that ships a tape
+
+        return tape_columns.encode(b"".join(parts)), digest_parts(parts)
+    return gzip_verified(parts, name.removesuffix(".gz"))
+
+
+def _archive_type(name: str) -> str:
+    return PARQUET_TYPE if name.endswith(layout.TAPE_ARCHIVE_SUFFIX) else GZIP_TYPE
+
+
+def unarchive(data: bytes, name: str, what: str) -> bytes:
+    """The content of the archive called `name` whose bytes are `data`; BadLocalFile if it has none."""
     try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise BadLocalFile(f"{what} does not decompress ({type(exc).__name__}: {exc})") from exc
+        return content_of(data, name)
+    except DamagedArchive as exc:
+        raise BadLocalFile(f"{what}: {exc}") from exc
 
 
 def digest_archive(path: Path) -> Digest:
-    """Digest of a `.jsonl.gz`'s decompressed content; BadLocalFile if it does not decompress."""
+    """Digest of an archive's content; BadLocalFile if it does not decompress (decode)."""
     try:
-        with gzip.open(path, "rb") as f:
+        with open_content(path) as f:
             return digest_stream(f)
     except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
@@ -654,10 +673,10 @@ class Shipper:
             content = src.read()
             if _stamp(os.fstat(src.fileno())) != stamp or len(content) != stamp[0]:
                 return self._changed(path)
-            relative = self._relative(path.with_name(path.name + ".gz"))
-            body, digest = gzip_verified((content,), path.name)
-            self._put_verified(store, relative, content, body, GZIP_TYPE, merge=True, source=path,
-                               content_digest=digest)
+            archived = layout.archive_of(path)
+            body, digest = archive_verified((content,), archived.name)
+            self._put_verified(store, self._relative(archived), content, body, _archive_type(archived.name),
+                               merge=True, source=path, content_digest=digest)
             if not self._remove(path, stamp):
                 return self._changed(path)
             self._count(path, len(body))
@@ -682,8 +701,8 @@ class Shipper:
             os.replace(archive, aside)
             fsync_dir(archive.parent)
             log_event(log, logging.ERROR, "ship_stale_archive", None,
-                      f"{self._relative(archive)} differs from the {archive.name[:-3]} shipped for the same hour; "
-                      f"moved aside to {aside.name}", path=self._relative(archive))
+                      f"{self._relative(archive)} differs from the {archive.name.split('.')[0]}.jsonl shipped for the "
+                      f"same hour; moved aside to {aside.name}", path=self._relative(archive))
 
     def _ship_archive(self, store: Store, path: Path) -> bool:
         """An hour the pipeline already compressed: shipped as it is, once it decompresses."""
@@ -696,8 +715,8 @@ class Shipper:
             return False
         if _stamp(path.stat()) != stamp:
             return self._changed(path)
-        self._put_verified(store, self._relative(path), None, path, GZIP_TYPE, merge=True, source=path,
-                           content_digest=digest, body_sha=sha)
+        self._put_verified(store, self._relative(path), None, path, _archive_type(path.name), merge=True,
+                           source=path, content_digest=digest, body_sha=sha)
         if not self._remove(path, stamp):
             return self._changed(path)
         self._count(path, stamp[0])
@@ -784,7 +803,7 @@ class Shipper:
                       body_sha: str | None = None) -> None:
         """Make `relative` hold `content` (and whatever the object already held that the spool lacks),
         verified by reading it back. `content` None: the decompressed `body` file (read only if needed)."""
-        gz = relative.endswith(layout.ARCHIVE_SUFFIX)
+        archived = layout.is_archive(relative)
         if content_digest is None:
             content_digest = digest_bytes(content if content is not None else b"")
         if body_sha is None:
@@ -797,11 +816,11 @@ class Shipper:
             if same and self._verified(store, relative, remote.metadata["sha256"]):
                 return  # a pass that died (or failed to verify) before removing the spool copy
             if not same:  # (the same content that reads back wrong is simply uploaded again)
-                parts = self._merge(store, relative, remote, content, body, gz)
+                parts = self._merge(store, relative, remote, content, body, archived)
                 if parts is None:
                     return
-                if gz:
-                    body, content_digest = gzip_verified(parts, Path(relative).name[:-3])
+                if archived:
+                    body, content_digest = archive_verified(parts, Path(relative).name)
                 else:
                     body = b"".join(parts)  # an events file: small
                     content_digest = digest_bytes(body)
@@ -816,16 +835,16 @@ class Shipper:
                              f"bytes sent (sha256 {body_sha[:16]}…)")
 
     def _merge(self, store: Store, relative: str, remote: RemoteObject, content: bytes | None,
-               body: bytes | Path, gz: bool) -> list[bytes] | None:
+               body: bytes | Path, archived: bool) -> list[bytes] | None:
         """The object already holds other content than the spool file: the parts of what it must hold so
         that no line of either is lost, or None when it already holds every line of the spool file."""
-        local = content if content is not None else gunzip(Path(body).read_bytes(), str(body))
+        local = content if content is not None else unarchive(Path(body).read_bytes(), Path(body).name, str(body))
         raw = store.read(relative)
         recorded = remote.metadata.get("sha256")
         if recorded and hashlib.sha256(raw).hexdigest() != recorded:
             raise StoreError(f"GET {self.url.key(relative)} read back other bytes than its recorded sha256")
         try:
-            existing = gunzip(raw, f"the object {self.url.key(relative)}") if gz else raw
+            existing = unarchive(raw, relative, f"the object {self.url.key(relative)}") if archived else raw
         except BadLocalFile as exc:  # never ours (gzips are verified before upload): nothing to keep of it
             log_event(log, logging.ERROR, "ship_remote_damaged", None,
                       f"{exc}; replacing it with the spool's verified copy", path=relative)

@@ -17,7 +17,6 @@ Guarantees, each tested:
 from __future__ import annotations
 
 import contextlib
-import gzip
 import logging
 import os
 from collections import Counter
@@ -31,6 +30,7 @@ import orjson
 
 from collector import lake_walk, layout
 from collector.files import fsync_dir
+from collector.hour_content import open_content
 from collector.logs import log_event
 from collector.record import build_event, encode_line, format_ts_ms, parse_ts_ms
 
@@ -77,8 +77,8 @@ def repair_torn_tail(path: Path) -> int:
 
 def _complete_lines_newest_first(path: Path) -> list[bytes]:
     """The complete lines of the file's last stretch (whole file for an archive), newest first."""
-    if path.name.endswith(layout.ARCHIVE_SUFFIX):
-        with gzip.open(path, "rb") as f:
+    if layout.is_archive(path):
+        with open_content(path) as f:
             lines = f.read().split(b"\n")
     else:
         with open(path, "rb") as f:

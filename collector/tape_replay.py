@@ -15,7 +15,6 @@ so an hour replays on its own and a replay of many hours starts each hour from t
 
 from __future__ import annotations
 
-import gzip
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -27,11 +26,14 @@ import orjson
 
 from collector import layout
 from collector.engine import InstrumentSync, Sink, message_from
+from collector.hour_content import open_content
 from collector.logs import log_event
 from collector.messages import BadFrame, BookMessage
 from collector.store import LakeWriter
 from collector.tape import FRAME_AT, LINE_KINDS, WS_PREFIX
 from collector.venues import DEFAULT_VENUE
+
+TAPE_FILE_SUFFIXES = (layout.RECORDS_SUFFIX, layout.TAPE_ARCHIVE_SUFFIX)
 
 log = logging.getLogger("collector.tape_replay")
 
@@ -150,9 +152,8 @@ class TapeReplayer:
 
 
 def read_lines(path: Path) -> Iterator[bytes]:
-    """The lines of a tape hour file (`.jsonl`, or `.jsonl.gz` once archived), without newlines."""
-    opener = gzip.open if path.name.endswith(layout.ARCHIVE_SUFFIX) else open
-    with opener(path, "rb") as f:
+    """The lines of a tape hour file (`.jsonl`, or `.parquet` once archived), without newlines."""
+    with open_content(path) as f:
         for line in f:
             if line.strip():
                 yield line.rstrip(b"\r\n")
@@ -163,12 +164,13 @@ def tape_files(paths: Iterable[Path]) -> dict[str, list[Path]]:
     ValueError naming a file that is not a tape hour file."""
     found: dict[str, dict[Any, Path]] = defaultdict(dict)
     for given in paths:
-        candidates = sorted(p for p in Path(given).rglob("*.jsonl*")) if Path(given).is_dir() else [Path(given)]
+        candidates = (sorted(p for p in Path(given).rglob("*") if p.name.endswith(TAPE_FILE_SUFFIXES))
+                      if Path(given).is_dir() else [Path(given)])
         for path in candidates:
             parsed = layout.parse_hour_file(path)
             if parsed is None or parsed.kind == "events":
                 raise ValueError(f"{path} is not a tape hour file (raw/okx/l2_tape/{{instId}}/{{YYYY-MM-DD}}/{{HH}}"
-                                 ".jsonl or .jsonl.gz)")
+                                 ".jsonl or .parquet)")
             found[parsed.inst_id].setdefault(parsed.hour, path)  # a .jsonl and its archive: the first seen
     return {inst_id: [hours[h] for h in sorted(hours)] for inst_id, hours in sorted(found.items())}
 

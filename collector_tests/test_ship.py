@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from collector import lake_walk, layout
+from collector import hour_content, lake_walk, layout, tape_columns
 from collector.config import CollectorConfig, ConfigError, load_config
 from collector.object_store import LakeUrl, S3Store, StoreError, parse_lake_url
 from collector.ship import (
@@ -80,10 +80,10 @@ def plant(spool: Path, inst: str, hour: datetime, kind: str, data: bytes) -> Pat
 
 
 def key_of(prefix: str, path: Path, spool: Path) -> str:
-    relative = path.relative_to(spool).as_posix()
-    if relative.endswith(layout.RECORDS_SUFFIX) and not relative.endswith(layout.EVENTS_SUFFIX):
-        relative += ".gz"
-    return f"{prefix}/{relative}"
+    """The object a spool file is shipped to (a `{HH}.jsonl` as its archive)."""
+    if path.name.endswith(layout.RECORDS_SUFFIX) and not path.name.endswith(layout.EVENTS_SUFFIX):
+        path = layout.archive_of(path)
+    return f"{prefix}/{path.relative_to(spool).as_posix()}"
 
 
 def get_object(server: S3Server, bucket: str, key: str) -> tuple[bytes, dict[str, str]]:
@@ -93,7 +93,7 @@ def get_object(server: S3Server, bucket: str, key: str) -> tuple[bytes, dict[str
 
 def content_of(server: S3Server, bucket: str, key: str) -> bytes:
     body, _ = get_object(server, bucket, key)
-    return gzip.decompress(body) if key.endswith(".gz") else body
+    return hour_content.content_of(body, key)
 
 
 def shipper(spool: Path, bucket: str, prefix: str = "lake", **kw) -> Shipper:
@@ -231,7 +231,11 @@ def test_tape_hours_ship_beside_the_snapshots(tmp_path: Path, env: S3Server) -> 
     shipper(spool, bucket).ship_once(ms(H0 + layout.HOUR + timedelta(minutes=3)))
     assert content_of(env, bucket, key_of("lake", records, spool)) == lines(H0, 20)
     tape_key = key_of("lake", tape, spool)
-    assert tape_key.startswith("lake/raw/okx/l2_tape/") and content_of(env, bucket, tape_key) == tape_data
+    assert tape_key.startswith("lake/raw/okx/l2_tape/") and tape_key.endswith("/10.parquet")
+    body, metadata = get_object(env, bucket, tape_key)
+    assert tape_columns.decode(body) == tape_data  # the tape's archive form, the hour's exact bytes
+    assert metadata["content-sha256"] == hashlib.sha256(tape_data).hexdigest()
+    assert metadata["lines"] == str(tape_data.count(b"\n"))
     assert not records.exists() and not tape.exists()
 
 

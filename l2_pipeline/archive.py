@@ -1,12 +1,13 @@
-"""Verified gzip archive of one closed instrument-hour: `{HH}.jsonl` → `{HH}.jsonl.gz`.
+"""Verified archive of one closed instrument-hour: `{HH}.jsonl` → `{HH}.jsonl.gz` (the tape's:
+`{HH}.parquet`, collector.tape_columns).
 
 Procedure (kill-safe at every step; the original is removed only once a verified archive is in
 place under its final name):
 1. lock the original (`flock`, non-blocking) so two runs never archive the same hour at once,
    and remove stray temp files a killed run left for this hour;
 2. stream-compress into `.{HH}.jsonl.gz.<random>.tmp` in the same directory, hashing the
-   original (sha256, line count) on the way;
-3. decompress the temp file and compare its sha256 and line count with the original's, and check
+   original (sha256, line count) on the way (the tape: its columns, proven to decode to it);
+3. decompress (decode) the temp file and compare its sha256 and line count with the original's, and check
    the original did not change meanwhile (size, mtime);
 4. give it the original's mtime (`stats_cache.unchanged`: archiving is no change of the hour), fsync
    it, atomic rename to `{HH}.jsonl.gz`, fsync the directory (`collector.files.atomic_target`, which
@@ -16,7 +17,8 @@ If a previous run died between 4's rename and unlink, the next run finds both fi
 archive against the original and only then removes the original. The open hour is refused.
 
 The same procedure archives an hour of the full-resolution tape (`prefix=layout.TAPE_PREFIX`:
-`raw/okx/l2_tape/{instId}/{YYYY-MM-DD}/{HH}.jsonl`), as the collector's shipper gzips both alike.
+`raw/okx/l2_tape/{instId}/{YYYY-MM-DD}/{HH}.jsonl` → `{HH}.parquet`). The collector's shipper makes
+the same archives (same bytes whoever makes an hour's).
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 
-from collector import layout
+from collector import layout, tape_columns
 from collector.files import atomic_target, fsync_dir
+from collector.hour_content import open_content
 
 # the collector's shipper gzips hours the same way (same bytes whoever compresses an hour)
-from collector.ship import CHUNK, COMPRESS_LEVEL, Digest, digest_stream
+from collector.ship import CHUNK, COMPRESS_LEVEL, Digest, digest_parts, digest_stream
 from l2_pipeline.hours import is_closed
 
 
@@ -93,9 +96,9 @@ class ArchiveResult:
         }
 
 
-def temp_prefix(hour: datetime) -> str:
+def temp_prefix(hour: datetime, prefix: Path = layout.RAW_PREFIX) -> str:
     """Name prefix of this hour's archive temp files (hidden, never matched by layout.parse_hour_file)."""
-    return f".{hour:%H}{layout.ARCHIVE_SUFFIX}."
+    return f".{hour:%H}{layout.archive_suffix(prefix)}."
 
 
 def stray_temps(directory: Path, prefix: str) -> list[Path]:
@@ -105,10 +108,19 @@ def stray_temps(directory: Path, prefix: str) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp"))
 
 
-def digest_archive(path: Path) -> Digest:
-    """Digest of the decompressed content of a `.jsonl.gz`."""
-    with gzip.open(path, "rb") as f:
+def digest_archive(path: Path, name: str | None = None) -> Digest:
+    """Digest of the content of an archive (`.jsonl.gz` decompressed, the tape's `.parquet` decoded),
+    a file called `name` (default: its own name)."""
+    with open_content(path, name) as f:
         return digest_stream(f)
+
+
+def _encode_tape(src: IO[bytes], tmp: Path) -> Digest:
+    """The tape hour's columns (collector.tape_columns) into `tmp`; the digest of what they hold."""
+    content = src.read()
+    with open(tmp, "xb") as out:
+        out.write(tape_columns.encode(content))
+    return digest_parts((content,))
 
 
 def _compress(src: IO[bytes], tmp: Path, member_name: str) -> Digest:
@@ -165,7 +177,7 @@ def archive_hour(
             return result("already_archived", archive_bytes=final.stat().st_size if final.exists() else 0)
         directory = original.parent
         removed = 0
-        for stray in stray_temps(directory, temp_prefix(hour)):
+        for stray in stray_temps(directory, temp_prefix(hour, prefix)):
             stray.unlink(missing_ok=True)
             removed += 1
         before = os.fstat(src.fileno())
@@ -175,7 +187,7 @@ def archive_hour(
             orig_digest = digest_stream(src)
             try:
                 arch_digest = digest_archive(final)
-            except (OSError, EOFError, gzip.BadGzipFile):
+            except (OSError, EOFError, zlib.error):
                 arch_digest = None
             if arch_digest == orig_digest:
                 original.unlink()
@@ -185,9 +197,11 @@ def archive_hour(
                               removed_temps=removed)
             src.seek(0)  # archive is stale or damaged: rebuild it from the original below
 
-        with atomic_target(final, temp_prefix(hour)) as tmp:  # fsync, rename, fsync dir; temp removed on failure
-            written = _compress(src, tmp, original.name)
-            check = digest_archive(tmp)
+        # fsync, rename, fsync dir; the temp file removed on failure
+        with atomic_target(final, temp_prefix(hour, prefix)) as tmp:
+            written = (_encode_tape(src, tmp) if prefix == layout.TAPE_PREFIX
+                       else _compress(src, tmp, original.name))
+            check = digest_archive(tmp, final.name)
             if check != written:
                 raise ArchiveVerificationError(
                     f"{tmp.name}: decompressed {check.lines} lines sha256 {check.sha256[:16]}… but the original "

@@ -27,7 +27,6 @@ Counting rules:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -40,6 +39,7 @@ from typing import IO, Any, TypeVar
 import orjson
 
 from collector import layout
+from collector.hour_content import open_content
 from collector.record import (
     FORMAT_FIELDS,
     INCOMPLETE,
@@ -195,13 +195,9 @@ class HourStats:
 
 @contextmanager
 def open_records(path: Path) -> Iterator[IO[bytes]]:
-    """A binary reader of a records file, transparently decompressing `.jsonl.gz`."""
-    if path.name.endswith(layout.ARCHIVE_SUFFIX):
-        with gzip.open(path, "rb") as f:
-            yield f
-    else:
-        with open(path, "rb") as f:
-            yield f
+    """A binary reader of a records file's content (`.jsonl`, `.jsonl.gz`, the tape's `.parquet`)."""
+    with open_content(path) as f:
+        yield f
 
 
 def records_source(data_dir: Path, inst_id: str, hour: datetime, prefix: Path = layout.RAW_PREFIX

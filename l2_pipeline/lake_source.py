@@ -11,7 +11,6 @@ is read with the collector's S3 client (`collector.object_store`: boto3; credent
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from collector import layout
+from collector.hour_content import content_of
 from collector.lake_walk import parquet_instruments
 from collector.object_store import S3Store, StoreError, parse_lake_url
 from collector.tape_replay import read_lines
@@ -101,9 +101,7 @@ class ObjectLake:
         curated = self._get(layout.curated_path(RELATIVE, inst_id, hour))
         if curated is not None:
             return pq.read_table(io.BytesIO(curated), schema=PARQUET_SCHEMA)
-        archived = self._get(layout.archive_path(RELATIVE, inst_id, hour))
-        data = gzip.decompress(archived) if archived is not None else self._get(
-            layout.records_path(RELATIVE, inst_id, hour))
+        data = self._hour_content(inst_id, hour, layout.RAW_PREFIX)
         return None if data is None else table_from_bytes(data)[0].cast(PARQUET_SCHEMA)
 
     def hour_events(self, inst_id: str, hour: datetime) -> list[dict[str, Any]]:
@@ -111,10 +109,16 @@ class ObjectLake:
         return [] if data is None else json_objects(data.splitlines())
 
     def hour_tape(self, inst_id: str, hour: datetime, cadence_ms: int, depth: int) -> pa.Table | None:
-        archived = self._get(layout.archive_path(RELATIVE, inst_id, hour, layout.TAPE_PREFIX))
-        data = gzip.decompress(archived) if archived is not None else self._get(
-            layout.tape_path(RELATIVE, inst_id, hour))
+        data = self._hour_content(inst_id, hour, layout.TAPE_PREFIX)
         return None if data is None else resample_hour(data.splitlines(), inst_id, cadence_ms, depth)[0]
+
+    def _hour_content(self, inst_id: str, hour: datetime, prefix: Path) -> bytes | None:
+        """The hour's lines of the dataset `prefix`: its archive's content, else its `.jsonl`."""
+        archive = layout.archive_path(RELATIVE, inst_id, hour, prefix)
+        archived = self._get(archive)
+        if archived is not None:
+            return content_of(archived, archive.name)
+        return self._get(layout.records_path(RELATIVE, inst_id, hour, prefix))
 
 
 def open_lake(lake: str | os.PathLike | None) -> LocalLake | ObjectLake:

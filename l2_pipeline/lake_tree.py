@@ -7,7 +7,7 @@ metadata) is the same code on local files either way:
 - listing: instruments, an instrument's raw hour files, a Parquet tier's hours, the first hour,
   one hour's files and their fingerprint (`name:size:mtime_ns` per file; an object's mtime is its
   Last-Modified). The raw questions take the dataset's `prefix`: the snapshots (`layout.RAW_PREFIX`,
-  the default) or the full-resolution tape (`layout.TAPE_PREFIX`: `{HH}.jsonl` and `.jsonl.gz`, no
+  the default) or the full-resolution tape (`layout.TAPE_PREFIX`: `{HH}.jsonl` and `.parquet`, no
   events file);
 - `hour_workspace(inst_id, hour, needs)`: a directory laid out like the lake that holds the hour's
   files the step needs. For a local lake that is the lake itself. For object storage it is a
@@ -190,7 +190,7 @@ class ObjectTree:
                    on_unreadable: OnUnreadable = raise_unreadable, prefix: Path = layout.RAW_PREFIX
                    ) -> dict[datetime, dict[str, Path]]:
         listed = self._raw_prefix(inst_id, prefix)
-        # keys sort as day/HH.events.jsonl < HH.jsonl < HH.jsonl.gz < HH+1…: "HH.~" is past all of hour HH
+        # keys sort as day/HH.events.jsonl < HH.jsonl < HH.jsonl.gz < HH.parquet < HH+1…: "HH.~" is past all of hour HH
         start = f"{listed}{after:{layout.DAY_FORMAT}}/{after:%H}.~" if after is not None else None
         found: dict[datetime, dict[str, Path]] = {}
         for obj in self.store.list_objects(listed, start_after=start):

@@ -1,7 +1,7 @@
 """Retention: which files are due for deletion at a given time, and deleting them safely.
 
 - raw hours (`.jsonl`, `.jsonl.gz`, `.events.jsonl`) that ended ≥ `raw_retention` before `as_of`, of
-  the snapshots and of the full-resolution tape (`raw/okx/l2_tape/…`, `.jsonl` and `.jsonl.gz`) alike;
+  the snapshots and of the full-resolution tape (`raw/okx/l2_tape/…`, `.jsonl` and `.parquet`) alike;
 - curated and features Parquet of hours that ended ≥ `curated_retention` before `as_of` (None: keep forever).
 
 Only paths the lake layout names are candidates, and each is deleted only if it is a regular file

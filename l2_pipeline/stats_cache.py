@@ -58,7 +58,7 @@ def _records_and_events(fp: str) -> tuple[tuple[str, str, str] | None, list[str]
         name, size, mtime = part.rsplit(":", 2)
         if name.endswith(layout.EVENTS_SUFFIX):
             events.append(part)
-        elif name.endswith(layout.ARCHIVE_SUFFIX):
+        elif layout.is_archive(name):
             files["archive"] = (size, mtime)
         else:
             files["records"] = (size, mtime)

@@ -3,7 +3,7 @@ location when the lake holds a tape (`raw/okx/l2_tape/` has an instrument direct
 `l2_pipeline.definitions`), so a lake without one is exactly as before. All three assets are
 partitioned like `raw_hour` (hour × instrument) and built by `build_tape_definitions(partitions)`.
 
-- `book_tape`: each closed tape hour (`{HH}.jsonl`, or its `.jsonl.gz`), registered by
+- `book_tape`: each closed tape hour (`{HH}.jsonl`, or its archive `{HH}.parquet`), registered by
   `raw_hours_sensor` with the same backfill as the snapshots' hours. Its runs read the hour once: a
   replay through a fresh engine into a sink that only counts (`l2_pipeline.tape_stats`), whose
   figures are the partition's metadata (lines, bytes, frames, messages, messages applied to a
@@ -15,8 +15,9 @@ partitioned like `raw_hour` (hour × instrument) and built by `build_tape_defini
   (from the figures its step just read: `stats_cache.read_tape_hour`), each evaluation targeting
   the hour's latest `book_tape` materialization, by the same machinery as `raw_hour`'s six checks
   (`l2_pipeline.checks.build_partition_checks`).
-- `book_tape_archive`: the verified gzip of the hour (`archive.archive_hour` with the tape's
-  prefix), launched by `compression_schedule` in `compress_job` runs of its own after
+- `book_tape_archive`: the hour's verified archive, `{HH}.parquet` (`collector.tape_columns`: one row
+  per tape line, levels as decimal columns, brotli; it decodes to the hour's exact bytes, which
+  `archive.archive_hour` with the tape's prefix proves before the `.jsonl` goes), launched by `compression_schedule` in `compress_job` runs of its own after
   `compress_after_hours`, like `raw_archive`. Retention deletes tape hours as raw hours
   (`retention.plan_deletions`).
 - `resampled_books`: the hour replayed at a cadence and depth of the run's config
@@ -117,7 +118,7 @@ def build_tape_definitions(partitions: MultiPartitionsDefinition) -> TapeDefinit
 
     @tape_asset(
         BOOK_TAPE, "json", "One closed hour of one instrument's full-resolution tape (raw/okx/l2_tape/…/{HH}.jsonl or "
-        "its .jsonl.gz): every books frame as received and the engine's other inputs. raw_hours_sensor registers "
+        "its archive {HH}.parquet): every books frame as received and the engine's other inputs. raw_hours_sensor registers "
         "each closed hour; its runs replay the hour once through a fresh engine for its figures (messages, trusted-"
         "book coverage, gaps, resyncs by reason, schema problems) and evaluate the three tape checks.", deps=(),
     )
@@ -127,8 +128,10 @@ def build_tape_definitions(partitions: MultiPartitionsDefinition) -> TapeDefinit
                                      needs=None, prefix=layout.TAPE_PREFIX)
 
     @tape_asset(
-        BOOK_TAPE_ARCHIVE, "gzip", "Verified gzip of the tape hour ({HH}.jsonl.gz; sha256 and line count of the "
-        "decompressed archive equal the original's before the .jsonl is removed). Idempotent; never the open hour; "
+        BOOK_TAPE_ARCHIVE, "parquet", "Verified archive of the tape hour ({HH}.parquet: one row per tape line, "
+        "levels as decimal columns, brotli; about the size of the same hour's gzipped snapshots. It decodes to the "
+        "hour's exact bytes: sha256 and line count equal the original's before the .jsonl is removed). Idempotent; "
+        "never the open hour; "
         "compression_schedule archives tape hours after compress_after_hours.", deps=[BOOK_TAPE],
     )
     def book_tape_archive(context: AssetExecutionContext, lake: LakeResource

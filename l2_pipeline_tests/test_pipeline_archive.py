@@ -96,7 +96,7 @@ def test_failed_verification_keeps_the_original(tmp_path, monkeypatch):
     plant_good_hour(tmp_path, BTC, BASE_HOUR, count=20)
     original = layout.records_path(tmp_path, BTC, BASE_HOUR)
     data = original.read_bytes()
-    monkeypatch.setattr(archive, "digest_archive", lambda path: Digest(0, "0" * 64, 0))
+    monkeypatch.setattr(archive, "digest_archive", lambda path, name=None: Digest(0, "0" * 64, 0))
     with pytest.raises(ArchiveVerificationError):
         archive_hour(tmp_path, BTC, BASE_HOUR, NOW)
     assert original.read_bytes() == data

@@ -11,7 +11,8 @@ sequence gaps, recorded once per session and copied into each test's lake; plus 
   missing book line, a corrupt archive) fail `tape_schema_valid`, each problem counted;
 - `resampled_books` writes Parquet in the curated schema at a hive path naming its config, row for
   row the replay at that cadence and depth, records on the cadence grid relative to the messages;
-- compression archives tape hours (verified gzip, runs of their own), retention deletes them, a lake
+- compression archives tape hours (verified Parquet that decodes to the hour's exact bytes, runs of
+  their own), retention deletes them, a lake
   in object storage (moto) takes the same steps, and a lake without a tape is unchanged.
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gzip
 import json
 import os
 import shutil
@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetCheckKey, DagsterInstance, build_schedule_context, build_sensor_context, materialize
 
-from collector import lake_walk, layout
+from collector import lake_walk, layout, tape_columns
 from collector.record import parse_ts_ms
 from collector.ship import Shipper
 from collector.tape_replay import TapeReplayer, read_lines
@@ -280,7 +281,7 @@ def test_damaged_tapes_fail_tape_schema_valid(recording, lake_dir, instance):
     corrupt = recording.hour + timedelta(hours=1)
     broken = layout.archive_path(lake_dir, BTC, corrupt, layout.TAPE_PREFIX)
     broken.parent.mkdir(parents=True, exist_ok=True)
-    broken.write_bytes(gzip.compress(recording.tape(lake_dir, BTC).read_bytes())[:200])  # cut short
+    broken.write_bytes(tape_columns.encode(recording.tape(lake_dir, BTC).read_bytes())[:-200])  # cut short
 
     lake = lake_resource(lake_dir, coverage_threshold_pct=0.1)
     assets = lake_assets(lake)
@@ -385,7 +386,11 @@ def test_compression_and_retention_take_tape_hours_like_raw_hours(recording, lak
     for inst_id in (BTC, ETH):
         assert not recording.tape(lake_dir, inst_id).exists()
         archive = layout.archive_path(lake_dir, inst_id, recording.hour, layout.TAPE_PREFIX)
-        assert gzip.decompress(archive.read_bytes()) == original[inst_id]
+        assert archive.name == f"{recording.hour:%H}.parquet"
+        assert tape_columns.decode(archive.read_bytes()) == original[inst_id]  # the hour's exact bytes
+        table = tape_columns.read_table(archive)
+        assert table.num_rows == original[inst_id].count(b"\n")
+        assert table.filter(pc.equal(table["kind"], "ws"))["line"].null_count > 0  # messages held in columns
         assert not layout.records_path(lake_dir, inst_id, recording.hour).exists()  # the snapshots' too
     archived = latest_materializations(instance, [recording.key(BTC)], BOOK_TAPE_ARCHIVE)[recording.key(BTC)]
     assert archived.asset_materialization.metadata["status"].value == "archived"
@@ -409,7 +414,7 @@ def test_compression_and_retention_take_tape_hours_like_raw_hours(recording, lak
     assert request.tags["l2/files_due"] == "4"  # the snapshots' and the tape's archives of BTC and ETH
     run = retention_job.execute_in_process(instance=instance, run_config=request.run_config, resources={"lake": short})
     assert run.success
-    assert not list(layout.raw_root(lake_dir, layout.TAPE_PREFIX).rglob("*.jsonl*"))
+    assert not [p for p in layout.raw_root(lake_dir, layout.TAPE_PREFIX).rglob("*") if p.is_file()]
     assert not list(layout.raw_root(lake_dir, layout.TAPE_PREFIX).glob("*/*")), "emptied day directories stay"
     assert not list(layout.raw_root(lake_dir).rglob("*.jsonl*"))
 
@@ -423,8 +428,8 @@ def test_object_storage_lake_registers_archived_tape_hours_and_resamples(recordi
     s3_env(monkeypatch, s3_server.endpoint)
     bucket = s3_server.create_bucket()
     url = f"s3://{bucket}/lake"
-    Shipper(lake_dir, url).ship_once()  # closed hours, snapshots and tape, gzipped into the bucket
-    assert not list(layout.raw_root(lake_dir, layout.TAPE_PREFIX).rglob("*.jsonl*"))
+    Shipper(lake_dir, url).ship_once()  # closed hours into the bucket: snapshots gzipped, the tape as its Parquet
+    assert not [p for p in layout.raw_root(lake_dir, layout.TAPE_PREFIX).rglob("*") if p.is_file()]
     lake = lake_resource(lake_dir / "work", lake_url=url, coverage_threshold_pct=0.1)
     keys = {recording.key(BTC), recording.key(ETH)}
 

@@ -1,0 +1,333 @@
+"""The tape's archive form (docs/CONTRACT.md §7): one closed tape hour as a Parquet table, one row per
+tape line, that decodes back to the hour's exact bytes.
+
+Gzip of the tape's JSON lines costs about twice the gzip of the same hour's 2 s snapshots: each
+snapshot repeats its predecessor within deflate's window, while the tape's messages are mostly new
+level strings. In columns, a level's price and size are decimal integers (stored as integers,
+byte-stream-split, brotli), which compress to less than the snapshots' gzip. Columns:
+
+| column | type | what |
+|---|---|---|
+| `kind` | string | the line's `t` (`ws`, `tick`, `book`, …; null for a line that is not a JSON object) |
+| `recv_ms` | int64 | the line's `r` |
+| `action` | string | `snapshot` / `update` (`ws` rows) |
+| `ts` | timestamp[ms, UTC] | the message's exchange time |
+| `seq_id`, `prev_seq_id`, `checksum` | int64 | the message's `seqId`, `prevSeqId`, `checksum` |
+| `asks`, `bids` | list<struct<px, sz: decimal64(18, s), orders: int32>> | the levels, in message order |
+| `frame_template` | string | the frame with those fields cut out (one value per instrument and action) |
+| `line` | string | the exact line of every row the other columns do not hold (see below) |
+
+A row keeps its `line` when it is not a `ws` line, or when its frame could not be given back from
+columns: JSON that is not compact canonical, numbers that are not canonical decimals (at most 18
+digits), a level whose deprecated third field (liquidated orders) is not "0".
+
+A researcher can query `asks`/`bids` directly (DuckDB, pyarrow). `decode` rebuilds every line byte
+for byte; `encode` proves that before it returns (a row the columns cannot rebuild exactly keeps its
+`line`), and the file's metadata carries the content's sha256 and line count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from collector.tape import FRAME_AT, WS_PREFIX
+
+SUFFIX = ".parquet"
+CODEC = "brotli"
+CODEC_LEVEL = 11  # measured (bench.tape): brotli 11 is the only standard codec below the snapshots' gzip
+MAX_DIGITS = 18  # decimal64
+FIELDS = ("asks", "bids", "ts", "checksum", "seqId", "prevSeqId")
+_HOLE = {name: f"\x01{name}" for name in FIELDS}  # placeholders in the frame template
+_HOLE_JSON = {name: orjson.dumps(hole) for name, hole in _HOLE.items()}
+_INT_RE = re.compile(r"0|[1-9][0-9]*")
+_TRAILING_ZEROS = r"\.?0+$"
+_META_SHA, _META_LINES, _META_FINAL_NEWLINE = b"l2.content_sha256", b"l2.content_lines", b"l2.final_newline"
+
+
+class TapeColumnsError(OSError):
+    """The bytes are not a tape archive this module wrote, or it does not decode to its recorded content."""
+
+
+def _level_type(px_scale: int, sz_scale: int) -> pa.StructType:
+    # not nullable: fewer definition levels to store per level
+    return pa.struct([pa.field("px", pa.decimal64(MAX_DIGITS, px_scale), nullable=False),
+                      pa.field("sz", pa.decimal64(MAX_DIGITS, sz_scale), nullable=False),
+                      pa.field("orders", pa.int32(), nullable=False)])
+
+
+def _schema(px_scale: int, sz_scale: int) -> pa.Schema:
+    levels = pa.list_(pa.field("element", _level_type(px_scale, sz_scale), nullable=False))
+    return pa.schema([
+        ("kind", pa.string()), ("recv_ms", pa.int64()), ("action", pa.string()),
+        ("ts", pa.timestamp("ms", tz="UTC")), ("seq_id", pa.int64()), ("prev_seq_id", pa.int64()),
+        ("checksum", pa.int64()), ("asks", levels), ("bids", levels), ("frame_template", pa.string()),
+        ("line", pa.string()),
+    ])
+
+
+def _canonical_int(value: Any) -> int | None:
+    return value if type(value) is int else None
+
+
+def _kept(line: bytes) -> dict[str, Any]:
+    """A row that keeps its line as it is (its kind and receive time as columns where it has them)."""
+    kind = recv = None
+    try:
+        parsed = orjson.loads(line)
+        if isinstance(parsed, dict):
+            kind = parsed.get("t") if isinstance(parsed.get("t"), str) else None
+            recv = _canonical_int(parsed.get("r"))
+    except orjson.JSONDecodeError:
+        pass
+    return {"kind": kind, "recv_ms": recv, "line": line.decode("utf-8", "surrogateescape")}
+
+
+def _message(line: bytes) -> dict[str, Any] | None:
+    """A `ws` line as columns (its levels still the strings received, checked by `_Levels`), or None
+    when its frame is not one the columns can give back."""
+    if not line.startswith(WS_PREFIX) or not line.endswith(b"}"):
+        return None
+    at = line.find(FRAME_AT, len(WS_PREFIX))
+    recv_text = line[len(WS_PREFIX):at].decode("ascii", "replace")
+    if at < 0 or not _INT_RE.fullmatch(recv_text):
+        return None
+    frame = line[at + len(FRAME_AT):-1]
+    try:
+        parsed = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(parsed, dict) or orjson.dumps(parsed) != frame:
+        return None
+    data = parsed.get("data")
+    if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], dict):
+        return None
+    message = data[0]
+    row: dict[str, Any] = {"kind": "ws", "recv_ms": int(recv_text), "action": parsed.get("action")}
+    if not isinstance(row["action"], str):
+        return None
+    if "ts" in message:
+        ts = message["ts"]
+        if not isinstance(ts, str) or not _INT_RE.fullmatch(ts):
+            return None
+        row["ts"] = int(ts)
+    for field, column in (("seqId", "seq_id"), ("prevSeqId", "prev_seq_id"), ("checksum", "checksum")):
+        if field in message:
+            row[column] = _canonical_int(message[field])
+            if row[column] is None:
+                return None
+    for side in ("asks", "bids"):
+        if side in message:
+            if not isinstance(message[side], list):
+                return None
+            row[side] = message[side]
+    template = dict(parsed)
+    template["data"] = [{key: _HOLE.get(key, value) for key, value in message.items()}]
+    row["frame_template"] = orjson.dumps(template).decode()
+    return row
+
+
+class _Levels:
+    """One side's levels of every row, checked all at once: each level four strings, a canonical
+    decimal price and size (at most 18 digits), "0" liquidated orders and an integer order count."""
+
+    def __init__(self, per_row: list[list[Any] | None]) -> None:
+        self.per_row = per_row
+        counts = [len(levels) if levels else 0 for levels in per_row]
+        self.offsets = pa.array([0, *itertools.accumulate(counts)], pa.int32())
+        self.row_of_level = np.repeat(np.arange(len(per_row)), counts)
+        flat = [level for levels in per_row if levels for level in levels]
+        try:
+            self.strings = pa.array(flat, pa.list_(pa.string()))
+        except (pa.ArrowException, TypeError):  # a level that is not a list of strings: find its rows
+            self.strings = None
+
+    def bad_rows(self) -> set[int]:
+        if self.strings is None:
+            return {i for i, levels in enumerate(self.per_row) if levels and not all(
+                isinstance(level, list) and all(type(v) is str for v in level) for level in levels)}
+        ok = pc.equal(pc.list_value_length(self.strings), 4)
+        if pc.all(ok).as_py() is not False:
+            px, sz, liq, orders = (pc.list_element(self.strings, i) for i in range(4))
+            ok = pc.and_(ok, pc.and_(_is_decimal(px), _is_decimal(sz)))
+            ok = pc.and_(ok, pc.and_(pc.equal(liq, "0"), pc.match_substring_regex(orders, _ORDERS_PATTERN)))
+        bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
+        return set(self.row_of_level[bad].tolist())
+
+    def scales(self) -> tuple[int, int]:
+        """Fractional digits the price and the size need (the most any level has)."""
+        if not len(self.strings):
+            return 0, 0
+        return _fraction_digits(pc.list_element(self.strings, 0)), _fraction_digits(pc.list_element(self.strings, 1))
+
+    def array(self, list_type: pa.ListType) -> pa.ListArray:
+        fields = []
+        for i, field in zip((0, 1, 3), list_type.value_type, strict=True):
+            strings = pc.list_element(self.strings, i) if len(self.strings) else pa.array([], pa.string())
+            fields.append(pc.cast(strings, pa.decimal128(MAX_DIGITS, field.type.scale)).cast(field.type)
+                          if pa.types.is_decimal(field.type) else pc.cast(strings, field.type))
+        values = pa.StructArray.from_arrays(fields, fields=list(list_type.value_type))
+        mask = pa.array([levels is None for levels in self.per_row], pa.bool_())
+        return pa.ListArray.from_arrays(self.offsets, values, type=list_type, mask=mask)
+
+
+_DECIMAL_PATTERN = "^(0|[1-9][0-9]*)(\\.[0-9]*[1-9])?$"
+_ORDERS_PATTERN = "^(0|[1-9][0-9]{0,8})$"
+
+
+def _is_decimal(strings: pa.Array) -> pa.Array:
+    digits = pc.subtract(pc.utf8_length(strings), pc.cast(pc.match_substring(strings, "."), pa.int32()))
+    return pc.and_(pc.match_substring_regex(strings, _DECIMAL_PATTERN), pc.less_equal(digits, MAX_DIGITS))
+
+
+def _fraction_digits(strings: pa.Array) -> int:
+    dot = pc.find_substring(strings, ".")
+    digits = pc.if_else(pc.less(dot, 0), 0, pc.subtract(pc.subtract(pc.utf8_length(strings), dot), 1))
+    return int(pc.max(digits).as_py() or 0)
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    """The rows as the archive's table; a `ws` row whose levels fail `_Levels`' checks keeps its line
+    (`lines` given)."""
+    sides = {side: _Levels([row.get(side) for row in rows]) for side in ("asks", "bids")}
+    px_scale, sz_scale = (max(side.scales()[i] for side in sides.values()) for i in (0, 1))
+    schema = _schema(px_scale, sz_scale)
+    columns: dict[str, pa.Array] = {}
+    for name in ("kind", "recv_ms", "action", "seq_id", "prev_seq_id", "checksum", "frame_template", "line"):
+        columns[name] = pa.array([row.get(name) for row in rows], schema.field(name).type)
+    columns["ts"] = pa.array([row.get("ts") for row in rows], pa.int64()).cast(schema.field("ts").type)
+    for name, side in sides.items():
+        columns[name] = side.array(schema.field(name).type)
+    return pa.table([columns[field.name] for field in schema], schema=schema)
+
+
+def _rows(lines: list[bytes]) -> list[dict[str, Any]]:
+    """Every line as a row; a message whose levels the columns cannot hold keeps its line."""
+    rows = [_message(line) or _kept(line) for line in lines]
+    bad: set[int] = set()
+    for side in ("asks", "bids"):
+        bad |= _Levels([row.get(side) for row in rows]).bad_rows()
+    for i in bad:
+        rows[i] = _kept(lines[i])
+    return rows
+
+
+def _level_texts(levels: pa.ListArray) -> list[str | None]:
+    """Each row's levels as the JSON text OKX sent (`[["px","sz","0","orders"],…]`), None where null."""
+    flat = levels.flatten()
+    texts = []
+    for name in ("px", "sz", "orders"):
+        column = flat.field(name)
+        text = pc.cast(column, pa.string())
+        if pa.types.is_decimal(column.type) and column.type.scale > 0:
+            text = pc.replace_substring_regex(text, _TRAILING_ZEROS, "")
+        texts.append(text)
+    quoted = pc.binary_join_element_wise('["', texts[0], '","', texts[1], '","0","', texts[2], '"]', "")
+    offsets = levels.offsets if levels.offset == 0 else pc.subtract(levels.offsets, levels.offsets[0])
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, quoted, mask=levels.is_null()), ",")
+    return [None if text is None else f"[{text}]" for text in joined.to_pylist()]
+
+
+def decode_lines(table: pa.Table) -> list[bytes]:
+    """Every row's line, exactly as the tape held it (without its newline)."""
+    table = table.combine_chunks()
+    kept = table.column("line").to_pylist()
+    recv = table.column("recv_ms").to_pylist()
+    ts = table.column("ts").cast(pa.int64()).to_pylist()
+    numbers = {field: table.column(column).to_pylist()
+               for field, column in (("seqId", "seq_id"), ("prevSeqId", "prev_seq_id"), ("checksum", "checksum"))}
+    sides = {side: _level_texts(table.column(side).chunk(0) if table.column(side).num_chunks else
+                                pa.array([], table.schema.field(side).type)) for side in ("asks", "bids")}
+    templates = table.column("frame_template").to_pylist()
+    lines = []
+    for i, line in enumerate(kept):
+        if line is not None:
+            lines.append(line.encode("utf-8", "surrogateescape"))
+            continue
+        frame = templates[i].encode()
+        for side in ("asks", "bids"):
+            if sides[side][i] is not None:
+                frame = frame.replace(_HOLE_JSON[side], sides[side][i].encode(), 1)
+        if ts[i] is not None:
+            frame = frame.replace(_HOLE_JSON["ts"], b'"%d"' % ts[i], 1)
+        for field, values in numbers.items():
+            if values[i] is not None:
+                frame = frame.replace(_HOLE_JSON[field], b"%d" % values[i], 1)
+        lines.append(b"%b%d%b%b}" % (WS_PREFIX, recv[i], FRAME_AT, frame))
+    return lines
+
+
+def _split(data: bytes) -> tuple[list[bytes], bool]:
+    final_newline = data.endswith(b"\n")
+    lines = data.split(b"\n")
+    if final_newline or not data:
+        lines.pop()
+    return lines, final_newline
+
+
+def _joined(lines: Iterable[bytes], final_newline: bool) -> bytes:
+    body = b"\n".join(lines)
+    return body + b"\n" if final_newline and body else body
+
+
+def encode(data: bytes) -> bytes:
+    """The Parquet archive of a tape hour's bytes, proven to decode to exactly `data`."""
+    lines, final_newline = _split(data)
+    rows = _rows(lines)
+    table = _table(rows)
+    wrong = [i for i, (got, want) in enumerate(zip(decode_lines(table), lines, strict=True)) if got != want]
+    if wrong:  # rows the columns do not give back exactly keep their line as it is
+        for i in wrong:
+            rows[i] = _kept(lines[i])
+        table = _table(rows)
+    digest = hashlib.sha256(data).hexdigest()
+    table = table.replace_schema_metadata({_META_SHA: digest.encode(), _META_LINES: str(data.count(b"\n")).encode(),
+                                           _META_FINAL_NEWLINE: b"1" if final_newline else b"0"})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression=CODEC, compression_level=CODEC_LEVEL,
+                   use_dictionary=["kind", "action", "frame_template"], column_encoding=_ENCODINGS,
+                   store_decimal_as_integer=True)
+    archive = buffer.getvalue()
+    if decode(archive) != data:
+        raise TapeColumnsError(f"the Parquet form of the tape hour (sha256 {digest[:16]}…) does not decode to it")
+    return archive
+
+
+_ENCODINGS = {"recv_ms": "DELTA_BINARY_PACKED", "ts": "DELTA_BINARY_PACKED", "seq_id": "DELTA_BINARY_PACKED",
+              "prev_seq_id": "DELTA_BINARY_PACKED", "checksum": "BYTE_STREAM_SPLIT",
+              **{f"{side}.list.element.{name}": "BYTE_STREAM_SPLIT"
+                 for side in ("asks", "bids") for name in ("px", "sz", "orders")}}
+
+
+def read_table(source: bytes | Path | IO[bytes]) -> pa.Table:
+    """The archive's table; TapeColumnsError if it is not a tape archive."""
+    try:
+        table = pq.read_table(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise TapeColumnsError(f"not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
+    if not (table.schema.metadata or {}).get(_META_SHA) or "frame_template" not in table.column_names:
+        raise TapeColumnsError("a Parquet file, but not a tape archive (no l2.content_sha256 metadata)")
+    return table
+
+
+def decode(source: bytes | Path | IO[bytes]) -> bytes:
+    """The tape hour's exact bytes from its archive; TapeColumnsError if they are not what it recorded."""
+    table = read_table(source)
+    metadata = table.schema.metadata
+    data = _joined(decode_lines(table), metadata.get(_META_FINAL_NEWLINE) == b"1")
+    if hashlib.sha256(data).hexdigest().encode() != metadata[_META_SHA]:
+        raise TapeColumnsError("the archive decodes to other bytes than it recorded (sha256 differs)")
+    return data
