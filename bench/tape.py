@@ -19,6 +19,14 @@ compressed in one piece, plus the window's second half's marginal gzip bytes per
 the hour (deflate's window is 32 KiB, so minutes of data compress as an hour does; the compressor's
 start-up, e.g. a first record with nothing to refer back to, then counts once per hour as in a real
 hour file); the book line is compressed on its own. "tape / snapshots" < 1: the tape is the smaller.
+The tape's archive (`collector.tape_columns`, `{HH}.parquet`, what the pipeline's archive step and
+the shipper keep of a closed tape hour) is made of the book line and the window's lines as one hour
+file, extrapolated the same way from its second half. The longer the window, the closer the figures
+are to a real hour file: run `--duration 3720` (an hour and 2 minutes) for the contract's figures.
+
+Table 1b, the archive step per instrument-hour: `tape_columns.encode` (parse, columns, brotli 11,
+then decode and compare) and `tape_columns.decode` of the window's archive, against
+`gzip.compress(level 6)` and `gzip.decompress` of the same lines, scaled to an hour.
 
 Table 2, the stream: messages/s in exchange time, levels per update (mean / median / p90), mean
 bytes per tape `ws` line and per snapshot record, next to the `books` updates of the real OKX
@@ -71,7 +79,7 @@ from bench.process import (
     stop,
     wait_for_line,
 )
-from collector import lake_walk, layout
+from collector import lake_walk, layout, tape_columns
 from collector.okx.protocol import decode
 from collector.record import parse_ts_ms
 from collector.ship import COMPRESS_LEVEL
@@ -198,6 +206,11 @@ class Sizes:
     window_s: float
     tape_raw_h: float
     tape_gz_h: float
+    tape_pq_h: float  # the tape's archive, collector.tape_columns
+    encode_s_h: float  # its encode, decode, and gzip -6 / gunzip of the same lines, s per instrument-hour
+    decode_s_h: float
+    gzip_s_h: float
+    gunzip_s_h: float
     snap_raw_h: float
     snap_gz_h: float
     book_line: int
@@ -258,16 +271,28 @@ def sizes(inst: Instrument, warmup_s: float, cadence_s: float, depth: int) -> Si
     ws_lines = [line for _, line, _ in window if line.startswith(WS_PREFIX)]
     levels = [n for _, _, n in window if n is not None]
 
+    def hour_bytes(size_of: Callable[[bytes], int], data: bytes, first: bytes) -> float:
+        """Compressed bytes of an hour: the window's, plus the marginal rate of its second half for the
+        rest of the hour (so the compressor's start, e.g. a first record with nothing to refer back to,
+        is counted once per hour as in a real hour file, not once per window)."""
+        whole = size_of(data)
+        return whole + (whole - size_of(first)) / (end - middle) * (3_600_000 - (end - start))
+
     def gz_hour(data: bytes, first: bytes) -> float:
-        """gzip bytes of an hour: the window's, plus the marginal rate of its second half for the rest
-        of the hour (so the compressor's start, e.g. a first record with nothing to refer back to, is
-        counted once per hour as in a real hour file, not once per window)."""
-        gz_all = gz_len(data)
-        return gz_all + (gz_all - gz_len(first)) / (end - middle) * (3_600_000 - (end - start))
+        return hour_bytes(gz_len, data, first)
+
+    archive_input = book + tape_bytes
+    encode_s, archive = timed(lambda: tape_columns.encode(archive_input))
+    decode_s, _ = timed(lambda: tape_columns.decode(archive))
+    gzip_s, gzipped = timed(lambda: gzip.compress(archive_input, COMPRESS_LEVEL))
+    gunzip_s, _ = timed(lambda: gzip.decompress(gzipped))
 
     return Sizes(
         inst_id=inst.inst_id, window_s=(end - start) / 1000,
         tape_raw_h=len(book) + len(tape_bytes) * scale, tape_gz_h=gz_len(book) + gz_hour(tape_bytes, tape_first),
+        tape_pq_h=hour_bytes(lambda data: len(tape_columns.encode(book + data)), tape_bytes, tape_first),
+        encode_s_h=encode_s * scale, decode_s_h=decode_s * scale, gzip_s_h=gzip_s * scale,
+        gunzip_s_h=gunzip_s * scale,
         snap_raw_h=len(record_bytes) * scale, snap_gz_h=gz_hour(record_bytes, record_first),
         book_line=len(book), book_line_gz=gz_len(book), messages=len(ws_lines), levels=levels,
         ws_line_bytes=statistics.mean(len(line) + 1 for line in ws_lines),
@@ -276,6 +301,12 @@ def sizes(inst: Instrument, warmup_s: float, cadence_s: float, depth: int) -> Si
         tape_file_bytes=sum(p.stat().st_size for p in inst.tape_files),
         record_file_bytes=sum(len(line) + 1 for line in inst.record_lines),
     )
+
+
+def timed(work: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = work()
+    return time.perf_counter() - started, result
 
 
 def reference_stream() -> list[tuple[str, int, float, float]]:
@@ -299,19 +330,29 @@ def print_sizes(rows: list[Sizes]) -> None:
           f"{COMPRESS_LEVEL})\n")
     print("| instrument | window s | tape raw MB/h | snapshots raw MB/h | tape / snapshots raw | tape gzip MB/h | "
           "snapshots gzip MB/h | tape / snapshots gzip | gzip tape ≤ gzip snapshots | tape gzip ratio | "
-          "snapshots gzip ratio | of which tape `book` line raw / gzip kB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+          "snapshots gzip ratio | of which tape `book` line raw / gzip kB | tape archive (Parquet) MB/h | "
+          "tape archive / snapshots gzip | tape archive ≤ gzip snapshots |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
         print(f"| {r.inst_id} | {r.window_s:.0f} | {mb(r.tape_raw_h)} | {mb(r.snap_raw_h)} | "
               f"{r.tape_raw_h / r.snap_raw_h:.2f}x | {mb(r.tape_gz_h)} | {mb(r.snap_gz_h)} | "
               f"{r.tape_gz_h / r.snap_gz_h:.2f}x | {'yes' if r.tape_gz_h <= r.snap_gz_h else 'NO'} | "
               f"{r.tape_raw_h / r.tape_gz_h:.1f}x | {r.snap_raw_h / r.snap_gz_h:.1f}x | "
-              f"{r.book_line / 1e3:.1f} / {r.book_line_gz / 1e3:.1f} |")
+              f"{r.book_line / 1e3:.1f} / {r.book_line_gz / 1e3:.1f} | {mb(r.tape_pq_h)} | "
+              f"{r.tape_pq_h / r.snap_gz_h:.2f}x | {'yes' if r.tape_pq_h <= r.snap_gz_h else 'NO'} |")
     if len(rows) > 1:
         tr, tg = sum(r.tape_raw_h for r in rows), sum(r.tape_gz_h for r in rows)
         sr, sg = sum(r.snap_raw_h for r in rows), sum(r.snap_gz_h for r in rows)
+        tp = sum(r.tape_pq_h for r in rows)
         print(f"| all (sum) | | {mb(tr)} | {mb(sr)} | {tr / sr:.2f}x | {mb(tg)} | {mb(sg)} | {tg / sg:.2f}x | "
-              f"{'yes' if tg <= sg else 'NO'} | {tr / tg:.1f}x | {sr / sg:.1f}x | |")
+              f"{'yes' if tg <= sg else 'NO'} | {tr / tg:.1f}x | {sr / sg:.1f}x | | {mb(tp)} | {tp / sg:.2f}x | "
+              f"{'yes' if tp <= sg else 'NO'} |")
+    print("\n## 1b. the tape's archive step, s per instrument-hour (scaled from the window)\n")
+    print("| instrument | encode (tape_columns) | decode | gzip -6 of the same lines | gunzip | encode / gzip |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r.inst_id} | {r.encode_s_h:.1f} | {r.decode_s_h:.1f} | {r.gzip_s_h:.1f} | {r.gunzip_s_h:.2f} | "
+              f"{r.encode_s_h / r.gzip_s_h:.1f}x |")
 
 
 def print_stream(rows: list[Sizes]) -> None:

@@ -117,7 +117,8 @@ class Store(Protocol):
 
 
 class ShipDeferred(RuntimeError):
-    """A pass could not finish for a reason on our side (the writer thread is busy); retried like a store error."""
+    """A pass could not finish for a reason on our side (the writer thread is busy, a tape hour could not be
+    encoded); retried like a store error."""
 
 
 class BadLocalFile(RuntimeError):
@@ -201,11 +202,15 @@ def gzip_verified(parts: Sequence[bytes], member_name: str) -> tuple[bytes, Dige
 
 def archive_verified(parts: Sequence[bytes], name: str) -> tuple[bytes, Digest]:
     """The archive called `name` of the concatenated `parts` (`{HH}.jsonl.gz`: `gzip_verified`; the
-    tape's `{HH}.parquet`: its columns, which prove they decode to the content) with the content's digest."""
+    tape's `{HH}.parquet`: its columns, which prove they decode to the content, made in a child process
+    so that the collector's event loop never waits for the GIL) with the content's digest."""
     if name.endswith(layout.TAPE_ARCHIVE_SUFFIX):
         from collector import tape_columns  # pyarrow: loaded only by a collector that ships a tape
 
-        return tape_columns.encode(b"".join(parts)), digest_parts(parts)
+        try:
+            return tape_columns.encode_isolated(b"".join(parts)), digest_parts(parts)
+        except tape_columns.TapeColumnsError as exc:  # the pass is retried (backoff), the error in the backlog
+            raise ShipDeferred(f"{name}: {exc}") from exc
     return gzip_verified(parts, name.removesuffix(".gz"))
 
 

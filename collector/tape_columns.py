@@ -32,6 +32,8 @@ import hashlib
 import io
 import itertools
 import re
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -285,23 +287,52 @@ def encode(data: bytes) -> bytes:
     """The Parquet archive of a tape hour's bytes, proven to decode to exactly `data`."""
     lines, final_newline = _split(data)
     rows = _rows(lines)
-    table = _table(rows)
-    wrong = [i for i, (got, want) in enumerate(zip(decode_lines(table), lines, strict=True)) if got != want]
-    if wrong:  # rows the columns do not give back exactly keep their line as it is
-        for i in wrong:
-            rows[i] = _kept(lines[i])
-        table = _table(rows)
-    digest = hashlib.sha256(data).hexdigest()
-    table = table.replace_schema_metadata({_META_SHA: digest.encode(), _META_LINES: str(data.count(b"\n")).encode(),
-                                           _META_FINAL_NEWLINE: b"1" if final_newline else b"0"})
+    archive = _write(_table(rows), data, final_newline)
+    rebuilt = decode_lines(read_table(archive))
+    if rebuilt != lines:  # rows the columns do not give back exactly keep their line as it is
+        for i, (got, want) in enumerate(zip(rebuilt, lines, strict=True)):
+            if got != want:
+                rows[i] = _kept(want)
+        archive = _write(_table(rows), data, final_newline)
+        if decode(archive) != data:
+            raise TapeColumnsError(f"the Parquet form of the tape hour (sha256 {recorded_sha256(archive)[:16]}…) "
+                                   "does not decode to it")
+    return archive
+
+
+def _write(table: pa.Table, data: bytes, final_newline: bool) -> bytes:
+    metadata = {_META_SHA: hashlib.sha256(data).hexdigest().encode(), _META_LINES: str(data.count(b"\n")).encode(),
+                _META_FINAL_NEWLINE: b"1" if final_newline else b"0"}
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression=CODEC, compression_level=CODEC_LEVEL,
+    pq.write_table(table.replace_schema_metadata(metadata), buffer, compression=CODEC, compression_level=CODEC_LEVEL,
                    use_dictionary=["kind", "action", "frame_template"], column_encoding=_ENCODINGS,
                    store_decimal_as_integer=True)
-    archive = buffer.getvalue()
-    if decode(archive) != data:
-        raise TapeColumnsError(f"the Parquet form of the tape hour (sha256 {digest[:16]}…) does not decode to it")
-    return archive
+    return buffer.getvalue()
+
+
+def recorded_sha256(archive: bytes) -> str:
+    """The sha256 of the content an archive says it holds (from its footer alone)."""
+    try:
+        metadata = pq.read_metadata(io.BytesIO(archive)).metadata or {}
+    except (pa.ArrowException, OSError) as exc:
+        raise TapeColumnsError(f"not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
+    if _META_SHA not in metadata:
+        raise TapeColumnsError("a Parquet file, but not a tape archive (no l2.content_sha256 metadata)")
+    return metadata[_META_SHA].decode()
+
+
+def encode_isolated(data: bytes) -> bytes:
+    """`encode` in a child process (`python -m collector.tape_columns`), for a process with an event
+    loop to keep: encoding an hour holds the GIL for up to a few hundred ms at a time (measured 282 ms
+    while converting an hour's levels), and takes ~10 s of CPU. The archive's recorded sha256 must be
+    `data`'s."""
+    child = subprocess.run([sys.executable, "-m", __name__], input=data, capture_output=True, check=False)
+    if child.returncode != 0:
+        raise TapeColumnsError(f"encoding the tape hour in a child process failed (exit {child.returncode}): "
+                               f"{child.stderr.decode(errors='replace').strip()[-500:]}")
+    if recorded_sha256(child.stdout) != hashlib.sha256(data).hexdigest():
+        raise TapeColumnsError("the child process returned an archive of other content")
+    return child.stdout
 
 
 _ENCODINGS = {"recv_ms": "DELTA_BINARY_PACKED", "ts": "DELTA_BINARY_PACKED", "seq_id": "DELTA_BINARY_PACKED",
@@ -331,3 +362,7 @@ def decode(source: bytes | Path | IO[bytes]) -> bytes:
     if hashlib.sha256(data).hexdigest().encode() != metadata[_META_SHA]:
         raise TapeColumnsError("the archive decodes to other bytes than it recorded (sha256 differs)")
     return data
+
+
+if __name__ == "__main__":  # encode_isolated's child: a tape hour on stdin, its archive on stdout
+    sys.stdout.buffer.write(encode(sys.stdin.buffer.read()))

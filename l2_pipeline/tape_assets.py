@@ -17,8 +17,9 @@ partitioned like `raw_hour` (hour × instrument) and built by `build_tape_defini
   (`l2_pipeline.checks.build_partition_checks`).
 - `book_tape_archive`: the hour's verified archive, `{HH}.parquet` (`collector.tape_columns`: one row
   per tape line, levels as decimal columns, brotli; it decodes to the hour's exact bytes, which
-  `archive.archive_hour` with the tape's prefix proves before the `.jsonl` goes), launched by `compression_schedule` in `compress_job` runs of its own after
-  `compress_after_hours`, like `raw_archive`. Retention deletes tape hours as raw hours
+  `archive.archive_hour` with the tape's prefix proves before the `.jsonl` goes), launched by
+  `compression_schedule` in `compress_job` runs of its own after `compress_after_hours`, like
+  `raw_archive`. Retention deletes tape hours as raw hours
   (`retention.plan_deletions`).
 - `resampled_books`: the hour replayed at a cadence and depth of the run's config
   (`ResampleConfig`, default 250 ms and 25 levels), as Parquet in the curated schema at a hive path
@@ -118,8 +119,8 @@ def build_tape_definitions(partitions: MultiPartitionsDefinition) -> TapeDefinit
 
     @tape_asset(
         BOOK_TAPE, "json", "One closed hour of one instrument's full-resolution tape (raw/okx/l2_tape/…/{HH}.jsonl or "
-        "its archive {HH}.parquet): every books frame as received and the engine's other inputs. raw_hours_sensor registers "
-        "each closed hour; its runs replay the hour once through a fresh engine for its figures (messages, trusted-"
+        "its archive {HH}.parquet): every books frame as received and the engine's other inputs. raw_hours_sensor "
+        "registers each closed hour; its runs replay the hour once through a fresh engine for its figures (messages, trusted-"
         "book coverage, gaps, resyncs by reason, schema problems) and evaluate the three tape checks.", deps=(),
     )
     def book_tape(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
