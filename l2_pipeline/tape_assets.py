@@ -120,8 +120,8 @@ def build_tape_definitions(partitions: MultiPartitionsDefinition) -> TapeDefinit
     @tape_asset(
         BOOK_TAPE, "json", "One closed hour of one instrument's full-resolution tape (raw/okx/l2_tape/…/{HH}.jsonl or "
         "its archive {HH}.parquet): every books frame as received and the engine's other inputs. raw_hours_sensor "
-        "registers each closed hour; its runs replay the hour once through a fresh engine for its figures (messages, trusted-"
-        "book coverage, gaps, resyncs by reason, schema problems) and evaluate the three tape checks.", deps=(),
+        "registers each closed hour; its runs replay the hour once through a fresh engine for its figures (messages, "
+        "trusted-book coverage, gaps, resyncs by reason, schema problems) and evaluate the three tape checks.", deps=(),
     )
     def book_tape(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
         yield from materialize_hours(context, lake, partial(register_tape_hour,
