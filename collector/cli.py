@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = replay.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", type=Path, help="JSONL file, one raw WS frame per line")
     source.add_argument("--tape", type=Path, nargs="+", help="tape hour files or directories "
-                        "(raw/okx/l2_tape/{instId}/…/{HH}.jsonl[.gz], written by `run --tape`)")
+                        "(raw/okx/l2_tape/{instId}/…/{HH}.jsonl written by `run --tape`, or its archive {HH}.parquet)")
     replay.add_argument("--data-dir", type=Path, required=True, help="lake root to write")
     replay.add_argument("--cadence", type=float, help="seconds of event time between records (default 2; with "
                         "--tape, default: the live cadence, each record exactly as the live run wrote it)")

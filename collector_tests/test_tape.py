@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from collector import lake_walk, layout
+from collector import lake_walk, layout, tape_columns
 from collector.tape_replay import TapeReplayer, read_lines, replay_tape, tape_files
 from collector_tests.harness import (
     cli,
@@ -68,6 +68,16 @@ def run_with_tape(tmp_path: Path, faults: list[str]) -> tuple[Path, Path]:
     return data, sim.truth_log
 
 
+def archive_tape(data: Path, out: Path) -> Path:
+    """A copy of the lake's tape with every hour in its archive form, `{HH}.parquet`, as
+    `tape_columns.encode` makes it for the pipeline's archive step and the shipper."""
+    for path in layout.raw_root(data, layout.TAPE_PREFIX).rglob("*.jsonl"):
+        target = layout.archive_of(out / path.relative_to(data))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(tape_columns.encode(path.read_bytes()))
+    return out
+
+
 def check_every_message(data: Path, truth_log: Path) -> tuple[int, int]:
     """(messages replayed with a trusted book, of which exact against the truth log)."""
     truth = truth_books(truth_log)
@@ -105,6 +115,12 @@ def test_replay_rebuilds_every_live_record_and_every_book(tmp_path: Path, fault:
     stats = replay_tape([layout.raw_root(data, layout.TAPE_PREFIX)], replayed, cadence_s=None)
     assert record_files(replayed) == live, "records rebuilt at the live cadence differ from the live ones"
     assert all(s.bad_lines == 0 for s in stats.values())
+
+    # the same from the tape's archive form (each hour as the pipeline's archive step leaves it)
+    archived = archive_tape(data, tmp_path / "archived")
+    from_archive = tmp_path / "from-archive"
+    replay_tape([layout.raw_root(archived, layout.TAPE_PREFIX)], from_archive, cadence_s=None)
+    assert record_files(from_archive) == live
 
     trusted, exact = check_every_message(data, truth_log)
     print(f"\n{fault}: {exact}/{trusted} messages exact after replay, "
@@ -152,6 +168,14 @@ def test_an_hour_replays_on_its_own(tmp_path: Path) -> None:
     assert "BTC-USDT-SWAP: replayed 1 hour(s)" in out.stdout
     live_hour = layout.records_path(data, "BTC-USDT-SWAP", boundary).read_bytes()
     assert live_hour and layout.records_path(alone, "BTC-USDT-SWAP", boundary).read_bytes() == live_hour
+
+    archived = layout.archive_path(archive_tape(data, tmp_path / "archived"), "BTC-USDT-SWAP", boundary,
+                                   layout.TAPE_PREFIX)
+    alone_archived = tmp_path / "alone-archived"
+    out = subprocess.run(cli("replay", "--tape", str(archived), "--data-dir", str(alone_archived)),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert layout.records_path(alone_archived, "BTC-USDT-SWAP", boundary).read_bytes() == live_hour
 
 
 def test_replay_tape_refuses_what_is_not_a_tape(tmp_path: Path) -> None:
