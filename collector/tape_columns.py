@@ -54,6 +54,7 @@ FIELDS = ("asks", "bids", "ts", "checksum", "seqId", "prevSeqId")
 _HOLE = {name: f"\x01{name}" for name in FIELDS}  # placeholders in the frame template
 _HOLE_JSON = {name: orjson.dumps(hole) for name, hole in _HOLE.items()}
 _INT_RE = re.compile(r"0|[1-9][0-9]*")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _TRAILING_ZEROS = r"\.?0+$"
 _META_SHA, _META_LINES, _META_FINAL_NEWLINE = b"l2.content_sha256", b"l2.content_lines", b"l2.final_newline"
 
@@ -75,12 +76,21 @@ def _schema(px_scale: int, sz_scale: int) -> pa.Schema:
         ("kind", pa.string()), ("recv_ms", pa.int64()), ("action", pa.string()),
         ("ts", pa.timestamp("ms", tz="UTC")), ("seq_id", pa.int64()), ("prev_seq_id", pa.int64()),
         ("checksum", pa.int64()), ("asks", levels), ("bids", levels), ("frame_template", pa.string()),
-        ("line", pa.string()),
+        ("line", pa.binary()),
     ])
 
 
+_COLUMNS = _schema(0, 0).names
+
+
 def _canonical_int(value: Any) -> int | None:
-    return value if type(value) is int else None
+    """`value` if it is an integer an int64 column holds, else None."""
+    return value if type(value) is int and _INT64_MIN <= value <= _INT64_MAX else None
+
+
+def _int_text(text: str) -> int | None:
+    """The integer a canonical digit string spells, if an int64 column holds it."""
+    return _canonical_int(int(text)) if len(text) <= 19 and _INT_RE.fullmatch(text) else None
 
 
 def _kept(line: bytes) -> dict[str, Any]:
@@ -93,7 +103,7 @@ def _kept(line: bytes) -> dict[str, Any]:
             recv = _canonical_int(parsed.get("r"))
     except orjson.JSONDecodeError:
         pass
-    return {"kind": kind, "recv_ms": recv, "line": line.decode("utf-8", "surrogateescape")}
+    return {"kind": kind, "recv_ms": recv, "line": line}
 
 
 def _message(line: bytes) -> dict[str, Any] | None:
@@ -102,8 +112,8 @@ def _message(line: bytes) -> dict[str, Any] | None:
     if not line.startswith(WS_PREFIX) or not line.endswith(b"}"):
         return None
     at = line.find(FRAME_AT, len(WS_PREFIX))
-    recv_text = line[len(WS_PREFIX):at].decode("ascii", "replace")
-    if at < 0 or not _INT_RE.fullmatch(recv_text):
+    recv = _int_text(line[len(WS_PREFIX):at].decode("ascii", "replace"))
+    if at < 0 or recv is None:
         return None
     frame = line[at + len(FRAME_AT):-1]
     try:
@@ -116,14 +126,13 @@ def _message(line: bytes) -> dict[str, Any] | None:
     if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], dict):
         return None
     message = data[0]
-    row: dict[str, Any] = {"kind": "ws", "recv_ms": int(recv_text), "action": parsed.get("action")}
+    row: dict[str, Any] = {"kind": "ws", "recv_ms": recv, "action": parsed.get("action")}
     if not isinstance(row["action"], str):
         return None
     if "ts" in message:
-        ts = message["ts"]
-        if not isinstance(ts, str) or not _INT_RE.fullmatch(ts):
+        row["ts"] = _int_text(message["ts"]) if isinstance(message["ts"], str) else None
+        if row["ts"] is None:
             return None
-        row["ts"] = int(ts)
     for field, column in (("seqId", "seq_id"), ("prevSeqId", "prev_seq_id"), ("checksum", "checksum")):
         if field in message:
             row[column] = _canonical_int(message[field])
@@ -155,23 +164,33 @@ class _Levels:
         except (pa.ArrowException, TypeError):  # a level that is not a list of strings: find its rows
             self.strings = None
 
-    def bad_rows(self) -> set[int]:
+    def valid(self) -> pa.Array | None:
+        """Per level: four strings, canonical decimals, "0", an order count (None: not even strings).
+        Sets `fields`, the levels' four strings ("0" for a level that is not four strings)."""
         if self.strings is None:
+            return None
+        ok = pc.fill_null(pc.equal(pc.list_value_length(self.strings), 4), False)
+        four = pc.if_else(ok, self.strings, pa.scalar(["0", "0", "0", "0"], self.strings.type))
+        self.fields = [pc.list_element(four, i) for i in range(4)]
+        px, sz, liq, orders = self.fields
+        ok = pc.and_(ok, pc.and_(_is_decimal(px), _is_decimal(sz)))
+        ok = pc.and_(ok, pc.and_(pc.equal(liq, "0"), pc.match_substring_regex(orders, _ORDERS_PATTERN)))
+        return pc.fill_null(ok, False)
+
+    def scales(self, valid: pa.Array) -> tuple[int, int]:
+        """Fractional digits the valid levels' price and size need (the most any has)."""
+        return _fraction_digits(pc.filter(self.fields[0], valid)), _fraction_digits(pc.filter(self.fields[1], valid))
+
+    def bad_rows(self, valid: pa.Array | None, scales: tuple[int, int]) -> set[int]:
+        """Rows with a level that is not valid, or whose integer digits and the hour's scale exceed 18."""
+        if valid is None:
             return {i for i, levels in enumerate(self.per_row) if levels and not all(
                 isinstance(level, list) and all(type(v) is str for v in level) for level in levels)}
-        ok = pc.equal(pc.list_value_length(self.strings), 4)
-        if pc.all(ok).as_py() is not False:
-            px, sz, liq, orders = (pc.list_element(self.strings, i) for i in range(4))
-            ok = pc.and_(ok, pc.and_(_is_decimal(px), _is_decimal(sz)))
-            ok = pc.and_(ok, pc.and_(pc.equal(liq, "0"), pc.match_substring_regex(orders, _ORDERS_PATTERN)))
-        bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
+        ok = valid
+        for strings, scale in zip(self.fields[:2], scales, strict=True):
+            ok = pc.and_(ok, pc.less_equal(pc.add(_integer_digits(strings), scale), MAX_DIGITS))
+        bad = np.flatnonzero(~pc.fill_null(ok, False).to_numpy(zero_copy_only=False))
         return set(self.row_of_level[bad].tolist())
-
-    def scales(self) -> tuple[int, int]:
-        """Fractional digits the price and the size need (the most any level has)."""
-        if not len(self.strings):
-            return 0, 0
-        return _fraction_digits(pc.list_element(self.strings, 0)), _fraction_digits(pc.list_element(self.strings, 1))
 
     def array(self, list_type: pa.ListType) -> pa.ListArray:
         fields = []
@@ -199,12 +218,24 @@ def _fraction_digits(strings: pa.Array) -> int:
     return int(pc.max(digits).as_py() or 0)
 
 
-def _table(rows: list[dict[str, Any]]) -> pa.Table:
-    """The rows as the archive's table; a `ws` row whose levels fail `_Levels`' checks keeps its line
-    (`lines` given)."""
+def _integer_digits(strings: pa.Array) -> pa.Array:
+    dot = pc.find_substring(strings, ".")
+    return pc.if_else(pc.less(dot, 0), pc.utf8_length(strings), dot)
+
+
+def _table(rows: list[dict[str, Any]], lines: list[bytes]) -> pa.Table:
+    """The rows as the archive's table. A `ws` row whose levels fail `_Levels`' checks is first made
+    to keep its line (in `rows`, so a second call does not check again)."""
     sides = {side: _Levels([row.get(side) for row in rows]) for side in ("asks", "bids")}
-    px_scale, sz_scale = (max(side.scales()[i] for side in sides.values()) for i in (0, 1))
-    schema = _schema(px_scale, sz_scale)
+    valid = {side: levels.valid() for side, levels in sides.items()}
+    scales = tuple(max((levels.scales(valid[side])[i] for side, levels in sides.items() if valid[side] is not None),
+                       default=0) for i in (0, 1))
+    bad = set().union(*(levels.bad_rows(valid[side], scales) for side, levels in sides.items()))
+    if bad:
+        for i in bad:
+            rows[i] = _kept(lines[i])
+        sides = {side: _Levels([row.get(side) for row in rows]) for side in ("asks", "bids")}
+    schema = _schema(*scales)
     columns: dict[str, pa.Array] = {}
     for name in ("kind", "recv_ms", "action", "seq_id", "prev_seq_id", "checksum", "frame_template", "line"):
         columns[name] = pa.array([row.get(name) for row in rows], schema.field(name).type)
@@ -214,31 +245,31 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table([columns[field.name] for field in schema], schema=schema)
 
 
-def _rows(lines: list[bytes]) -> list[dict[str, Any]]:
-    """Every line as a row; a message whose levels the columns cannot hold keeps its line."""
-    rows = [_message(line) or _kept(line) for line in lines]
-    bad: set[int] = set()
-    for side in ("asks", "bids"):
-        bad |= _Levels([row.get(side) for row in rows]).bad_rows()
-    for i in bad:
-        rows[i] = _kept(lines[i])
-    return rows
-
-
 def _level_texts(levels: pa.ListArray) -> list[str | None]:
     """Each row's levels as the JSON text OKX sent (`[["px","sz","0","orders"],…]`), None where null."""
     flat = levels.flatten()
     texts = []
     for name in ("px", "sz", "orders"):
         column = flat.field(name)
-        text = pc.cast(column, pa.string())
-        if pa.types.is_decimal(column.type) and column.type.scale > 0:
-            text = pc.replace_substring_regex(text, _TRAILING_ZEROS, "")
-        texts.append(text)
+        texts.append(_decimal_text(column) if pa.types.is_decimal(column.type) else pc.cast(column, pa.string()))
     quoted = pc.binary_join_element_wise('["', texts[0], '","', texts[1], '","0","', texts[2], '"]', "")
     offsets = levels.offsets if levels.offset == 0 else pc.subtract(levels.offsets, levels.offsets[0])
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets, quoted, mask=levels.is_null()), ",")
     return [None if text is None else f"[{text}]" for text in joined.to_pylist()]
+
+
+def _decimal_text(column: pa.Array) -> pa.Array:
+    """Non-negative decimals as OKX prints them: plain digits, no trailing zeros (pyarrow's own cast
+    writes small values in exponent form, e.g. `1E-7`)."""
+    scale = column.type.scale
+    unscaled = pa.Array.from_buffers(pa.int64(), len(column), [None, column.buffers()[1]], offset=column.offset)
+    digits = pc.cast(unscaled, pa.string())
+    if scale == 0:
+        return digits
+    padded = pc.utf8_lpad(digits, scale + 1, "0")
+    text = pc.binary_join_element_wise(pc.utf8_slice_codeunits(padded, 0, -scale),
+                                       pc.utf8_slice_codeunits(padded, -scale, 2**31 - 1), ".")
+    return pc.replace_substring_regex(text, _TRAILING_ZEROS, "")
 
 
 def decode_lines(table: pa.Table) -> list[bytes]:
@@ -255,7 +286,7 @@ def decode_lines(table: pa.Table) -> list[bytes]:
     lines = []
     for i, line in enumerate(kept):
         if line is not None:
-            lines.append(line.encode("utf-8", "surrogateescape"))
+            lines.append(line)
             continue
         frame = templates[i].encode()
         for side in ("asks", "bids"):
@@ -280,20 +311,20 @@ def _split(data: bytes) -> tuple[list[bytes], bool]:
 
 def _joined(lines: Iterable[bytes], final_newline: bool) -> bytes:
     body = b"\n".join(lines)
-    return body + b"\n" if final_newline and body else body
+    return body + b"\n" if final_newline else body
 
 
 def encode(data: bytes) -> bytes:
     """The Parquet archive of a tape hour's bytes, proven to decode to exactly `data`."""
     lines, final_newline = _split(data)
-    rows = _rows(lines)
-    archive = _write(_table(rows), data, final_newline)
+    rows = [_message(line) or _kept(line) for line in lines]
+    archive = _write(_table(rows, lines), data, final_newline)
     rebuilt = decode_lines(read_table(archive))
     if rebuilt != lines:  # rows the columns do not give back exactly keep their line as it is
         for i, (got, want) in enumerate(zip(rebuilt, lines, strict=True)):
             if got != want:
                 rows[i] = _kept(want)
-        archive = _write(_table(rows), data, final_newline)
+        archive = _write(_table(rows, lines), data, final_newline)
         if decode(archive) != data:
             raise TapeColumnsError(f"the Parquet form of the tape hour (sha256 {recorded_sha256(archive)[:16]}…) "
                                    "does not decode to it")
@@ -345,12 +376,14 @@ def read_table(source: bytes | Path | IO[bytes]) -> pa.Table:
     """The archive's table; TapeColumnsError if it is not a tape archive."""
     try:
         table = pq.read_table(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except (pa.ArrowException, OSError) as exc:
+        columns = table.column_names
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: e.g. a damaged name's UTF-8
         if isinstance(exc, FileNotFoundError):
             raise
         raise TapeColumnsError(f"not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
-    if not (table.schema.metadata or {}).get(_META_SHA) or "frame_template" not in table.column_names:
-        raise TapeColumnsError("a Parquet file, but not a tape archive (no l2.content_sha256 metadata)")
+    if not (table.schema.metadata or {}).get(_META_SHA) or columns != _COLUMNS:
+        raise TapeColumnsError("a Parquet file, but not a tape archive (no l2.content_sha256 metadata, or other "
+                               "columns)")
     return table
 
 
@@ -358,7 +391,10 @@ def decode(source: bytes | Path | IO[bytes]) -> bytes:
     """The tape hour's exact bytes from its archive; TapeColumnsError if they are not what it recorded."""
     table = read_table(source)
     metadata = table.schema.metadata
-    data = _joined(decode_lines(table), metadata.get(_META_FINAL_NEWLINE) == b"1")
+    try:
+        data = _joined(decode_lines(table), metadata.get(_META_FINAL_NEWLINE) == b"1")
+    except (pa.ArrowException, KeyError, AttributeError, TypeError, ValueError) as exc:  # damaged columns
+        raise TapeColumnsError(f"the archive's columns do not decode ({type(exc).__name__}: {exc})") from exc
     if hashlib.sha256(data).hexdigest().encode() != metadata[_META_SHA]:
         raise TapeColumnsError("the archive decodes to other bytes than it recorded (sha256 differs)")
     return data
