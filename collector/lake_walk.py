@@ -160,10 +160,13 @@ def iter_parquet_hours(
 
 
 def first_hour(data_dir: Path, on_unreadable: OnUnreadable = raise_unreadable) -> datetime | None:
-    """The earliest hour that has a file in the raw or curated lake (None for an empty lake): one
-    listing per instrument directory plus one of each instrument's first day."""
+    """The earliest hour that has a file in the raw lake (the snapshots or the tape) or the curated
+    tier (None for an empty lake): one listing per instrument directory plus one of each instrument's
+    first day."""
     earliest: list[datetime] = []
-    for inst_dir in list_dir(layout.raw_root(data_dir), on_unreadable):
+    inst_dirs = [d for prefix in (layout.RAW_PREFIX, layout.TAPE_PREFIX)
+                 for d in list_dir(layout.raw_root(data_dir, prefix), on_unreadable)]
+    for inst_dir in inst_dirs:
         if not layout.INST_ID_RE.fullmatch(inst_dir.name):
             continue
         for day, directory in day_dirs(inst_dir, on_unreadable):

@@ -66,3 +66,23 @@ def test_unreadable_day_raises_by_default_and_is_reported_when_asked(tmp_path: P
         assert skipped == [bad] and [f.hour for f in found] == [_hour(21, 1)]
     finally:
         bad.chmod(0o755)
+
+
+def test_first_hour_counts_the_tape_and_its_archive(tmp_path: Path) -> None:
+    assert lake_walk.first_hour(tmp_path) is None
+    _plant(tmp_path, BTC, _hour(21, 3))
+    tape_archive = layout.archive_path(tmp_path, ETH, _hour(20, 7), layout.TAPE_PREFIX)
+    tape_archive.parent.mkdir(parents=True)
+    tape_archive.write_bytes(b"")
+    assert tape_archive.name == "07.parquet"
+    assert lake_walk.first_hour(tmp_path) == _hour(20, 7)  # a tape-only instrument's hours count
+    found = list(lake_walk.iter_hour_files(tmp_path, ETH, prefix=layout.TAPE_PREFIX))
+    assert [(f.hour, f.kind) for f in found] == [(_hour(20, 7), "archive")]
+
+
+def test_a_parquet_hour_file_is_the_tapes_only(tmp_path: Path) -> None:
+    stray = layout.hour_dir(tmp_path, BTC, _hour(21, 3)) / "03.parquet"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"")
+    assert layout.parse_hour_file(stray) is None
+    assert not list(lake_walk.iter_hour_files(tmp_path, BTC))

@@ -43,6 +43,7 @@ from collector.lake_walk import (
     first_hour,
     hour_files,
     iter_parquet_hours,
+    list_dir,
     parse_day,
     raise_unreadable,
 )
@@ -76,6 +77,8 @@ class LakeTree(Protocol):
     def key(self) -> str: ...  # names the lake in caches
 
     def instruments(self, prefix: Path = layout.RAW_PREFIX) -> list[str]: ...
+
+    def subdirs(self, prefix: Path) -> list[str]: ...  # names of the directories directly under prefix, sorted
 
     def hour_files(self, inst_id: str, *, after: datetime | None = None, until: datetime | None = None,
                    on_unreadable: OnUnreadable = raise_unreadable, prefix: Path = layout.RAW_PREFIX
@@ -113,6 +116,9 @@ class LocalTree:
 
     def instruments(self, prefix: Path = layout.RAW_PREFIX) -> list[str]:
         return layout.list_instruments(self.root, prefix)
+
+    def subdirs(self, prefix: Path) -> list[str]:
+        return [p.name for p in list_dir(self.root / prefix) if p.is_dir()]
 
     def hour_files(self, inst_id: str, *, after: datetime | None = None, until: datetime | None = None,
                    on_unreadable: OnUnreadable = raise_unreadable, prefix: Path = layout.RAW_PREFIX
@@ -181,7 +187,10 @@ class ObjectTree:
         return f"s3://{self.store.url.bucket}/{self.store.url.key(relative)}"
 
     def instruments(self, prefix: Path = layout.RAW_PREFIX) -> list[str]:
-        return [name for name in self.store.list_dirs(_posix(prefix)) if layout.INST_ID_RE.fullmatch(name)]
+        return [name for name in self.subdirs(prefix) if layout.INST_ID_RE.fullmatch(name)]
+
+    def subdirs(self, prefix: Path) -> list[str]:
+        return self.store.list_dirs(_posix(prefix))
 
     def _raw_prefix(self, inst_id: str, prefix: Path = layout.RAW_PREFIX) -> str:
         return f"{_posix(prefix)}/{layout.validate_inst_id(inst_id)}/"
@@ -219,7 +228,8 @@ class ObjectTree:
         return sorted(found, key=lambda p: (p.inst_id, p.hour))
 
     def first_hour(self, on_unreadable: OnUnreadable = raise_unreadable) -> datetime | None:
-        raw = [min(hours) for inst_id in self.instruments() if (hours := self.hour_files(inst_id))]
+        raw = [min(hours) for prefix in (layout.RAW_PREFIX, layout.TAPE_PREFIX) for inst_id in self.instruments(prefix)
+               if (hours := self.hour_files(inst_id, prefix=prefix))]
         curated = self.parquet_hours(layout.CURATED_PREFIX)
         return min([*raw, *(p.hour for p in curated)], default=None)
 

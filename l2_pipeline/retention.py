@@ -2,7 +2,8 @@
 
 - raw hours (`.jsonl`, `.jsonl.gz`, `.events.jsonl`) that ended ≥ `raw_retention` before `as_of`, of
   the snapshots and of the full-resolution tape (`raw/okx/l2_tape/…`, `.jsonl` and `.parquet`) alike;
-- curated and features Parquet of hours that ended ≥ `curated_retention` before `as_of` (None: keep forever).
+- curated, features and resampled (`resampled_books`, every cadence and depth) Parquet of hours that
+  ended ≥ `curated_retention` before `as_of` (None: keep forever).
 
 Only paths the lake layout names are candidates, and each is deleted only if it is a regular file
 (not a symlink) whose resolved path lies inside the resolved data root; anything else is refused
@@ -16,6 +17,7 @@ found by listing the lake's prefix, and each is deleted with one DeleteObject.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,13 +26,14 @@ from collector import layout
 from collector.lake_walk import OnUnreadable, raise_unreadable
 from l2_pipeline.hours import ended_at_least
 from l2_pipeline.lake_tree import LakeTree, LocalTree, ObjectTree, as_tree
+from l2_pipeline.resampled import RESAMPLED_PREFIX
 from l2_pipeline.selection import LakeHour
 
 
 @dataclass(frozen=True)
 class Candidate:
     path: Path
-    kind: str  # records | events | archive | tape_records | tape_archive | curated | features
+    kind: str  # records | events | archive | tape_records | tape_archive | curated | features | resampled
     inst_id: str
     hour: datetime
 
@@ -70,13 +73,24 @@ def check_inside_root(root: Path, path: Path) -> Path:
 
 
 PARQUET_TIERS = {"curated": layout.CURATED_PREFIX, "features": layout.FEATURES_PREFIX}
+PARQUET_KINDS = {*PARQUET_TIERS, "resampled"}
 RAW_DATASETS = {"": layout.RAW_PREFIX, "tape_": layout.TAPE_PREFIX}  # candidates' kind prefix → raw dataset
+_CADENCE_DIR, _DEPTH_DIR = re.compile(r"cadence_ms=[1-9][0-9]*"), re.compile(r"depth=[1-9][0-9]*")
+
+
+def parquet_tiers(tree: LakeTree) -> list[tuple[str, Path]]:
+    """(kind, prefix) of every Parquet tier in the lake: curated, features, and each resampling
+    `resampled_books` wrote (`resampled/okx/l2_perps/cadence_ms=…/depth=…`)."""
+    resampled = [RESAMPLED_PREFIX / cadence / depth
+                 for cadence in tree.subdirs(RESAMPLED_PREFIX) if _CADENCE_DIR.fullmatch(cadence)
+                 for depth in tree.subdirs(RESAMPLED_PREFIX / cadence) if _DEPTH_DIR.fullmatch(depth)]
+    return [*PARQUET_TIERS.items(), *(("resampled", prefix) for prefix in resampled)]
 
 
 def _parquet_files(tree: LakeTree, cutoff: datetime, on_unreadable: OnUnreadable) -> list[Candidate]:
     return [
         Candidate(found.path, kind, found.inst_id, found.hour)
-        for kind, prefix in PARQUET_TIERS.items()
+        for kind, prefix in parquet_tiers(tree)
         for found in tree.parquet_hours(prefix, until=cutoff, on_unreadable=on_unreadable)
     ]
 
@@ -132,11 +146,11 @@ def delete_files(lake: Path | LakeTree, candidates: list[Candidate], dry_run: bo
         if not dry_run:
             cand.path.unlink()
             touched_dirs.add(cand.path.parent)
-            if cand.kind in PARQUET_TIERS:  # hour=H/ then date=D/ may both be emptied
+            if cand.kind in PARQUET_KINDS:  # hour=H/ then date=D/ may both be emptied
                 touched_dirs.add(cand.path.parent.parent)
         report.removed.append(str(cand.path))
         report.bytes_freed += size
-        if cand.kind not in PARQUET_TIERS:
+        if cand.kind not in PARQUET_KINDS:
             report.hours.add(LakeHour(cand.hour, cand.inst_id))
     for directory in sorted(touched_dirs, key=lambda d: len(d.parts), reverse=True):  # deepest first
         try:
@@ -162,6 +176,6 @@ def delete_objects(tree: ObjectTree, candidates: list[Candidate], dry_run: bool)
             tree.store.delete(relative)
         report.removed.append(tree.url_of(relative))
         report.bytes_freed += found.size
-        if cand.kind not in PARQUET_TIERS:
+        if cand.kind not in PARQUET_KINDS:
             report.hours.add(LakeHour(cand.hour, cand.inst_id))
     return report

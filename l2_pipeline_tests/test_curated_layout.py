@@ -1,6 +1,7 @@
 """The hive-partitioned Parquet tiers (CONTRACT.md §1): DuckDB reads the curated tier in one line
 with instId, date and hour as columns; lakes curated in the pre-hive layout are moved by the
-retention job without losing a row; retention empties and removes the hive directories."""
+retention job without losing a row; retention empties and removes the hive directories (curated,
+features and a resampling of the tape alike)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from collector import layout
 from l2_pipeline import read_books
 from l2_pipeline.curated import write_parquet
 from l2_pipeline.jobs import retention_job
+from l2_pipeline.resampled import resampled_path, resampled_prefix
 from l2_pipeline.retention import plan_deletions
 from l2_pipeline.schedules import retention_schedule
 from l2_pipeline_tests.lake_factory import BASE_HOUR, BTC, ETH, lake_resource, plant_good_hour
@@ -86,11 +88,13 @@ def test_retention_deletes_parquet_tiers_and_their_emptied_directories(tmp_path,
     plant_good_hour(tmp_path, BTC, h(0), count=2)
     write_parquet(tmp_path, BTC, h(0), NOW)
     features = layout.features_path(tmp_path, BTC, h(0))
-    features.parent.mkdir(parents=True)
-    shutil.copy(layout.curated_path(tmp_path, BTC, h(0)), features)
+    resampled = resampled_path(tmp_path, BTC, h(0), cadence_ms=250, depth=25)
+    for copy in (features, resampled):
+        copy.parent.mkdir(parents=True)
+        shutil.copy(layout.curated_path(tmp_path, BTC, h(0)), copy)
     lake = lake_resource(tmp_path, curated_retention_days=1)  # BASE_HOUR is days before now
     config = {"ops": {"delete_expired": {"config": {"as_of": "", "dry_run": False}}}}
     with dagster_instances.ephemeral() as instance:
         assert retention_job.execute_in_process(run_config=config, instance=instance, resources={"lake": lake}).success
-    for prefix in (layout.CURATED_PREFIX, layout.FEATURES_PREFIX):
+    for prefix in (layout.CURATED_PREFIX, layout.FEATURES_PREFIX, resampled_prefix(250, 25)):
         assert list((tmp_path / prefix / f"instId={BTC}").iterdir()) == []  # date=…/hour=… removed
