@@ -3,8 +3,9 @@ tape line, that decodes back to the hour's exact bytes.
 
 Gzip of the tape's JSON lines costs about twice the gzip of the same hour's 2 s snapshots: each
 snapshot repeats its predecessor within deflate's window, while the tape's messages are mostly new
-level strings. In columns, a level's price and size are decimal integers (stored as integers,
-byte-stream-split, brotli), which compress to less than the snapshots' gzip. Columns:
+level strings. In columns, a level's price and size are decimals stored as integers, byte-stream-
+split and brotli-compressed, which brings the tape to about the snapshots' gzip (README, "The tape").
+Columns:
 
 | column | type | what |
 |---|---|---|
@@ -15,11 +16,12 @@ byte-stream-split, brotli), which compress to less than the snapshots' gzip. Col
 | `seq_id`, `prev_seq_id`, `checksum` | int64 | the message's `seqId`, `prevSeqId`, `checksum` |
 | `asks`, `bids` | list<struct<px, sz: decimal64(18, s), orders: int32>> | the levels, in message order |
 | `frame_template` | string | the frame with those fields cut out (one value per instrument and action) |
-| `line` | string | the exact line of every row the other columns do not hold (see below) |
+| `line` | binary | the exact line of every row the other columns do not hold (see below) |
 
 A row keeps its `line` when it is not a `ws` line, or when its frame could not be given back from
 columns: JSON that is not compact canonical, numbers that are not canonical decimals (at most 18
-digits), a level whose deprecated third field (liquidated orders) is not "0".
+digits at the hour's scale) or do not fit an int64, a level whose deprecated third field (liquidated
+orders) is not "0".
 
 A researcher can query `asks`/`bids` directly (DuckDB, pyarrow). `decode` rebuilds every line byte
 for byte; `encode` proves that before it returns (a row the columns cannot rebuild exactly keeps its
