@@ -16,10 +16,10 @@ import argparse
 import shutil
 import subprocess
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.timing import timed
 from collector import layout
 from collector.okx.simulator.market import DUMP_START_MS, dump_frames
 from collector.replay import replay_file
@@ -34,12 +34,6 @@ def make_hour(root: Path, minutes: int) -> Path:
     dump_frames(frames, [INST], minutes * 600 + 1, seed=1, checksum_mode="zero")
     replay_file(frames, root / "lake", cadence_s=2.0)
     return layout.records_path(root / "lake", INST, layout.hour_floor(DUMP_START_MS))
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,11 +55,11 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copyfile(pristine, source)
             layout.archive_path(root / "lake", INST, hour).unlink(missing_ok=True)
             best["gzip -6"] = min(best["gzip -6"], timed(lambda: subprocess.run(
-                f"gzip -6 -c {source} > /dev/null", shell=True, check=True)))
+                f"gzip -6 -c {source} > /dev/null", shell=True, check=True))[1])
             best["write_parquet"] = min(best["write_parquet"], timed(
-                lambda: write_parquet(root / "lake", INST, hour, later)))
+                lambda: write_parquet(root / "lake", INST, hour, later))[1])
             best["archive_hour (verified)"] = min(best["archive_hour (verified)"], timed(
-                lambda: archive_hour(root / "lake", INST, hour, later)))
+                lambda: archive_hour(root / "lake", INST, hour, later))[1])
         archive_mb = layout.archive_path(root / "lake", INST, hour).stat().st_size / 1e6
         parquet_mb = layout.curated_path(root / "lake", INST, hour).stat().st_size / 1e6
     print(f"hour file: {lines} records, {size_mb:.1f} MB JSONL -> {archive_mb:.1f} MB gzip, "

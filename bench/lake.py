@@ -24,8 +24,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +37,7 @@ from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.backfill import execute_backfill_iteration
 from dagster._daemon.sensor import execute_sensor_iteration
 
+from bench.timing import timed
 from collector import layout
 from collector.record import build_record, encode_line, format_ts_ms
 from l2_pipeline.definitions import build_definitions
@@ -90,12 +89,6 @@ class Timing:
 
     def __str__(self) -> str:
         return f"  {self.label:<44} {self.seconds:8.2f} s   {self.detail}"
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - started
 
 
 def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) -> list[Timing]:

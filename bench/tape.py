@@ -79,6 +79,7 @@ from bench.process import (
     stop,
     wait_for_line,
 )
+from bench.timing import timed
 from collector import lake_walk, layout, tape_columns
 from collector.okx.protocol import decode
 from collector.record import parse_ts_ms
@@ -282,10 +283,10 @@ def sizes(inst: Instrument, warmup_s: float, cadence_s: float, depth: int) -> Si
         return hour_bytes(gz_len, data, first)
 
     archive_input = book + tape_bytes
-    encode_s, archive = timed(lambda: tape_columns.encode(archive_input))
-    decode_s, _ = timed(lambda: tape_columns.decode(archive))
-    gzip_s, gzipped = timed(lambda: gzip.compress(archive_input, COMPRESS_LEVEL))
-    gunzip_s, _ = timed(lambda: gzip.decompress(gzipped))
+    archive, encode_s = timed(lambda: tape_columns.encode(archive_input))
+    _, decode_s = timed(lambda: tape_columns.decode(archive))
+    gzipped, gzip_s = timed(lambda: gzip.compress(archive_input, COMPRESS_LEVEL))
+    _, gunzip_s = timed(lambda: gzip.decompress(gzipped))
 
     return Sizes(
         inst_id=inst.inst_id, window_s=(end - start) / 1000,
@@ -301,12 +302,6 @@ def sizes(inst: Instrument, warmup_s: float, cadence_s: float, depth: int) -> Si
         tape_file_bytes=sum(p.stat().st_size for p in inst.tape_files),
         record_file_bytes=sum(len(line) + 1 for line in inst.record_lines),
     )
-
-
-def timed(work: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    result = work()
-    return time.perf_counter() - started, result
 
 
 def reference_stream() -> list[tuple[str, int, float, float]]:
