@@ -22,14 +22,10 @@ class DamagedArchive(OSError):
     """An archive that does not decompress (or decode) to content."""
 
 
-def _is_tape_archive(name: str) -> bool:
-    return name.endswith(layout.TAPE_ARCHIVE_SUFFIX)
-
-
 def content_of(data: bytes, name: str) -> bytes:
     """The content of a file called `name` whose bytes are `data`."""
     try:
-        if _is_tape_archive(name):
+        if layout.is_tape_archive(name):
             from collector import tape_columns  # pyarrow: only where a tape archive is read
 
             return tape_columns.decode(data)
@@ -45,7 +41,7 @@ def open_content(path: Path, name: str | None = None) -> Iterator[IO[bytes]]:
     """A binary reader of the content of the file at `path`, a file called `name` (default: its own
     name; a temp file gives the name it will have): a gzip streamed, the tape's Parquet decoded whole."""
     name = name or path.name
-    if _is_tape_archive(name):
+    if layout.is_tape_archive(name):
         yield io.BytesIO(content_of(path.read_bytes(), name))
     elif name.endswith(layout.ARCHIVE_SUFFIX):
         with gzip.open(path, "rb") as f:

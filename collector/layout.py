@@ -101,6 +101,11 @@ def archive_suffix(prefix: Path = RAW_PREFIX) -> str:
     return TAPE_ARCHIVE_SUFFIX if prefix == TAPE_PREFIX else ARCHIVE_SUFFIX
 
 
+def is_tape_archive(path: Path | str) -> bool:
+    """Whether a raw hour file's name is the tape's archive, `{HH}.parquet`."""
+    return str(path).endswith(TAPE_ARCHIVE_SUFFIX)
+
+
 def is_archive(path: Path | str) -> bool:
     """Whether a raw hour file's name is an archive (either dataset's)."""
     return str(path).endswith((ARCHIVE_SUFFIX, TAPE_ARCHIVE_SUFFIX))

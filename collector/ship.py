@@ -204,7 +204,7 @@ def archive_verified(parts: Sequence[bytes], name: str) -> tuple[bytes, Digest]:
     """The archive called `name` of the concatenated `parts` (`{HH}.jsonl.gz`: `gzip_verified`; the
     tape's `{HH}.parquet`: its columns, which prove they decode to the content, made in a child process
     so that the collector's event loop never waits for the GIL) with the content's digest."""
-    if name.endswith(layout.TAPE_ARCHIVE_SUFFIX):
+    if layout.is_tape_archive(name):
         from collector import tape_columns  # pyarrow: loaded only by a collector that ships a tape
 
         try:
@@ -215,7 +215,7 @@ def archive_verified(parts: Sequence[bytes], name: str) -> tuple[bytes, Digest]:
 
 
 def _archive_type(name: str) -> str:
-    return PARQUET_TYPE if name.endswith(layout.TAPE_ARCHIVE_SUFFIX) else GZIP_TYPE
+    return PARQUET_TYPE if layout.is_tape_archive(name) else GZIP_TYPE
 
 
 def unarchive(data: bytes, name: str, what: str) -> bytes:

@@ -48,12 +48,11 @@ import pyarrow.parquet as pq
 
 from collector.tape import FRAME_AT, WS_PREFIX
 
-SUFFIX = ".parquet"
 CODEC = "brotli"
 CODEC_LEVEL = 11  # measured (bench.tape): brotli 11 is the only standard codec below the snapshots' gzip
 MAX_DIGITS = 18  # decimal64
-FIELDS = ("asks", "bids", "ts", "checksum", "seqId", "prevSeqId")
-_HOLE = {name: f"\x01{name}" for name in FIELDS}  # placeholders in the frame template
+# the frame fields cut out of a frame's template, each replaced by a placeholder
+_HOLE = {name: f"\x01{name}" for name in ("asks", "bids", "ts", "checksum", "seqId", "prevSeqId")}
 _HOLE_JSON = {name: orjson.dumps(hole) for name, hole in _HOLE.items()}
 _INT_RE = re.compile(r"0|[1-9][0-9]*")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1

@@ -37,9 +37,10 @@ import pyarrow.parquet as pq
 
 from collector import layout
 from collector.files import atomic_target
+from collector.hour_content import open_content
 from collector.record import parse_ts_ms
 from l2_pipeline.archive import OpenHourError, stray_temps
-from l2_pipeline.hour_stats import open_records, records_source
+from l2_pipeline.hour_stats import records_source
 from l2_pipeline.hours import is_closed
 
 SCHEMA_VERSION = "1"
@@ -294,7 +295,7 @@ def json_objects(lines: Sequence[bytes]) -> list[dict[str, Any]]:
 
 def load_table(source: Path) -> tuple[pa.Table, int]:
     """(table of the source's records, number of source lines); fast path first."""
-    with open_records(source) as f:
+    with open_content(source) as f:
         return table_from_bytes(f.read())
 
 

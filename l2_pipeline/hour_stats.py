@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -193,13 +192,6 @@ class HourStats:
         return meta
 
 
-@contextmanager
-def open_records(path: Path) -> Iterator[IO[bytes]]:
-    """A binary reader of a records file's content (`.jsonl`, `.jsonl.gz`, the tape's `.parquet`)."""
-    with open_content(path) as f:
-        yield f
-
-
 def records_source(data_dir: Path, inst_id: str, hour: datetime, prefix: Path = layout.RAW_PREFIX
                    ) -> tuple[Path | None, str]:
     """The file holding the hour's records (of the dataset `prefix`: the tape's lines with
@@ -313,7 +305,7 @@ def scan_source(data_dir: Path, inst_id: str, hour: datetime, scan: Callable[[IO
             return None
         try:
             size = source.stat().st_size
-            with open_records(source) as f:
+            with open_content(source) as f:
                 return source, kind, size, scan(f)
         except FileNotFoundError:  # archived between the lookup and the open: read the archive
             if attempt == 2:

@@ -66,9 +66,10 @@ import orjson
 
 from collector import layout
 from collector.files import atomic_write
+from collector.hour_content import open_content
 from collector.record import format_ts_ms, parse_ts_ms, record_problems
 from l2_pipeline.archive import OpenHourError
-from l2_pipeline.hour_stats import open_records, records_source
+from l2_pipeline.hour_stats import records_source
 from l2_pipeline.hours import DEFAULT_GRACE, is_closed, iso, now_utc
 from l2_pipeline.stats_cache import fingerprint
 
@@ -235,7 +236,7 @@ def _read_records(replica: ReplicaHour, path: Path, inst_id: str, hour: datetime
     """The records of one replica's file, in file order: lines that are JSON objects of this instrument
     with a timestamp inside the hour (the first one per timestamp) and the fields the merge decides on.
     The rest of the contract is checked only for the record the merge keeps (`_valid`)."""
-    with open_records(path) as f:
+    with open_content(path) as f:
         data = f.read()
     lines = data.split(b"\n")
     tail = lines.pop()  # b"" when the file ends with a newline; else a torn last line
@@ -308,7 +309,7 @@ def _existing(data_dir: Path, inst_id: str, hour: datetime) -> bytes | None:
     source, _ = records_source(data_dir, inst_id, hour)
     if source is None:
         return None
-    with open_records(source) as f:
+    with open_content(source) as f:
         return f.read()
 
 
