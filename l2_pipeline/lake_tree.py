@@ -78,7 +78,7 @@ class LakeTree(Protocol):
 
     def instruments(self, prefix: Path = layout.RAW_PREFIX) -> list[str]: ...
 
-    def subdirs(self, prefix: Path) -> list[str]: ...  # names of the directories directly under prefix, sorted
+    def subdirs(self, prefix: Path, on_unreadable: OnUnreadable = raise_unreadable) -> list[str]: ...  # sorted names
 
     def hour_files(self, inst_id: str, *, after: datetime | None = None, until: datetime | None = None,
                    on_unreadable: OnUnreadable = raise_unreadable, prefix: Path = layout.RAW_PREFIX
@@ -117,8 +117,8 @@ class LocalTree:
     def instruments(self, prefix: Path = layout.RAW_PREFIX) -> list[str]:
         return layout.list_instruments(self.root, prefix)
 
-    def subdirs(self, prefix: Path) -> list[str]:
-        return [p.name for p in list_dir(self.root / prefix) if p.is_dir()]
+    def subdirs(self, prefix: Path, on_unreadable: OnUnreadable = raise_unreadable) -> list[str]:
+        return [p.name for p in list_dir(self.root / prefix, on_unreadable) if p.is_dir()]
 
     def hour_files(self, inst_id: str, *, after: datetime | None = None, until: datetime | None = None,
                    on_unreadable: OnUnreadable = raise_unreadable, prefix: Path = layout.RAW_PREFIX
@@ -189,7 +189,7 @@ class ObjectTree:
     def instruments(self, prefix: Path = layout.RAW_PREFIX) -> list[str]:
         return [name for name in self.subdirs(prefix) if layout.INST_ID_RE.fullmatch(name)]
 
-    def subdirs(self, prefix: Path) -> list[str]:
+    def subdirs(self, prefix: Path, on_unreadable: OnUnreadable = raise_unreadable) -> list[str]:
         return self.store.list_dirs(_posix(prefix))
 
     def _raw_prefix(self, inst_id: str, prefix: Path = layout.RAW_PREFIX) -> str:

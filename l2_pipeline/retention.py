@@ -78,19 +78,19 @@ RAW_DATASETS = {"": layout.RAW_PREFIX, "tape_": layout.TAPE_PREFIX}  # candidate
 _CADENCE_DIR, _DEPTH_DIR = re.compile(r"cadence_ms=[1-9][0-9]*"), re.compile(r"depth=[1-9][0-9]*")
 
 
-def parquet_tiers(tree: LakeTree) -> list[tuple[str, Path]]:
+def parquet_tiers(tree: LakeTree, on_unreadable: OnUnreadable = raise_unreadable) -> list[tuple[str, Path]]:
     """(kind, prefix) of every Parquet tier in the lake: curated, features, and each resampling
     `resampled_books` wrote (`resampled/okx/l2_perps/cadence_ms=…/depth=…`)."""
     resampled = [RESAMPLED_PREFIX / cadence / depth
-                 for cadence in tree.subdirs(RESAMPLED_PREFIX) if _CADENCE_DIR.fullmatch(cadence)
-                 for depth in tree.subdirs(RESAMPLED_PREFIX / cadence) if _DEPTH_DIR.fullmatch(depth)]
+                 for cadence in tree.subdirs(RESAMPLED_PREFIX, on_unreadable) if _CADENCE_DIR.fullmatch(cadence)
+                 for depth in tree.subdirs(RESAMPLED_PREFIX / cadence, on_unreadable) if _DEPTH_DIR.fullmatch(depth)]
     return [*PARQUET_TIERS.items(), *(("resampled", prefix) for prefix in resampled)]
 
 
 def _parquet_files(tree: LakeTree, cutoff: datetime, on_unreadable: OnUnreadable) -> list[Candidate]:
     return [
         Candidate(found.path, kind, found.inst_id, found.hour)
-        for kind, prefix in parquet_tiers(tree)
+        for kind, prefix in parquet_tiers(tree, on_unreadable)
         for found in tree.parquet_hours(prefix, until=cutoff, on_unreadable=on_unreadable)
     ]
 
