@@ -15,7 +15,9 @@ MB/s are of the object (gzip) bytes; "x local" is the step's time over the local
 The server is moto (Python, in memory), so absolute rates say more about it than about a real store;
 the ratios between clients and to the local step are what this is for. It also reports whether a
 client's user metadata arrives (a HEAD through boto3 after the pyarrow upload).
-Usage: `python -m bench.ship [--sizes 4,40] [--repeat 3]`.
+With `--tape FILE` (a tape hour), it also measures the CPU of shipping that hour as the shipper does
+(as it is) against making its Parquet form (`tape_columns.encode_isolated`, the pipeline's archive step).
+Usage: `python -m bench.ship [--sizes 4,40] [--repeat 3] [--tape raw/okx/l2_tape/…/HH.jsonl]`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import hashlib
 import os
 import random
+import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -121,11 +124,46 @@ def shipper_roundtrip(server: S3Server, bucket: str, root: Path, source: bytes, 
     return seconds
 
 
+def cpu_seconds() -> float:
+    """CPU of this process and of its children that have ended (moto's server runs on: not counted)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def tape_costs(bucket: str, root: Path, tape: bytes, repeat: int) -> tuple[float, float, float, float]:
+    """Best-of-`repeat` (wall, CPU) seconds of shipping one tape hour as it is (`Shipper.ship_once`:
+    hash, PUT, GET + compare, remove), and of making its Parquet form in a child process
+    (`tape_columns.encode_isolated`, what the shipper did before and the pipeline's archive step does)."""
+    from collector import tape_columns
+
+    hour = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    ships, encodes = [], []
+    for n in range(repeat):
+        spool = root / f"tape-spool{n}"
+        path = layout.tape_path(spool, INST, hour)
+        path.parent.mkdir(parents=True)
+        path.write_bytes(tape)
+        shipper = Shipper(spool, f"s3://{bucket}/tape{n}", store_factory=lambda url: S3Store(url))
+        shipper.store()
+        wall, cpu = time.perf_counter(), cpu_seconds()
+        shipper.ship_once(int(hour.timestamp() * 1000) + 3 * 3_600_000)
+        ships.append((time.perf_counter() - wall, cpu_seconds() - cpu))
+        assert not path.exists() and shipper.backlog.shipped_files == 1, "the shipper did not ship the tape hour"
+        wall, cpu = time.perf_counter(), cpu_seconds()
+        tape_columns.encode_isolated(tape)
+        encodes.append((time.perf_counter() - wall, cpu_seconds() - cpu))
+    (ship_wall, ship_cpu), (encode_wall, encode_cpu) = min(ships), min(encodes)
+    return ship_wall, ship_cpu, encode_wall, encode_cpu
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="4,40", help="gzip object sizes in MB (default 4,40)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--tape", type=Path, help="a tape hour file (`{HH}.jsonl` of raw/okx/l2_tape): also "
+                        "measure shipping it as it is against making its Parquet form")
     args = parser.parse_args(argv)
+    tape_row = None
     sizes = [float(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -153,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
                     metadata_arrives = raw.get("Metadata", {}).get("sha256") == sha
                 ship = min(shipper_roundtrip(server, bucket, root, source, n * 100 + r) for r in range(args.repeat))
                 rows.append((size, len(source) / 1e6, mb, local, b3, pa, ship))
+            if args.tape:
+                tape_row = tape_costs(bucket, root, args.tape.read_bytes(), args.repeat)
         finally:
             server.kill()
     print(f"objects: gzip of hour-like JSONL (~{GZIP_RATIO}x compressible); server: moto on loopback; "
@@ -166,6 +206,12 @@ def main(argv: list[str] | None = None) -> None:
             label = f"({jsonl_mb:.0f} MB jsonl)" if step.startswith("local") else ""
         print(f"{'':>16} boto3 / pyarrow.fs throughput: {pa / b3:.2f}x")
     print(f"pyarrow.fs user metadata (x-amz-meta-sha256) stored: {'yes' if metadata_arrives else 'no'}")
+    if tape_row:
+        ship_wall, ship_cpu, encode_wall, encode_cpu = tape_row
+        print(f"tape hour {args.tape} ({args.tape.stat().st_size / 1e6:.1f} MB), best of {args.repeat}:")
+        print(f"  shipped as it is (Shipper.ship_once): {ship_wall:.2f} s wall, {ship_cpu:.2f} s CPU")
+        print(f"  its Parquet form (encode_isolated):   {encode_wall:.2f} s wall, {encode_cpu:.2f} s CPU "
+              f"= {encode_cpu / ship_cpu:.1f}x the CPU of shipping it as it is")
 
 
 if __name__ == "__main__":

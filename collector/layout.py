@@ -178,14 +178,14 @@ _KIND_BY_SUFFIX = {RECORDS_SUFFIX: "records", EVENTS_SUFFIX: "events", ARCHIVE_S
                    TAPE_ARCHIVE_SUFFIX: "archive"}
 
 
-def _in_tape(hour_file: Path) -> bool:
+def in_tape(hour_file: Path) -> bool:
     """Whether a raw hour file's path (`…/{dataset}/{instId}/{YYYY-MM-DD}/{name}`) is in the tape's dataset."""
     return hour_file.parent.parent.parent.name == TAPE_PREFIX.name
 
 
 def archive_of(records: Path) -> Path:
     """Where the `{HH}.jsonl` at `records` (of either dataset) is archived."""
-    suffix = TAPE_ARCHIVE_SUFFIX if _in_tape(records) else ARCHIVE_SUFFIX
+    suffix = TAPE_ARCHIVE_SUFFIX if in_tape(records) else ARCHIVE_SUFFIX
     return records.with_name(records.name.removesuffix(RECORDS_SUFFIX) + suffix)
 
 
@@ -196,7 +196,7 @@ def parse_hour_file(path: Path) -> HourFile | None:
     date_name, inst_id = path.parent.name, path.parent.parent.name
     if not m or not _DATE_RE.fullmatch(date_name) or not INST_ID_RE.fullmatch(inst_id):
         return None
-    if m.group(2) == TAPE_ARCHIVE_SUFFIX and not _in_tape(path):
+    if m.group(2) == TAPE_ARCHIVE_SUFFIX and not in_tape(path):
         return None  # only the tape is archived as Parquet
     try:
         hour = datetime.strptime(f"{date_name} {m.group(1)}", f"{DAY_FORMAT} %H").replace(tzinfo=UTC)

@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from collector import hour_content, lake_walk, layout, tape_columns
+from collector import hour_content, lake_walk, layout
 from collector.config import CollectorConfig, ConfigError, load_config
 from collector.object_store import LakeUrl, S3Store, StoreError, parse_lake_url
 from collector.ship import (
@@ -80,8 +80,9 @@ def plant(spool: Path, inst: str, hour: datetime, kind: str, data: bytes) -> Pat
 
 
 def key_of(prefix: str, path: Path, spool: Path) -> str:
-    """The object a spool file is shipped to (a `{HH}.jsonl` as its archive)."""
-    if path.name.endswith(layout.RECORDS_SUFFIX) and not path.name.endswith(layout.EVENTS_SUFFIX):
+    """The object a spool file is shipped to (a snapshot `{HH}.jsonl` as its archive; a tape hour as it is)."""
+    if (path.name.endswith(layout.RECORDS_SUFFIX) and not path.name.endswith(layout.EVENTS_SUFFIX)
+            and not layout.in_tape(path)):
         path = layout.archive_of(path)
     return f"{prefix}/{path.relative_to(spool).as_posix()}"
 
@@ -231,12 +232,19 @@ def test_tape_hours_ship_beside_the_snapshots(tmp_path: Path, env: S3Server) -> 
     shipper(spool, bucket).ship_once(ms(H0 + layout.HOUR + timedelta(minutes=3)))
     assert content_of(env, bucket, key_of("lake", records, spool)) == lines(H0, 20)
     tape_key = key_of("lake", tape, spool)
-    assert tape_key.startswith("lake/raw/okx/l2_tape/") and tape_key.endswith("/10.parquet")
+    assert tape_key.startswith("lake/raw/okx/l2_tape/") and tape_key.endswith("/10.jsonl")
     body, metadata = get_object(env, bucket, tape_key)
-    assert tape_columns.decode(body) == tape_data  # the tape's archive form, the hour's exact bytes
+    assert body == tape_data  # as it is: its Parquet form is the pipeline's book_tape_archive
     assert metadata["content-sha256"] == hashlib.sha256(tape_data).hexdigest()
     assert metadata["lines"] == str(tape_data.count(b"\n"))
     assert not records.exists() and not tape.exists()
+
+    late = lines(H0 + timedelta(minutes=59), 3, seed=4)  # lines of the hour written after it was shipped
+    tape.write_bytes(late)
+    shipper(spool, bucket).ship_once(ms(H0 + layout.HOUR + timedelta(minutes=5)))
+    body, metadata = get_object(env, bucket, tape_key)
+    assert body == tape_data + late and metadata["content-sha256"] == hashlib.sha256(body).hexdigest()
+    assert not tape.exists()
 
 
 def gzip_like_pipeline(tmp: Path, data: bytes, name: str) -> bytes:

@@ -236,10 +236,12 @@ def range_keys(request, lake) -> list[str]:
     return [str(k) for k in partitions.get_partition_keys_in_range(key_range)]
 
 
-def execute_ranged(instance, lake, job_name: str, tags: dict, raise_on_error: bool = True):
-    """Execute one run of `job_name` of the code location over `lake` with `tags` (a partition range)."""
+def execute_ranged(instance, lake, job_name: str, tags: dict, raise_on_error: bool = True, asset_selection=None):
+    """Execute one run of `job_name` of the code location over `lake` with `tags` (a partition range),
+    of its `asset_selection` (AssetKeys) only if given."""
     job = lake_definitions(lake).resolve_job_def(job_name)
-    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=raise_on_error)
+    return job.execute_in_process(instance=instance, tags=tags, raise_on_error=raise_on_error,
+                                  asset_selection=asset_selection)
 
 
 JOB_OF_ASSET = {"raw_hour": "raw_hour_job", "raw_archive": "compress_job", "curated_parquet": "curate_job"}
@@ -248,6 +250,7 @@ JOB_OF_ASSET = {"raw_hour": "raw_hour_job", "raw_archive": "compress_job", "cura
 def execute_backfill_request(instance, lake, result, raise_on_error: bool = True) -> list:
     """Execute a raw_hours_sensor result's backfill in process: the runs the backfill daemon would
     launch (`partitions.run_batches` with the assets' policy), raw_hour (and its checks) first."""
+    from dagster import AssetKey
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     from l2_pipeline.assets import HOURS_PER_RUN
@@ -261,7 +264,9 @@ def execute_backfill_request(instance, lake, result, raise_on_error: bool = True
         for batch in run_batches(by_asset.get(asset_name, ()), HOURS_PER_RUN, order):
             tags = {**result.run_requests[0].tags, ASSET_PARTITION_RANGE_START_TAG: batch[0],
                     ASSET_PARTITION_RANGE_END_TAG: batch[-1]}
-            runs.append(execute_ranged(instance, lake, job_name, tags, raise_on_error))
+            # a backfill's run names its asset: with a tape, compress_job also holds book_tape_archive
+            selection = [AssetKey(asset_name)] if job_name == "compress_job" else None
+            runs.append(execute_ranged(instance, lake, job_name, tags, raise_on_error, selection))
     return runs
 
 
