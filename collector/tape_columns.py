@@ -14,14 +14,17 @@ Columns:
 | `action` | string | `snapshot` / `update` (`ws` rows) |
 | `ts` | timestamp[ms, UTC] | the message's exchange time |
 | `seq_id`, `prev_seq_id`, `checksum` | int64 | the message's `seqId`, `prevSeqId`, `checksum` |
-| `asks`, `bids` | list<struct<px, sz: decimal64(18, s), orders: int32>> | the levels, in message order |
+| `asks`, `bids` | list<struct<px, sz: decimal64(18, s), orders: int32>> | levels that set a size, in order |
+| `asks_deleted`, `bids_deleted` | list<decimal64(18, s)> | prices of levels deleted (`["px","0","0","0"]`) |
 | `frame_template` | string | the frame with those fields cut out (one value per instrument and action) |
 | `line` | binary | the exact line of every row the other columns do not hold (see below) |
 
 A row keeps its `line` when it is not a `ws` line, or when its frame could not be given back from
 columns: JSON that is not compact canonical, numbers that are not canonical decimals (at most 18
 digits at the hour's scale) or do not fit an int64, a level whose deprecated third field (liquidated
-orders) is not "0".
+orders) is not "0", a side not in OKX's order (asks ascending, bids descending, each price once:
+decoding merges a side's two lists by price). Archives of the first layout (no `*_deleted` columns,
+every level in `asks`/`bids`) still decode.
 
 A researcher can query `asks`/`bids` directly (DuckDB, pyarrow). `decode` rebuilds every line byte
 for byte; `encode` proves that before it returns (a row the columns cannot rebuild exactly keeps its
@@ -73,15 +76,18 @@ def _level_type(px_scale: int, sz_scale: int) -> pa.StructType:
 
 def _schema(px_scale: int, sz_scale: int) -> pa.Schema:
     levels = pa.list_(pa.field("element", _level_type(px_scale, sz_scale), nullable=False))
+    deleted = pa.list_(pa.field("element", pa.decimal64(MAX_DIGITS, px_scale), nullable=False))
     return pa.schema([
         ("kind", pa.string()), ("recv_ms", pa.int64()), ("action", pa.string()),
         ("ts", pa.timestamp("ms", tz="UTC")), ("seq_id", pa.int64()), ("prev_seq_id", pa.int64()),
-        ("checksum", pa.int64()), ("asks", levels), ("bids", levels), ("frame_template", pa.string()),
-        ("line", pa.binary()),
+        ("checksum", pa.int64()), ("asks", levels), ("bids", levels), ("asks_deleted", deleted),
+        ("bids_deleted", deleted), ("frame_template", pa.string()), ("line", pa.binary()),
     ])
 
 
 _COLUMNS = _schema(0, 0).names
+# archives written before deleted levels had their own lists: `asks`/`bids` hold every level, in message order
+_FIRST_LAYOUT_COLUMNS = [name for name in _COLUMNS if not name.endswith("_deleted")]
 
 
 def _canonical_int(value: Any) -> int | None:
@@ -193,15 +199,28 @@ class _Levels:
         bad = np.flatnonzero(~pc.fill_null(ok, False).to_numpy(zero_copy_only=False))
         return set(self.row_of_level[bad].tolist())
 
-    def array(self, list_type: pa.ListType) -> pa.ListArray:
-        fields = []
-        for i, field in zip((0, 1, 3), list_type.value_type, strict=True):
-            strings = pc.list_element(self.strings, i) if len(self.strings) else pa.array([], pa.string())
-            fields.append(pc.cast(strings, pa.decimal128(MAX_DIGITS, field.type.scale)).cast(field.type)
-                          if pa.types.is_decimal(field.type) else pc.cast(strings, field.type))
+    def arrays(self, list_type: pa.ListType, deleted_type: pa.ListType) -> tuple[pa.ListArray, pa.ListArray]:
+        """Every row's levels (all valid) as two lists: the levels that set a size (`list_type`), and
+        the prices of those that delete one (`["px","0","0","0"]`: `deleted_type`), each in message order."""
+        strings = [pc.list_element(self.strings, i) if len(self.strings) else pa.array([], pa.string())
+                   for i in range(4)]
+        fields = [pc.cast(strings[i], pa.decimal128(MAX_DIGITS, field.type.scale)).cast(field.type)
+                  if pa.types.is_decimal(field.type) else pc.cast(strings[i], field.type)
+                  for i, field in zip((0, 1, 3), list_type.value_type, strict=True)]
         values = pa.StructArray.from_arrays(fields, fields=list(list_type.value_type))
+        deleted = pc.and_(pc.equal(strings[1], "0"), pc.equal(strings[3], "0")).to_numpy(zero_copy_only=False)
+        counts = np.diff(self.offsets.to_numpy())
+        deleted_counts = np.bincount(self.row_of_level[deleted], minlength=len(counts))
         mask = pa.array([levels is None for levels in self.per_row], pa.bool_())
-        return pa.ListArray.from_arrays(self.offsets, values, type=list_type, mask=mask)
+        kept = pa.ListArray.from_arrays(_offsets(counts - deleted_counts), values.filter(pa.array(~deleted)),
+                                        type=list_type, mask=mask)
+        gone = pa.ListArray.from_arrays(_offsets(deleted_counts), fields[0].filter(pa.array(deleted)),
+                                        type=deleted_type, mask=mask)
+        return kept, gone
+
+
+def _offsets(counts: np.ndarray) -> pa.Array:
+    return pa.array(np.concatenate([[0], np.cumsum(counts)]), pa.int32())
 
 
 _DECIMAL_PATTERN = "^(0|[1-9][0-9]*)(\\.[0-9]*[1-9])?$"
@@ -242,35 +261,60 @@ def _table(rows: list[dict[str, Any]], lines: list[bytes]) -> pa.Table:
         columns[name] = pa.array([row.get(name) for row in rows], schema.field(name).type)
     columns["ts"] = pa.array([row.get("ts") for row in rows], pa.int64()).cast(schema.field("ts").type)
     for name, side in sides.items():
-        columns[name] = side.array(schema.field(name).type)
+        columns[name], columns[f"{name}_deleted"] = side.arrays(schema.field(name).type,
+                                                                schema.field(f"{name}_deleted").type)
     return pa.table([columns[field.name] for field in schema], schema=schema)
 
 
-def _level_texts(levels: pa.ListArray) -> list[str | None]:
-    """Each row's levels as the JSON text OKX sent (`[["px","sz","0","orders"],…]`), None where null."""
-    flat = levels.flatten()
+def _level_texts(kept: pa.ListArray, deleted: pa.ListArray | None, descending: bool) -> list[str | None]:
+    """Each row's levels of one side as the JSON text OKX sent, None where null: the kept levels
+    (`["px","sz","0","orders"]`) and the deleted prices (`["px","0","0","0"]`) merged in price order,
+    ascending (asks) or `descending` (bids), as OKX orders a side. A side that was not in that order
+    comes out otherwise, so `encode` keeps that row's line. Without `deleted` (the first layout), the
+    kept levels are all the levels, in message order."""
+    flat = kept.flatten()
     texts = []
     for name in ("px", "sz", "orders"):
         column = flat.field(name)
         texts.append(_decimal_text(column) if pa.types.is_decimal(column.type) else pc.cast(column, pa.string()))
-    quoted = pc.binary_join_element_wise('["', texts[0], '","', texts[1], '","0","', texts[2], '"]', "")
-    offsets = levels.offsets if levels.offset == 0 else pc.subtract(levels.offsets, levels.offsets[0])
-    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, quoted, mask=levels.is_null()), ",")
+    merged = pc.binary_join_element_wise('["', texts[0], '","', texts[1], '","0","', texts[2], '"]', "")
+    counts = pc.fill_null(pc.list_value_length(kept), 0).to_numpy()
+    if deleted is not None:
+        prices = deleted.flatten()
+        deleted_counts = pc.fill_null(pc.list_value_length(deleted), 0).to_numpy()
+        rows = np.concatenate([np.repeat(np.arange(len(kept)), n) for n in (counts, deleted_counts)])
+        order = pc.sort_indices(pa.table({"row": rows, "px": np.concatenate([_unscaled(flat.field("px")),
+                                                                              _unscaled(prices)])}),
+                                sort_keys=[("row", "ascending"), ("px", "descending" if descending else "ascending")])
+        deleted_texts = pc.binary_join_element_wise('["', _decimal_text(prices), '","0","0","0"]', "")
+        merged = pa.concat_arrays([merged, deleted_texts]).take(order)
+        counts = counts + deleted_counts
+    joined = pc.binary_join(pa.ListArray.from_arrays(_offsets(counts), merged, mask=kept.is_null()), ",")
     return [None if text is None else f"[{text}]" for text in joined.to_pylist()]
+
+
+def _unscaled(column: pa.Array) -> np.ndarray:
+    """A decimal64 column's unscaled integers."""
+    return pa.Array.from_buffers(pa.int64(), len(column), [None, column.buffers()[1]],
+                                 offset=column.offset).to_numpy(zero_copy_only=False)
 
 
 def _decimal_text(column: pa.Array) -> pa.Array:
     """Non-negative decimals as OKX prints them: plain digits, no trailing zeros (pyarrow's own cast
     writes small values in exponent form, e.g. `1E-7`)."""
     scale = column.type.scale
-    unscaled = pa.Array.from_buffers(pa.int64(), len(column), [None, column.buffers()[1]], offset=column.offset)
-    digits = pc.cast(unscaled, pa.string())
+    digits = pc.cast(pa.array(_unscaled(column)), pa.string())
     if scale == 0:
         return digits
     padded = pc.utf8_lpad(digits, scale + 1, "0")
     text = pc.binary_join_element_wise(pc.utf8_slice_codeunits(padded, 0, -scale),
                                        pc.utf8_slice_codeunits(padded, -scale, 2**31 - 1), ".")
     return pc.replace_substring_regex(text, _TRAILING_ZEROS, "")
+
+
+def _one_chunk(table: pa.Table, name: str) -> pa.Array:
+    column = table.column(name)  # after combine_chunks: one chunk, or none in an empty table
+    return column.chunk(0) if column.num_chunks else pa.array([], table.schema.field(name).type)
 
 
 def decode_lines(table: pa.Table) -> list[bytes]:
@@ -281,8 +325,9 @@ def decode_lines(table: pa.Table) -> list[bytes]:
     ts = table.column("ts").cast(pa.int64()).to_pylist()
     numbers = {field: table.column(column).to_pylist()
                for field, column in (("seqId", "seq_id"), ("prevSeqId", "prev_seq_id"), ("checksum", "checksum"))}
-    sides = {side: _level_texts(table.column(side).chunk(0) if table.column(side).num_chunks else
-                                pa.array([], table.schema.field(side).type)) for side in ("asks", "bids")}
+    sides = {side: _level_texts(_one_chunk(table, side), _one_chunk(table, f"{side}_deleted")
+                                if f"{side}_deleted" in table.column_names else None, descending=side == "bids")
+             for side in ("asks", "bids")}
     templates = table.column("frame_template").to_pylist()
     lines = []
     for i, line in enumerate(kept):
@@ -370,7 +415,8 @@ def encode_isolated(data: bytes) -> bytes:
 _ENCODINGS = {"recv_ms": "DELTA_BINARY_PACKED", "ts": "DELTA_BINARY_PACKED", "seq_id": "DELTA_BINARY_PACKED",
               "prev_seq_id": "DELTA_BINARY_PACKED", "checksum": "BYTE_STREAM_SPLIT",
               **{f"{side}.list.element.{name}": "BYTE_STREAM_SPLIT"
-                 for side in ("asks", "bids") for name in ("px", "sz", "orders")}}
+                 for side in ("asks", "bids") for name in ("px", "sz", "orders")},
+              "asks_deleted.list.element": "BYTE_STREAM_SPLIT", "bids_deleted.list.element": "BYTE_STREAM_SPLIT"}
 
 
 def read_table(source: bytes | Path | IO[bytes]) -> pa.Table:
@@ -382,7 +428,7 @@ def read_table(source: bytes | Path | IO[bytes]) -> pa.Table:
         if isinstance(exc, FileNotFoundError):
             raise
         raise TapeColumnsError(f"not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
-    if not (table.schema.metadata or {}).get(_META_SHA) or columns != _COLUMNS:
+    if not (table.schema.metadata or {}).get(_META_SHA) or columns not in (_COLUMNS, _FIRST_LAYOUT_COLUMNS):
         raise TapeColumnsError("a Parquet file, but not a tape archive (no l2.content_sha256 metadata, or other "
                                "columns)")
     return table

@@ -65,8 +65,19 @@ def tape_of(frames, tick_every=50):
     return tape(lines), rows
 
 
+def is_delete(level) -> bool:
+    return level[1] == "0" and level[3] == "0"
+
+
 def levels_of(side):
-    return [{"px": Decimal(level[0]), "sz": Decimal(level[1]), "orders": int(level[3])} for level in side]
+    """The levels of a side that set a size (`asks`/`bids`), as decimals and integers."""
+    return [{"px": Decimal(level[0]), "sz": Decimal(level[1]), "orders": int(level[3])}
+            for level in side if not is_delete(level)]
+
+
+def deleted_of(side):
+    """The prices a side deletes (`asks_deleted`/`bids_deleted`)."""
+    return [Decimal(level[0]) for level in side if is_delete(level)]
 
 
 def assert_row_holds(row, frame):
@@ -77,6 +88,7 @@ def assert_row_holds(row, frame):
     assert row["action"] == orjson.loads(frame)["action"]
     for side in ("asks", "bids"):
         assert row[side] == (levels_of(message[side]) if side in message else None)
+        assert row[f"{side}_deleted"] == (deleted_of(message[side]) if side in message else None)
     assert (None if row["ts"] is None else int(row["ts"].timestamp() * 1000)) == (
         int(message["ts"]) if "ts" in message else None)
     assert row["seq_id"] == message.get("seqId")
@@ -190,7 +202,20 @@ def test_nautilus_frames_with_zero_third_field_held_in_either_seq_order():
     assert snapshot["asks"][0]["px"] == Decimal("0.0001617")
     update = records[rows[2]]
     assert (update["seq_id"], update["prev_seq_id"], update["bids"]) == (1082831230, 1082831226, [])
-    assert update["asks"][0] == {"px": Decimal("0.0001617"), "sz": Decimal(0), "orders": 0}
+    assert update["asks_deleted"] == [Decimal("0.0001617")]  # ["0.0001617","0","0","0"]
+    assert [level["px"] for level in update["asks"]] == [Decimal("0.0001625")]
+
+
+def test_first_layout_archive_still_decodes():
+    # written by the first layout (before asks_deleted/bids_deleted), where asks/bids held every level in
+    # message order: here the cryptofeed tape and an update whose asks are not in price order
+    archive = Path(__file__).parent / "data" / "tape_archive_first_layout.parquet"
+    unsorted = variant(b'[["97000.1","1.5","0","3"]]', b'[["97000.2","1","0","1"],["97000.1","0","0","0"]]')
+    data, rows = tape_of([*CRYPTOFEED, unsorted])
+    table = read_table(archive)
+    assert "asks_deleted" not in table.column_names and table.column("line").to_pylist()[rows[-1]] is None
+    assert decode(archive) == data
+    assert decode(encode(data)) == data  # the current layout keeps that update's line instead
 
 
 # --- 2. frames and lines the columns cannot hold ----------------------------------------------------
@@ -357,6 +382,13 @@ KEPT_EDGES = {
     "null_level_field": tape([ws_line(T0, variant(b'"1.5"', b"null"))]),
     "precision_one_side": tape([ws_line(T0, variant(b'"97000.1"', b'"123456789012345678"').replace(
         b'"96999.9"', b'"0.5"'))]),
+    # asks not ascending, bids not descending, a price twice: the columns rebuild a side in price order
+    "asks_out_of_order": tape([ws_line(T0, variant(b'[["97000.1","1.5","0","3"]]',
+                                                   b'[["97000.2","1","0","1"],["97000.1","0","0","0"]]'))]),
+    "bids_out_of_order": tape([ws_line(T0, variant(b'[["96999.9","0.25","0","1"]]',
+                                                   b'[["96999.8","0","0","0"],["96999.9","2","0","1"]]'))]),
+    "price_twice": tape([ws_line(T0, variant(b'[["97000.1","1.5","0","3"]]',
+                                             b'[["97000.1","0","0","0"],["97000.1","2","0","1"]]'))]),
 }
 
 
@@ -426,24 +458,25 @@ def ws_lines(draw, max_frac=8, canonical_only=False):
         canonical = False
         return draw(st.sampled_from(NONCANONICAL))(default)
 
-    def level():
+    def level(price):
         nonlocal canonical
         deleted = draw(st.integers(0, 4)) == 0
-        px = number(draw(decimal_texts(max_frac)))
         sz = "0" if deleted else number(draw(decimal_texts(max_frac)))
         orders = "0" if deleted else str(draw(st.integers(0, 10**6)))
         liquidated = "0"
         if not canonical_only and not draw(st.integers(0, 40)):
             canonical = False
             liquidated = draw(st.sampled_from(["1", "00", ""]))
-        return [px, sz, liquidated, orders]
+        return [number(price), sz, liquidated, orders]
 
     message = {}
     for field in draw(st.permutations(FIELDS)):
         if not draw(st.integers(0, 9)):
             continue  # now and then a field is missing
         if field in ("asks", "bids"):
-            message[field] = [level() for _ in range(draw(st.integers(0, 6)))]
+            # OKX sends a side's prices once each, asks ascending and bids descending
+            prices = draw(st.lists(decimal_texts(max_frac), max_size=6, unique_by=Decimal))
+            message[field] = [level(price) for price in sorted(prices, key=Decimal, reverse=field == "bids")]
         elif field == "ts":
             message[field] = str(draw(st.integers(1_500_000_000_000, 2_000_000_000_000)))
         else:
@@ -616,8 +649,13 @@ def test_duckdb_reads_the_levels(tmp_path):
     assert rows == [(int(message["ts"]), first_recv, Decimal(message["asks"][0][0]),
                      Decimal(message["asks"][0][1]), int(message["asks"][0][3]))]
     assert isinstance(rows[0][2], Decimal)
-    (levels,), = duckdb.sql(f"select sum(len(asks)) + sum(len(bids)) from read_parquet('{path}')").fetchall()
+    (levels,), = duckdb.sql("select sum(len(asks) + len(bids) + len(asks_deleted) + len(bids_deleted)) "
+                            f"from read_parquet('{path}')").fetchall()
     assert levels == sum(len(orjson.loads(f)["data"][0][side]) for f in frames for side in ("asks", "bids"))
+    (deletes,), = duckdb.sql(f"select sum(len(asks_deleted) + len(bids_deleted)) from read_parquet('{path}')"
+                             ).fetchall()
+    assert 0 < deletes == sum(is_delete(level) for f in frames for side in ("asks", "bids")
+                              for level in orjson.loads(f)["data"][0][side])
 
 
 # --- 6. size ------------------------------------------------------------------------------------------
