@@ -128,7 +128,8 @@ class ShipDeferred(RuntimeError):
 
 
 class BadLocalFile(RuntimeError):
-    """A spool file that cannot be shipped as it is (an archive that does not decompress)."""
+    """A local hour file whose content cannot be read (an archive that does not decompress): the
+    shipper does not ship it, the archive step does not keep it."""
 
 
 class ShipConflict(RuntimeError):
@@ -232,10 +233,11 @@ def unarchive(data: bytes, name: str, what: str) -> bytes:
         raise BadLocalFile(f"{what}: {exc}") from exc
 
 
-def digest_archive(path: Path) -> Digest:
-    """Digest of an archive's content; BadLocalFile if it does not decompress (decode)."""
+def digest_archive(path: Path, name: str | None = None) -> Digest:
+    """Digest of the content of an archive (`.jsonl.gz` decompressed, the tape's `.parquet` decoded), a
+    file called `name` (default: its own name); BadLocalFile if it does not decompress (decode)."""
     try:
-        with open_content(path) as f:
+        with open_content(path, name) as f:
             return digest_stream(f)
     except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):

@@ -28,7 +28,6 @@ import gzip
 import hashlib
 import os
 import time
-import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,10 +35,9 @@ from typing import IO
 
 from collector import layout, tape_columns
 from collector.files import atomic_target, fsync_dir
-from collector.hour_content import open_content
 
 # the collector's shipper gzips hours the same way (same bytes whoever compresses an hour)
-from collector.ship import CHUNK, COMPRESS_LEVEL, Digest, digest_parts, digest_stream
+from collector.ship import CHUNK, COMPRESS_LEVEL, BadLocalFile, Digest, digest_archive, digest_parts, digest_stream
 from l2_pipeline.hours import is_closed
 
 
@@ -108,13 +106,6 @@ def stray_temps(directory: Path, prefix: str) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp"))
 
 
-def digest_archive(path: Path, name: str | None = None) -> Digest:
-    """Digest of the content of an archive (`.jsonl.gz` decompressed, the tape's `.parquet` decoded),
-    a file called `name` (default: its own name)."""
-    with open_content(path, name) as f:
-        return digest_stream(f)
-
-
 def _encode_tape(src: IO[bytes], tmp: Path) -> Digest:
     """The tape hour's columns (collector.tape_columns) into `tmp`; the digest of what they hold."""
     content = src.read()
@@ -161,7 +152,7 @@ def archive_hour(
         if final.is_file():
             try:  # found archived (by an earlier run, or planted): it is the asset only if it decompresses
                 found = digest_archive(final)
-            except (OSError, EOFError, zlib.error) as exc:
+            except BadLocalFile as exc:
                 raise ArchiveVerificationError(
                     f"{final} does not decompress ({type(exc).__name__}: {exc}); its original is gone. Restore "
                     f"the hour from a copy, or delete the archive if the hour is lost") from exc
@@ -187,7 +178,7 @@ def archive_hour(
             orig_digest = digest_stream(src)
             try:
                 arch_digest = digest_archive(final)
-            except (OSError, EOFError, zlib.error):
+            except (BadLocalFile, OSError):  # damaged, or gone since: rebuilt from the original below
                 arch_digest = None
             if arch_digest == orig_digest:
                 original.unlink()
