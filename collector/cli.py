@@ -5,7 +5,7 @@ Exit codes: 0 success (also after SIGINT/SIGTERM), 2 bad argument, bad configura
 instrument (one clear line on stderr), 1 unexpected failure.
 
 `export` and `plot` read the lake through `l2_pipeline`'s Dagster-free modules (read, export,
-plots), imported only when those commands run: `run` never loads them.
+plots, tape_figure), imported only when those commands run: `run` never loads them.
 """
 
 from __future__ import annotations
@@ -98,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", help="one instrument-hour as a PNG (mid, spread, depth, liquidity, events)")
     _add_lake_arguments(plot)
     plot.add_argument("--hour", required=True, help="ISO-8601 UTC hour, e.g. 2026-11-20T13:00Z")
-    plot.add_argument("--out", type=Path, help="PNG to write (default {instId}_{YYYY-MM-DD}T{HH}.png here)")
+    plot.add_argument("--out", type=Path, help="PNG to write (default {instId}_{YYYY-MM-DD}T{HH}.png here, "
+                      "{…}_tape.png with --tape)")
+    plot.add_argument("--tape", action="store_true",
+                      help="the hour of the tape instead: best bid and ask after every message, its busiest minute "
+                           "against 2 s snapshots, messages per second")
     return parser
 
 
@@ -171,11 +175,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from l2_pipeline.plots import plot_hour_file
     from l2_pipeline.read import ReadError
 
+    if args.tape:
+        from l2_pipeline.tape_figure import plot_tape_hour_file as plot_file
+    else:
+        from l2_pipeline.plots import plot_hour_file as plot_file
     try:
-        path = plot_hour_file(args.instrument, args.hour, lake=args.lake, out=args.out)
+        path = plot_file(args.instrument, args.hour, lake=args.lake, out=args.out)
     except ReadError as exc:
         return _fail(str(exc))
     print(f"wrote {path}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -44,6 +45,8 @@ class LakeSource(Protocol):
 
     def hour_events(self, inst_id: str, hour: datetime) -> list[dict[str, Any]]: ...
 
+    def hour_tape_lines(self, inst_id: str, hour: datetime) -> Iterable[bytes] | None: ...
+
     def hour_tape(self, inst_id: str, hour: datetime, cadence_ms: int, depth: int) -> pa.Table | None: ...
 
 
@@ -71,9 +74,17 @@ class LocalLake:
         except FileNotFoundError:
             return []
 
-    def hour_tape(self, inst_id: str, hour: datetime, cadence_ms: int, depth: int) -> pa.Table | None:
+    def hour_tape_lines(self, inst_id: str, hour: datetime) -> Iterable[bytes] | None:
+        """The tape hour's lines (its `.jsonl`, else its archive), None if the lake has neither."""
         source, _ = records_source(self.root, inst_id, hour, layout.TAPE_PREFIX)
-        return None if source is None else resample_hour(read_lines(source), inst_id, cadence_ms, depth)[0]
+        return None if source is None else read_lines(source)
+
+    def hour_tape(self, inst_id: str, hour: datetime, cadence_ms: int, depth: int) -> pa.Table | None:
+        return _resampled(self.hour_tape_lines(inst_id, hour), inst_id, cadence_ms, depth)
+
+
+def _resampled(lines: Iterable[bytes] | None, inst_id: str, cadence_ms: int, depth: int) -> pa.Table | None:
+    return None if lines is None else resample_hour(lines, inst_id, cadence_ms, depth)[0]
 
 
 def _key(path: Path) -> str:
@@ -108,9 +119,13 @@ class ObjectLake:
         data = self._get(layout.events_path(RELATIVE, inst_id, hour))
         return [] if data is None else json_objects(data.splitlines())
 
-    def hour_tape(self, inst_id: str, hour: datetime, cadence_ms: int, depth: int) -> pa.Table | None:
+    def hour_tape_lines(self, inst_id: str, hour: datetime) -> Iterable[bytes] | None:
+        """The tape hour's lines (its archive's content, else its `.jsonl`), None if the lake has neither."""
         data = self._hour_content(inst_id, hour, layout.TAPE_PREFIX)
-        return None if data is None else resample_hour(data.splitlines(), inst_id, cadence_ms, depth)[0]
+        return None if data is None else data.splitlines()
+
+    def hour_tape(self, inst_id: str, hour: datetime, cadence_ms: int, depth: int) -> pa.Table | None:
+        return _resampled(self.hour_tape_lines(inst_id, hour), inst_id, cadence_ms, depth)
 
     def _hour_content(self, inst_id: str, hour: datetime, prefix: Path) -> bytes | None:
         """The hour's lines of the dataset `prefix`: its archive's content, else its `.jsonl`."""

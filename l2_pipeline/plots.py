@@ -64,7 +64,7 @@ STATUSES = ("passed", "warning", "failed", "missing")
 STATUS_COLORS = {"passed": "#4daf4a", "warning": "#ffb000", "failed": "#e41a1c", "missing": "#bdbdbd"}
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     """The figure as a 256-colour PNG: a third of the bytes of an RGBA one, no visible difference."""
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
@@ -83,7 +83,7 @@ def _minutes(ts: pa.ChunkedArray | pa.Array, hour: datetime) -> np.ndarray:
     return (_floats(pc.cast(ts, pa.int64())) - hour.timestamp() * 1000) / 60_000
 
 
-def _with_breaks(x: np.ndarray, *ys: np.ndarray) -> tuple[np.ndarray, ...]:
+def with_breaks(x: np.ndarray, *ys: np.ndarray) -> tuple[np.ndarray, ...]:
     """NaN inserted where consecutive points are more than 3 cadences (≥ 10 s) apart, so a line
     breaks where records are missing instead of bridging the hole."""
     if len(x) < 2:
@@ -165,11 +165,25 @@ def _log_ticks(low: float, high: float) -> list[float]:
     return ticks
 
 
-def _hour_axis(ax: Any, grid: bool = True) -> None:
+def hour_axis(ax: Any, grid: bool = True) -> None:
     ax.set_xlim(0, 60)
     ax.set_xticks(range(0, 61, 5))
     if grid:
         ax.grid(True, axis="x", color="#dddddd", linewidth=0.6)
+
+
+def empty_hour(title: str, text: str) -> tuple[Figure, Any]:
+    """A short figure of an hour with nothing to draw: its minutes axis and `text` across it."""
+    fig = Figure(figsize=(HOUR_SIZE[0], 4.5), dpi=DPI)
+    ax = fig.add_subplot()
+    fig.subplots_adjust(left=0.06, right=0.97, top=0.86, bottom=0.22)
+    hour_axis(ax)
+    ax.set_yticks([])
+    ax.text(30, 0.5, text, ha="center", va="center", fontsize=20, color="#555555", transform=ax.get_xaxis_transform(),
+            bbox={"facecolor": "white", "edgecolor": "none"}, zorder=10)
+    ax.set_xlabel("minute of the hour (UTC)")
+    fig.suptitle(title, fontsize=13)
+    return fig, ax
 
 
 def hour_figure(books: pa.Table, features: pa.Table, events: Sequence[dict[str, Any]], inst_id: str,
@@ -182,20 +196,11 @@ def hour_figure(books: pa.Table, features: pa.Table, events: Sequence[dict[str, 
     title = (f"{inst_id}  {hour:%Y-%m-%d %H}:00–{hour:%H}:59 UTC   ·   {books.num_rows} records, "
              f"{int(exact.sum())} exact")
     if not exact.any():
-        fig = Figure(figsize=(HOUR_SIZE[0], 4.5), dpi=DPI)
-        ax = fig.add_subplot()
-        fig.subplots_adjust(left=0.06, right=0.97, top=0.86, bottom=0.22)
-        _hour_axis(ax)
-        ax.set_yticks([])
-        ax.text(30, 0.5, "no exact book in this hour" if books.num_rows else "no record in this hour",
-                ha="center", va="center", fontsize=20, color="#555555", transform=ax.get_xaxis_transform(),
-                bbox={"facecolor": "white", "edgecolor": "none"}, zorder=10)
+        fig, ax = empty_hour(title, "no exact book in this hour" if books.num_rows else "no record in this hour")
         handles = _mark([ax], marks)
-        ax.set_xlabel("minute of the hour (UTC)")
-        fig.suptitle(title, fontsize=13)
         if handles:
             fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
-        return _png(fig)
+        return png_bytes(fig)
 
     fig = Figure(figsize=HOUR_SIZE, dpi=DPI)
     x = _minutes(features["timestamp_utc"], hour)
@@ -209,7 +214,7 @@ def hour_figure(books: pa.Table, features: pa.Table, events: Sequence[dict[str, 
     ax_depth = fig.add_subplot(grid[1], sharex=ax_mid)
     ax_heat = fig.add_subplot(grid[2], sharex=ax_mid)
 
-    xs, mid, spread = _with_breaks(x, series("mid"), series("spread_bps"))
+    xs, mid, spread = with_breaks(x, series("mid"), series("spread_bps"))
     ax_mid.plot(xs, mid, color="#222222", linewidth=0.9, label="mid")
     ax_mid.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax_mid.set_ylabel("mid price")
@@ -221,7 +226,7 @@ def hour_figure(books: pa.Table, features: pa.Table, events: Sequence[dict[str, 
     ax_mid.legend(handles=[*ax_mid.get_lines(), *ax_spread.get_lines()], loc="upper left", fontsize=8, ncol=2)
 
     # bids drawn up, asks down: the two sides never hide each other; ≤100 bps filled, ≤25 bps a line
-    xd, *depth = _with_breaks(x, *(series(f"{side}_depth_{bps}bps") for side in ("bid", "ask") for bps in (25, 100)))
+    xd, *depth = with_breaks(x, *(series(f"{side}_depth_{bps}bps") for side in ("bid", "ask") for bps in (25, 100)))
     for sign, color, (near, far), side in ((1, BID_COLOR, depth[:2], "bid"), (-1, ASK_COLOR, depth[2:], "ask")):
         ax_depth.fill_between(xd, 0, sign * far, where=np.isfinite(far), color=color, alpha=0.25, linewidth=0,
                               label=f"{side} ≤100 bps")
@@ -250,7 +255,7 @@ def hour_figure(books: pa.Table, features: pa.Table, events: Sequence[dict[str, 
     ax_heat.set_ylabel("distance from mid (bps)\n← bids · asks →")
     ax_heat.set_xlabel("minute of the hour (UTC)")
     for ax in (ax_mid, ax_depth, ax_heat):
-        _hour_axis(ax, grid=ax is not ax_heat)
+        hour_axis(ax, grid=ax is not ax_heat)
     for ax in (ax_mid, ax_depth):
         ax.tick_params(labelbottom=False)
     handles = _mark([ax_mid, ax_depth, ax_heat], marks)
@@ -258,32 +263,40 @@ def hour_figure(books: pa.Table, features: pa.Table, events: Sequence[dict[str, 
     if handles:
         fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.955), ncol=len(handles), fontsize=9,
                    frameon=False)
-    return _png(fig)
+    return png_bytes(fig)
+
+
+def start_of_hour(hour: TimeLike) -> datetime:
+    """The start of the UTC hour holding `hour` (ISO-8601 text or a datetime); ReadError if it is not a time."""
+    try:
+        when = utc(hour) if isinstance(hour, datetime) else parse_utc(hour)
+    except ValueError:
+        raise ReadError(f"hour={hour!r} is not a time: use ISO-8601, e.g. 2026-11-20T13:00Z") from None
+    return when.replace(minute=0, second=0, microsecond=0)
 
 
 def render_hour(inst_id: str, hour: TimeLike, *, lake: str | os.PathLike | None = None) -> bytes:
     """`hour_figure` of the lake's hour holding `hour` (records with flagged ones, features, events).
     Raises `ReadError` for a lake or instrument that does not exist; an hour without records renders."""
-    try:
-        when = utc(hour) if isinstance(hour, datetime) else parse_utc(hour)
-    except ValueError:
-        raise ReadError(f"hour={hour!r} is not a time: use ISO-8601, e.g. 2026-11-20T13:00Z") from None
-    start = when.replace(minute=0, second=0, microsecond=0)
+    start = start_of_hour(hour)
     request = book_range(inst_id, start, start + layout.HOUR, lake=lake, include_flagged=True)
     books = request.hour_table(start)
     return hour_figure(books, book_features(books), request.source.hour_events(inst_id, start), inst_id, start)
+
+
+def write_png(png: bytes, out: str | os.PathLike | None, default: str) -> Path:
+    """`png` written to `out`, or to `default` in the working directory; the path written."""
+    target = Path(out) if out is not None else Path(default)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(png)
+    return target
 
 
 def plot_hour_file(inst_id: str, hour: TimeLike, *, lake: str | os.PathLike | None = None,
                    out: str | os.PathLike | None = None) -> Path:
     """`l2-collector plot`: `render_hour` written to `out` (default `{instId}_{YYYY-MM-DD}T{HH}.png` in
     the working directory); returns the path written."""
-    png = render_hour(inst_id, hour, lake=lake)
-    when = utc(hour) if isinstance(hour, datetime) else parse_utc(hour)
-    target = Path(out) if out is not None else Path(f"{inst_id}_{when:%Y-%m-%dT%H}.png")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(png)
-    return target
+    return write_png(render_hour(inst_id, hour, lake=lake), out, f"{inst_id}_{start_of_hour(hour):%Y-%m-%dT%H}.png")
 
 
 @dataclass(frozen=True)
@@ -397,4 +410,4 @@ def lake_health_figure(cells: Sequence[HourHealth], instruments: Sequence[str], 
     worst = ", ".join(f"{name} ×{n}" for name, n in sorted(failing.items(), key=lambda kv: -kv[1]))
     fig.text(left, 1 - 0.62 / height, f"failing checks: {worst or 'none'}", fontsize=9, va="top", ha="left",
              color="#444444")
-    return _png(fig)
+    return png_bytes(fig)

@@ -45,7 +45,8 @@ class ReadError(ValueError):
     """A request `read_books` / `book_at` cannot serve; the message says what to change."""
 
 
-def _lake(lake: str | os.PathLike | None) -> LakeSource:
+def lake_source(lake: str | os.PathLike | None) -> LakeSource:
+    """`lake_source.open_lake(lake)`, a lake it cannot open as a ReadError."""
     try:
         return open_lake(lake)
     except LakeSourceError as exc:
@@ -144,7 +145,7 @@ def book_range(
     cadence: float | None = None,
 ) -> BookRange:
     """Check a request (arguments as `read_books`); ReadError says what to change."""
-    source = _lake(lake)
+    source = lake_source(lake)
     begin, finish = _time(start, "start"), _time(end, "end")
     if begin > finish:
         raise ReadError(f"start {begin:%Y-%m-%dT%H:%M:%SZ} is after end {finish:%Y-%m-%dT%H:%M:%SZ}")

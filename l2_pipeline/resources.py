@@ -68,8 +68,8 @@ class LakeResource(ConfigurableResource):
     sensor_tick_budget_seconds: float = Field(default=30.0, gt=0, description="stop registering after this long")
     curate_on_register: bool = Field(default=True, description="sensor requests curated_parquet and book_features "
                                      "for new hours")
-    hour_figures: bool = Field(default=True, description="book_features shows each hour's figure in its metadata "
-                               "(a ~100 KB PNG per instrument-hour in the event log)")
+    hour_figures: bool = Field(default=True, description="book_features and book_tape show each hour's figure in "
+                               "their metadata (a ~100 KB PNG per instrument-hour in the event log)")
     health_days: int = Field(default=3, ge=1, le=31, description="days of hours the lake_health heatmap shows")
     retention_dry_run: bool = Field(default=False, description="deletion schedule only reports what it would delete")
     partitions_start: str = Field(

@@ -29,7 +29,7 @@ from l2_pipeline.tape_stats import TapeHourStats, compute_tape_stats
 RAW_NEEDS = (("records", "archive"), ("events",))  # what an hour's statistics read (`hour_stats.records_source`)
 TAPE_NEEDS = (("tape_records", "tape_archive"),)  # what a tape hour's figures read: its `.jsonl`, else its archive
 
-MAX_CACHED_HOURS = 512  # a run's range is at most HOURS_PER_RUN (100) hours; stats are a few KB each
+MAX_CACHED_HOURS = 512  # a run covers at most HOURS_PER_RUN (100) hours; stats are a few KB (a tape picture 100 KB)
 
 T = TypeVar("T")
 _cache: OrderedDict[tuple, Any] = OrderedDict()
@@ -82,15 +82,17 @@ def unchanged(stored: str, current: str) -> bool:
 
 
 def cached_read(lake: Path | LakeTree, inst_id: str, hour: datetime, what: tuple, needs: Needs,
-                compute: Callable[[Path], T], prefix: Path = layout.RAW_PREFIX) -> tuple[T, str]:
+                compute: Callable[[Path], T], prefix: Path = layout.RAW_PREFIX,
+                enough: Callable[[T], bool] = lambda _: True) -> tuple[T, str]:
     """`compute` of a directory holding the hour's files that `needs` names (`LakeTree.hour_workspace`),
     and the fingerprint of the hour's files of the dataset `prefix` before they were read (if they
     changed while being read, that fingerprint no longer matches, so a later comparison sees the
-    change). Kept while the files keep that fingerprint; `what` names the figures and their parameters."""
+    change). Kept while the files keep that fingerprint; `what` names the figures and their parameters.
+    A kept value that is not `enough` (it lacks something this call wants) is computed again."""
     tree = as_tree(lake)
     before = tree.fingerprint(inst_id, hour, prefix)
     key = (tree.key, what, inst_id, hour, before)
-    if key in _cache:
+    if key in _cache and enough(_cache[key]):
         _cache.move_to_end(key)
         return _cache[key], before
     with tree.hour_workspace(inst_id, hour, needs) as root:
@@ -111,12 +113,14 @@ def hour_stats(lake: Path | LakeTree, inst_id: str, hour: datetime, cadence_seco
                        lambda root: labelled(tree, compute_hour_stats(root, inst_id, hour, cadence_seconds)))
 
 
-def tape_hour_stats(lake: Path | LakeTree, inst_id: str, hour: datetime) -> tuple[TapeHourStats, str]:
-    """The tape hour's figures (`tape_stats.compute_tape_stats`) and the fingerprint of its files
-    before they were read (`cached_read`)."""
+def tape_hour_stats(lake: Path | LakeTree, inst_id: str, hour: datetime, figure: bool = False
+                    ) -> tuple[TapeHourStats, str]:
+    """The tape hour's figures (`tape_stats.compute_tape_stats`; `figure`: with its picture) and the
+    fingerprint of its files before they were read (`cached_read`)."""
     tree = as_tree(lake)
     return cached_read(tree, inst_id, hour, ("tape_stats",), TAPE_NEEDS,
-                       lambda root: labelled(tree, compute_tape_stats(root, inst_id, hour)), layout.TAPE_PREFIX)
+                       lambda root: labelled(tree, compute_tape_stats(root, inst_id, hour, figure)), layout.TAPE_PREFIX,
+                       enough=lambda stats: not figure or stats.figure is not None)
 
 
 def labelled(tree: LakeTree, stats: S) -> S:
@@ -152,6 +156,7 @@ def read_hour(lake: Path | LakeTree, inst_id: str, hour: datetime, cadence_secon
     return guarded_read(lake, inst_id, hour, lambda: hour_stats(lake, inst_id, hour, cadence_seconds))
 
 
-def read_tape_hour(lake: Path | LakeTree, inst_id: str, hour: datetime) -> HourRead[TapeHourStats]:
+def read_tape_hour(lake: Path | LakeTree, inst_id: str, hour: datetime, figure: bool = False
+                   ) -> HourRead[TapeHourStats]:
     """`tape_hour_stats` of one tape hour, failures as its error (`guarded_read`)."""
-    return guarded_read(lake, inst_id, hour, lambda: tape_hour_stats(lake, inst_id, hour), layout.TAPE_PREFIX)
+    return guarded_read(lake, inst_id, hour, lambda: tape_hour_stats(lake, inst_id, hour, figure), layout.TAPE_PREFIX)

@@ -54,7 +54,14 @@ from pydantic import Field
 
 from collector import layout
 from l2_pipeline.archive import archive_hour
-from l2_pipeline.assets import RegisteredHour, figures_metadata, hours_asset, materialize_hours, require_closed
+from l2_pipeline.assets import (
+    RegisteredHour,
+    figures_metadata,
+    hours_asset,
+    materialize_hours,
+    png_markdown,
+    require_closed,
+)
 from l2_pipeline.checks import build_partition_checks
 from l2_pipeline.keys import BOOK_TAPE, BOOK_TAPE_ARCHIVE, RESAMPLED_BOOKS
 from l2_pipeline.lake_tree import LakeTree
@@ -78,22 +85,27 @@ class ResampleConfig(Config):
     depth: int = Field(default=DEFAULT_DEPTH, ge=1, le=MAX_DEPTH, description="levels per side in each record")
 
 
-def tape_figures(stats: TapeHourStats) -> dict[str, Any]:
-    """Partition metadata of a registered tape hour: its figures (`TapeHourStats.metadata`)."""
+def tape_figures(stats: TapeHourStats, picture: bool) -> dict[str, Any]:
+    """Partition metadata of a registered tape hour: its figures (`TapeHourStats.metadata`) and, if
+    `picture`, its picture when it was drawn (`l2_pipeline.tape_figure`)."""
     meta = figures_metadata(stats.metadata())
     meta["resyncs_by_reason"] = MetadataValue.json(meta["resyncs_by_reason"])
     if not stats.scan.replay.messages:
         meta["note"] = NO_MESSAGE_NOTE
+    if picture and stats.figure is not None:
+        meta["figure"] = png_markdown(stats.figure, f"{stats.inst_id} {stats.hour:%Y-%m-%dT%H}:00Z tape")
     return meta
 
 
 def register_tape_hour(lake: Path | LakeTree, inst_id: str, hour: datetime, now: datetime, grace: timedelta, *,
-                       coverage_threshold_pct: float) -> RegisteredHour:
-    """Read one closed tape hour's figures; one that cannot be read is registered with its error
-    (its `tape_schema_valid` check says so), one without a tape file fails the step."""
+                       coverage_threshold_pct: float, figure: bool = False) -> RegisteredHour:
+    """Read one closed tape hour's figures (`figure`: and draw its picture); one that cannot be read
+    is registered with its error (its `tape_schema_valid` check says so), one without a tape file
+    fails the step."""
     require_closed(inst_id, hour, now, grace)
-    read = read_tape_hour(lake, inst_id, hour)
-    return RegisteredHour.of(read, tape_verdicts(read.stats, read.error, coverage_threshold_pct), tape_figures,
+    read = read_tape_hour(lake, inst_id, hour, figure)
+    return RegisteredHour.of(read, tape_verdicts(read.stats, read.error, coverage_threshold_pct),
+                             partial(tape_figures, picture=figure),
                              lambda stats: stats.source is not None, TAPE_SCHEMA_VALID)
 
 
@@ -124,7 +136,7 @@ def build_tape_definitions(partitions: MultiPartitionsDefinition) -> TapeDefinit
         "trusted-book coverage, gaps, resyncs by reason, schema problems) and evaluate the three tape checks.", deps=(),
     )
     def book_tape(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
-        yield from materialize_hours(context, lake, partial(register_tape_hour,
+        yield from materialize_hours(context, lake, partial(register_tape_hour, figure=lake.hour_figures,
                                                             coverage_threshold_pct=lake.coverage_threshold_pct),
                                      needs=None, prefix=layout.TAPE_PREFIX)
 

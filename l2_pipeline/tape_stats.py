@@ -23,11 +23,15 @@ These are `book_tape`'s partition metadata and everything its checks decide on
   decode as a books push, or that have no receive time), `invalid_lines` (lines of a known kind
   the engine cannot take: a `book` or `rest` line missing fields), `first_line_not_book` (1 when
   the file does not begin with a `book` line) and `torn_tail` (1 when its last line has no newline).
+
+With `figure=True` the same replay also keeps every message's best bid and ask (`TopOfBook`), for
+the hour's picture (`l2_pipeline.tape_figure`), drawn once and kept as PNG bytes in `figure`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -60,6 +64,28 @@ class CountingSink:
 
     def event(self, inst_id: str, event_type: str, **details: Any) -> None:
         pass
+
+
+@dataclass
+class TopOfBook:
+    """Every book message of a replay as the hour's picture needs it: its exchange time, whether the
+    engine trusted its book after it (in sync, at the message's seqId), the best bid and ask then
+    (NaN when not trusted, or that side is empty) and the levels the message carried."""
+
+    ts_ms: list[int] = field(default_factory=list)
+    trusted: list[bool] = field(default_factory=list)
+    bid: list[float] = field(default_factory=list)
+    ask: list[float] = field(default_factory=list)
+    levels: list[int] = field(default_factory=list)
+
+    def add(self, sync: InstrumentSync, msg: BookMessage) -> None:
+        trusted = sync.in_sync and sync.seq_id == msg.seq_id
+        self.ts_ms.append(msg.ts_ms)
+        self.trusted.append(trusted)
+        for side, prices in ((sync.book.bids, self.bid), (sync.book.asks, self.ask)):
+            best = side.top(1) if trusted else ()
+            prices.append(float(best[0][0]) if best else math.nan)
+        self.levels.append(len(msg.bids) + len(msg.asks))
 
 
 @dataclass
@@ -116,6 +142,7 @@ class TapeScan:
     trusted_ms: int = 0
     problems: Counter[str] = field(default_factory=Counter)  # schema problem (`SCHEMA_PROBLEMS`) → count
     examples: list[str] = field(default_factory=list)
+    top: TopOfBook | None = None  # kept only when asked for (`scan_tape(top=True)`)
 
     @property
     def schema_problems(self) -> int:
@@ -137,8 +164,8 @@ class TapeScan:
 class TapeScanner:
     """Feeds one tape hour's lines to a `TapeReplayer` and keeps its figures in `scan`."""
 
-    def __init__(self, inst_id: str, hour: datetime) -> None:
-        self.scan = TapeScan()
+    def __init__(self, inst_id: str, hour: datetime, top: bool = False) -> None:
+        self.scan = TapeScan(top=TopOfBook() if top else None)
         self.sink = CountingSink()
         self.clock = [0]  # the replayer's: the local time `r` of the line being fed
         self.trust = TrustClock(int(hour.timestamp() * 1000))
@@ -151,6 +178,8 @@ class TapeScanner:
         scan.last_ts_ms = msg.ts_ms
         if sync.in_sync and sync.seq_id == msg.seq_id:
             scan.trusted_messages += 1
+        if scan.top is not None:
+            scan.top.add(sync, msg)
         self.trust.message(msg.ts_ms, self.clock[0])
         self.trust.trusted(sync.in_sync)
 
@@ -217,9 +246,9 @@ class TapeScanner:
         return scan
 
 
-def scan_tape(lines: Iterable[bytes], inst_id: str, hour: datetime) -> TapeScan:
-    """One replay of a tape hour file's lines (with their newlines)."""
-    scanner = TapeScanner(inst_id, hour)
+def scan_tape(lines: Iterable[bytes], inst_id: str, hour: datetime, top: bool = False) -> TapeScan:
+    """One replay of a tape hour file's lines (with their newlines); `top`: keep `TopOfBook` too."""
+    scanner = TapeScanner(inst_id, hour, top)
     for n, raw in enumerate(lines, 1):
         scanner.feed(n, raw)
     return scanner.finish()
@@ -236,6 +265,7 @@ class TapeHourStats:
     source_bytes: int
     scan: TapeScan
     source_label: str = ""  # where `source` is for users when it was read from a staged copy (an s3:// URL)
+    figure: bytes | None = None  # the hour's picture as PNG (`compute_tape_stats(figure=True)`)
 
     @property
     def trusted_seconds(self) -> float:
@@ -288,10 +318,18 @@ class TapeHourStats:
         return meta
 
 
-def compute_tape_stats(data_dir: Path, inst_id: str, hour: datetime) -> TapeHourStats:
-    """Figures of one tape hour as the lake holds it now (`{HH}.jsonl`, or its archive)."""
-    found = scan_source(data_dir, inst_id, hour, lambda f: scan_tape(f, inst_id, hour), prefix=layout.TAPE_PREFIX)
+def compute_tape_stats(data_dir: Path, inst_id: str, hour: datetime, figure: bool = False) -> TapeHourStats:
+    """Figures of one tape hour as the lake holds it now (`{HH}.jsonl`, or its archive); `figure`:
+    with its picture, drawn from the same replay."""
+    found = scan_source(data_dir, inst_id, hour, lambda f: scan_tape(f, inst_id, hour, top=figure),
+                        prefix=layout.TAPE_PREFIX)
     if found is None:
         return TapeHourStats(inst_id, hour, None, "none", 0, TapeScan(sha256=hashlib.sha256().hexdigest()))
     source, kind, size, scan = found
-    return TapeHourStats(inst_id, hour, source, kind, size, scan)
+    png = None
+    if scan.top is not None:
+        from l2_pipeline.tape_figure import tape_hour_figure  # matplotlib: only where a picture is drawn
+
+        png = tape_hour_figure(scan.top, inst_id, hour)
+        scan.top = None  # the picture is drawn: the hour's messages need not stay in memory
+    return TapeHourStats(inst_id, hour, source, kind, size, scan, figure=png)

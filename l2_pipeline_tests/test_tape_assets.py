@@ -18,6 +18,7 @@ sequence gaps, recorded once per session and copied into each test's lake; plus 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -31,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -38,6 +40,7 @@ import pytest
 from dagster import AssetCheckKey, DagsterInstance, build_schedule_context, build_sensor_context, materialize
 
 from collector import lake_walk, layout, tape_columns
+from collector.cli import main as cli_main
 from collector.record import parse_ts_ms
 from collector.ship import Shipper
 from collector.tape_replay import TapeReplayer, read_lines
@@ -51,6 +54,7 @@ from l2_pipeline.quality import TAPE_CHECKS
 from l2_pipeline.registry import latest_materializations
 from l2_pipeline.resampled import resampled_path
 from l2_pipeline.schedules import retention_request
+from l2_pipeline.tape_figure import top_of_book
 from l2_pipeline.tape_stats import compute_tape_stats
 from l2_pipeline_tests import lake_factory
 from l2_pipeline_tests.lake_factory import (
@@ -65,6 +69,7 @@ from l2_pipeline_tests.lake_factory import (
     register_closed_hours,
     requested,
 )
+from l2_pipeline_tests.test_plots import png_size
 
 pytestmark = pytest.mark.e2e
 INSTS = f"{BTC},{ETH}"
@@ -272,6 +277,46 @@ def damage(path: Path) -> None:
     lines[5:5] = [b"not json at all\n", b'{"t":"mystery","r":1}\n', b'{"t":"ws","r":1,"m":{"arg":oops}}\n']
     lines[-1] = lines[-1].rstrip(b"\n")
     path.write_bytes(b"".join(lines))
+
+
+def test_book_tape_shows_the_hours_picture_drawn_from_its_replay(recording, lake_dir, instance, tmp_path,
+                                                                  monkeypatch, capsys):
+    # the picture's data: after each trusted message, the best bid and ask the live snapshots show at that time
+    top = top_of_book(read_lines(recording.tape(lake_dir, BTC)), BTC)
+    stats = compute_tape_stats(lake_dir, BTC, recording.hour, figure=True)
+    assert len(top.ts_ms) == stats.scan.replay.messages and sum(top.trusted) == stats.scan.trusted_messages
+    assert stats.scan.top is None and png_size(stats.figure) == (1200, 900)
+    ts, checked = np.asarray(top.ts_ms), 0
+    for record in map(orjson.loads, read_lines(layout.records_path(lake_dir, BTC, recording.hour))):
+        if record["gap_detected"] or not record["checksum_ok"]:
+            continue
+        i = int(np.searchsorted(ts, parse_ts_ms(record["timestamp_utc"]), side="right")) - 1
+        assert top.trusted[i]
+        assert (top.bid[i], top.ask[i]) == (float(record["bids_top400"][0][0]), float(record["asks_top400"][0][0]))
+        checked += 1
+    assert checked > 5 and not all(top.trusted)  # BTC's two gaps
+
+    # in Dagster: book_tape's metadata shows it when hour_figures is on, and only then
+    for figures in (True, False):
+        lake = lake_resource(lake_dir, hour_figures=figures)
+        assets = lake_assets(lake)
+        materialize([assets["book_tape"], assets["book_tape_quality"]], partition_key=recording.key(BTC),
+                    instance=instance, resources={"lake": lake})
+        meta = tape_metadata(instance, recording.key(BTC))
+        assert ("figure" in meta) is figures
+        if figures:
+            alt, data = meta["figure"].split("](data:image/png;base64,")
+            assert alt == f"![{BTC} {recording.hour:%Y-%m-%dT%H}:00Z tape"
+            assert png_size(base64.b64decode(data.rstrip(")"))) == (1200, 900)
+
+    # and `l2-collector plot --tape` writes it
+    monkeypatch.chdir(tmp_path)
+    hour = recording.hour.strftime("%Y-%m-%dT%H:%MZ")
+    assert cli_main(["plot", "--tape", "--instrument", BTC, "--lake", str(lake_dir), "--hour", hour]) == 0
+    assert png_size((tmp_path / f"{BTC}_{recording.hour:%Y-%m-%dT%H}_tape.png").read_bytes()) == (1200, 900)
+    earlier = (recording.hour - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%MZ")
+    assert cli_main(["plot", "--tape", "--instrument", BTC, "--lake", str(lake_dir), "--hour", earlier]) == 2
+    assert f"has no tape of {BTC}" in capsys.readouterr().err
 
 
 def test_damaged_tapes_fail_tape_schema_valid(recording, lake_dir, instance):

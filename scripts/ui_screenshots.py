@@ -1,10 +1,12 @@
 """Screenshots of the Dagster UI over a planted lake with one damaged hour per quality check.
 
-    .venv/bin/python scripts/ui_screenshots.py [--out docs/img/ui] [--hours 30] [--timeout 900]
+    .venv/bin/python scripts/ui_screenshots.py [--out docs/img/ui] [--hours 30] [--timeout 900] [--tape LAKE]
 
 1. Plants, in a temporary directory, BTC-USDT-SWAP and ETH-USDT-SWAP over the last `--hours`
    closed hours (plus the open hour so far), one hour damaged per hour check
-   (`l2_pipeline_tests.damaged_lake.plant_damaged_lake`).
+   (`l2_pipeline_tests.damaged_lake.plant_damaged_lake`). `--tape LAKE` also copies the tape hours
+   (`l2-collector run --tape`) of LAKE that fall in those hours, for BTC and ETH, so the code location
+   has the tape's assets and one more page is shot: a `book_tape` partition's picture.
 2. Starts `dagster dev -w workspace.yaml` from the repository root on 127.0.0.1 (a free port), with a
    temporary DAGSTER_HOME and `L2_DATA_DIR`, `L2_INSTRUMENTS`, `L2_PARTITIONS_START` pointing at the lake.
 3. Polls the webserver's GraphQL endpoint until the code location is loaded, both sensors have
@@ -348,8 +350,9 @@ def check_partition_steps(partition: str) -> tuple[Step, ...]:
             Step("click", inst_id))
 
 
-def shots(damaged: dict[str, str], groups: list[str]) -> list[Shot]:
-    """The pages to shoot; `damaged`: check → the partition planted to fail it; `groups`: asset groups."""
+def shots(damaged: dict[str, str], groups: list[str], tape: str | None) -> list[Shot]:
+    """The pages to shoot; `damaged`: check → the partition planted to fail it; `groups`: asset groups;
+    `tape`: a partition of `book_tape`, if the lake has a tape."""
     out = [Shot("01_raw_hour_partitions", "/assets/raw_hour?view=partitions", ("Partitions", "raw_hour"))]
     if "no_gaps" in damaged:
         out.append(Shot("02_raw_hour_partition_gap",
@@ -376,6 +379,10 @@ def shots(damaged: dict[str, str], groups: list[str]) -> list[Shot]:
         out.append(Shot(f"{n + 7:02d}_book_features_hour_figure",
                         f"/assets/book_features?view=partitions&partition={quote(damaged['no_gaps'])}", ("figure",),
                         (Step("click", SHOW_MARKDOWN),)))
+    if tape is not None:  # the tape hour's picture: every message's best bid and ask, its busiest minute
+        out.append(Shot(f"{n + 8:02d}_book_tape_hour_figure",
+                        f"/assets/book_tape?view=partitions&partition={quote(tape)}", ("figure",),
+                        (Step("click", SHOW_MARKDOWN),)))
     return out
 
 
@@ -400,7 +407,7 @@ BUSY_JS = """() => {
 }"""
 
 
-def take_screenshots(base_url: str, damaged: dict[str, str], out_dir: Path, chromium: str,
+def take_screenshots(base_url: str, damaged: dict[str, str], tape: str | None, out_dir: Path, chromium: str,
                      page_timeout_ms: int) -> list[Path]:
     """Shoot every page of `shots(...)` into `out_dir`; returns the PNG paths."""
     nodes = graphql(base_url + "/graphql", "{ assetNodes { groupName } }")["assetNodes"]
@@ -419,7 +426,7 @@ def take_screenshots(base_url: str, damaged: dict[str, str], out_dir: Path, chro
             context = browser.new_context(viewport=WINDOW, device_scale_factor=1, color_scheme="light",
                                           timezone_id="UTC", locale="en-US")
             page = context.new_page()
-            for shot in shots(damaged, groups):
+            for shot in shots(damaged, groups, tape):
                 page.goto(base_url + shot.path, wait_until="domcontentloaded", timeout=page_timeout_ms)
                 settle(page, shot.wait_text, page_timeout_ms, PlaywrightError)
                 for step in shot.steps:
@@ -475,10 +482,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chromium", help="Chromium binary (default: the system chromium)")
     parser.add_argument("--page-timeout", type=float, default=60.0, help="seconds for one page to render")
     parser.add_argument("--keep", action="store_true", help="keep the temporary lake, DAGSTER_HOME and log")
+    parser.add_argument("--tape", type=Path, metavar="LAKE",
+                        help="a lake written by `l2-collector run --tape`: its BTC/ETH tape hours within the planted "
+                             "hours are copied in")
     args = parser.parse_args(argv)
     if args.hours < MIN_HOURS:
         parser.error(f"--hours must be at least {MIN_HOURS} (the damaged hours are spread over them)")
     return args
+
+
+def copy_tape(source: Path, data_dir: Path, hours: list[datetime]) -> str | None:
+    """Copy `source`'s tape hour files of INSTRUMENTS within `hours` into `data_dir`; the partition key
+    of the last one copied (None if none is in those hours)."""
+    from collector import lake_walk, layout
+    from l2_pipeline.partitions import partition_key
+
+    copied = None
+    for inst_id in INSTRUMENTS:
+        for found in lake_walk.iter_hour_files(source, inst_id, after=hours[0] - timedelta(hours=1), until=hours[-1],
+                                               prefix=layout.TAPE_PREFIX):
+            target = data_dir / found.path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(found.path, target)
+            copied = str(partition_key(inst_id, found.hour))
+    return copied
 
 
 def raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -503,6 +530,13 @@ def main(argv: list[str] | None = None) -> int:
               f"UTC in {data_dir} ({time.monotonic() - started:.0f}s); damaged:")
         for check, key in damaged.items():
             print(f"  {check:22s} {key}")
+        tape = copy_tape(args.tape, data_dir, hours) if args.tape else None
+        if args.tape and tape is None:
+            print(f"error: {args.tape} has no tape hour of {', '.join(INSTRUMENTS)} between {hours[0]:%Y-%m-%d %H:00} "
+                  f"and {hours[-1]:%H:00} UTC (record one with `l2-collector run --tape`)", file=sys.stderr)
+            return 2
+        if tape:
+            print(f"copied the tape of {args.tape}; its picture: book_tape {tape}")
         write_dagster_yaml(home)
         port = args.port or free_port()
         env = {
@@ -531,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(run {launch_job(url, 'lake_health_job')[:8]})", flush=True)
             wait_for(lambda: settled_pending(url, proc, log_path, Expectation(hours)), timeout=300, interval=3)
             print(f"taking screenshots ({time.monotonic() - started:.0f}s)", flush=True)
-            take_screenshots(base_url, damaged, args.out, chromium, int(args.page_timeout * 1000))
+            take_screenshots(base_url, damaged, tape, args.out, chromium, int(args.page_timeout * 1000))
         print(f"done in {time.monotonic() - started:.0f}s")
         return 0
     except KeyboardInterrupt:
