@@ -6,9 +6,11 @@ metadata) is the same code on local files either way:
 
 - listing: instruments, an instrument's raw hour files, a Parquet tier's hours, the first hour,
   one hour's files and their fingerprint (`name:size:mtime_ns` per file; an object's mtime is its
-  Last-Modified). The raw questions take the dataset's `prefix`: the snapshots (`layout.RAW_PREFIX`,
-  the default) or the full-resolution tape (`layout.TAPE_PREFIX`: `{HH}.jsonl` and `.parquet`, no
-  events file);
+  Last-Modified, except for an archive the pipeline made in the bucket, whose mtime is the one its
+  staged file had: the Last-Modified of the `.jsonl` it replaced, kept in its `mtime-ns` metadata as
+  a local archive keeps its original's mtime, so a cursor reset finds the hour unchanged). The raw
+  questions take the dataset's `prefix`: the snapshots (`layout.RAW_PREFIX`, the default) or the
+  full-resolution tape (`layout.TAPE_PREFIX`: `{HH}.jsonl` and `.parquet`, no events file);
 - `hour_workspace(inst_id, hour, needs)`: a directory laid out like the lake that holds the hour's
   files the step needs. For a local lake that is the lake itself. For object storage it is a
   throwaway directory under the work dir (`L2_DATA_DIR/.l2-work-*`) into which the objects are
@@ -24,10 +26,12 @@ has no lock); the last upload of identical work wins and removals are conditiona
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -56,6 +60,8 @@ PATH_OF: dict[str, Callable[[Path, str, datetime], Path]] = {
     "tape_records": layout.tape_path, "tape_archive": partial(layout.archive_path, prefix=layout.TAPE_PREFIX),
 }
 WORKSPACE_PREFIX = ".l2-work-"
+MTIME_KEY = "mtime-ns"  # user metadata of an object a step published: the mtime its file had in the workspace
+STAGED_MTIMES_KEPT = 100_000  # archives whose MTIME_KEY is remembered (a HEAD each otherwise)
 CONTENT_TYPES = {".parquet": "application/vnd.apache.parquet", ".gz": "application/gzip",
                  ".jsonl": "application/x-ndjson", ".json": "application/json"}
 
@@ -178,6 +184,8 @@ class ObjectTree:
 
     store: S3Store
     work_dir: Path
+    # (key, ETag, Last-Modified) → the mtime an archive had when published (`_as_staged`), the latest ones
+    staged_mtimes: OrderedDict[tuple[str, str, int], int | None] = dataclasses.field(default_factory=OrderedDict)
 
     @property
     def key(self) -> str:
@@ -249,8 +257,25 @@ class ObjectTree:
 
     def fingerprint(self, inst_id: str, hour: datetime, prefix: Path = layout.RAW_PREFIX) -> str:
         objects = self._hour_objects(inst_id, hour, prefix)
+        if "archive" in objects and "records" not in objects:  # what the hour is read from: its time as archived
+            objects["archive"] = self._as_staged(objects["archive"])
         return ";".join(_fingerprint_part(Path(o.relative).name, o.size, o.mtime_ns)
                         for kind in RAW_KINDS if (o := objects.get(kind)) is not None)
+
+    def _as_staged(self, obj: ListedObject) -> ListedObject:
+        """`obj` with the mtime its file had when a step published it (`MTIME_KEY`; one HEAD per object
+        version, remembered for the latest STAGED_MTIMES_KEPT), else as listed (an object a collector
+        shipped, or anything else put there)."""
+        key = (obj.relative, obj.etag, obj.mtime_ns)
+        if key not in self.staged_mtimes:
+            head = self.store.head(obj.relative)
+            value = (head.metadata.get(MTIME_KEY) if head is not None and head.etag == obj.etag else None) or ""
+            self.staged_mtimes[key] = int(value) if value.isdigit() else None
+            while len(self.staged_mtimes) > STAGED_MTIMES_KEPT:
+                self.staged_mtimes.popitem(last=False)
+        self.staged_mtimes.move_to_end(key)
+        mtime = self.staged_mtimes[key]
+        return obj if mtime is None else dataclasses.replace(obj, mtime_ns=mtime)
 
     def _listed(self, relative: str) -> ListedObject | None:
         return next((o for o in self.store.list_objects(relative) if o.relative == relative), None)
@@ -277,7 +302,7 @@ class ObjectTree:
         after = _snapshot(workspace)
         for relative, stamp in sorted(after.items()):
             if before.get(relative) != stamp:
-                metadata = {"source": "l2_pipeline"}
+                metadata = {"source": "l2_pipeline", MTIME_KEY: str(stamp[1])}
                 self.store.put_file_verified(relative, workspace / relative, metadata,
                                              CONTENT_TYPES.get(Path(relative).suffix, "application/octet-stream"))
         for relative in sorted(set(before) - set(after)):  # only once everything new is verified in the store

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from l2_pipeline import read_books
 from l2_pipeline.jobs import retention_job
 from l2_pipeline.resources import lake_resource_from_env
 from l2_pipeline.selection import compression_due
+from l2_pipeline.stats_cache import unchanged
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
@@ -121,6 +123,7 @@ def test_compression_of_an_uploaded_jsonl_is_verified_before_the_original_object
     assert [(d.inst_id, d.hour) for d in compression_due(lake.tree, now, lake.compress_after, lake.grace)] \
         == [(BTC, hour)]
     tags = _one_hour_tags(key(hour))
+    registered = lake.tree.fingerprint(BTC, hour)  # as raw_hour would record it
     with dagster_instances.ephemeral() as instance:
         proxy = fault_proxy_factory(s3_server.port)
         proxy.fail_puts = 100  # the store refuses every upload: nothing may be removed
@@ -135,6 +138,13 @@ def test_compression_of_an_uploaded_jsonl_is_verified_before_the_original_object
     archived = s3_server.client().get_object(Bucket=bucket, Key=f"lake/{relative}.gz")["Body"].read()
     assert gzip.decompress(archived) == source.read_bytes()
     assert not list(shipped["work"].glob(".l2-work-*"))
+    # the archive object keeps the .jsonl object's time, as a local archive its original's mtime: the hour
+    # registered from the .jsonl is unchanged (a cursor reset does not read it again) ...
+    assert unchanged(registered, lake.tree.fingerprint(BTC, hour))
+    # ... which an archive put there by anything else is not
+    time.sleep(1.1)  # Last-Modified counts seconds: the whole compression took less than one
+    s3_server.client().put_object(Bucket=bucket, Key=f"lake/{relative}.gz", Body=archived)
+    assert not unchanged(registered, lake.tree.fingerprint(BTC, hour))
 
 
 def _one_hour_tags(partition: str) -> dict[str, str]:
