@@ -65,7 +65,8 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def _add_lake_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instrument", required=True, help="instId, e.g. BTC-USDT-SWAP")
-    p.add_argument("--lake", type=Path, help="lake root (env L2_DATA_DIR, default ./data)")
+    # a str, not a Path: Path("s3://b/p") would collapse the URL's "//"
+    p.add_argument("--lake", help="lake root or s3://bucket/prefix (env L2_LAKE_URL, else L2_DATA_DIR, else ./data)")
 
 
 def build_parser() -> argparse.ArgumentParser:

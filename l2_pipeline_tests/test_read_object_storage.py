@@ -7,9 +7,11 @@ from __future__ import annotations
 import gzip
 from datetime import UTC, datetime, timedelta
 
+import pyarrow.parquet as pq
 import pytest
 
 from collector import layout
+from collector.cli import main as cli_main
 from l2_pipeline import ReadError, book_at, read_books
 from l2_pipeline.curated import write_parquet
 from l2_pipeline_tests.lake_factory import BASE_HOUR, BTC, ETH, event, plant_good_hour, write_events
@@ -53,6 +55,20 @@ def test_read_books_from_object_storage_is_the_local_read(shipped):
                                                                    include_flagged=True))
     at = BASE_HOUR + timedelta(hours=1, seconds=30)
     assert book_at(BTC, at, lake=url).equals(book_at(BTC, at, lake=root))
+
+
+def test_cli_reads_the_bucket_given_as_lake(shipped, tmp_path, capsys):
+    _, url = shipped
+    out = tmp_path / "btc.parquet"
+    argv = ["export", "--instrument", BTC, "--start", START.isoformat(), "--end", END.isoformat(), "--lake", url,
+            "--out", str(out), "--include-flagged", "--quiet"]
+    assert cli_main(argv) == 0
+    assert pq.read_table(out).num_rows == 120
+    assert cli_main(["plot", "--instrument", BTC, "--hour", START.isoformat(), "--lake", url,
+                     "--out", str(tmp_path / "btc.png")]) == 0
+    assert (tmp_path / "btc.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli_main(["plot", "--tape", "--instrument", BTC, "--hour", START.isoformat(), "--lake", url]) == 2
+    assert f"has no tape of {BTC}" in capsys.readouterr().err
 
 
 def test_object_storage_errors_name_the_url(shipped, monkeypatch):
