@@ -56,8 +56,9 @@ DESCRIPTIONS: dict[str, str] = {
                          "after a rollover, the previous hour's) is at most freshness_minutes old.",
     TAPE_NO_GAPS: "Replaying the tape hour through a fresh engine finds no sequence gap (the engine's own count; "
                   "it never bridges one). WARN.",
-    TAPE_COVERAGE: "The engine trusted its book ≥ threshold % of the hour (from each sync to the next loss, "
-                   "LakeResource.coverage_threshold_pct, default 95); metadata also counts the messages.",
+    TAPE_COVERAGE: "The engine trusted its book ≥ threshold % of the hour (from each sync to the next loss) and "
+                   "applied ≥ threshold % of the hour's messages to a trusted book "
+                   "(LakeResource.coverage_threshold_pct, default 95); metadata counts the messages.",
     TAPE_SCHEMA_VALID: "Every line is a tape line of a known kind the engine can take, every ws frame decodes, the "
                        "file begins with a book line and its last line is complete.",
 }
@@ -122,12 +123,14 @@ def evaluate_tape(stats: TapeHourStats, coverage_threshold_pct: float) -> list[V
                 + (f" ({by_reason})" if by_reason else ""),
                 gaps=scan.gaps, resyncs=stats.resyncs, resyncs_by_reason=dict(sorted(scan.lost.items())),
                 checksum_failures=scan.checksum_failures, drops=scan.drops),
-        verdict(TAPE_COVERAGE, stats.coverage_pct >= coverage_threshold_pct,
+        verdict(TAPE_COVERAGE, min(stats.coverage_pct, stats.message_coverage_pct) >= coverage_threshold_pct,
                 "no tape file for this hour" if stats.source is None else
-                f"trusted book {stats.coverage_pct:.2f}% of the hour ({stats.trusted_seconds:.1f} s; threshold "
-                f"{coverage_threshold_pct:g}%); {scan.replay.messages} message(s), {scan.trusted_messages} applied "
-                f"to a trusted book, {stats.messages_per_second:.1f}/s",
-                coverage_pct=round(stats.coverage_pct, 3), trusted_seconds=round(stats.trusted_seconds, 3),
+                f"trusted book {stats.coverage_pct:.2f}% of the hour ({stats.trusted_seconds:.1f} s) and "
+                f"{stats.message_coverage_pct:.2f}% of its messages ({scan.trusted_messages} of "
+                f"{scan.replay.messages} applied to a trusted book; threshold {coverage_threshold_pct:g}% for "
+                f"both), {stats.messages_per_second:.1f}/s",
+                coverage_pct=round(stats.coverage_pct, 3), message_coverage_pct=round(stats.message_coverage_pct, 3),
+                trusted_seconds=round(stats.trusted_seconds, 3),
                 threshold_pct=coverage_threshold_pct, messages=scan.replay.messages,
                 trusted_messages=scan.trusted_messages, ws_frames=scan.replay.frames,
                 messages_per_second=round(stats.messages_per_second, 3)),

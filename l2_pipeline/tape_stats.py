@@ -16,8 +16,9 @@ These are `book_tape`'s partition metadata and everything its checks decide on
   the last line of the file), clipped to the hour, on exchange time: a message's time is its `ts`;
   any other line's is its local time `r` shifted by the latest message's `ts - r` (the tape's clock
   offset). A file that begins with the book in sync is trusted from the hour's start.
-  `coverage_pct` = trusted_seconds ÷ 3600 × 100; `messages_per_second` = messages ÷ the seconds
-  from the first message's ts to the last's.
+  `coverage_pct` = trusted_seconds ÷ 3600 × 100; `message_coverage_pct` = trusted_messages ÷
+  messages × 100 (100 without a message); `messages_per_second` = messages ÷ the seconds from the
+  first message's ts to the last's.
 - schema problems (`schema_problems` is their sum): `unparsable_lines` (not a JSON object with a
   kind `t` and a local time `r`), `unknown_kinds`, `bad_frames` (`ws` lines whose frame does not
   decode as a books push, or that have no receive time), `invalid_lines` (lines of a known kind
@@ -276,6 +277,12 @@ class TapeHourStats:
         return 100.0 * self.scan.trusted_ms / layout.HOUR_MS
 
     @property
+    def message_coverage_pct(self) -> float:
+        """The share of the hour's messages applied to a trusted book (100 for an hour without one)."""
+        messages = self.scan.replay.messages
+        return 100.0 * self.scan.trusted_messages / messages if messages else 100.0
+
+    @property
     def messages_per_second(self) -> float:
         first, last = self.scan.first_ts_ms, self.scan.last_ts_ms
         span_s = (last - first) / 1000 if first is not None and last is not None else 0.0
@@ -290,6 +297,7 @@ class TapeHourStats:
         scan = self.scan
         meta: dict[str, Any] = {
             "coverage_pct": round(self.coverage_pct, 3),
+            "message_coverage_pct": round(self.message_coverage_pct, 3),
             "trusted_seconds": round(self.trusted_seconds, 3),
             "messages": scan.replay.messages,
             "trusted_messages": scan.trusted_messages,

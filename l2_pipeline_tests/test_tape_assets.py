@@ -241,6 +241,7 @@ def test_sensor_registers_tape_hours_with_figures_and_current_checks(recording, 
         assert meta["trusted_seconds"] == pytest.approx(trusted_seconds_from_markers(lines), abs=0.25)
         assert 10 < meta["trusted_seconds"] < 30
         assert meta["coverage_pct"] == pytest.approx(meta["trusted_seconds"] / 36, abs=0.001)
+        assert meta["message_coverage_pct"] == pytest.approx(100 * len(trusted) / meta["messages"], abs=0.001)
         span = meta["last_ts"] - meta["first_ts"]
         assert meta["messages_per_second"] == pytest.approx(meta["messages"] / span, rel=0.01)
         assert meta["schema_problems"] == 0 and meta["source"] == str(path)
@@ -560,3 +561,22 @@ def test_each_kind_of_damaged_line_is_named_as_its_own_schema_problem():
     scan = scan_tape(lines, BTC, hour)
     assert scan.problem_counts() == {"unparsable_lines": 0, "unknown_kinds": 1, "bad_frames": 2,
                                      "invalid_lines": 1, "first_line_not_book": 0, "torn_tail": 0}
+
+
+def test_tape_coverage_needs_both_the_hours_time_and_its_messages_on_a_trusted_book():
+    from l2_pipeline.quality import TAPE_COVERAGE, evaluate_tape
+    from l2_pipeline.tape_stats import TapeHourStats, TapeScan, TapeStats
+
+    hour = datetime(2026, 11, 20, tzinfo=UTC)
+
+    def coverage(trusted_s: float, messages: int, trusted: int):
+        scan = TapeScan(replay=TapeStats(messages=messages), trusted_messages=trusted, trusted_ms=int(trusted_s * 1000))
+        verdicts = evaluate_tape(TapeHourStats(BTC, hour, Path("x"), "records", 1, scan), coverage_threshold_pct=95)
+        return next(v for v in verdicts if v.check_name == TAPE_COVERAGE)
+
+    assert coverage(3600, 36_000, 35_000).passed  # 97.2 % of the messages
+    short = coverage(3600, 36_000, 30_000)  # the whole hour trusted, but a sixth of its messages were not
+    assert not short.passed and "83.33% of its messages" in short.description
+    assert short.metadata["message_coverage_pct"] == pytest.approx(83.333, abs=0.001)
+    assert not coverage(3000, 36_000, 36_000).passed  # every message, but 10 minutes without a trusted book
+    assert coverage(3600, 0, 0).passed  # a trusted book that no message changed
