@@ -130,7 +130,7 @@ def tape_hour_figure(top: TopOfBook, inst_id: str, hour: datetime) -> bytes:
     _price_axis(ax_hour)
     ax_hour.set_title("the hour: best bid and ask after every message", fontsize=10, loc="left")
 
-    _minute_panel(ax_minute, ts, trusted, bid, ask, changes, hour_ms, minute, hour)
+    _minute_panel(ax_minute, ts, bid, ask, changes, hour_ms, minute, hour)
 
     edges = np.arange(0, 60 + BIN_S / 60, BIN_S / 60)
     per_second = [np.histogram(x[mask], bins=edges)[0] / BIN_S for mask in (np.ones_like(trusted), changes)]
@@ -147,15 +147,16 @@ def tape_hour_figure(top: TopOfBook, inst_id: str, hour: datetime) -> bytes:
     return png_bytes(fig)
 
 
-def _minute_panel(ax, ts: np.ndarray, trusted: np.ndarray, bid: np.ndarray, ask: np.ndarray, changes: np.ndarray,
-                  hour_ms: int, minute: int, hour: datetime) -> None:
+def _minute_panel(ax, ts: np.ndarray, bid: np.ndarray, ask: np.ndarray, changes: np.ndarray, hour_ms: int,
+                  minute: int, hour: datetime) -> None:
     """Panel 2: every message of `minute` as steps (from the state the minute began with), and the
     2 s samples of the snapshots as dots; seconds of the minute on the x axis."""
     start_ms = hour_ms + minute * 60_000
     inside = (ts >= start_ms) & (ts < start_ms + 60_000)
-    first = max(int(np.searchsorted(ts, start_ms, side="left")) - 1, 0)  # the state the minute begins with
+    before = int(np.searchsorted(ts, start_ms, side="left")) - 1  # the message whose state the minute begins with
     shown = np.flatnonzero(inside)
-    shown = np.concatenate([[first], shown]) if first < (shown[0] if len(shown) else len(ts)) else shown
+    if before >= 0:
+        shown = np.concatenate([[before], shown])
     seconds = np.clip((ts[shown] - start_ms) / 1000, 0, None)
     seconds = np.append(seconds, 60.0)  # the last state holds to the minute's end
     for prices, color in ((ask, ASK_COLOR), (bid, BID_COLOR)):
@@ -173,9 +174,7 @@ def _minute_panel(ax, ts: np.ndarray, trusted: np.ndarray, bid: np.ndarray, ask:
     with np.errstate(invalid="ignore"):
         seen = int(np.sum((sampled_bid[1:] != sampled_bid[:-1]) | (sampled_ask[1:] != sampled_ask[:-1])))
     messages, moved = int(inside.sum()), int((changes & inside).sum())
-    ax.set_xlim(0, 60)
-    ax.set_xticks(range(0, 61, 5))
-    ax.grid(True, axis="x", color="#dddddd", linewidth=0.6)
+    hour_axis(ax)  # a minute's 60 seconds on the same ticks as an hour's 60 minutes
     _price_axis(ax)
     ax.set_xlabel(f"second of minute {hour:%H}:{minute:02d} (UTC)")
     ax.set_title(f"minute {hour:%H}:{minute:02d} (boxed above), the busiest at the top: {messages} messages, "

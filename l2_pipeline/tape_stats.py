@@ -67,26 +67,29 @@ class CountingSink:
         pass
 
 
+def applied_to_trusted_book(sync: InstrumentSync, msg: BookMessage) -> bool:
+    """Whether the engine, just after taking `msg`, trusts its book at that message (in sync, at its seqId)."""
+    return sync.in_sync and sync.seq_id == msg.seq_id
+
+
 @dataclass
 class TopOfBook:
     """Every book message of a replay as the hour's picture needs it: its exchange time, whether the
-    engine trusted its book after it (in sync, at the message's seqId), the best bid and ask then
-    (NaN when not trusted, or that side is empty) and the levels the message carried."""
+    engine trusted its book after it (`applied_to_trusted_book`), and the best bid and ask then
+    (NaN when not trusted, or that side is empty)."""
 
     ts_ms: list[int] = field(default_factory=list)
     trusted: list[bool] = field(default_factory=list)
     bid: list[float] = field(default_factory=list)
     ask: list[float] = field(default_factory=list)
-    levels: list[int] = field(default_factory=list)
 
     def add(self, sync: InstrumentSync, msg: BookMessage) -> None:
-        trusted = sync.in_sync and sync.seq_id == msg.seq_id
+        trusted = applied_to_trusted_book(sync, msg)
         self.ts_ms.append(msg.ts_ms)
         self.trusted.append(trusted)
         for side, prices in ((sync.book.bids, self.bid), (sync.book.asks, self.ask)):
             best = side.top(1) if trusted else ()
             prices.append(float(best[0][0]) if best else math.nan)
-        self.levels.append(len(msg.bids) + len(msg.asks))
 
 
 @dataclass
@@ -177,7 +180,7 @@ class TapeScanner:
         scan = self.scan
         scan.first_ts_ms = msg.ts_ms if scan.first_ts_ms is None else scan.first_ts_ms
         scan.last_ts_ms = msg.ts_ms
-        if sync.in_sync and sync.seq_id == msg.seq_id:
+        if applied_to_trusted_book(sync, msg):
             scan.trusted_messages += 1
         if scan.top is not None:
             scan.top.add(sync, msg)

@@ -32,7 +32,6 @@ def made_up_hour(untrusted=(20, 21), silent=(30, 32), busy=45, trusted=True) -> 
         top.trusted.append(ok)
         top.bid.append(97000.0 if ok else np.nan)
         top.ask.append(97000.1 + (moves % 7) / 10 if ok else np.nan)
-        top.levels.append(20)
     return top
 
 
