@@ -28,6 +28,11 @@ Table 1b, the archive step per instrument-hour: `tape_columns.encode` (parse, co
 then decode and compare) and `tape_columns.decode` of the window's archive, against
 `gzip.compress(level 6)` and `gzip.decompress` of the same lines, scaled to an hour.
 
+Table 1c, where the archive's bytes go, summed over the instruments' window archives: each leaf
+column's compressed bytes and bits per value, and for the level leaves the bytes of the same values
+written as a flat column with the same encoding and codec; the difference is the list's shape
+(Parquet stores a list's lengths once per leaf).
+
 Table 2, the stream: messages/s in exchange time, levels per update (mean / median / p90), mean
 bytes per tape `ws` line and per snapshot record, next to the `books` updates of the real OKX
 recording in collector_tests/okx_reference (2022, three instruments, ~11 s) for scale.
@@ -53,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import math
 import shutil
 import statistics
@@ -66,6 +72,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from bench import hot_path
 from bench.process import (
@@ -202,6 +211,52 @@ def load(data_dir: Path) -> list[Instrument]:
 
 
 @dataclass
+class ColumnBytes:
+    """One leaf column of a tape archive: its compressed bytes, its values, and the bytes of the same
+    values written as a flat column with the same encoding and codec (None for a column not in a list)."""
+
+    stored: int
+    values: int
+    flat: int | None = None
+
+
+def column_bytes(parquet: bytes) -> dict[str, int]:
+    """Compressed bytes of each leaf column of a Parquet file, summed over its row groups."""
+    metadata = pq.ParquetFile(io.BytesIO(parquet)).metadata
+    out: dict[str, int] = {}
+    for g in range(metadata.num_row_groups):
+        group = metadata.row_group(g)
+        for c in range(group.num_columns):
+            column = group.column(c)
+            out[column.path_in_schema] = out.get(column.path_in_schema, 0) + column.total_compressed_size
+    return out
+
+
+def archive_columns(archive: bytes) -> dict[str, ColumnBytes]:
+    """Where a tape archive's bytes go. Each level leaf (`asks.list.element.px`, …) also written flat,
+    without its list: Parquet stores a list's lengths (repetition levels) once per leaf, so the
+    difference is what storing the lists' shape costs that leaf."""
+    table = tape_columns.read_table(archive)
+    leaves = {}
+    for side in ("asks", "bids", "asks_deleted", "bids_deleted"):
+        flat = pc.list_flatten(table.column(side))
+        if pa.types.is_struct(flat.type):
+            leaves.update({f"{side}.list.element.{f.name}": pc.struct_field(flat, f.name) for f in flat.type})
+        else:
+            leaves[f"{side}.list.element"] = flat
+    flat_bytes = {}
+    for path, values in leaves.items():  # a file per leaf: the sides' lists differ in length
+        buffer = io.BytesIO()
+        pq.write_table(pa.table({"values": values}), buffer, use_dictionary=False,
+                       column_encoding={"values": tape_columns.ENCODINGS[path]}, **tape_columns.WRITE_OPTIONS)
+        flat_bytes[path] = column_bytes(buffer.getvalue())["values"]
+    stored = column_bytes(archive)
+    return {path: ColumnBytes(stored=n, values=len(leaves[path]) if path in leaves else table.num_rows,
+                              flat=flat_bytes.get(path))
+            for path, n in stored.items()}
+
+
+@dataclass
 class Sizes:
     inst_id: str
     window_s: float
@@ -224,6 +279,8 @@ class Sizes:
     updates_per_s: float
     tape_file_bytes: int
     record_file_bytes: int
+    columns: dict[str, ColumnBytes]  # the window's archive, by leaf column
+
 
 
 def frame_info(line: bytes) -> tuple[int, int | None]:
@@ -301,6 +358,7 @@ def sizes(inst: Instrument, warmup_s: float, cadence_s: float, depth: int) -> Si
         updates_per_s=len(ws_lines) / ((end - start) / 1000),
         tape_file_bytes=sum(p.stat().st_size for p in inst.tape_files),
         record_file_bytes=sum(len(line) + 1 for line in inst.record_lines),
+        columns=archive_columns(archive),
     )
 
 
@@ -348,6 +406,27 @@ def print_sizes(rows: list[Sizes]) -> None:
     for r in rows:
         print(f"| {r.inst_id} | {r.encode_s_h:.1f} | {r.decode_s_h:.1f} | {r.gzip_s_h:.1f} | {r.gunzip_s_h:.2f} | "
               f"{r.encode_s_h / r.gzip_s_h:.1f}x |")
+
+
+def print_columns(rows: list[Sizes]) -> None:
+    total: dict[str, ColumnBytes] = {}
+    for r in rows:
+        for path, c in r.columns.items():
+            t = total.setdefault(path, ColumnBytes(0, 0, None if c.flat is None else 0))
+            t.stored, t.values = t.stored + c.stored, t.values + c.values
+            if c.flat is not None:
+                t.flat += c.flat
+    archive = sum(c.stored for c in total.values())
+    print(f"\n## 1c. where the tape archive's bytes go ({len(rows)} instrument(s), the window's archives; "
+          "\"flat\": the same values as a column of their own, same encoding and codec)\n")
+    print("| column | bytes | share | bits per value | flat bytes | list shape, bytes | list shape, bits per value |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for path, c in sorted(total.items(), key=lambda item: -item[1].stored):
+        shape = "" if c.flat is None else f"{c.stored - c.flat} | {8 * (c.stored - c.flat) / max(1, c.values):.2f}"
+        print(f"| {path} | {c.stored} | {c.stored / archive:.1%} | {8 * c.stored / max(1, c.values):.2f} | "
+              f"{'' if c.flat is None else c.flat} | {shape or ' |'} |")
+    shape = sum(c.stored - c.flat for c in total.values() if c.flat is not None)
+    print(f"\nlist shape (lengths stored once per level leaf): {shape} of {archive} bytes, {shape / archive:.1%}")
 
 
 def print_stream(rows: list[Sizes]) -> None:
@@ -482,6 +561,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{args.checksum}; cadence {args.cadence:g} s, depth {args.depth}")
         rows = [sizes(inst, args.warmup, args.cadence, args.depth) for inst in insts]
         print_sizes(rows)
+        print_columns(rows)
         print_stream(rows)
         print_replay(insts, args.depth, args.resample_ms, args.repeat)
     finally:

@@ -381,9 +381,8 @@ def _write(table: pa.Table, data: bytes, final_newline: bool) -> bytes:
     metadata = {_META_SHA: hashlib.sha256(data).hexdigest().encode(), _META_LINES: str(data.count(b"\n")).encode(),
                 _META_FINAL_NEWLINE: b"1" if final_newline else b"0"}
     buffer = io.BytesIO()
-    pq.write_table(table.replace_schema_metadata(metadata), buffer, compression=CODEC, compression_level=CODEC_LEVEL,
-                   use_dictionary=["kind", "action", "frame_template"], column_encoding=_ENCODINGS,
-                   store_decimal_as_integer=True)
+    pq.write_table(table.replace_schema_metadata(metadata), buffer, use_dictionary=["kind", "action", "frame_template"],
+                   column_encoding=ENCODINGS, **WRITE_OPTIONS)
     return buffer.getvalue()
 
 
@@ -412,11 +411,15 @@ def encode_isolated(data: bytes) -> bytes:
     return child.stdout
 
 
-_ENCODINGS = {"recv_ms": "DELTA_BINARY_PACKED", "ts": "DELTA_BINARY_PACKED", "seq_id": "DELTA_BINARY_PACKED",
-              "prev_seq_id": "DELTA_BINARY_PACKED", "checksum": "BYTE_STREAM_SPLIT",
-              **{f"{side}.list.element.{name}": "BYTE_STREAM_SPLIT"
-                 for side in ("asks", "bids") for name in ("px", "sz", "orders")},
-              "asks_deleted.list.element": "BYTE_STREAM_SPLIT", "bids_deleted.list.element": "BYTE_STREAM_SPLIT"}
+# how each column is written (bench.tape writes the level columns flat with the same options to
+# measure what their list structure costs)
+WRITE_OPTIONS: dict[str, Any] = {"compression": CODEC, "compression_level": CODEC_LEVEL,
+                                 "store_decimal_as_integer": True}
+ENCODINGS = {"recv_ms": "DELTA_BINARY_PACKED", "ts": "DELTA_BINARY_PACKED", "seq_id": "DELTA_BINARY_PACKED",
+             "prev_seq_id": "DELTA_BINARY_PACKED", "checksum": "BYTE_STREAM_SPLIT",
+             **{f"{side}.list.element.{name}": "BYTE_STREAM_SPLIT"
+                for side in ("asks", "bids") for name in ("px", "sz", "orders")},
+             "asks_deleted.list.element": "BYTE_STREAM_SPLIT", "bids_deleted.list.element": "BYTE_STREAM_SPLIT"}
 
 
 def read_table(source: bytes | Path | IO[bytes]) -> pa.Table:
