@@ -1,5 +1,5 @@
-"""Fixtures shared by the collector tests (`collector_tests/`) and the pipeline tests
-(`l2_pipeline_tests/`): the hypothesis profiles and a real small filesystem for disk-full tests."""
+"""Fixtures shared by the lake library's tests (`l2_lake_tests/`), the collector's (`collector_tests/`) and
+the pipeline's (`l2_pipeline_tests/`): the hypothesis profiles and a real small filesystem for disk-full tests."""
 
 from __future__ import annotations
 

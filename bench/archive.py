@@ -4,9 +4,9 @@ The hour is made the way production makes it: a deterministic simulated stream (
 ~20 level changes per 100 ms) replayed through the collector's engine at the default 2 s cadence,
 so the file is a real `{HH}.jsonl` of 1800 records. Then, in the same run:
 - `gzip -6 -c FILE > /dev/null` (the baseline the issue names);
-- `l2_pipeline.archive.archive_hour` (compress, fsync, decompress-and-compare sha256 and line count,
+- `l2_lake.tiers.archive.archive_hour` (compress, fsync, decompress-and-compare sha256 and line count,
   atomic rename, remove the original);
-- `l2_pipeline.curated.write_parquet` (typed zstd Parquet, atomic).
+- `l2_lake.tiers.curated.write_parquet` (typed zstd Parquet, atomic).
 Usage: `python -m bench.archive [--minutes 60] [--repeat 3]`.
 """
 
@@ -20,11 +20,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.timing import timed
-from collector import layout
-from collector.okx.simulator.market import DUMP_START_MS, dump_frames
-from collector.replay import replay_file
-from l2_pipeline.archive import archive_hour
-from l2_pipeline.curated import write_parquet
+from collector.simulator.market import DUMP_START_MS, dump_frames
+from l2_lake.book.replay import replay_file
+from l2_lake.format import layout
+from l2_lake.tiers.archive import archive_hour
+from l2_lake.tiers.curated import write_parquet
 
 INST = "BTC-USDT-SWAP"
 

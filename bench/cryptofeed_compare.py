@@ -8,7 +8,7 @@ same interpreter and the same frames (text, as the WebSocket client hands them o
 
 Per frame, measured as best of `--repeat` interleaved passes:
 - floor: `orjson.loads`;
-- ours: `collector.okx.protocol.decode` → `InstrumentSync.on_book` (`bench.hot_path.EngineDriver`);
+- ours: `l2_lake.venues.okx.protocol.decode` → `InstrumentSync.on_book` (`bench.hot_path.EngineDriver`);
 - cryptofeed: `OKX.message_handler(raw, conn, ts)` — its own parse (yapic json, floats as Decimal),
   `_book` (Decimal levels into the C `order_book` structure, CRC32 of the top 25 every message),
   `book_callback` and a do-nothing async callback. The feed is constructed offline: the instrument
@@ -50,9 +50,9 @@ import orjson
 
 from bench.hot_path import REFERENCE, EngineDriver, NullSink, parse_floor
 from bench.process import code_version
-from collector.engine import InstrumentSync
-from collector.okx.protocol import decode
-from collector.okx.simulator.market import dump_frames
+from collector.simulator.market import dump_frames
+from l2_lake.book.engine import InstrumentSync
+from l2_lake.venues.okx.protocol import decode
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = REPO / "bench" / ".cf-venv"

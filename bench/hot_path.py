@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from collector.engine import InstrumentSync
-from collector.okx.protocol import decode
-from collector.okx.simulator.market import dump_frames
+from collector.simulator.market import dump_frames
+from l2_lake.book.engine import InstrumentSync
+from l2_lake.venues.okx.protocol import decode
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "collector_tests" / "okx_reference"
 REFERENCE = REFERENCE_DIR / "cryptofeed_OKX_books_only.jsonl"

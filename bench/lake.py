@@ -5,7 +5,7 @@
 
 The lake is written under a temporary directory (removed afterwards unless --keep): `days` × 24
 closed hours per instrument ending with the last closed hour before now, one record every 2 s
-(1800 per hour), `depth` levels per side, built with `collector.record.build_record`. The Dagster
+(1800 per hour), `depth` levels per side, built with `l2_lake.format.record.build_record`. The Dagster
 instance is a persistent SQLite one in the same directory. Reported:
 
 - sensor ticks, end to end: the sensor daemon's own iteration (`execute_sensor_iteration`: the code
@@ -38,8 +38,8 @@ from dagster._daemon.backfill import execute_backfill_iteration
 from dagster._daemon.sensor import execute_sensor_iteration
 
 from bench.timing import timed
-from collector import layout
-from collector.record import build_record, encode_line, format_ts_ms
+from l2_lake.format import layout
+from l2_lake.format.record import build_record, encode_line, format_ts_ms
 from l2_pipeline.definitions import build_definitions
 from l2_pipeline.keys import RAW_HOUR
 from l2_pipeline.resources import LakeResource

@@ -20,7 +20,7 @@ With at most one record per interval (`--status-interval` below the cadence) bot
 the default 5 s and a 2 s cadence an interval holds 2-3 records, its p99 is their maximum, so the
 reported p99 is conservative and late records are given as an exact count or a [low-high] range.
 
-With `--tape` the collector also writes its full-resolution tape (`run --tape`, collector.tape) and
+With `--tape` the collector also writes its full-resolution tape (`run --tape`, l2_lake.book.tape) and
 the tape's bytes on disk are shown. `--tape both` runs each N without and then with the tape, back to
 back on the same simulator settings, and adds a table of with/without ratios (CPU, RSS, write lag):
 the figure to judge the tape by, since both halves see the same machine a minute apart. CPU is also

@@ -22,9 +22,9 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from bench.lake import _templates, write_hour
-from collector import layout
+from l2_lake.format import layout
+from l2_lake.tiers.curated import write_parquet
 from l2_pipeline import read_books
-from l2_pipeline.curated import write_parquet
 
 INST = "BTC-USDT-SWAP"
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.process import LISTENING_RE, code_version, instrument_ids, iso_s, logfmt, stop, wait_for_line
-from collector import layout
+from l2_lake.format import layout
 
 ROLLOVER_WINDOW_S = 5.0  # status lines this close to the boundary count as "at the rollover"
 WARMUP_S = 15.0

@@ -4,9 +4,9 @@ against moto's S3 server on loopback, next to the local gzip archive step on the
 For each object size (gzip MB, default ~4 and ~40) the run makes an hour-like JSONL (400-level
 records whose sizes and order counts vary like a real book's, so it compresses about 4x, not the
 simulator's 18x), then, in the same run and best of `--repeat`:
-- local archive step: `collector.ship.gzip_verified` (gzip -6, then decompress and compare sha256 and
-  line count: what `l2_pipeline.archive` does, in memory);
-- boto3 (`collector.object_store.S3Store`): PutObject with ChecksumSHA256 and user metadata, then GET
+- local archive step: `l2_lake.format.digests.gzip_verified` (gzip -6, then decompress and compare sha256 and
+  line count: what `l2_lake.tiers.archive` does, in memory);
+- boto3 (`l2_lake.store.s3.S3Store`): PutObject with ChecksumSHA256 and user metadata, then GET
   the whole object and compare its sha256;
 - pyarrow.fs.S3FileSystem: `open_output_stream` (with metadata) + `open_input_stream` read and sha256;
 - the shipper end to end (`Shipper.ship_once` on a spool holding that hour: gzip + verify, HEAD, PUT,
@@ -35,10 +35,11 @@ from pathlib import Path
 
 import orjson
 
-from collector import layout
-from collector.object_store import LakeUrl, S3Store
-from collector.ship import Shipper, gzip_verified
+from collector.ship import Shipper
 from collector_tests.s3_server import S3Server, start_s3_server
+from l2_lake.format import layout
+from l2_lake.format.digests import gzip_verified
+from l2_lake.store.s3 import LakeUrl, S3Store
 
 INST = "BTC-USDT-SWAP"
 GZIP_RATIO = 3.9  # of make_source's lines, measured
@@ -134,7 +135,7 @@ def tape_costs(bucket: str, root: Path, tape: bytes, repeat: int) -> tuple[float
     """Best-of-`repeat` (wall, CPU) seconds of shipping one tape hour as it is (`Shipper.ship_once`:
     hash, PUT, GET + compare, remove), and of making its Parquet form in a child process
     (`tape_columns.encode_isolated`, what the shipper did before and the pipeline's archive step does)."""
-    from collector import tape_columns
+    from l2_lake.format import tape_columns
 
     hour = datetime(2026, 11, 20, 10, tzinfo=UTC)
     ships, encodes = [], []

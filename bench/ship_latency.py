@@ -11,7 +11,7 @@ fresh spool, then:
   server running as its own process on 127.0.0.1 (`collector_tests.s3_server`). The moment each
   object is verified comes from the shipper's own `shipped` log records (`LogRecord.created`; the
   event is logged right after the object was read back and compared, and the spool copy removed);
-- local: `l2_pipeline.archive.archive_hour` on hard links of the same hour files in another lake
+- local: `l2_lake.tiers.archive.archive_hour` on hard links of the same hour files in another lake
   directory, one hour after another (compress, fsync, decompress and compare, rename, unlink); an
   hour's "latency" there is its completion time from the start of the serial run.
 The two phases alternate in order from repeat to repeat. Latencies are pooled over the repeats.
@@ -48,10 +48,10 @@ from typing import Any
 
 from bench.process import CLK_TCK, instrument_ids, machine_ticks, percentile, proc_cpu_s
 from bench.ship import GZIP_RATIO, make_source, record_line
-from collector import layout
 from collector.ship import GRACE, Shipper
 from collector_tests.s3_server import S3Server, start_s3_server
-from l2_pipeline.archive import archive_hour
+from l2_lake.format import layout
+from l2_lake.tiers.archive import archive_hour
 
 HOUR = datetime(2026, 11, 20, 10, tzinfo=UTC)  # make_source's lines are stamped 2026-11-20T10:MM:SS
 RECORDS = 1_800  # one hour at the default 2 s cadence

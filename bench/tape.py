@@ -1,4 +1,4 @@
-"""Tape benchmark: what the full-resolution tape (`l2-collector run --tape`, collector.tape) costs in
+"""Tape benchmark: what the full-resolution tape (`l2-collector run --tape`, l2_lake.book.tape) costs in
 bytes against the 2 s snapshots, and how fast it replays against the hot path, from one real run.
 
 It starts `l2-collector simulate` (default: the five USDT perpetuals it knows, one `books` update per
@@ -14,12 +14,12 @@ by the frame before them); snapshot records by their `timestamp_utc`. Bytes in t
 by 1 h / window, i.e. by exchange time actually covered, not by wall time. The tape hour also opens
 with one `book` line (the engine's full state, 2 × 400 levels): it is added once, unscaled, built
 from the replayed engine's state at the end of the run exactly as `TapeRecorder` writes it. gzip is
-`gzip.compress(level=collector.ship.COMPRESS_LEVEL)` (6), as the archive step; window bytes are
+`gzip.compress(level=l2_lake.format.digests.COMPRESS_LEVEL)` (6), as the archive step; window bytes are
 compressed in one piece, plus the window's second half's marginal gzip bytes per ms for the rest of
 the hour (deflate's window is 32 KiB, so minutes of data compress as an hour does; the compressor's
 start-up, e.g. a first record with nothing to refer back to, then counts once per hour as in a real
 hour file); the book line is compressed on its own. "tape / snapshots" < 1: the tape is the smaller.
-The tape's archive (`collector.tape_columns`, `{HH}.parquet`, what the pipeline's archive step and
+The tape's archive (`l2_lake.format.tape_columns`, `{HH}.parquet`, what the pipeline's archive step and
 the shipper keep of a closed tape hour) is made of the book line and the window's lines as one hour
 file, extrapolated the same way from its second half. The longer the window, the closer the figures
 are to a real hour file: run `--duration 3720` (an hour and 2 minutes) for the contract's figures.
@@ -45,7 +45,7 @@ interleaved in every round so outside load hits them alike:
   frame out of the line, decode, apply; book/tick lines parsed; a `tick` builds the 400-level record
   dict) at the live cadence, and resampled to `--resample-ms` of exchange time (a record dict per
   boundary); records are built but not serialised;
-- `replay_tape … → lake`: `collector.tape_replay.replay_tape` from the hour files into a fresh
+- `replay_tape … → lake`: `l2_lake.book.tape_replay.replay_tape` from the hour files into a fresh
   temporary lake (read, replay, `encode_line`, one os.write per record, fsync on close), live cadence
   and resampled: what `l2-collector replay --tape` does.
 "ratio" is messages/s of the row over the hot path's, measured in the same rounds.
@@ -89,11 +89,12 @@ from bench.process import (
     wait_for_line,
 )
 from bench.timing import timed
-from collector import lake_walk, layout, tape_columns
-from collector.okx.protocol import decode
-from collector.record import parse_ts_ms
-from collector.ship import COMPRESS_LEVEL
-from collector.tape_replay import TapeReplayer, read_lines, replay_tape, tape_files
+from l2_lake.book.tape_replay import TapeReplayer, read_lines, replay_tape, tape_files
+from l2_lake.format import layout, tape_columns
+from l2_lake.format.digests import COMPRESS_LEVEL
+from l2_lake.format.record import parse_ts_ms
+from l2_lake.store import lake_walk
+from l2_lake.venues.okx.protocol import decode
 
 WS_PREFIX = b'{"t":"ws","r":'
 FRAME_AT = b',"m":'
@@ -262,7 +263,7 @@ class Sizes:
     window_s: float
     tape_raw_h: float
     tape_gz_h: float
-    tape_pq_h: float  # the tape's archive, collector.tape_columns
+    tape_pq_h: float  # the tape's archive, l2_lake.format.tape_columns
     encode_s_h: float  # its encode, decode, and gzip -6 / gunzip of the same lines, s per instrument-hour
     decode_s_h: float
     gzip_s_h: float

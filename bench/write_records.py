@@ -25,12 +25,12 @@ import orjson
 
 from bench.hot_path import NullSink
 from bench.process import code_version
-from collector.engine import InstrumentSync
-from collector.okx.protocol import decode
-from collector.okx.simulator.instruments import instrument_spec
-from collector.okx.simulator.market import DUMP_TICK_MS, MarketBook, SyntheticClock
-from collector.record import encode_line
-from collector.store import LakeWriter
+from collector.simulator.instruments import instrument_spec
+from collector.simulator.market import DUMP_TICK_MS, MarketBook, SyntheticClock
+from l2_lake.book.engine import InstrumentSync
+from l2_lake.format.record import encode_line
+from l2_lake.store.hour_files import LakeWriter
+from l2_lake.venues.okx.protocol import decode
 
 KNOWN = ("BTC-USDT-SWAP", "ETH-USDT-SWAP", "SOL-USDT-SWAP", "XRP-USDT-SWAP", "DOGE-USDT-SWAP")
 DEPTH = 400

@@ -24,19 +24,21 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
-from collector import meta, rest, systemd
+from collector import systemd
 from collector.config import CollectorConfig, ConfigError
-from collector.engine import InstrumentSync, State, write_due_snapshots
 from collector.feed import ConnectionPacer, FeedConnection, wall_ms
-from collector.logs import log_event
 from collector.loop_monitor import LoopMonitor
 from collector.ship import Shipper
 from collector.status import StatusReporter
-from collector.store import LakeWriter
 from collector.supervise import supervise
-from collector.tape import TapeRecorder
-from collector.venues import DEFAULT_VENUE
 from collector.writer import BackgroundWriter
+from l2_lake.book.engine import InstrumentSync, State, write_due_snapshots
+from l2_lake.book.tape import TapeRecorder
+from l2_lake.logs import log_event
+from l2_lake.store import instrument_meta as meta
+from l2_lake.store.hour_files import LakeWriter
+from l2_lake.venues import rest
+from l2_lake.venues.registry import DEFAULT_VENUE
 
 log = logging.getLogger("collector.app")
 

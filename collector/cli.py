@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from collector import logs
 from collector.app import EXIT_CONFIG, check_data_dir, run_collector
 from collector.config import CollectorConfig, ConfigError, load_config
+from l2_lake import logs
 
 _DEFAULTS = CollectorConfig()
 
@@ -70,7 +70,7 @@ def _add_lake_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from collector.okx.simulator.server import add_simulate_arguments
+    from collector.simulator.server import add_simulate_arguments
 
     parser = _OneLineParser(prog="l2-collector", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from collector.replay import replay_file
+    from l2_lake.book.replay import replay_file
 
     logs.configure()
     if args.cadence is not None and not args.cadence > 0:
@@ -139,7 +139,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _replay_tape(args: argparse.Namespace) -> int:
-    from collector.tape_replay import replay_tape
+    from l2_lake.book.tape_replay import replay_tape
 
     missing = [str(p) for p in args.tape if not p.exists()]
     if missing:
@@ -159,8 +159,8 @@ def _replay_tape(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from l2_pipeline.export import export_books
-    from l2_pipeline.read import ReadError, book_range
+    from l2_lake.research.export import export_books
+    from l2_lake.research.read import ReadError, book_range
 
     if args.out.is_dir() or not args.out.parent.is_dir():
         return _fail(f"--out {args.out}: give a file path in an existing directory")
@@ -176,12 +176,12 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from l2_pipeline.read import ReadError
+    from l2_lake.research.read import ReadError
 
     if args.tape:
-        from l2_pipeline.tape_figure import plot_tape_hour_file as plot_file
+        from l2_lake.pictures.tape_figure import plot_tape_hour_file as plot_file
     else:
-        from l2_pipeline.plots import plot_hour_file as plot_file
+        from l2_lake.pictures.plots import plot_hour_file as plot_file
     try:
         path = plot_file(args.instrument, args.hour, lake=args.lake, out=args.out)
     except ReadError as exc:
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args)
         if args.command == "plot":
             return _plot(args)
-        from collector.okx.simulator.server import run_simulate
+        from collector.simulator.server import run_simulate
 
         return run_simulate(args)
     except ConfigError as exc:

@@ -7,7 +7,6 @@ Every value is validated here, once, with a message that says what was wrong and
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -15,12 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from collector.layout import InvalidInstrumentId, validate_inst_id
-from collector.object_store import parse_lake_url
-from collector.venues import DEFAULT_VENUE
-
-MAX_DEPTH = 400
-COLLECTOR_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")  # a replica's name in the pipeline's L2_REPLICA_DIRS
+from l2_lake.format import layout
+from l2_lake.format.layout import InvalidInstrumentId, validate_inst_id
+from l2_lake.store.s3 import parse_lake_url
+from l2_lake.venues.registry import DEFAULT_VENUE
 
 
 class ConfigError(ValueError):
@@ -47,7 +44,7 @@ class CollectorConfig:
     log_level: str = "INFO"
     collector_id: str = ""  # names this collector among replicas capturing the same instruments ("" = no replicas)
     lake_url: str = ""  # s3://bucket[/prefix]: closed hours are shipped there from data_dir ("" = data_dir is the lake)
-    tape: bool = False  # also write every books message to raw/okx/l2_tape (collector.tape)
+    tape: bool = False  # also write every books message to raw/okx/l2_tape (l2_lake.book.tape)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -103,8 +100,8 @@ def _validate(cfg: CollectorConfig) -> None:
         raise ConfigError("instruments: the list has duplicates")
     if not cfg.cadence > 0:
         raise ConfigError(f"cadence: {cfg.cadence} s; must be > 0 (default 2)")
-    if not 1 <= cfg.depth <= MAX_DEPTH:
-        raise ConfigError(f"depth: {cfg.depth}; must be between 1 and {MAX_DEPTH}")
+    if not 1 <= cfg.depth <= layout.MAX_DEPTH:
+        raise ConfigError(f"depth: {cfg.depth}; must be between 1 and {layout.MAX_DEPTH}")
     venue = DEFAULT_VENUE
     if not 1 <= cfg.channels_per_connection <= venue.max_channels_per_connection:
         raise ConfigError(f"channels_per_connection: {cfg.channels_per_connection}; {venue.name} allows at most "
@@ -124,7 +121,7 @@ def _validate(cfg: CollectorConfig) -> None:
             raise ConfigError(f"{name}: {getattr(cfg, name)!r} is not a {'/'.join(schemes)} URL")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level: {cfg.log_level!r}; use DEBUG, INFO, WARNING or ERROR")
-    if cfg.collector_id and not COLLECTOR_ID_RE.fullmatch(cfg.collector_id):
+    if cfg.collector_id and not layout.COLLECTOR_ID_RE.fullmatch(cfg.collector_id):
         raise ConfigError(f"collector_id: {cfg.collector_id!r}; use 1-32 characters a-z, 0-9 and '-', starting with "
                           f"a letter or digit (e.g. host-a), or leave it empty for a single collector")
     if cfg.lake_url:

@@ -1,7 +1,7 @@
 """One venue WebSocket connection carrying the book channel of a shard of instruments.
 
-The connection only moves bytes: frames are decoded by the venue (`collector.venue`; OKX's wire
-format is in `collector.okx`) and handed to each instrument's `InstrumentSync`; what the engine
+The connection only moves bytes: frames are decoded by the venue (`l2_lake.venues.venue`; OKX's wire
+format is in `l2_lake.venues.okx`) and handed to each instrument's `InstrumentSync`; what the engine
 asks for (resubscribe, REST alignment) is done here. Limits and codes come from the venue.
 
 - Keepalive: the venue's ping text after `ping_after` s without traffic; no answer within
@@ -35,12 +35,12 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from collector import rest
 from collector.config import CollectorConfig
-from collector.engine import InstrumentSync, Resync
-from collector.logs import log_event
-from collector.messages import BadFrame, BookMessage, EventMessage, Pong
 from collector.supervise import backoff_delay
+from l2_lake.book.engine import InstrumentSync, Resync
+from l2_lake.logs import log_event
+from l2_lake.venues import rest
+from l2_lake.venues.messages import BadFrame, BookMessage, EventMessage, Pong
 
 log = logging.getLogger("collector.feed")
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 
-from collector.logs import log_event
+from l2_lake.logs import log_event
 
 log = logging.getLogger("collector.loop")
 STALL_EVENT_S = 1.0

@@ -13,7 +13,7 @@ closed hour to the same relative path under the URL (docs/CONTRACT.md §1):
 | `raw/okx/l2_tape/{instId}/{day}/{HH}.parquet` (already archived) | `…/{HH}.parquet`, the file as it is | removed |
 | `meta/okx/instruments/*`                        | the same name, whenever it changed      | kept |
 
-The tape goes as it is because its Parquet form (collector.tape_columns) costs about 110x the CPU of
+The tape goes as it is because its Parquet form (l2_lake.format.tape_columns) costs about 110x the CPU of
 hashing, uploading and reading back the raw hour (`bench.ship --tape`: 8.66 s against 0.08 s on a
 20 MB hour): a collector with `--tape` on a few hundred instruments would need a core for that alone,
 and the capture host's CPU is the hot path's. The pipeline's `book_tape_archive` makes the
@@ -56,7 +56,7 @@ Log events: `ship_start`, `shipped` (one per instrument-hour), `ship_error` (a f
 retry delay), `ship_recovered`, `ship_verify_failed`, `ship_merge`, `ship_changed`, `ship_bad_file`,
 `ship_stale_archive`, `ship_remote_damaged`, `ship_state_error`, `ship_release_error`.
 
-Client: boto3 (`collector.object_store`, where the measurement that chose it is summarised).
+Client: boto3 (`l2_lake.store.s3`, where the measurement that chose it is summarised).
 """
 
 from __future__ import annotations
@@ -65,31 +65,40 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fcntl
-import gzip
 import hashlib
-import io
 import logging
 import os
 import threading
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
-from collector import lake_walk, layout
-from collector.files import atomic_write, fsync_dir
-from collector.hour_content import DamagedArchive, content_of, open_content
-from collector.logs import log_event
-from collector.object_store import LakeUrl, RemoteObject, StoreError, parse_lake_url, sha256_file
-from collector.record import format_ts_ms
 from collector.supervise import backoff_delay
-from collector.threads import settle_from_thread
+from l2_lake.format import layout
+from l2_lake.format.backlog import STATE_NAME
+from l2_lake.format.digests import (
+    BadLocalFile,
+    Digest,
+    count_lines,
+    digest_archive,
+    digest_bytes,
+    digest_parts,
+    gzip_verified,
+    same_at,
+    unarchive,
+)
+from l2_lake.format.record import format_ts_ms
+from l2_lake.logs import log_event
+from l2_lake.store import lake_walk
+from l2_lake.store.files import atomic_write, fsync_dir
+from l2_lake.store.s3 import LakeUrl, RemoteObject, StoreError, parse_lake_url, sha256_file
+from l2_lake.threads import settle_from_thread
 
 if TYPE_CHECKING:
     from collector.writer import BackgroundWriter
@@ -100,11 +109,8 @@ T = TypeVar("T")
 GRACE = timedelta(minutes=2)
 SCAN_INTERVAL_S = 30.0
 WRITER_TIMEOUT_S = 30.0
-STATE_NAME = ".l2-ship-backlog.json"
 SHIPPED_DATASETS = (layout.RAW_PREFIX, layout.TAPE_PREFIX)  # the snapshots, and the tape (`--tape`)
 STATE_EVERY_S = 1.0  # the backlog file is rewritten at most this often while a pass drains
-CHUNK = 1 << 20
-COMPRESS_LEVEL = 6  # as l2_pipeline.archive: the same bytes whoever compresses an hour
 GZIP_TYPE = "application/gzip"
 PARQUET_TYPE = "application/vnd.apache.parquet"
 JSONL_TYPE = "application/x-ndjson"
@@ -112,7 +118,7 @@ JSON_TYPE = "application/json"
 
 
 class Store(Protocol):
-    """What the shipper needs of an object store (`collector.object_store.S3Store`)."""
+    """What the shipper needs of an object store (`l2_lake.store.s3.S3Store`)."""
 
     def describe(self) -> str: ...
     def head(self, relative: str) -> RemoteObject | None: ...
@@ -127,84 +133,9 @@ class ShipDeferred(RuntimeError):
     encoded); retried like a store error."""
 
 
-class BadLocalFile(RuntimeError):
-    """A local hour file whose content cannot be read (an archive that does not decompress): the
-    shipper does not ship it, the archive step does not keep it."""
-
-
 class ShipConflict(RuntimeError):
     """The object exists and was written by another collector (`collector-id` metadata): two replicas
     must not ship to one URL. Nothing is merged or overwritten; the spool file stays."""
-
-
-# -- content digests and the verified gzip ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Digest:
-    lines: int
-    sha256: str
-    size: int
-
-
-def count_lines(data: bytes) -> int:
-    """Newlines in `data`, a chunk at a time: between chunks the GIL is free, so scanning an hour of
-    records never holds up the event loop (hashing and zlib release it by themselves)."""
-    return sum(data.count(b"\n", i, i + CHUNK) for i in range(0, len(data), CHUNK))
-
-
-def digest_parts(parts: Sequence[bytes]) -> Digest:
-    """Digest of the concatenation of `parts` (never built)."""
-    sha = hashlib.sha256()
-    lines = size = 0
-    for part in parts:
-        sha.update(part)
-        lines += count_lines(part)
-        size += len(part)
-    return Digest(lines, sha.hexdigest(), size)
-
-
-def digest_bytes(data: bytes) -> Digest:
-    return digest_parts((data,))
-
-
-def _same_at(data: bytes, start: int, part: bytes) -> bool:
-    """data[start:start + len(part)] == part, compared a chunk at a time."""
-    if start < 0 or start + len(part) > len(data):
-        return False
-    return all(data[start + i:start + min(i + CHUNK, len(part))] == part[i:i + CHUNK]
-               for i in range(0, len(part), CHUNK))
-
-
-def digest_stream(f: IO[bytes]) -> Digest:
-    """sha256, newline count and size of everything readable from `f`."""
-    sha = hashlib.sha256()
-    lines = size = 0
-    while chunk := f.read(CHUNK):
-        sha.update(chunk)
-        lines += chunk.count(b"\n")
-        size += len(chunk)
-    return Digest(lines, sha.hexdigest(), size)
-
-
-def gzip_verified(parts: Sequence[bytes], member_name: str) -> tuple[bytes, Digest]:
-    """gzip -6 of the concatenated `parts` as `l2_pipeline.archive` makes it (mtime 0, the `.jsonl`
-    name as member name), decompressed again and checked against the content's sha256 and line count
-    before it is returned with that digest."""
-    want = digest_parts(parts)
-    buffer = io.BytesIO()
-    with gzip.GzipFile(filename=member_name, mode="wb", fileobj=buffer, compresslevel=COMPRESS_LEVEL, mtime=0) as gz:
-        for part in parts:
-            view = memoryview(part)
-            for i in range(0, len(part), CHUNK):
-                gz.write(view[i:i + CHUNK])
-    compressed = buffer.getvalue()
-    with gzip.GzipFile(fileobj=io.BytesIO(compressed), mode="rb") as check:
-        got = digest_stream(check)
-    if got != want:
-        raise BadLocalFile(f"gzip of {member_name} decompressed to {got.lines} lines sha256 {got.sha256[:16]}… "
-                           f"instead of {want.lines} lines sha256 {want.sha256[:16]}…")
-    return compressed, want
 
 
 def archive_verified(parts: Sequence[bytes], name: str) -> tuple[bytes, Digest]:
@@ -212,7 +143,7 @@ def archive_verified(parts: Sequence[bytes], name: str) -> tuple[bytes, Digest]:
     tape's `{HH}.parquet`: its columns, which prove they decode to the content, made in a child process
     so that the collector's event loop never waits for the GIL) with the content's digest."""
     if layout.is_tape_archive(name):
-        from collector import tape_columns  # pyarrow: loaded only by a collector that ships a tape
+        from l2_lake.format import tape_columns  # pyarrow: loaded only by a collector that ships a tape
 
         try:
             return tape_columns.encode_isolated(b"".join(parts)), digest_parts(parts)
@@ -223,26 +154,6 @@ def archive_verified(parts: Sequence[bytes], name: str) -> tuple[bytes, Digest]:
 
 def _archive_type(name: str) -> str:
     return PARQUET_TYPE if layout.is_tape_archive(name) else GZIP_TYPE
-
-
-def unarchive(data: bytes, name: str, what: str) -> bytes:
-    """The content of the archive called `name` whose bytes are `data`; BadLocalFile if it has none."""
-    try:
-        return content_of(data, name)
-    except DamagedArchive as exc:
-        raise BadLocalFile(f"{what}: {exc}") from exc
-
-
-def digest_archive(path: Path, name: str | None = None) -> Digest:
-    """Digest of the content of an archive (`.jsonl.gz` decompressed, the tape's `.parquet` decoded), a
-    file called `name` (default: its own name); BadLocalFile if it does not decompress (decode)."""
-    try:
-        with open_content(path, name) as f:
-            return digest_stream(f)
-    except (OSError, EOFError, zlib.error) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise BadLocalFile(f"{path} does not decompress ({type(exc).__name__}: {exc})") from exc
 
 
 # -- the backlog ---------------------------------------------------------------------------------------------
@@ -301,14 +212,6 @@ class Backlog:
             "last_error_at": ts(self.last_error_ms), "shipped_files": self.shipped_files,
             "shipped_bytes": self.shipped_bytes, "last_shipped_at": ts(self.last_shipped_ms),
         }
-
-
-def read_backlog_file(data_dir: Path) -> dict[str, Any] | None:
-    """The shipper's last published backlog (`.l2-ship-backlog.json`), or None if there is none."""
-    try:
-        return orjson.loads((Path(data_dir) / STATE_NAME).read_bytes())
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        return None
 
 
 @dataclass
@@ -528,7 +431,7 @@ class Shipper:
                 if self._store_factory is not None:
                     self._store = self._store_factory(self.url)
                 else:
-                    from collector.object_store import S3Store
+                    from l2_lake.store.s3 import S3Store
 
                     self._store = S3Store(self.url)
             return self._store
@@ -866,9 +769,9 @@ class Shipper:
             log_event(log, logging.ERROR, "ship_remote_damaged", None,
                       f"{exc}; replacing it with the spool's verified copy", path=relative)
             existing = b""
-        if existing and (_same_at(existing, 0, local) or _same_at(existing, len(existing) - len(local), local)):
+        if existing and (same_at(existing, 0, local) or same_at(existing, len(existing) - len(local), local)):
             return None  # just read back: the object already holds every line of the spool copy
-        parts = [local] if _same_at(local, 0, existing) else [existing, local]
+        parts = [local] if same_at(local, 0, existing) else [existing, local]
         if existing:
             how = "replaced by the longer spool copy" if len(parts) == 1 else "the spool copy appended"
             before, after = count_lines(existing), sum(count_lines(p) for p in parts)

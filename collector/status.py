@@ -17,11 +17,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from collector.engine import InstrumentSync
-from collector.logs import log_event
 from collector.loop_monitor import LoopMonitor
 from collector.ship import Shipper
 from collector.writer import BackgroundWriter
+from l2_lake.book.engine import InstrumentSync
+from l2_lake.logs import log_event
 
 log = logging.getLogger("collector.status")
 

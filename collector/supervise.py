@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from collector.logs import log_event
+from l2_lake.logs import log_event
 
 log = logging.getLogger("collector.supervise")
 

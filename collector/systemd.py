@@ -27,7 +27,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from collector.logs import log_event
+from l2_lake.logs import log_event
 
 log = logging.getLogger("collector.systemd")
 STATUS_PERIOD_S = 30.0  # how often STATUS= is refreshed when systemd runs no watchdog

@@ -20,9 +20,9 @@ from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
-from collector.logs import log_event
-from collector.store import LakeWriter
-from collector.threads import settle_from_thread
+from l2_lake.logs import log_event
+from l2_lake.store.hour_files import LakeWriter
+from l2_lake.threads import settle_from_thread
 
 log = logging.getLogger("collector.writer")
 T = TypeVar("T")

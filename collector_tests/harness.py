@@ -18,8 +18,8 @@ from pathlib import Path
 
 import orjson
 
-from collector import lake_walk
-from collector.record import EXTENDED, parse_ts_ms, record_format, record_problems
+from l2_lake.format.record import EXTENDED, parse_ts_ms, record_format, record_problems
+from l2_lake.store import lake_walk
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "okx_reference"
 LISTENING_RE = re.compile(r"SIMULATOR LISTENING (ws://\S+) (http://\S+)")

@@ -17,7 +17,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from collector import layout
 from collector_tests.harness import (
     count_records,
     hour_boundary_soon,
@@ -29,6 +28,7 @@ from collector_tests.harness import (
     verify_lake,
     wait_for,
 )
+from l2_lake.format import layout
 
 pytestmark = pytest.mark.e2e
 INSTS = "BTC-USDT-SWAP,ETH-USDT-SWAP"

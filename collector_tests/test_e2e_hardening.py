@@ -17,9 +17,6 @@ from pathlib import Path
 import orjson
 import pytest
 
-from collector import layout
-from collector.engine import MAX_CLOCK_DISTANCE_MS
-from collector.record import parse_ts_ms
 from collector_tests.harness import (
     cli,
     count_records,
@@ -32,6 +29,9 @@ from collector_tests.harness import (
     verify_lake,
     wait_for,
 )
+from l2_lake.book.inputs import MAX_CLOCK_DISTANCE_MS
+from l2_lake.format import layout
+from l2_lake.format.record import parse_ts_ms
 
 pytestmark = pytest.mark.e2e
 INSTS = "BTC-USDT-SWAP,ETH-USDT-SWAP"

@@ -11,12 +11,12 @@ import pytest
 
 from collector import feed as feed_module
 from collector.config import CollectorConfig
-from collector.engine import InstrumentSync
 from collector.feed import ConnectionPacer, FeedConnection, SubscribeBudget
-from collector.okx import OKX
-from collector.okx.simulator.server import SimConfig, running_simulator
-from collector.rest import RestClient
-from collector_tests.test_engine import ListSink
+from collector.simulator.server import SimConfig, running_simulator
+from l2_lake.book.engine import InstrumentSync
+from l2_lake.venues.okx import OKX
+from l2_lake.venues.rest import RestClient
+from l2_lake_tests.test_engine import ListSink
 
 BTC = "BTC-USDT-SWAP"
 

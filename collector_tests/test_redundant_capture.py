@@ -1,6 +1,6 @@
 """Redundant capture end to end: two `l2-collector run` processes (`--collector-id a` and `b`, each
 with its own data dir) against ONE simulator; collector a is killed with SIGKILL for a stretch and
-restarted. The current hour of both spools is then merged (`l2_pipeline.replicas.merge_hour`,
+restarted. The current hour of both spools is then merged (`l2_lake.tiers.replicas.merge_hour`,
 `allow_open=True`) into a third lake, which must have no hole where a was down, hold only records
 that are exact against the simulator's truth log, and show the replicas agreeing.
 
@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from collector.record import parse_ts_ms
 from collector_tests.harness import (
     count_records,
     lake_records,
@@ -30,6 +29,7 @@ from collector_tests.harness import (
     verify_lake,
     wait_for,
 )
+from l2_lake.format.record import parse_ts_ms
 
 pytestmark = pytest.mark.e2e
 INSTS = "BTC-USDT-SWAP,ETH-USDT-SWAP"
@@ -50,7 +50,7 @@ def _stamps(records: list[dict]) -> list[int]:
 
 
 def test_two_collectors_one_killed_merge_into_a_hole_free_exact_hour(tmp_path: Path) -> None:
-    from l2_pipeline.replicas import merge_hour  # the pipeline's Dagster-free merge
+    from l2_lake.tiers.replicas import merge_hour  # the pipeline's Dagster-free merge
 
     # the exchange clock runs 20 minutes into the current hour: the run stays inside one hour file
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

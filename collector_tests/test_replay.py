@@ -9,11 +9,11 @@ from pathlib import Path
 
 import orjson
 
-from collector import lake_walk
-from collector.okx.simulator.market import dump_frames
-from collector.record import parse_ts_ms, record_problems
-from collector.replay import replay_file
+from collector.simulator.market import dump_frames
 from collector_tests.harness import digest, lake_events, lake_records, reference_file
+from l2_lake.book.replay import replay_file
+from l2_lake.format.record import parse_ts_ms, record_problems
+from l2_lake.store import lake_walk
 
 
 def test_replay_of_real_okx_recording(tmp_path: Path) -> None:

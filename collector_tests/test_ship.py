@@ -24,22 +24,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from collector import hour_content, lake_walk, layout
 from collector.config import CollectorConfig, ConfigError, load_config
-from collector.object_store import LakeUrl, S3Store, StoreError, parse_lake_url
 from collector.ship import (
-    CHUNK,
-    STATE_NAME,
     Shipper,
     WriterGate,
-    _same_at,
     closed_until,
-    count_lines,
-    digest_parts,
-    gzip_verified,
-    read_backlog_file,
 )
-from collector.store import LakeWriter
 from collector.writer import BackgroundWriter
 from collector_tests.harness import (
     hour_boundary_soon,
@@ -50,6 +40,12 @@ from collector_tests.harness import (
     wait_for,
 )
 from collector_tests.s3_server import S3Server, s3_env
+from l2_lake.format import hour_content, layout
+from l2_lake.format.backlog import STATE_NAME, read_backlog_file
+from l2_lake.format.digests import CHUNK, count_lines, digest_parts, gzip_verified, same_at
+from l2_lake.store import lake_walk
+from l2_lake.store.hour_files import LakeWriter
+from l2_lake.store.s3 import LakeUrl, S3Store, StoreError, parse_lake_url
 
 BTC, ETH = "BTC-USDT-SWAP", "ETH-USDT-SWAP"
 H0 = datetime(2026, 11, 20, 10, tzinfo=UTC)
@@ -148,9 +144,9 @@ def test_collector_without_lake_url_loads_no_client() -> None:
 def test_chunked_helpers() -> None:
     data = os.urandom(3 * CHUNK + 5).replace(b"\n", b"x") + b"a\nb\n" * 1000
     assert count_lines(data) == data.count(b"\n") == 2000
-    assert _same_at(data, 0, data[:CHUNK + 7]) and _same_at(data, 0, data) and _same_at(data, 9, b"")
-    assert _same_at(data, len(data) - CHUNK - 3, data[-CHUNK - 3:])
-    assert not _same_at(data, 0, data[:5] + b"!") and not _same_at(data, 1, data) and not _same_at(data[:5], 0, data)
+    assert same_at(data, 0, data[:CHUNK + 7]) and same_at(data, 0, data) and same_at(data, 9, b"")
+    assert same_at(data, len(data) - CHUNK - 3, data[-CHUNK - 3:])
+    assert not same_at(data, 0, data[:5] + b"!") and not same_at(data, 1, data) and not same_at(data[:5], 0, data)
     body, digest = gzip_verified((data[:100], data[100:]), "10.jsonl")
     assert gzip.decompress(body) == data and digest == digest_parts((data,))
     assert digest.sha256 == hashlib.sha256(data).hexdigest() and digest.size == len(data)
@@ -248,9 +244,9 @@ def test_tape_hours_ship_beside_the_snapshots(tmp_path: Path, env: S3Server) -> 
 
 
 def gzip_like_pipeline(tmp: Path, data: bytes, name: str) -> bytes:
-    """What l2_pipeline.archive writes for the same hour (gzip -6, mtime 0, the .jsonl's name): the
+    """What l2_lake.tiers.archive writes for the same hour (gzip -6, mtime 0, the .jsonl's name): the
     object is byte-identical to a locally archived hour."""
-    from l2_pipeline.archive import _compress
+    from l2_lake.tiers.archive import _compress
 
     src, out = tmp / "pipeline-src.jsonl", tmp / "pipeline-out.jsonl.gz"
     src.write_bytes(data)
@@ -487,7 +483,7 @@ def test_an_archive_that_does_not_decompress_is_kept_and_the_rest_ships(tmp_path
 
 
 def test_an_hour_the_pipeline_is_archiving_waits(tmp_path: Path, env: S3Server) -> None:
-    """l2_pipeline.archive holds a flock on the `.jsonl` while it compresses it: the shipper leaves that
+    """l2_lake.tiers.archive holds a flock on the `.jsonl` while it compresses it: the shipper leaves that
     hour for the next pass (it stays in the backlog) and ships the others."""
     import fcntl
 

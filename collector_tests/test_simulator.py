@@ -1,7 +1,7 @@
 """Tests of the OKX-protocol simulator: the book model, fault specs, and a real loopback server.
 
 The simulator is the collector's oracle, so these tests check it against a tiny reference book
-written here (price → level, size "0" deletes), never against collector.book.
+written here (price → level, size "0" deletes), never against l2_lake.book.order_book.
 """
 
 from __future__ import annotations
@@ -27,19 +27,19 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from collector.okx.checksum import okx_checksum
-from collector.okx.simulator.faults import FAULT_NAMES, parse_faults
-from collector.okx.simulator.instruments import instrument_spec
-from collector.okx.simulator.market import MarketBook, SyntheticClock, dump_frames, format_scaled, parse_scaled
-from collector.okx.simulator.server import SimConfig, running_simulator
-from collector.okx.simulator.truth import book_digest
+from collector.simulator.faults import FAULT_NAMES, parse_faults
+from collector.simulator.instruments import instrument_spec
+from collector.simulator.market import MarketBook, SyntheticClock, dump_frames, format_scaled, parse_scaled
+from collector.simulator.server import SimConfig, running_simulator
+from collector.simulator.truth import book_digest
+from l2_lake.venues.okx.checksum import okx_checksum
 
 BTC, ETH = "BTC-USDT-SWAP", "ETH-USDT-SWAP"
 PLAIN_DECIMAL = re.compile(r"^(0|[1-9]\d*)(\.\d*[1-9])?$")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# ---- a reference book, independent of the simulator and of collector.book
+# ---- a reference book, independent of the simulator and of l2_lake.book.order_book
 
 
 class RefBook:
@@ -670,7 +670,7 @@ def test_random_faults_are_reproducible_for_a_seed(tmp_path: Path) -> None:
 def _simulate(*flags: str, **kwargs: Any) -> subprocess.Popen[str]:
     code = (
         "import argparse, sys\n"
-        "from collector.okx.simulator.server import add_simulate_arguments, run_simulate\n"
+        "from collector.simulator.server import add_simulate_arguments, run_simulate\n"
         "p = argparse.ArgumentParser()\nadd_simulate_arguments(p)\n"
         "sys.exit(run_simulate(p.parse_args(sys.argv[1:])))\n"
     )

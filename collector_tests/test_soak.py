@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from collector.record import parse_ts_ms
 from collector_tests.harness import (
     count_records,
     hour_boundary_soon,
@@ -32,6 +31,7 @@ from collector_tests.harness import (
     verify_lake,
     wait_for,
 )
+from l2_lake.format.record import parse_ts_ms
 
 INSTS = "BTC-USDT-SWAP,ETH-USDT-SWAP,SOL-USDT-SWAP"
 FAULT_RATES = ("drop=0.004,reset=0.002,heartbeat=0.01,bad_checksum=0.004,ts_micro=0.002,no_snapshot=0.3,"

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from collector import logs
 from collector.supervise import backoff_delay, supervise
+from l2_lake import logs
 
 
 def test_crashing_task_is_logged_reported_and_restarted(caplog: pytest.LogCaptureFixture) -> None:

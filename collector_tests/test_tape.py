@@ -1,5 +1,5 @@
 """The full-resolution tape end to end: `l2-collector run --tape` against the simulator (real
-processes on loopback) under each fault, then `collector.tape_replay`:
+processes on loopback) under each fault, then `l2_lake.book.tape_replay`:
 
 - replayed at the live cadence, every record file equals the live one byte for byte;
 - the replayed book after every message is, whenever the engine trusts it, the simulator's true
@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from collector import lake_walk, layout, tape_columns
-from collector.tape_replay import TapeReplayer, read_lines, replay_tape, tape_files
 from collector_tests.harness import (
     cli,
     count_records,
@@ -34,6 +32,9 @@ from collector_tests.harness import (
     wait_for,
 )
 from collector_tests.test_e2e import FAULTS, INSTS
+from l2_lake.book.tape_replay import TapeReplayer, read_lines, replay_tape, tape_files
+from l2_lake.format import layout, tape_columns
+from l2_lake.store import lake_walk
 
 pytestmark = pytest.mark.e2e
 # faults injected one after another in one run (each run costs a collector and a simulator start)

@@ -3,10 +3,10 @@
 - `raw_hour`: the collector's hour file, registered when the hour closes: `raw_hours_sensor`
   requests a backfill of it (its runs also evaluate the six hour checks, see `l2_pipeline.checks`);
   its metadata holds the hour's figures and the `fingerprint` of its files.
-- `raw_archive`: the verified `{HH}.jsonl.gz` of the hour (see `l2_pipeline.archive`).
-- `curated_parquet`: the hour as typed, zstd Parquet (see `l2_pipeline.curated`).
-- `book_features`: liquidity features, one row per record (see `l2_pipeline.features`), with the
-  hour's figure in its metadata (`l2_pipeline.plots.hour_figure`).
+- `raw_archive`: the verified `{HH}.jsonl.gz` of the hour (see `l2_lake.tiers.archive`).
+- `curated_parquet`: the hour as typed, zstd Parquet (see `l2_lake.tiers.curated`).
+- `book_features`: liquidity features, one row per record (see `l2_lake.tiers.features`), with the
+  hour's figure in its metadata (`l2_lake.pictures.plots.hour_figure`).
 - `instrument_metadata`: OKX instrument objects and their change history under `meta/`.
 
 The partitioned assets are built by `build_lake_assets(partitions)` when the code location loads
@@ -30,6 +30,7 @@ Runs and missing data:
   rows / lines 0); its checks tell the rest.
 """
 
+import asyncio
 import base64
 import time
 import warnings
@@ -57,20 +58,24 @@ from dagster import (
     asset,
 )
 
-from collector import layout
-from collector.object_store import StoreError
-from l2_pipeline.archive import ArchiveVerificationError, archive_hour
-from l2_pipeline.curated import write_parquet
-from l2_pipeline.features_hour import FeaturesResult, write_features
-from l2_pipeline.hour_stats import HourStats
-from l2_pipeline.hours import is_closed, iso, now_utc
-from l2_pipeline.instruments import fetch_swap_instruments, refresh_instruments
+from l2_lake.format import layout
+from l2_lake.format.hours import is_closed, iso, now_utc
+from l2_lake.pictures.plots import hour_figure
+from l2_lake.quality.hour_stats import HourStats
+from l2_lake.quality.stats_cache import HourRead, read_hour
+from l2_lake.quality.verdicts import SCHEMA_VALID, Verdict, hour_verdicts, quality_summary
+from l2_lake.store import instrument_meta
+from l2_lake.store.s3 import StoreError
+from l2_lake.store.tree import LakeTree, LocalTree, Needs
+from l2_lake.tiers.archive import ArchiveVerificationError, archive_hour
+from l2_lake.tiers.curated import write_parquet
+from l2_lake.tiers.features_hour import FeaturesResult, write_features
+from l2_lake.tiers.instruments import refresh_instruments
+from l2_lake.venues import rest
+from l2_lake.venues.registry import DEFAULT_VENUE
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
-from l2_pipeline.lake_tree import LakeTree, LocalTree, Needs
 from l2_pipeline.partitions import parse_partition_key
-from l2_pipeline.quality import SCHEMA_VALID, Verdict, hour_verdicts, quality_summary
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.stats_cache import HourRead, read_hour
 
 LAKE_GROUP = "lake"
 HOURS_PER_RUN = 100  # partitions per run of raw_archive / curated_parquet (≈ 1 min of work on a full hour each)
@@ -285,9 +290,14 @@ class FeaturesHour:
         return meta
 
 
+def fetch_swap_instruments(rest_url: str, timeout: float) -> dict[str, dict[str, Any]]:
+    """instId → instrument object of every SWAP instrument OKX lists (raises l2_lake.venues.rest.RestError)."""
+    return asyncio.run(instrument_meta.fetch_swap_instruments(rest.RestClient(DEFAULT_VENUE, rest_url, timeout)))
+
+
 def features_hour(data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta, *,
                   figure: bool) -> FeaturesHour:
-    return FeaturesHour(write_features(data_dir, inst_id, hour, now, grace, figure=figure))
+    return FeaturesHour(write_features(data_dir, inst_id, hour, now, grace, figure=hour_figure if figure else None))
 
 
 def hours_asset(partitions: MultiPartitionsDefinition, key: AssetKey, kind: str, description: str,

@@ -2,7 +2,7 @@
 
 `raw_hour_quality` (one multi-asset check, partitioned like the asset; built by
 `build_hour_checks(partitions)` when the code location loads) emits, for every hour of its step
-(one partition or a range), the verdicts of `l2_pipeline.quality.evaluate_hour`:
+(one partition or a range), the verdicts of `l2_lake.quality.verdicts.evaluate_hour`:
 - in every run that materializes `raw_hour` (Dagster adds an asset's checks to its runs, also to
   the sensor's registration backfill), reusing the figures the `raw_hour` step just read;
 - on their own, without touching the hour: `hour_checks_job` for chosen hours (named by tags). The checks
@@ -45,10 +45,9 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
-from l2_pipeline.hours import now_utc
-from l2_pipeline.keys import RAW_HOUR
-from l2_pipeline.partitions import parse_partition_key
-from l2_pipeline.quality import (
+from l2_lake.format.hours import now_utc
+from l2_lake.quality.stats_cache import read_hour
+from l2_lake.quality.verdicts import (
     COLLECTOR_FRESHNESS,
     DESCRIPTIONS,
     HOUR_CHECKS,
@@ -56,9 +55,10 @@ from l2_pipeline.quality import (
     collector_freshness,
     hour_verdicts,
 )
+from l2_pipeline.keys import RAW_HOUR
+from l2_pipeline.partitions import parse_partition_key
 from l2_pipeline.registry import latest_materializations
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.stats_cache import read_hour
 
 HOUR_CHECK_KEYS = [AssetCheckKey(RAW_HOUR, name) for name in HOUR_CHECKS]
 

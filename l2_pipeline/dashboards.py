@@ -3,7 +3,7 @@
 A heatmap of instruments × the hours of the last `health_days` days (`LakeResource.health_days`),
 each cell coloured by the worst of the hour's six checks (failed, warning, passed; grey where the
 hour has no `raw_hour` materialization) and annotated with its coverage and gaps
-(`l2_pipeline.plots.lake_health_figure`). It reads no file: each cell comes from the metadata of
+(`l2_lake.pictures.plots.lake_health_figure`). It reads no file: each cell comes from the metadata of
 the hour's latest `raw_hour` materialization (`quality`, `coverage_pct`, `gaps`), written by the
 same run that evaluated the hour's checks, fetched in two queries for the whole window.
 `lake_health_schedule` refreshes it every hour, after the sensor has registered the hour that
@@ -23,13 +23,13 @@ from dagster import (
     define_asset_job,
 )
 
-from collector import layout
+from l2_lake.format import layout
+from l2_lake.format.hours import iso, now_utc
+from l2_lake.pictures.plots import HourHealth, lake_health_figure
+from l2_lake.quality.verdicts import failed_in_summary, worst_status
 from l2_pipeline.assets import png_markdown
-from l2_pipeline.hours import iso, now_utc
 from l2_pipeline.keys import LAKE_HEALTH
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.plots import HourHealth, lake_health_figure
-from l2_pipeline.quality import failed_in_summary, worst_status
 from l2_pipeline.registry import latest_materializations
 from l2_pipeline.resources import LakeResource
 

@@ -38,12 +38,13 @@ from datetime import datetime
 
 from dagster import Definitions, MultiPartitionsDefinition, in_process_executor
 
-from collector import layout
-from collector.lake_walk import log_unreadable
+from l2_lake.format import layout
+from l2_lake.format.hours import now_utc
+from l2_lake.store.lake_walk import log_unreadable
+from l2_lake.store.tree import LocalTree
 from l2_pipeline.assets import build_lake_assets, instrument_metadata
 from l2_pipeline.checks import build_hour_checks, collector_freshness_check
 from l2_pipeline.dashboards import lake_health, lake_health_job, lake_health_schedule
-from l2_pipeline.hours import now_utc
 from l2_pipeline.jobs import (
     build_compress_job,
     curate_job,
@@ -52,7 +53,6 @@ from l2_pipeline.jobs import (
     raw_hour_job,
     retention_job,
 )
-from l2_pipeline.lake_tree import LocalTree
 from l2_pipeline.partitions import lake_partitions
 from l2_pipeline.replica_assets import ReplicaDefinitions, build_replica_definitions
 from l2_pipeline.resources import LakeResource, lake_resource_from_env

@@ -34,10 +34,11 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import Field
 
-from collector.lake_walk import log_unreadable
+from l2_lake.format.hours import iso, now_utc, parse_utc
+from l2_lake.store.lake_walk import log_unreadable
+from l2_lake.tiers.curated_migration import MigrationReport, migrate_legacy_curated
+from l2_lake.tiers.retention import DeletionReport, delete_files, plan_deletions
 from l2_pipeline.checks import HOUR_CHECK_KEYS
-from l2_pipeline.curated_migration import MigrationReport, migrate_legacy_curated
-from l2_pipeline.hours import iso, now_utc, parse_utc
 from l2_pipeline.keys import (
     BOOK_FEATURES,
     BOOK_TAPE_ARCHIVE,
@@ -47,7 +48,6 @@ from l2_pipeline.keys import (
     RAW_HOUR,
 )
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.retention import DeletionReport, delete_files, plan_deletions
 
 MAX_LISTED = 200  # paths listed in run metadata (counts are always complete)
 

@@ -26,8 +26,8 @@ from dagster import (
     StaticPartitionsDefinition,
 )
 
-from collector.layout import hour_floor, validate_inst_id
-from l2_pipeline.hours import utc
+from l2_lake.format.hours import utc
+from l2_lake.format.layout import hour_floor, validate_inst_id
 
 HOUR_DIM = "hour"
 INSTRUMENT_DIM = "instrument"

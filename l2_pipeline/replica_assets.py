@@ -3,7 +3,7 @@
 (`L2_REPLICA_DIRS`, `LakeResource.replica_dirs`); with one collector nothing here is loaded.
 
 - `canonical_hour` (partitioned like `raw_hour`, built by `build_replica_definitions(partitions)`):
-  `l2_pipeline.replicas.merge_hour` of each hour of the step, replicas → the canonical `{HH}.jsonl` and
+  `l2_lake.tiers.replicas.merge_hour` of each hour of the step, replicas → the canonical `{HH}.jsonl` and
   `{HH}.events.jsonl` of the lake, with the merge's figures as partition metadata: per replica its
   records, coverage and records only it had (`replica_<id>_records`, `replica_<id>_coverage_pct`,
   `replica_<id>_only`, and the `replicas` table), `agreed`, `disagreements` (and examples),
@@ -68,16 +68,16 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
-from collector import layout
-from collector.lake_walk import OnUnreadable, log_unreadable
+from l2_lake.format import layout
+from l2_lake.format.hours import iso, now_utc
+from l2_lake.store.lake_walk import OnUnreadable, log_unreadable
+from l2_lake.tiers.replicas import MergeReport, merge_hour, replica_fingerprint
+from l2_lake.tiers.selection import LakeHour, closed_hours_after
 from l2_pipeline.assets import HOURS_PER_RUN, LAKE_GROUP, HourFailed, materialize_hours
-from l2_pipeline.hours import iso, now_utc
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_HOUR
 from l2_pipeline.partitions import hours_start, instrument_keys, partition_key
 from l2_pipeline.registry import latest_materializations
-from l2_pipeline.replicas import MergeReport, merge_hour, replica_fingerprint
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.selection import LakeHour, closed_hours_after
 from l2_pipeline.sensors import RawCursor, hours_backfill, read_cursor
 
 CANONICAL_HOUR = AssetKey("canonical_hour")

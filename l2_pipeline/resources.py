@@ -28,10 +28,10 @@ from typing import Any
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from collector.config import COLLECTOR_ID_RE
-from collector.layout import TAPE_PREFIX, list_instruments, validate_inst_id
-from collector.object_store import parse_lake_url
-from l2_pipeline.lake_tree import LakeTree, LocalTree, lake_tree
+from l2_lake.format import layout
+from l2_lake.format.layout import TAPE_PREFIX, list_instruments, validate_inst_id
+from l2_lake.store.s3 import parse_lake_url
+from l2_lake.store.tree import LakeTree, LocalTree, lake_tree
 from l2_pipeline.partitions import parse_hour_key
 
 DEFAULT_INSTRUMENTS = ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]
@@ -78,7 +78,7 @@ class LakeResource(ConfigurableResource):
     replica_dirs: str = Field(
         default="", description="redundant capture: data dirs (spools) of collectors capturing the same instruments, "
         "id=/path,id2=/path2 (ids as their --collector-id); canonical_hour merges them into data_dir. Empty: one "
-        "collector writes data_dir itself (see l2_pipeline.replicas)",
+        "collector writes data_dir itself (see l2_lake.tiers.replicas)",
     )
 
     @field_validator("instruments", mode="before")
@@ -178,7 +178,7 @@ def parse_replica_dirs(text: str) -> dict[str, Path]:
         replica_id, sep, path = (s.strip() for s in item.partition("="))
         if not sep or not path:
             raise ValueError(f"{item!r} is not id=/path (expected e.g. a=/srv/spool-a,b=/srv/spool-b)")
-        if not COLLECTOR_ID_RE.fullmatch(replica_id):
+        if not layout.COLLECTOR_ID_RE.fullmatch(replica_id):
             raise ValueError(f"replica id {replica_id!r}: use the collector's --collector-id (1-32 characters a-z, "
                              f"0-9 and '-', starting with a letter or digit)")
         if replica_id in replicas:

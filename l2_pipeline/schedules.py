@@ -42,17 +42,17 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from collector import layout
-from collector.lake_walk import OnUnreadable, log_unreadable
+from l2_lake.format import layout
+from l2_lake.format.hours import iso, now_utc, utc
+from l2_lake.store.lake_walk import OnUnreadable, log_unreadable
+from l2_lake.tiers.curated_migration import has_legacy_curated
+from l2_lake.tiers.retention import plan_deletions
+from l2_lake.tiers.selection import compression_due
 from l2_pipeline.assets import HOURS_PER_RUN
-from l2_pipeline.curated_migration import has_legacy_curated
-from l2_pipeline.hours import iso, now_utc, utc
 from l2_pipeline.jobs import compress_job, instrument_metadata_job, retention_job
 from l2_pipeline.keys import BOOK_TAPE_ARCHIVE, RAW_ARCHIVE
 from l2_pipeline.partitions import hours_start, instrument_keys, parse_partition_key, partition_key, run_batches
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.retention import plan_deletions
-from l2_pipeline.selection import compression_due
 
 
 def scheduled_time(context: ScheduleEvaluationContext) -> datetime:

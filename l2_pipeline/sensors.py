@@ -60,18 +60,18 @@ from dagster import (
 )
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 
-from collector import layout
-from collector.lake_walk import OnUnreadable, log_unreadable
-from collector.layout import validate_inst_id
+from l2_lake.format import layout
+from l2_lake.format.hours import iso, now_utc, parse_utc
+from l2_lake.format.layout import validate_inst_id
+from l2_lake.quality.stats_cache import fingerprint, unchanged
+from l2_lake.quality.verdicts import collector_freshness
+from l2_lake.store.lake_walk import OnUnreadable, log_unreadable
+from l2_lake.tiers.selection import LakeHour, pending_registrations
 from l2_pipeline.checks import verdict_evaluation
-from l2_pipeline.hours import iso, now_utc, parse_utc
 from l2_pipeline.keys import BOOK_FEATURES, BOOK_TAPE, BOOK_TAPE_ARCHIVE, CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import hours_start, instrument_keys, parse_partition_key, partition_key
-from l2_pipeline.quality import collector_freshness
 from l2_pipeline.registry import stored_fingerprints
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.selection import LakeHour, pending_registrations
-from l2_pipeline.stats_cache import fingerprint, unchanged
 
 FRESHNESS_REEMIT_SECONDS = 600
 

@@ -1,21 +1,21 @@
-"""The full-resolution tape in Dagster (`collector.tape`, `l2-collector run --tape`): part of the code
+"""The full-resolution tape in Dagster (`l2_lake.book.tape`, `l2-collector run --tape`): part of the code
 location when the lake holds a tape (`raw/okx/l2_tape/` has an instrument directory when it loads;
 `l2_pipeline.definitions`), so a lake without one is exactly as before. All three assets are
 partitioned like `raw_hour` (hour × instrument) and built by `build_tape_definitions(partitions)`.
 
 - `book_tape`: each closed tape hour (`{HH}.jsonl`, or its archive `{HH}.parquet`), registered by
   `raw_hours_sensor` with the same backfill as the snapshots' hours. Its runs read the hour once: a
-  replay through a fresh engine into a sink that only counts (`l2_pipeline.tape_stats`), whose
+  replay through a fresh engine into a sink that only counts (`l2_lake.quality.tape_stats`), whose
   figures are the partition's metadata (lines, bytes, frames, messages, messages applied to a
   trusted book, engine gaps, checksum failures, resyncs by reason, drops, ticks, first/last message,
   trusted-book seconds → `coverage_pct`, messages per second, schema problems) led by the verdict
   of its checks and the `fingerprint` of its files.
 - `book_tape_quality`: the checks `tape_no_gaps` (WARN), `tape_coverage` and `tape_schema_valid`
-  (`l2_pipeline.quality.evaluate_tape`), evaluated in every run that materializes `book_tape`
+  (`l2_lake.quality.verdicts.evaluate_tape`), evaluated in every run that materializes `book_tape`
   (from the figures its step just read: `stats_cache.read_tape_hour`), each evaluation targeting
   the hour's latest `book_tape` materialization, by the same machinery as `raw_hour`'s six checks
   (`l2_pipeline.checks.build_partition_checks`).
-- `book_tape_archive`: the hour's verified archive, `{HH}.parquet` (`collector.tape_columns`: one row
+- `book_tape_archive`: the hour's verified archive, `{HH}.parquet` (`l2_lake.format.tape_columns`: one row
   per tape line, levels as decimal columns, brotli; it decodes to the hour's exact bytes, which
   `archive.archive_hour` with the tape's prefix proves before the `.jsonl` goes), launched by
   `compression_schedule` in `compress_job` runs of its own after `compress_after_hours`, like
@@ -23,7 +23,7 @@ partitioned like `raw_hour` (hour × instrument) and built by `build_tape_defini
   (`retention.plan_deletions`).
 - `resampled_books`: the hour replayed at a cadence and depth of the run's config
   (`ResampleConfig`, default 250 ms and 25 levels), as Parquet in the curated schema at a hive path
-  naming them (`l2_pipeline.resampled`). Never requested automatically: materialize or backfill
+  naming them (`l2_lake.tiers.resampled`). Never requested automatically: materialize or backfill
   any range from the UI (`resample_job`, or the asset; the Launchpad takes the config).
 
 `book_tape_job` registers hours again and re-evaluates their checks, as `raw_hour_job` does.
@@ -52,8 +52,14 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import Field
 
-from collector import layout
-from l2_pipeline.archive import archive_hour
+from l2_lake.format import layout
+from l2_lake.pictures.tape_figure import tape_hour_figure
+from l2_lake.quality.stats_cache import TAPE_NEEDS, read_tape_hour
+from l2_lake.quality.tape_stats import TapeHourStats
+from l2_lake.quality.verdicts import TAPE_CHECKS, TAPE_SCHEMA_VALID, Verdict, tape_verdicts
+from l2_lake.store.tree import LakeTree
+from l2_lake.tiers.archive import archive_hour
+from l2_lake.tiers.resampled import DEFAULT_CADENCE_MS, DEFAULT_DEPTH, write_resampled
 from l2_pipeline.assets import (
     RegisteredHour,
     figures_metadata,
@@ -64,13 +70,8 @@ from l2_pipeline.assets import (
 )
 from l2_pipeline.checks import build_partition_checks
 from l2_pipeline.keys import BOOK_TAPE, BOOK_TAPE_ARCHIVE, RESAMPLED_BOOKS
-from l2_pipeline.lake_tree import LakeTree
 from l2_pipeline.partitions import parse_partition_key
-from l2_pipeline.quality import TAPE_CHECKS, TAPE_SCHEMA_VALID, Verdict, tape_verdicts
-from l2_pipeline.resampled import DEFAULT_CADENCE_MS, DEFAULT_DEPTH, MAX_DEPTH, write_resampled
 from l2_pipeline.resources import LakeResource
-from l2_pipeline.stats_cache import TAPE_NEEDS, read_tape_hour
-from l2_pipeline.tape_stats import TapeHourStats
 
 TAPE_GROUP = "tape"
 TAPE_CHECK_KEYS = [AssetCheckKey(BOOK_TAPE, name) for name in TAPE_CHECKS]
@@ -82,12 +83,12 @@ class ResampleConfig(Config):
 
     cadence_ms: int = Field(default=DEFAULT_CADENCE_MS, ge=1,
                             description="one record per this many ms of exchange time (when the book changed)")
-    depth: int = Field(default=DEFAULT_DEPTH, ge=1, le=MAX_DEPTH, description="levels per side in each record")
+    depth: int = Field(default=DEFAULT_DEPTH, ge=1, le=layout.MAX_DEPTH, description="levels per side in each record")
 
 
 def tape_figures(stats: TapeHourStats, picture: bool) -> dict[str, Any]:
     """Partition metadata of a registered tape hour: its figures (`TapeHourStats.metadata`) and, if
-    `picture`, its picture when it was drawn (`l2_pipeline.tape_figure`)."""
+    `picture`, its picture when it was drawn (`l2_lake.pictures.tape_figure`)."""
     meta = figures_metadata(stats.metadata())
     meta["resyncs_by_reason"] = MetadataValue.json(meta["resyncs_by_reason"])
     if not stats.scan.replay.messages:
@@ -103,7 +104,7 @@ def register_tape_hour(lake: Path | LakeTree, inst_id: str, hour: datetime, now:
     is registered with its error (its `tape_schema_valid` check says so), one without a tape file
     fails the step."""
     require_closed(inst_id, hour, now, grace)
-    read = read_tape_hour(lake, inst_id, hour, figure)
+    read = read_tape_hour(lake, inst_id, hour, tape_hour_figure if figure else None)
     return RegisteredHour.of(read, tape_verdicts(read.stats, read.error, coverage_threshold_pct),
                              partial(tape_figures, picture=figure),
                              lambda stats: stats.source is not None, TAPE_SCHEMA_VALID)

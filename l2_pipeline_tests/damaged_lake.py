@@ -4,7 +4,7 @@
 the `hours` hours before the current one in full (1800 records at the 2 s cadence, a few missing
 here and there, depth 5), plus the current (open) hour up to `now`, so `collector_freshness` sees
 a live collector for a few minutes. Six closed hours, on distinct hours and alternating instruments,
-are damaged so that exactly one of the six hour checks (`l2_pipeline.quality.HOUR_CHECKS`) fails on each:
+are damaged so that exactly one of the six hour checks (`l2_lake.quality.verdicts.HOUR_CHECKS`) fails on each:
 
 - `no_gaps`: a gap marker record (`gap_detected=true`) plus `gap`, `resync_start`, `resync_done` events;
 - `no_checksum_failures`: a checksum marker (`checksum_ok=false`, OKX's checksum non-zero, the
@@ -22,10 +22,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from collector.layout import hour_floor
-from collector.record import build_record, encode_line, okx_checksum
-from l2_pipeline.partitions import partition_key
-from l2_pipeline.quality import (
+from l2_lake.format.layout import hour_floor
+from l2_lake.format.record import build_record, encode_line, okx_checksum
+from l2_lake.quality.verdicts import (
     COVERAGE,
     NO_CHECKSUM_FAILURES,
     NO_CROSSED_BOOKS,
@@ -33,6 +32,7 @@ from l2_pipeline.quality import (
     SCHEMA_VALID,
     TIMESTAMPS_VALID,
 )
+from l2_pipeline.partitions import partition_key
 from l2_pipeline_tests.lake_factory import (
     BTC,
     ETH,

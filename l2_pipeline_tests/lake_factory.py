@@ -1,5 +1,5 @@
-"""Plant lakes for the pipeline tests: records built with `collector.record.build_record` and
-written with `encode_line` at the paths `collector.layout` defines, plus helpers that damage an
+"""Plant lakes for the pipeline tests: records built with `l2_lake.format.record.build_record` and
+written with `encode_line` at the paths `l2_lake.format.layout` defines, plus helpers that damage an
 hour in the ways the quality checks must catch (gaps, torn/invalid lines, crossed books,
 out-of-hour timestamps), and `without_fields` to plant the original record format."""
 
@@ -13,8 +13,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from collector import layout
-from collector.record import ADDED_FIELDS, build_event, build_record, encode_line
+from l2_lake.format import layout
+from l2_lake.format.record import ADDED_FIELDS, build_event, build_record, encode_line
 
 BTC = "BTC-USDT-SWAP"
 ETH = "ETH-USDT-SWAP"
@@ -292,8 +292,8 @@ def check_status(instance, lake) -> dict[str, dict[str, set[str]]]:
     from dagster import AssetCheckKey
     from dagster._core.storage.asset_check_state import AssetCheckState, bulk_update_asset_check_state
 
+    from l2_lake.quality.verdicts import HOUR_CHECKS
     from l2_pipeline.keys import RAW_HOUR
-    from l2_pipeline.quality import HOUR_CHECKS
 
     partitions = lake_definitions(lake).resolve_asset_graph().get(RAW_HOUR).partitions_def
     keys = [(AssetCheckKey(RAW_HOUR, name), partitions) for name in HOUR_CHECKS]

@@ -12,12 +12,12 @@ import duckdb
 import pyarrow.parquet as pq
 from dagster import RunRequest, build_schedule_context
 
-from collector import layout
+from l2_lake.format import layout
+from l2_lake.tiers.curated import write_parquet
+from l2_lake.tiers.resampled import resampled_path, resampled_prefix
+from l2_lake.tiers.retention import plan_deletions
 from l2_pipeline import read_books
-from l2_pipeline.curated import write_parquet
 from l2_pipeline.jobs import retention_job
-from l2_pipeline.resampled import resampled_path, resampled_prefix
-from l2_pipeline.retention import plan_deletions
 from l2_pipeline.schedules import retention_schedule
 from l2_pipeline_tests.lake_factory import BASE_HOUR, BTC, ETH, lake_resource, plant_good_hour
 

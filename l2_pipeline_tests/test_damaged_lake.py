@@ -4,10 +4,10 @@ check it was planted for, every other planted hour passes all six, the open hour
 from datetime import UTC, datetime
 from pathlib import Path
 
-from collector import layout
-from l2_pipeline.hour_stats import compute_hour_stats
+from l2_lake.format import layout
+from l2_lake.quality.hour_stats import compute_hour_stats
+from l2_lake.quality.verdicts import HOUR_CHECKS, evaluate_hour
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.quality import HOUR_CHECKS, evaluate_hour
 from l2_pipeline_tests.damaged_lake import INSTRUMENTS, MIN_HOURS, plant_damaged_lake, planted_hours
 
 NOW = datetime(2026, 11, 25, 21, 30, 7, tzinfo=UTC)

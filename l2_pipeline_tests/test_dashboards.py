@@ -15,9 +15,9 @@ import pytest
 from dagster import AssetKey, materialize
 from matplotlib.image import imread
 
-from collector import layout
+from l2_lake.format import layout
+from l2_lake.tiers.features import FEATURES_SCHEMA
 from l2_pipeline.dashboards import health_cell, window
-from l2_pipeline.features import FEATURES_SCHEMA
 from l2_pipeline.keys import BOOK_FEATURES, LAKE_HEALTH
 from l2_pipeline.partitions import partition_key
 from l2_pipeline_tests.lake_factory import (

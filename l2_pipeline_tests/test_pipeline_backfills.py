@@ -41,11 +41,11 @@ from dagster._time import get_current_datetime
 from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
 from dagster_graphql.test.utils import execute_dagster_graphql
 
-from collector import layout
+from l2_lake.format import layout
+from l2_lake.quality.verdicts import HOUR_CHECKS
 from l2_pipeline.checks import HOUR_CHECK_KEYS
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.quality import HOUR_CHECKS
 from l2_pipeline_tests.instances import DagsterInstances
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,

@@ -14,12 +14,12 @@ import pytest
 from dagster import AssetCheckKey, Definitions, EnvVar, asset, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from collector import layout
-from collector.record import encode_line
+from l2_lake.format import layout
+from l2_lake.format.record import encode_line
+from l2_lake.quality.verdicts import HOUR_CHECKS
 from l2_pipeline.definitions import build_definitions, defs, partitions_at_load
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, LAKE_HEALTH, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import hours_start, instrument_keys, parse_partition_key, partition_key
-from l2_pipeline.quality import HOUR_CHECKS
 from l2_pipeline.resources import LakeResource, env_names, lake_resource_from_env
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,

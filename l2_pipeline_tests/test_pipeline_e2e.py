@@ -1,7 +1,7 @@
 """The pipeline over lakes the collector itself wrote:
 
-- a full exchange hour replayed through the collector's engine and store (`collector.replay`
-  over `collector.okx.simulator.market.dump_frames`), clean and with one dropped frame (a real gap);
+- a full exchange hour replayed through the collector's engine and store (`l2_lake.book.replay`
+  over `collector.simulator.market.dump_frames`), clean and with one dropped frame (a real gap);
 - a live `l2-collector simulate` + `l2-collector run` pair on 127.0.0.1 whose exchange clock
   starts in a past hour, so the hours it writes are closed.
 """
@@ -18,13 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import build_schedule_context
 
-from collector import layout
-from collector.okx.simulator.market import DUMP_START_MS, dump_frames
-from collector.replay import replay_file
+from collector.simulator.market import DUMP_START_MS, dump_frames
 from collector_tests.harness import hour_boundary_soon, start_collector, start_simulator, stop_process, wait_for
+from l2_lake.book.replay import replay_file
+from l2_lake.format import layout
+from l2_lake.quality.verdicts import HOUR_CHECKS
 from l2_pipeline.keys import CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.quality import HOUR_CHECKS
 from l2_pipeline_tests.lake_factory import (
     BTC,
     ETH,

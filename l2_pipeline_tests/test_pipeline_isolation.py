@@ -22,11 +22,11 @@ import orjson
 import pytest
 from dagster import RunRequest, build_schedule_context, build_sensor_context
 
-from collector import layout
-from l2_pipeline.curated import write_parquet
+from l2_lake.format import layout
+from l2_lake.quality.verdicts import HOUR_CHECKS, SCHEMA_VALID
+from l2_lake.tiers.curated import write_parquet
 from l2_pipeline.keys import CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.quality import HOUR_CHECKS, SCHEMA_VALID
 from l2_pipeline.schedules import retention_schedule
 from l2_pipeline.sensors import FreshnessCursor, RawCursor, collector_freshness_sensor
 from l2_pipeline_tests.lake_factory import (

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from collector import layout
 from collector.ship import Shipper
 from collector_tests.s3_server import s3_env
+from l2_lake.format import layout
+from l2_lake.quality.stats_cache import unchanged
+from l2_lake.tiers.selection import compression_due
 from l2_pipeline import read_books
 from l2_pipeline.jobs import retention_job
 from l2_pipeline.resources import lake_resource_from_env
-from l2_pipeline.selection import compression_due
-from l2_pipeline.stats_cache import unchanged
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,

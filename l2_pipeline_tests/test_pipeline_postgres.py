@@ -55,9 +55,9 @@ from dagster._daemon.controller import create_daemon_grpc_server_registry
 from dagster._grpc.client import DagsterGrpcClient
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
+from l2_lake.quality.verdicts import HOUR_CHECKS, NO_CROSSED_BOOKS
 from l2_pipeline.keys import RAW_HOUR
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.quality import HOUR_CHECKS, NO_CROSSED_BOOKS
 from l2_pipeline_tests.damaged_lake import plant_damaged_hour
 from l2_pipeline_tests.instances import LOCATION, code_location
 from l2_pipeline_tests.lake_factory import (

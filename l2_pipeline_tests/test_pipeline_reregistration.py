@@ -24,13 +24,13 @@ from dagster import AssetCheckKey, DagsterInstance
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.scheduler.instigation import TickStatus
 
-from collector import layout
-from collector.record import encode_line
-from l2_pipeline.archive import archive_hour
+from l2_lake.format import layout
+from l2_lake.format.record import encode_line
+from l2_lake.quality.stats_cache import fingerprint
+from l2_lake.quality.verdicts import HOUR_CHECKS, SCHEMA_VALID
+from l2_lake.tiers.archive import archive_hour
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_HOUR
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.quality import HOUR_CHECKS, SCHEMA_VALID
-from l2_pipeline.stats_cache import fingerprint
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,

@@ -11,15 +11,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from dagster import RunRequest, SkipReason, build_schedule_context
 
-from collector import layout
+from l2_lake.format import layout
+from l2_lake.tiers.curated import write_parquet
+from l2_lake.tiers.retention import UnsafePath, check_inside_root, delete_files, plan_deletions
+from l2_lake.tiers.selection import LakeHour, compression_due
 from l2_pipeline.assets import HOURS_PER_RUN
-from l2_pipeline.curated import write_parquet
 from l2_pipeline.jobs import retention_job
 from l2_pipeline.keys import RAW_ARCHIVE
 from l2_pipeline.partitions import instrument_keys, parse_partition_key, partition_key, run_batches
-from l2_pipeline.retention import UnsafePath, check_inside_root, delete_files, plan_deletions
 from l2_pipeline.schedules import instrument_metadata_schedule, retention_schedule
-from l2_pipeline.selection import LakeHour, compression_due
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,

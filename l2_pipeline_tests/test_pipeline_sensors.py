@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from dagster import build_sensor_context
 
-from collector import layout
+from l2_lake.format import layout
+from l2_lake.quality.verdicts import HOUR_CHECKS
 from l2_pipeline.keys import RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.quality import HOUR_CHECKS
 from l2_pipeline.sensors import RawCursor, collector_freshness_sensor
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from collector import layout
-from collector.okx.simulator.market import DUMP_START_MS, dump_frames
-from collector.replay import replay_file
+from collector.simulator.market import DUMP_START_MS, dump_frames
 from collector_tests.harness import count_records, start_collector, start_simulator, stop_process, verify_lake, wait_for
-from l2_pipeline.archive import OpenHourError, archive_hour
-from l2_pipeline.selection import compression_due
+from l2_lake.book.replay import replay_file
+from l2_lake.format import layout
+from l2_lake.tiers.archive import OpenHourError, archive_hour
+from l2_lake.tiers.selection import compression_due
 
 
 @pytest.mark.soak

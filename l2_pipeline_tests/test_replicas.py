@@ -1,4 +1,4 @@
-"""Redundant capture: the merge rules of `l2_pipeline.replicas.merge_hour` on planted replica spools,
+"""Redundant capture: the merge rules of `l2_lake.tiers.replicas.merge_hour` on planted replica spools,
 the `canonical_hour` asset with its `replicas_agree` check and `replica_hours_sensor` on a real
 Dagster instance, and a code location without replicas that is exactly what it was before."""
 
@@ -13,16 +13,16 @@ import pytest
 from dagster import AssetCheckKey, build_sensor_context, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from collector import layout
-from collector.record import encode_line
-from l2_pipeline.archive import OpenHourError, archive_hour
+from l2_lake.format import layout
+from l2_lake.format.hours import now_utc
+from l2_lake.format.record import encode_line
+from l2_lake.quality.verdicts import HOUR_CHECKS
+from l2_lake.tiers.archive import OpenHourError, archive_hour
+from l2_lake.tiers.replicas import ReplicaDataLost, merge_hour
 from l2_pipeline.definitions import build_definitions
-from l2_pipeline.hours import now_utc
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, LAKE_HEALTH, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.quality import HOUR_CHECKS
 from l2_pipeline.replica_assets import CANONICAL_HOUR, REPLICAS_AGREE
-from l2_pipeline.replicas import ReplicaDataLost, merge_hour
 from l2_pipeline.resources import lake_resource_from_env
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
@@ -57,7 +57,7 @@ def altered(record: dict) -> dict:
 
 
 def ms_of(record: dict) -> int:
-    from collector.record import parse_ts_ms
+    from l2_lake.format.record import parse_ts_ms
 
     return parse_ts_ms(record["timestamp_utc"])
 

@@ -39,23 +39,25 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetCheckKey, DagsterInstance, build_schedule_context, build_sensor_context, materialize
 
-from collector import lake_walk, layout, tape_columns
 from collector.cli import main as cli_main
-from collector.record import parse_ts_ms
 from collector.ship import Shipper
-from collector.tape_replay import TapeReplayer, read_lines
 from collector_tests.harness import count_records, start_collector, start_simulator, stop_process, wait_for
 from collector_tests.s3_server import s3_env
-from l2_pipeline.curated import PARQUET_SCHEMA
+from l2_lake.book.tape_replay import TapeReplayer, read_lines
+from l2_lake.format import layout, tape_columns
+from l2_lake.format.record import parse_ts_ms
+from l2_lake.pictures.tape_figure import tape_hour_figure, top_of_book
+from l2_lake.quality.tape_stats import compute_tape_stats
+from l2_lake.quality.verdicts import TAPE_CHECKS
+from l2_lake.store import lake_walk
+from l2_lake.tiers.curated import PARQUET_SCHEMA
+from l2_lake.tiers.resampled import resampled_path
+from l2_lake_tests.test_plots import png_size
 from l2_pipeline.jobs import retention_job
 from l2_pipeline.keys import BOOK_TAPE, BOOK_TAPE_ARCHIVE, RAW_ARCHIVE, RESAMPLED_BOOKS
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.quality import TAPE_CHECKS
 from l2_pipeline.registry import latest_materializations
-from l2_pipeline.resampled import resampled_path
 from l2_pipeline.schedules import retention_request
-from l2_pipeline.tape_figure import top_of_book
-from l2_pipeline.tape_stats import compute_tape_stats
 from l2_pipeline_tests import lake_factory
 from l2_pipeline_tests.lake_factory import (
     BTC,
@@ -69,7 +71,6 @@ from l2_pipeline_tests.lake_factory import (
     register_closed_hours,
     requested,
 )
-from l2_pipeline_tests.test_plots import png_size
 
 pytestmark = pytest.mark.e2e
 INSTS = f"{BTC},{ETH}"
@@ -284,7 +285,7 @@ def test_book_tape_shows_the_hours_picture_drawn_from_its_replay(recording, lake
                                                                   monkeypatch, capsys):
     # the picture's data: after each trusted message, the best bid and ask the live snapshots show at that time
     top = top_of_book(read_lines(recording.tape(lake_dir, BTC)), BTC)
-    stats = compute_tape_stats(lake_dir, BTC, recording.hour, figure=True)
+    stats = compute_tape_stats(lake_dir, BTC, recording.hour, figure=tape_hour_figure)
     assert len(top.ts_ms) == stats.scan.replay.messages and sum(top.trusted) == stats.scan.trusted_messages
     assert stats.scan.top is None and png_size(stats.figure) == (1200, 900)
     ts, checked = np.asarray(top.ts_ms), 0
@@ -550,7 +551,7 @@ def test_lake_without_tape_is_unchanged(tmp_path, instance, capfd):
 
 
 def test_each_kind_of_damaged_line_is_named_as_its_own_schema_problem():
-    from l2_pipeline.tape_stats import scan_tape
+    from l2_lake.quality.tape_stats import scan_tape
 
     hour = datetime(2026, 11, 20, tzinfo=UTC)
     lines = [b'{"t":"book","r":1,"state":"wait_ack"}\n',
@@ -564,8 +565,8 @@ def test_each_kind_of_damaged_line_is_named_as_its_own_schema_problem():
 
 
 def test_tape_coverage_needs_both_the_hours_time_and_its_messages_on_a_trusted_book():
-    from l2_pipeline.quality import TAPE_COVERAGE, evaluate_tape
-    from l2_pipeline.tape_stats import TapeHourStats, TapeScan, TapeStats
+    from l2_lake.quality.tape_stats import TapeHourStats, TapeScan, TapeStats
+    from l2_lake.quality.verdicts import TAPE_COVERAGE, evaluate_tape
 
     hour = datetime(2026, 11, 20, tzinfo=UTC)
 

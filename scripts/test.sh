@@ -13,5 +13,5 @@ pytest=(.venv/bin/python -m pytest -q)
 if [ $# -gt 0 ]; then
     exec "${pytest[@]}" -m "not soak_long and not fuzz" "$@"  # long soak, fuzzing: README "Long runs"
 fi
-"${pytest[@]}" --durations=15 -n 2 -m "not soak_long and not fuzz and not timed" l2_pipeline_tests collector_tests
+"${pytest[@]}" --durations=15 -n 2 -m "not soak_long and not fuzz and not timed" l2_lake_tests l2_pipeline_tests collector_tests
 "${pytest[@]}" --durations=15 -m "timed and not soak_long and not fuzz" collector_tests

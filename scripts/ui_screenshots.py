@@ -494,7 +494,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def copy_tape(source: Path, data_dir: Path, hours: list[datetime]) -> str | None:
     """Copy `source`'s tape hour files of INSTRUMENTS within `hours` into `data_dir`; the partition key
     of the last one copied (None if none is in those hours)."""
-    from collector import lake_walk, layout
+    from l2_lake.format import layout
+    from l2_lake.store import lake_walk
     from l2_pipeline.partitions import partition_key
 
     copied = None
