@@ -1,9 +1,9 @@
-"""The README's Dagster command lines, run as written on a new instance (a fresh DAGSTER_HOME; on
-PostgreSQL runs of the suite, holding the dagster.yaml of a new database) over a planted lake: each
-exits 0 and does what the README says.
+"""The Dagster command lines of docs/PIPELINE.md, run as written on a new instance (a fresh
+DAGSTER_HOME; on PostgreSQL runs of the suite, holding the dagster.yaml of a new database) over a
+planted lake: each exits 0 and does what docs/PIPELINE.md says.
 
-The commands are read from the README's block that follows the marker
-`<!-- commands tested by l2_pipeline_tests/test_pipeline_readme_commands.py -->`, so the README
+The commands are read from docs/PIPELINE.md's block that follows the marker
+`<!-- commands tested by l2_pipeline_tests/test_pipeline_readme_commands.py -->`, so the page
 cannot drift from what is tested.
 """
 
@@ -23,13 +23,14 @@ from l2_pipeline.partitions import partition_key
 from l2_pipeline_tests.lake_factory import BASE_HOUR, BTC, crossed_record, make_records, ms, write_hour
 
 REPO = Path(__file__).resolve().parents[1]
+PAGE = REPO / "docs" / "PIPELINE.md"
 MARKER = "<!-- commands tested by l2_pipeline_tests/test_pipeline_readme_commands.py -->"
 
 
-def readme_commands() -> list[str]:
-    """The command lines of the README's tested block (comments and blank lines dropped)."""
-    text = (REPO / "README.md").read_text()
-    assert MARKER in text, "the README lost its tested command block"
+def documented_commands() -> list[str]:
+    """The command lines of docs/PIPELINE.md's tested block (comments and blank lines dropped)."""
+    text = PAGE.read_text()
+    assert MARKER in text, "docs/PIPELINE.md lost its tested command block"
     block = re.search(r"```bash\n(.*?)```", text[text.index(MARKER):], re.S)
     assert block is not None
     lines = [line.split("  # ")[0].strip() for line in block.group(1).splitlines()]
@@ -38,8 +39,9 @@ def readme_commands() -> list[str]:
 
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory, dagster_instances) -> Iterator[tuple[Path, subprocess.CompletedProcess]]:
-    """Every README command, in order, on a new instance over a lake with one crossed-book hour."""
-    root = tmp_path_factory.mktemp("readme")
+    """Every command of docs/PIPELINE.md's block, in order, on a new instance over a lake with one
+    crossed-book hour."""
+    root = tmp_path_factory.mktemp("pipeline_commands")
     lake, home = root / "lake", root / "dagster_home"
     records = make_records(BTC, BASE_HOUR, count=120)
     records[7] = crossed_record(BTC, ms(BASE_HOUR) + 7 * 2000 + 1000, seq=7)
@@ -47,19 +49,19 @@ def ran(tmp_path_factory, dagster_instances) -> Iterator[tuple[Path, subprocess.
     env = {**os.environ, "L2_DATA_DIR": str(lake), "L2_INSTRUMENTS": BTC, "HOME": str(root)}
     env.pop("DAGSTER_HOME", None)
     env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env['PATH']}"
-    commands = readme_commands()
+    commands = documented_commands()
     assert len(commands) >= 5
     # one shell, as a user types them (the first exports DAGSTER_HOME); -e: the first failure stops it,
-    # -x: the log shows which. The README's paths are relative to the repository root; its
+    # -x: the log shows which. docs/PIPELINE.md's paths are relative to the repository root; its
     # DAGSTER_HOME goes to the temp dir.
     script = "set -ex\n" + "\n".join(commands).replace("$PWD/dagster_home", str(home))
-    with dagster_instances.home(home):  # the README's `touch` keeps a dagster.yaml it holds
+    with dagster_instances.home(home):  # docs/PIPELINE.md's `touch` keeps a dagster.yaml it holds
         result = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
                                 timeout=600)
         yield home, result
 
 
-def test_every_readme_command_succeeds_on_a_new_instance(ran):
+def test_every_documented_command_succeeds_on_a_new_instance(ran):
     _, result = ran
     assert result.returncode == 0, f"{result.stdout[-2000:]}\n{result.stderr[-6000:]}"
     assert "No dagster instance configuration file" not in result.stderr
@@ -68,7 +70,7 @@ def test_every_readme_command_succeeds_on_a_new_instance(ran):
     assert "raw_hours_sensor" in result.stdout + result.stderr
 
 
-def test_readme_commands_did_what_the_readme_says(ran):
+def test_documented_commands_did_what_the_page_says(ran):
     home, _ = ran
     key = str(partition_key(BTC, BASE_HOUR))
     with DagsterInstance.from_config(str(home)) as instance:
