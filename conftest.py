@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-# Fuzz example counts: `ci` (default) keeps the suite fast; HYPOTHESIS_PROFILE=fuzz-long (README) runs
+# Fuzz example counts: `ci` (default) keeps the suite fast; HYPOTHESIS_PROFILE=fuzz-long (docs/TESTING.md) runs
 # 100k examples per fuzz test (500k frames and streams in all), about 45 minutes.
 settings.register_profile("ci", max_examples=500, deadline=None)
 settings.register_profile("fuzz-long", max_examples=100_000, deadline=None, suppress_health_check=list(HealthCheck))

@@ -128,7 +128,7 @@ def ship_pass(server: S3Server, bucket: str, spool: Path, prefix: str, n: int) -
     """One `Shipper.ship_once` at hour end + grace over a spool holding `n` closed hours."""
     shippable_ms = int((HOUR + layout.HOUR + GRACE).timestamp() * 1000)
     shipper = Shipper(spool, f"s3://{bucket}/{prefix}")
-    shipper.store().head("warm-up")  # the collector makes its client at start and keeps its connections
+    shipper.store().stat("warm-up")  # the collector makes its client at start and keeps its connections
     events = ShipEvents()
     logger = logging.getLogger("collector.ship")
     logger.addHandler(events)

@@ -17,7 +17,7 @@ The tape goes as it is because its Parquet form (l2_lake.format.tape_columns) co
 hashing, uploading and reading back the raw hour (`bench.ship --tape`: 8.66 s against 0.08 s on a
 20 MB hour): a collector with `--tape` on a few hundred instruments would need a core for that alone,
 and the capture host's CPU is the hot path's. The pipeline's `book_tape_archive` makes the
-`.parquet` in the bucket after 6 h, as it does on a local lake (README, "The tape").
+`.parquet` in the bucket after 6 h, as it does on a local lake (docs/TAPE.md).
 
 An hour is closed once its end plus `grace` (2 min) has passed and the writer no longer has its file
 open. Before each pass the writer thread closes the files of ended hours that did not grow since the
@@ -75,7 +75,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -97,7 +97,8 @@ from l2_lake.format.record import format_ts_ms
 from l2_lake.logs import log_event
 from l2_lake.store import lake_walk
 from l2_lake.store.files import atomic_write, fsync_dir
-from l2_lake.store.s3 import LakeUrl, RemoteObject, StoreError, parse_lake_url, sha256_file
+from l2_lake.store.home import Entry, Home, StoreError, VerifyFailed, sha256_file
+from l2_lake.store.s3 import LakeUrl, parse_lake_url
 from l2_lake.threads import settle_from_thread
 
 if TYPE_CHECKING:
@@ -115,17 +116,6 @@ GZIP_TYPE = "application/gzip"
 PARQUET_TYPE = "application/vnd.apache.parquet"
 JSONL_TYPE = "application/x-ndjson"
 JSON_TYPE = "application/json"
-
-
-class Store(Protocol):
-    """What the shipper needs of an object store (`l2_lake.store.s3.S3Store`)."""
-
-    def describe(self) -> str: ...
-    def head(self, relative: str) -> RemoteObject | None: ...
-    def put(self, relative: str, body: bytes | Path, sha256_hex: str, metadata: dict[str, str],
-            content_type: str) -> None: ...
-    def read_digest(self, relative: str) -> tuple[str, int, dict[str, str]]: ...
-    def read(self, relative: str) -> bytes: ...
 
 
 class ShipDeferred(RuntimeError):
@@ -341,7 +331,7 @@ class Shipper:
     pass (blocking; the task runs it in a daemon thread)."""
 
     def __init__(self, data_dir: Path, lake_url: str, *, writer: BackgroundWriter | None = None,
-                 collector_id: str = "", store_factory: Callable[[LakeUrl], Store] | None = None,
+                 collector_id: str = "", store_factory: Callable[[LakeUrl], Home] | None = None,
                  grace: timedelta = GRACE,
                  scan_interval_s: float = SCAN_INTERVAL_S, backoff_initial: float = 1.0, backoff_max: float = 60.0,
                  clock_ms: Callable[[], int] = _wall_ms) -> None:
@@ -350,7 +340,7 @@ class Shipper:
         self.collector_id = collector_id
         self.gate = WriterGate(writer) if writer is not None else None
         self._store_factory = store_factory
-        self._store: Store | None = None
+        self._store: Home | None = None
         self._store_lock = threading.Lock()
         self.grace = grace
         self.scan_interval_s = scan_interval_s
@@ -424,7 +414,7 @@ class Shipper:
 
     # -- one pass (blocking) ------------------------------------------------------------------------------
 
-    def store(self) -> Store:
+    def store(self) -> Home:
         """The client, made on first use (StoreError if it cannot be made; tried again next pass)."""
         with self._store_lock:
             if self._store is None:
@@ -537,7 +527,7 @@ class Shipper:
 
     # -- one instrument-hour ------------------------------------------------------------------------------
 
-    def _ship_unit(self, store: Store, unit: HourUnit) -> list[Path]:
+    def _ship_unit(self, store: Home, unit: HourUnit) -> list[Path]:
         """Ship the unit's files; returns those shipped (a busy or changed file waits for the next pass;
         a `.jsonl.gz` beside a shipped `.jsonl` goes with it)."""
         shipped: list[Path] = []
@@ -571,7 +561,7 @@ class Shipper:
     def _begin(self, path: Path) -> None:
         self.backlog = replace(self.backlog, in_flight=self._relative(path))
 
-    def _ship_records(self, store: Store, path: Path, archive: Path | None) -> bool:
+    def _ship_records(self, store: Home, path: Path, archive: Path | None) -> bool:
         try:
             src = open(path, "rb")  # noqa: SIM115 - held open (and locked) until the copy is removed
         except FileNotFoundError:
@@ -624,7 +614,7 @@ class Shipper:
                       f"{self._relative(archive)} differs from the {archive.name.split('.')[0]}.jsonl shipped for the "
                       f"same hour; moved aside to {aside.name}", path=self._relative(archive))
 
-    def _ship_archive(self, store: Store, path: Path) -> bool:
+    def _ship_archive(self, store: Home, path: Path) -> bool:
         """An hour the pipeline already compressed: shipped as it is, once it decompresses."""
         self._begin(path)
         try:
@@ -642,7 +632,7 @@ class Shipper:
         self._count(path, stamp[0])
         return True
 
-    def _ship_events(self, store: Store, path: Path) -> bool:
+    def _ship_events(self, store: Home, path: Path) -> bool:
         self._begin(path)
         try:
             with open(path, "rb") as f:
@@ -689,7 +679,7 @@ class Shipper:
                     changed.append(path)
         return changed
 
-    def _ship_meta(self, store: Store, path: Path) -> bool:
+    def _ship_meta(self, store: Home, path: Path) -> bool:
         """Copy one metadata file if it changed since it was last copied; False if it must wait."""
         self._begin(path)
         try:
@@ -704,7 +694,7 @@ class Shipper:
             content = content[:content.rfind(b"\n") + 1]  # a history line being appended: up to the last one
         relative = self._relative(path)
         sha = hashlib.sha256(content).hexdigest()
-        remote = store.head(relative)
+        remote = store.stat(relative)
         if remote is not None and remote.metadata.get("collector-id", "") != self.collector_id:
             self._mark_stuck(path, self._conflict(relative, remote).args[0])
             return False
@@ -718,7 +708,7 @@ class Shipper:
 
     # -- put + verify -----------------------------------------------------------------------------------
 
-    def _put_verified(self, store: Store, relative: str, content: bytes | None, body: bytes | Path,
+    def _put_verified(self, store: Home, relative: str, content: bytes | None, body: bytes | Path,
                       content_type: str, *, merge: bool, source: Path, content_digest: Digest | None = None,
                       body_sha: str | None = None) -> None:
         """Make `relative` hold `content` (and whatever the object already held that the spool lacks),
@@ -728,7 +718,7 @@ class Shipper:
             content_digest = digest_bytes(content if content is not None else b"")
         if body_sha is None:
             body_sha = hashlib.sha256(body).hexdigest() if isinstance(body, bytes) else sha256_file(body)
-        remote = store.head(relative) if merge else None
+        remote = store.stat(relative) if merge else None
         if remote is not None and remote.metadata.get("collector-id", "") != self.collector_id:
             raise self._conflict(relative, remote)
         if remote is not None:
@@ -749,17 +739,21 @@ class Shipper:
                     "bytes": str(content_digest.size), "source": self._relative(source)}
         if self.collector_id:
             metadata["collector-id"] = self.collector_id
-        store.put(relative, body, body_sha, metadata, content_type)
-        if not self._verified(store, relative, body_sha):
-            raise StoreError(f"verification of {self.url.key(relative)} failed: it does not read back as the "
-                             f"bytes sent (sha256 {body_sha[:16]}…)")
+        try:
+            store.write_verified(relative, body, metadata, content_type, sha256_hex=body_sha)
+        except VerifyFailed as exc:
+            log_event(log, logging.ERROR, "ship_verify_failed", None,
+                      f"{exc}; the spool copy is kept and the upload retried", path=relative)
+            raise
 
-    def _merge(self, store: Store, relative: str, remote: RemoteObject, content: bytes | None,
+    def _merge(self, store: Home, relative: str, remote: Entry, content: bytes | None,
                body: bytes | Path, archived: bool) -> list[bytes] | None:
         """The object already holds other content than the spool file: the parts of what it must hold so
         that no line of either is lost, or None when it already holds every line of the spool file."""
         local = content if content is not None else unarchive(Path(body).read_bytes(), Path(body).name, str(body))
         raw = store.read(relative)
+        if raw is None:
+            raise StoreError(f"{self.url.key(relative)} was removed while this pass merged into it")
         recorded = remote.metadata.get("sha256")
         if recorded and hashlib.sha256(raw).hexdigest() != recorded:
             raise StoreError(f"GET {self.url.key(relative)} read back other bytes than its recorded sha256")
@@ -780,13 +774,13 @@ class Shipper:
                       lines_before=before, lines_after=after)
         return parts
 
-    def _conflict(self, relative: str, remote: RemoteObject) -> ShipConflict:
+    def _conflict(self, relative: str, remote: Entry) -> ShipConflict:
         theirs = remote.metadata.get("collector-id") or "a collector without --collector-id"
         ours = self.collector_id or "no --collector-id"
         return ShipConflict(f"{self.url.key(relative)} was written by {theirs} (this one has {ours}): give each "
                             "replica its own --lake-url prefix")
 
-    def _verified(self, store: Store, relative: str, sha256_hex: str) -> bool:
+    def _verified(self, store: Home, relative: str, sha256_hex: str) -> bool:
         """GET the whole object: True if its bytes and its `sha256` metadata are `sha256_hex`."""
         got, size, metadata = store.read_digest(relative)
         if got == sha256_hex and metadata.get("sha256") == sha256_hex:

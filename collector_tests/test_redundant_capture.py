@@ -35,7 +35,7 @@ pytestmark = pytest.mark.e2e
 INSTS = "BTC-USDT-SWAP,ETH-USDT-SWAP"
 CADENCE_MS = 200  # harness.start_collector runs with --cadence 0.2
 MAX_PAUSE_MS = 2 * CADENCE_MS + 1_100  # two cadences + slack for 3 processes on 2 shared cores (soak: 1500 ms)
-# CI runs a short version; the README's figure (a killed for 2 of 5 minutes) sets these to 60, 120, 120
+# CI runs a short version; docs/DEPLOY.md's figure (a killed for 2 of 5 minutes) sets these to 60, 120, 120
 BOTH_BEFORE_KILL_S = float(os.environ.get("REDUNDANT_BEFORE_S", "5"))
 DOWN_S = float(os.environ.get("REDUNDANT_DOWN_S", "10"))
 AFTER_RESTART_S = float(os.environ.get("REDUNDANT_AFTER_S", "10"))

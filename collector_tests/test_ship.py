@@ -162,7 +162,7 @@ def test_store_lists_directories(env: S3Server) -> None:
     assert store.list_dirs("raw/okx/l2_perps") == [BTC, ETH]
     assert store.list_dirs("raw/okx/l2_perps/") == [BTC, ETH]
     assert store.list_dirs("curated") == []
-    assert store.head("raw/okx/l2_perps/ETH-USDT-SWAP/x").size == 1 and store.head("nothing") is None
+    assert store.stat("raw/okx/l2_perps/ETH-USDT-SWAP/x").size == 1 and store.stat("nothing") is None
     with pytest.raises(StoreError, match="LIST s3://no-such-bucket-here/"):
         S3Store(LakeUrl("no-such-bucket-here", "")).list_dirs("raw")
 
@@ -265,9 +265,9 @@ class SpoolWatchingStore(S3Store):
     def _note(self, op: str) -> None:
         self.seen.append((op, all(p.exists() for p in self.watched)))
 
-    def put(self, *args, **kwargs) -> None:
+    def _put(self, *args, **kwargs) -> None:
         self._note("PUT")
-        super().put(*args, **kwargs)
+        super()._put(*args, **kwargs)
 
     def read_digest(self, relative: str):
         self._note("GET")
@@ -349,11 +349,11 @@ class SignalingStore(S3Store):
         super().__init__(url, **kw)
         self.big, self.putting = big, putting
 
-    def _put(self, key, body, checksum, meta, content_type) -> None:
+    def _put_object(self, key, body, checksum, meta, content_type) -> None:
         size = os.fstat(body.fileno()).st_size if hasattr(body, "fileno") else len(body)
         if size >= self.big:
             self.putting.set()
-        super()._put(key, body, checksum, meta, content_type)
+        super()._put_object(key, body, checksum, meta, content_type)
 
 
 def big_archive(hour: datetime, mb: int) -> bytes:

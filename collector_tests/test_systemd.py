@@ -2,7 +2,7 @@
 
 - The unit files pass `systemd-analyze verify` (copies with the install paths pointed at this
   checkout's venv and temporary config files, since verify checks that ExecStart= exists) and state
-  the policies the README promises (Type=notify, WatchdogSec, RestartPreventExitStatus=2, ...); the
+  the policies docs/DEPLOY.md promises (Type=notify, WatchdogSec, RestartPreventExitStatus=2, ...); the
   example TOML and env files agree with them.
 - A real `l2-collector run` against the simulator, with NOTIFY_SOCKET pointing at a datagram socket
   this test binds (what systemd does): READY=1, then records, then WATCHDOG=1 about every second for

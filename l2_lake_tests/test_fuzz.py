@@ -2,7 +2,7 @@
 `BadFrame`/`BadLevel` or applied, never crashes, and never leaves a synced book inconsistent.
 
 Example counts come from the hypothesis profile: `ci` by default (seconds), `HYPOTHESIS_PROFILE=fuzz-long`
-for the long local run (README).
+for the long local run (docs/TESTING.md, "Long runs").
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from l2_lake.format.record import record_problems
 from l2_lake.venues.okx.protocol import BadFrame, BookMessage, EventMessage, Pong, decode
 from l2_lake_tests.test_engine import T0, ListSink, as_written
 
-pytestmark = pytest.mark.fuzz  # fuzzing stays out of CI (scripts/test.sh): README "Long runs"
+pytestmark = pytest.mark.fuzz  # fuzzing stays out of CI (scripts/test.sh): docs/TESTING.md "Long runs"
 
 INST = "BTC-USDT-SWAP"
 KEYS = ["arg", "data", "action", "event", "code", "msg", "channel", "instId", "bids", "asks", "ts",

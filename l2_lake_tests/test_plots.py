@@ -28,9 +28,10 @@ from l2_lake.pictures.plots import (
 from l2_lake.quality.stats_cache import read_hour
 from l2_lake.quality.verdicts import COVERAGE, NO_GAPS, SCHEMA_VALID, Verdict, hour_verdicts
 from l2_lake.research.read import ReadError, read_books
+from l2_lake.store.home import LocalHome
 from l2_lake.tiers.curated import PARQUET_SCHEMA, records_to_table
 from l2_lake.tiers.features import book_features
-from l2_lake.tiers.source import LocalLake
+from l2_lake.tiers.source import HomeLake
 from l2_pipeline_tests.lake_factory import (
     BTC,
     ETH,
@@ -93,7 +94,7 @@ def assert_image(png: bytes, width: tuple[int, int], height: tuple[int, int], kb
 
 def test_hour_figure_of_a_planted_hour(lake: Path) -> None:
     books = read_books(BTC, HOUR, hour_at(1), lake=lake, include_flagged=True)
-    events = LocalLake(lake).hour_events(BTC, HOUR)
+    events = HomeLake(LocalHome(lake)).hour_events(BTC, HOUR)
     assert {e["type"] for e in events} == {"gap", "resync_start", "resync_done", "reconnect"}
     png = hour_figure(books, book_features(books), events, BTC, HOUR)
     assert_image(png, (1100, 1250), (800, 950), kb=(10, 150))

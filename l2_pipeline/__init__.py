@@ -1,10 +1,9 @@
-"""okx-l2 pipeline: the Dagster code location over the collector's lake (`l2_pipeline.definitions`),
-and research access to the lake without Dagster: `read_books`, `book_at` (`l2_lake.research.read`).
+"""okx-l2 pipeline: the Dagster layer over the lake (`l2_pipeline.definitions` is the code location).
 
-Pure modules (no Dagster): read, export, features, features_hour, plots, replicas, hours, hour_stats,
-quality, selection, archive, curated, curated_migration, retention,
-instruments, stats_cache. Dagster modules: partitions, resources, keys, assets, checks, jobs,
-registry, sensors, schedules, definitions. `python -m bench.lake` times registration and compression.
+Every module here is Dagster wiring: partitions, resources, keys, the check registry, assets (the
+lake's hours, the tape's, the replicas'), checks, sensors, schedules, jobs and dashboards. What they
+compute is the lake library's (`l2_lake`). `read_books` and `book_at` are re-exported from
+`l2_lake` for code written before it existed.
 """
 
 from l2_lake.research.read import ReadError, book_at, read_books

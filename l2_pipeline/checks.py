@@ -19,7 +19,7 @@ single partition key (dagster/_core/definitions/asset_checks/asset_check_result.
 `collector_freshness_sensor` re-evaluates it every minute.
 
 `build_partition_checks` is that machinery for any asset that registers hours: the tape's
-`book_tape_quality` (`l2_pipeline.tape_assets`) is built by it too.
+`book_tape_quality` (`l2_pipeline.assets.tape`) is built by it too.
 """
 
 import warnings

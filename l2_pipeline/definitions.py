@@ -7,13 +7,13 @@ Asset graph (all but instrument_metadata partitioned by UTC hour × instrument):
                      └──► book_features
     instrument_metadata   lake_health (unpartitioned: the quality heatmap, from raw_hour's metadata)
 
-With replicas (`L2_REPLICA_DIRS`, redundant capture: `l2_pipeline.replica_assets`), `canonical_hour`
+With replicas (`L2_REPLICA_DIRS`, redundant capture: `l2_pipeline.assets.replicas`), `canonical_hour`
 (check `replicas_agree`, sensor `replica_hours_sensor`) merges the replicas' spools into the lake and
 `raw_hour` depends on it; the partitions then also cover the replicas' first hour and instruments.
 Without, the code location is exactly the graph above.
 
 With a tape in the lake (`l2-collector run --tape`: `raw/okx/l2_tape/` holds an instrument when the
-code location loads; `l2_pipeline.tape_assets`), `book_tape` (checks `tape_no_gaps`, `tape_coverage`,
+code location loads; `l2_pipeline.assets.tape`), `book_tape` (checks `tape_no_gaps`, `tape_coverage`,
 `tape_schema_valid`) ──► `book_tape_archive` and `resampled_books` join it, `raw_hours_sensor`
 registers the tape's hours, `compress_job` / `compression_schedule` archive them too, and the jobs
 `book_tape_job` and `resample_job` are added. Without a tape, none of this is loaded.
@@ -42,9 +42,11 @@ from l2_lake.format import layout
 from l2_lake.format.hours import now_utc
 from l2_lake.store.lake_walk import log_unreadable
 from l2_lake.store.tree import LocalTree
-from l2_pipeline.assets import build_lake_assets, instrument_metadata
+from l2_pipeline.assets.dashboards import lake_health, lake_health_job, lake_health_schedule
+from l2_pipeline.assets.lake import build_lake_assets, instrument_metadata
+from l2_pipeline.assets.replicas import ReplicaDefinitions, build_replica_definitions
+from l2_pipeline.assets.tape import TapeDefinitions, build_tape_definitions
 from l2_pipeline.checks import build_hour_checks, collector_freshness_check
-from l2_pipeline.dashboards import lake_health, lake_health_job, lake_health_schedule
 from l2_pipeline.jobs import (
     build_compress_job,
     curate_job,
@@ -54,11 +56,9 @@ from l2_pipeline.jobs import (
     retention_job,
 )
 from l2_pipeline.partitions import lake_partitions
-from l2_pipeline.replica_assets import ReplicaDefinitions, build_replica_definitions
 from l2_pipeline.resources import LakeResource, lake_resource_from_env
 from l2_pipeline.schedules import build_compression_schedule, instrument_metadata_schedule, retention_schedule
 from l2_pipeline.sensors import build_raw_hours_sensor, collector_freshness_sensor
-from l2_pipeline.tape_assets import TapeDefinitions, build_tape_definitions
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ late tick or a backfilled tick selects exactly what an on-time tick would have.
   submits `RunRequest.for_asset_graph_subset` as a backfill; dagster-io/dagster#13852), hence the
   ranged runs. Due hours that are not partitions (before the first hour partition, or of an
   instrument that appeared after the code location loaded) are left alone, with a warning. When the
-  lake holds a tape (`l2_pipeline.tape_assets`), its hours are archived the same way and by the same
+  lake holds a tape (`l2_pipeline.assets.tape`), its hours are archived the same way and by the same
   rule: `book_tape_archive` partitions, in runs of their own (each run's `asset_selection` names
   the one asset it archives).
 - `retention_schedule` (hourly, :20; on, the contract's 5-day policy): raw hours that ended
@@ -48,7 +48,7 @@ from l2_lake.store.lake_walk import OnUnreadable, log_unreadable
 from l2_lake.tiers.curated_migration import has_legacy_curated
 from l2_lake.tiers.retention import plan_deletions
 from l2_lake.tiers.selection import compression_due
-from l2_pipeline.assets import HOURS_PER_RUN
+from l2_pipeline.assets.lake import HOURS_PER_RUN
 from l2_pipeline.jobs import compress_job, instrument_metadata_job, retention_job
 from l2_pipeline.keys import BOOK_TAPE_ARCHIVE, RAW_ARCHIVE
 from l2_pipeline.partitions import hours_start, instrument_keys, parse_partition_key, partition_key, run_batches

@@ -7,7 +7,7 @@ tick (`RunRequest.for_asset_graph_subset`) over the hours that closed since its 
   are partition health in the UI, see `l2_pipeline.checks`);
 - `raw_archive` for those already archived (a `.jsonl.gz` and no `.jsonl`): recorded as archived;
 - `curated_parquet` and `book_features` for those with records (`curate_on_register`);
-- when the lake holds a tape (`l2_pipeline.tape_assets`), the closed hours of the tape the same
+- when the lake holds a tape (`l2_pipeline.assets.tape`), the closed hours of the tape the same
   way: `book_tape` (its runs evaluate the three tape checks), `book_tape_archive` for those already
   archived. Its own cursor (`RawCursor.tape`) and its own fingerprints (stored with `book_tape`).
   A lake without a tape is registered exactly as before. A tape that appears after the code

@@ -253,7 +253,7 @@ def execute_backfill_request(instance, lake, result, raise_on_error: bool = True
     from dagster import AssetKey
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-    from l2_pipeline.assets import HOURS_PER_RUN
+    from l2_pipeline.assets.lake import HOURS_PER_RUN
     from l2_pipeline.keys import RAW_HOUR
     from l2_pipeline.partitions import instrument_keys, run_batches
 

@@ -17,7 +17,7 @@ from matplotlib.image import imread
 
 from l2_lake.format import layout
 from l2_lake.tiers.features import FEATURES_SCHEMA
-from l2_pipeline.dashboards import health_cell, window
+from l2_pipeline.assets.dashboards import health_cell, window
 from l2_pipeline.keys import BOOK_FEATURES, LAKE_HEALTH
 from l2_pipeline.partitions import partition_key
 from l2_pipeline_tests.lake_factory import (

@@ -12,7 +12,7 @@ from dagster import materialize
 
 from collector_tests.harness import reference_file
 from l2_lake.format import layout
-from l2_pipeline.assets import instrument_metadata
+from l2_pipeline.assets.lake import instrument_metadata
 from l2_pipeline_tests.instances import DagsterInstances
 from l2_pipeline_tests.lake_factory import BTC, ETH, lake_resource
 

@@ -181,7 +181,7 @@ def test_lake_url_is_validated_when_the_code_location_loads(tmp_path):
 def test_instrument_metadata_lands_in_the_bucket(shipped, s3_server, dagster_instances):
     from dagster import materialize
 
-    from l2_pipeline.assets import instrument_metadata
+    from l2_pipeline.assets.lake import instrument_metadata
     from l2_pipeline_tests.test_pipeline_instruments import FakeOkx
 
     okx = FakeOkx()

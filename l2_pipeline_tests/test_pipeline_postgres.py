@@ -19,7 +19,7 @@ through the daemons' own code: the sensor daemon (`execute_sensor_iteration`) ti
   without its `storage` section (SQLite in DAGSTER_HOME); both wall times and their ratio are
   printed (`pytest -s`).
 - cursor reset: with the code location served by `dagster api grpc` and loaded through
-  `deploy/workspace.grpc.yaml` (the README's several-hosts layout, on one host), a UI cursor reset
+  `deploy/workspace.grpc.yaml` (docs/PIPELINE.md's several-hosts layout, on one host), a UI cursor reset
   makes the next tick request only the hour whose file changed.
 """
 
@@ -147,7 +147,7 @@ def set_lake_env(monkeypatch, lake_dir: Path, instruments: str) -> None:
 
 @contextmanager
 def grpc_code_server(log: Path) -> Iterator[int]:
-    """`dagster api grpc -m l2_pipeline.definitions` (the README's code-host command, on 127.0.0.1
+    """`dagster api grpc -m l2_pipeline.definitions` (docs/PIPELINE.md's code-host command, on 127.0.0.1
     and a free port) with this process's environment; yields its port, terminates it on exit."""
     port = free_port()
     with open(log, "wb") as out:

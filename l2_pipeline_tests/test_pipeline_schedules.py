@@ -15,7 +15,7 @@ from l2_lake.format import layout
 from l2_lake.tiers.curated import write_parquet
 from l2_lake.tiers.retention import UnsafePath, check_inside_root, delete_files, plan_deletions
 from l2_lake.tiers.selection import LakeHour, compression_due
-from l2_pipeline.assets import HOURS_PER_RUN
+from l2_pipeline.assets.lake import HOURS_PER_RUN
 from l2_pipeline.jobs import retention_job
 from l2_pipeline.keys import RAW_ARCHIVE
 from l2_pipeline.partitions import instrument_keys, parse_partition_key, partition_key, run_batches

@@ -19,10 +19,10 @@ from l2_lake.format.record import encode_line
 from l2_lake.quality.verdicts import HOUR_CHECKS
 from l2_lake.tiers.archive import OpenHourError, archive_hour
 from l2_lake.tiers.replicas import ReplicaDataLost, merge_hour
+from l2_pipeline.assets.replicas import CANONICAL_HOUR, REPLICAS_AGREE
 from l2_pipeline.definitions import build_definitions
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, LAKE_HEALTH, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
-from l2_pipeline.replica_assets import CANONICAL_HOUR, REPLICAS_AGREE
 from l2_pipeline.resources import lake_resource_from_env
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,

@@ -1,4 +1,4 @@
-"""The full-resolution tape in the pipeline (`l2_pipeline.tape_assets`), on REAL tapes: one
+"""The full-resolution tape in the pipeline (`l2_pipeline.assets.tape`), on REAL tapes: one
 `l2-collector run --tape` against `l2-collector simulate` (processes on loopback, exchange time set
 hours back so the hour is closed), with `drop` injected into BTC's feed twice so its tape holds two
 sequence gaps, recorded once per session and copied into each test's lake; plus hand-damaged copies.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces README "Performance": every benchmark once, in one go (about 45 minutes, 2 cores).
+# Reproduces docs/PERFORMANCE.md: every benchmark once, in one go (about 45 minutes, 2 cores).
 # Figures are ratios measured within each run; absolute times depend on the machine and its load.
 set -euo pipefail
 cd "$(dirname "$0")/.."

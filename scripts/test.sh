@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command (README "Run the tests"; CI runs exactly this): setup, lint, pytest.
+# The project's test command (README "Two commands on a fresh machine"; CI runs exactly this): setup, lint, pytest.
 # pytest exits 5 when it collects no tests; set -e turns that into a failure.
 # With arguments, one pytest run over them. Without, the whole suite in two runs: everything but the
 # collector's end-to-end tests and short soak in two worker processes (pytest-xdist; nothing in them
@@ -11,7 +11,7 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 pytest=(.venv/bin/python -m pytest -q)
 if [ $# -gt 0 ]; then
-    exec "${pytest[@]}" -m "not soak_long and not fuzz" "$@"  # long soak, fuzzing: README "Long runs"
+    exec "${pytest[@]}" -m "not soak_long and not fuzz" "$@"  # long soak, fuzzing: docs/TESTING.md "Long runs"
 fi
 "${pytest[@]}" --durations=15 -n 2 -m "not soak_long and not fuzz and not timed" l2_lake_tests l2_pipeline_tests collector_tests
 "${pytest[@]}" --durations=15 -m "timed and not soak_long and not fuzz" collector_tests

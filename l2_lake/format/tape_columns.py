@@ -4,7 +4,7 @@ tape line, that decodes back to the hour's exact bytes.
 Gzip of the tape's JSON lines costs about twice the gzip of the same hour's 2 s snapshots: each
 snapshot repeats its predecessor within deflate's window, while the tape's messages are mostly new
 level strings. In columns, a level's price and size are decimals stored as integers, byte-stream-
-split and brotli-compressed, which brings the tape to about the snapshots' gzip (README, "The tape").
+split and brotli-compressed, which brings the tape to about the snapshots' gzip (docs/TAPE.md).
 Columns:
 
 | column | type | what |

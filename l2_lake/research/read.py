@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from l2_lake.format import layout
 from l2_lake.format.hours import parse_utc, utc
 from l2_lake.tiers.curated import PARQUET_SCHEMA
-from l2_lake.tiers.source import LakeSource, LakeSourceError, open_lake
+from l2_lake.tiers.source import HomeLake, LakeSourceError, open_lake
 
 LOOKBACK = timedelta(hours=6)  # how far back `book_at` looks for the last exact book
 TimeLike = datetime | str
@@ -44,7 +44,7 @@ class ReadError(ValueError):
     """A request `read_books` / `book_at` cannot serve; the message says what to change."""
 
 
-def lake_source(lake: str | os.PathLike | None) -> LakeSource:
+def lake_source(lake: str | os.PathLike | None) -> HomeLake:
     """`lake_source.open_lake(lake)`, a lake it cannot open as a ReadError."""
     try:
         return open_lake(lake)
@@ -61,7 +61,7 @@ def _time(value: TimeLike, name: str) -> datetime:
         raise ReadError(f"{name}={value!r} is not a time: use a datetime or ISO-8601, e.g. 2026-11-20T00:00Z") from None
 
 
-def _instrument(source: LakeSource, inst_id: str) -> str:
+def _instrument(source: HomeLake, inst_id: str) -> str:
     try:
         layout.validate_inst_id(inst_id)
     except layout.InvalidInstrumentId as exc:
@@ -84,7 +84,7 @@ def _truncate(table: pa.Table, depth: int) -> pa.Table:
 class BookRange:
     """A checked request for the records of one instrument in [begin, end), served hour by hour."""
 
-    source: LakeSource
+    source: HomeLake
     inst_id: str
     begin: datetime
     end: datetime

@@ -1,6 +1,7 @@
-"""The lake's durable home in object storage: the `s3://bucket[/prefix]` URL and a thin S3 client
-(head, put, whole-object reads, listing, delete), used by the collector's shipper and by the
-pipeline when the shipped lake is its home (`l2_lake.store.tree.ObjectTree`).
+"""The lake's durable home in object storage: the `s3://bucket[/prefix]` URL and `S3Store`, the bucket's
+implementation of the lake's one storage interface (`l2_lake.store.home.Home`: list, stat, read,
+write-verified, delete-if-unchanged), used by the collector's shipper, by the pipeline when the
+shipped lake is its home (`l2_lake.store.tree.ObjectTree`) and by the readers (`l2_lake.tiers.source`).
 
 Client: boto3 (botocore), chosen by measurement (`python -m bench.ship`, against moto's server on
 loopback, best of 3): PutObject + a full GET compared by sha256 ran at 88 MB/s for a ~4 MB gzip object
@@ -23,6 +24,9 @@ path-style) or any other source boto3 knows (profiles, instance roles).
 
 Every failure of the store (refused, timed out, 5xx, 403, no credentials) becomes one `StoreError`
 naming the operation and the key: the shipper treats all of them alike (retry with backoff).
+`delete_if_unchanged` sends `If-Match` with the ETag that was read, so the check and the delete are
+one request (measured with the other clients in `python -m bench.store_clients`: boto3 is the only
+one of boto3, obstore, s3fs and pyarrow.fs that can do it, and it stays the fastest or equal).
 """
 
 from __future__ import annotations
@@ -32,19 +36,25 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from l2_lake.store.home import (
+    READ_CHUNK,
+    Entry,
+    StoreError,
+    VerifyFailed,
+    sha256_file,
+    valid_key,
+    validate_key,
+)
+
 # bucket names as S3 allows them for new buckets (lower case, digits, dots, hyphens; 3–63 characters)
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-READ_CHUNK = 1 << 20
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0
-
-
-class StoreError(RuntimeError):
-    """The object store refused, failed or did not answer in time."""
 
 
 @dataclass(frozen=True)
@@ -77,33 +87,9 @@ def parse_lake_url(url: str) -> LakeUrl:
     return LakeUrl(bucket, prefix)
 
 
-@dataclass(frozen=True)
-class RemoteObject:
-    size: int
-    metadata: dict[str, str]
-    etag: str = ""
-
-
-@dataclass(frozen=True)
-class ListedObject:
-    """One object of a listing: its key relative to the URL's prefix, size, last-modified time (ns) and ETag."""
-
-    relative: str
-    size: int
-    mtime_ns: int
-    etag: str
-
-
-def sha256_file(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(READ_CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 class S3Store:
-    """put / head / read of objects under one `LakeUrl`, every failure a `StoreError`."""
+    """The lake's home in a bucket: `l2_lake.store.home.Home` over the objects under one `LakeUrl`, every
+    failure a `StoreError`."""
 
     def __init__(self, url: LakeUrl, *, connect_timeout: float = CONNECT_TIMEOUT_S,
                  read_timeout: float = READ_TIMEOUT_S, max_attempts: int = 3) -> None:
@@ -111,6 +97,7 @@ class S3Store:
         from botocore.config import Config
 
         self.url = url
+        self.skipped_keys = 0
         self.endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
         config = Config(
             connect_timeout=connect_timeout, read_timeout=read_timeout,
@@ -128,6 +115,12 @@ class S3Store:
     def describe(self) -> str:
         return f"{self.url}" + (f" at {self.endpoint}" if self.endpoint else "")
 
+    def url_of(self, key: str) -> str:
+        return f"s3://{self.url.bucket}/{self.url.key(validate_key(key))}"
+
+    def _key(self, relative: str) -> str:
+        return self.url.key(validate_key(relative))
+
     def _fail(self, op: str, key: str, exc: Exception) -> StoreError:
         from botocore.exceptions import ClientError, NoCredentialsError
 
@@ -141,11 +134,11 @@ class S3Store:
             detail = f"{type(exc).__name__}: {exc}"
         return StoreError(f"{op} s3://{self.url.bucket}/{key} failed ({detail})")
 
-    def head(self, relative: str) -> RemoteObject | None:
-        """The object's size and user metadata, or None if there is no such object."""
+    def stat(self, relative: str) -> Entry | None:
+        """The object's size, Last-Modified, ETag and user metadata, or None if there is no such object."""
         from botocore.exceptions import ClientError
 
-        key = self.url.key(relative)
+        key = self._key(relative)
         try:
             response = self._client.head_object(Bucket=self.url.bucket, Key=key)
         except ClientError as exc:
@@ -154,23 +147,23 @@ class S3Store:
             raise self._fail("HEAD", key, exc) from exc
         except Exception as exc:
             raise self._fail("HEAD", key, exc) from exc
-        return RemoteObject(int(response["ContentLength"]), dict(response.get("Metadata") or {}),
-                            response.get("ETag", ""))
+        return Entry(relative, int(response["ContentLength"]), _mtime_ns(response["LastModified"]),
+                     response.get("ETag", ""), dict(response.get("Metadata") or {}))
 
-    def put(self, relative: str, body: bytes | Path, sha256_hex: str, metadata: dict[str, str],
-            content_type: str) -> None:
+    def _put(self, relative: str, body: bytes | Path, sha256_hex: str, metadata: dict[str, str],
+             content_type: str) -> None:
         """One PutObject of `body` (bytes, or a file streamed from disk) with its sha256 as
         `ChecksumSHA256` (the store checks it on receipt) and in the user metadata (`sha256`)."""
-        key = self.url.key(relative)
+        key = self._key(relative)
         checksum = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
         meta = {**metadata, "sha256": sha256_hex}
         if isinstance(body, Path):
             with open(body, "rb") as f:  # a missing local file is our error, not the store's
-                self._put(key, f, checksum, meta, content_type)
+                self._put_object(key, f, checksum, meta, content_type)
         else:
-            self._put(key, body, checksum, meta, content_type)
+            self._put_object(key, body, checksum, meta, content_type)
 
-    def _put(self, key: str, body: Any, checksum: str, meta: dict[str, str], content_type: str) -> None:
+    def _put_object(self, key: str, body: Any, checksum: str, meta: dict[str, str], content_type: str) -> None:
         try:
             self._client.put_object(Bucket=self.url.bucket, Key=key, Body=body, ChecksumSHA256=checksum,
                                     Metadata=meta, ContentType=content_type)
@@ -179,7 +172,7 @@ class S3Store:
 
     def read_digest(self, relative: str) -> tuple[str, int, dict[str, str]]:
         """GET the whole object: (sha256 hex of its bytes, size, user metadata)."""
-        key = self.url.key(relative)
+        key = self._key(relative)
         sha = hashlib.sha256()
         size = 0
         try:
@@ -191,20 +184,11 @@ class S3Store:
             raise self._fail("GET", key, exc) from exc
         return sha.hexdigest(), size, dict(response.get("Metadata") or {})
 
-    def read(self, relative: str) -> bytes:
-        """GET the whole object into memory."""
-        key = self.url.key(relative)
-        try:
-            response = self._client.get_object(Bucket=self.url.bucket, Key=key)
-            return response["Body"].read()
-        except Exception as exc:
-            raise self._fail("GET", key, exc) from exc
-
-    def read_if_exists(self, relative: str) -> bytes | None:
+    def read(self, relative: str) -> bytes | None:
         """GET the whole object into memory; None if there is no such object (one request, no HEAD)."""
         from botocore.exceptions import ClientError
 
-        key = self.url.key(relative)
+        key = self._key(relative)
         try:
             return self._client.get_object(Bucket=self.url.bucket, Key=key)["Body"].read()
         except ClientError as exc:
@@ -217,7 +201,7 @@ class S3Store:
     def list_dirs(self, relative: str) -> list[str]:
         """Names of the "directories" (common prefixes) directly under `relative`, sorted: e.g. the
         instIds under `raw/okx/l2_perps`."""
-        prefix = self.url.key(relative).rstrip("/") + "/"
+        prefix = self.url.key(validate_key(relative.strip("/"))) + "/" if relative.strip("/") else self.url.key("")
         names: list[str] = []
         try:
             for page in self._client.get_paginator("list_objects_v2").paginate(
@@ -225,29 +209,33 @@ class S3Store:
                 names += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
         except Exception as exc:
             raise self._fail("LIST", prefix, exc) from exc
-        return sorted(names)
+        valid = [name for name in names if valid_key(name)]
+        self.skipped_keys += len(names) - len(valid)
+        return sorted(valid)
 
-    def list_objects(self, relative_prefix: str, start_after: str | None = None) -> list[ListedObject]:
+    def list(self, relative_prefix: str, start_after: str | None = None) -> list[Entry]:
         """Every object whose key starts with `relative_prefix` (a key prefix, not only a "directory"),
-        in key order; with `start_after`, only the keys after that relative key."""
+        in key order; with `start_after`, only the keys after that relative key. A key that is not a
+        lake key (`validate_key`) is skipped and counted in `skipped_keys`."""
         prefix = self.url.key(relative_prefix)
         strip = len(self.url.key(""))
         args: dict[str, Any] = {"Bucket": self.url.bucket, "Prefix": prefix}
         if start_after:
             args["StartAfter"] = self.url.key(start_after)
-        found: list[ListedObject] = []
+        found: list[Entry] = []
         try:
             for page in self._client.get_paginator("list_objects_v2").paginate(**args):
-                found += [ListedObject(item["Key"][strip:], int(item["Size"]),
-                                       int(item["LastModified"].timestamp() * 1_000_000) * 1000, item.get("ETag", ""))
-                          for item in page.get("Contents", [])]
+                found += [Entry(item["Key"][strip:], int(item["Size"]), _mtime_ns(item["LastModified"]),
+                                item.get("ETag", "")) for item in page.get("Contents", [])]
         except Exception as exc:
             raise self._fail("LIST", prefix, exc) from exc
-        return found
+        valid = [entry for entry in found if valid_key(entry.key)]
+        self.skipped_keys += len(found) - len(valid)
+        return valid
 
     def download(self, relative: str, target: Path) -> None:
         """GET the object into the file `target` (created or replaced), streamed."""
-        key = self.url.key(relative)
+        key = self._key(relative)
         try:
             response = self._client.get_object(Bucket=self.url.bucket, Key=key)
             with open(target, "wb") as f:
@@ -258,25 +246,40 @@ class S3Store:
         except Exception as exc:
             raise self._fail("GET", key, exc) from exc
 
-    def put_file_verified(self, relative: str, path: Path, metadata: dict[str, str], content_type: str) -> str:
-        """PUT the file at `path` with its sha256, then read the object back and compare: the sha256,
-        or StoreError if the store does not hold exactly those bytes."""
-        sha = sha256_file(path)
-        self.put(relative, path, sha, metadata, content_type)
-        read_back, _, _ = self.read_digest(relative)
-        if read_back != sha:
-            raise StoreError(f"verification of s3://{self.url.bucket}/{self.url.key(relative)} failed: it reads "
-                             f"back as sha256 {read_back[:16]}…, the file sent was {sha[:16]}…")
-        return sha
+    def write_verified(self, relative: str, body: bytes | Path, metadata: dict[str, str], content_type: str,
+                       sha256_hex: str | None = None) -> str:
+        """PUT `body` (bytes, or a file streamed from disk) with its sha256, then read the object back and
+        compare its bytes and its `sha256` metadata: the sha256, or VerifyFailed (a StoreError) if the
+        store does not hold exactly those bytes."""
+        if sha256_hex is None:
+            sha256_hex = sha256_file(body) if isinstance(body, Path) else hashlib.sha256(body).hexdigest()
+        self._put(relative, body, sha256_hex, metadata, content_type)
+        read_back, size, stored = self.read_digest(relative)
+        if read_back != sha256_hex or stored.get("sha256") != sha256_hex:
+            raise VerifyFailed(f"verification of {self.url_of(relative)} failed: it reads back as sha256 "
+                               f"{read_back[:16]}… ({size} bytes), the bytes sent were {sha256_hex[:16]}…")
+        return sha256_hex
 
-    def delete(self, relative: str) -> None:
-        """DELETE the object (no error if there is none)."""
-        key = self.url.key(relative)
+    def delete_if_unchanged(self, relative: str, version: str) -> bool:
+        """DELETE the object only if its ETag is still `version` (`If-Match`, one request: a write that lands
+        in between is never deleted); False if it changed or is gone."""
+        from botocore.exceptions import ClientError
+
+        key = self._key(relative)
         try:
-            self._client.delete_object(Bucket=self.url.bucket, Key=key)
+            self._client.delete_object(Bucket=self.url.bucket, Key=key, IfMatch=version)
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (404, 412):
+                return False
+            raise self._fail("DELETE", key, exc) from exc
         except Exception as exc:
             raise self._fail("DELETE", key, exc) from exc
+        return True
 
     def raw_client(self) -> Any:
         """The boto3 client (benchmarks and tests)."""
         return self._client
+
+
+def _mtime_ns(last_modified: datetime) -> int:
+    return int(last_modified.timestamp() * 1_000_000) * 1000

@@ -1,8 +1,9 @@
-"""Where the pipeline's lake lives: a directory (`LocalTree`, the default) or the lake's home in
-object storage (`ObjectTree`, `L2_LAKE_URL=s3://bucket[/prefix]`, where the collectors ship closed
-hours: `collector.ship`). Sensors, schedules, assets, checks and retention ask a tree the same
-questions either way, and the hour-level work (statistics, archive, Parquet, features, instrument
-metadata) is the same code on local files either way:
+"""The pipeline's view of the lake by instrument-hour: a directory (`LocalTree`, the default) or a
+home of the lake's storage interface (`ObjectTree` over `l2_lake.store.home.Home`: the bucket of
+`L2_LAKE_URL=s3://bucket[/prefix]`, where the collectors ship closed hours: `collector.ship`). Sensors,
+schedules, assets, checks and retention ask a tree the same questions either way, and the hour-level
+work (statistics, archive, Parquet, features, instrument metadata) is the same code on local files
+either way:
 
 - listing: instruments, an instrument's raw hour files, a Parquet tier's hours, the first hour,
   one hour's files and their fingerprint (`name:size:mtime_ns` per file; an object's mtime is its
@@ -15,9 +16,10 @@ metadata) is the same code on local files either way:
   files the step needs. For a local lake that is the lake itself. For object storage it is a
   throwaway directory under the work dir (`L2_DATA_DIR/.l2-work-*`) into which the objects are
   downloaded (mtimes set to their Last-Modified); when the step succeeds, every file it wrote or
-  changed is uploaded with its sha256 and read back (`S3Store.put_file_verified`) and only then is
-  every object whose staged copy the step removed deleted, provided it is still the object that was
-  staged (same ETag). A step that fails publishes nothing. The directory is removed either way.
+  changed is uploaded with its sha256 and read back (`Home.write_verified`) and only then is every
+  object whose staged copy the step removed deleted, provided it is still the object that was
+  staged (`Home.delete_if_unchanged`: `If-Match` on its ETag, one request). A step that fails
+  publishes nothing. The directory is removed either way.
 - `where(path)`: a path as a user should see it (the object's `s3://` URL for a staged file).
 
 Two runs working on the same hour at once in object storage are not locked against each other (S3
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Protocol
 
 from l2_lake.format import layout
+from l2_lake.store.home import Entry, Home, StoreError
 from l2_lake.store.lake_walk import (
     OnUnreadable,
     ParquetHour,
@@ -51,7 +54,7 @@ from l2_lake.store.lake_walk import (
     parse_day,
     raise_unreadable,
 )
-from l2_lake.store.s3 import ListedObject, S3Store, StoreError, parse_lake_url
+from l2_lake.store.s3 import S3Store, parse_lake_url
 
 RAW_KINDS = ("records", "archive", "events")  # the files a fingerprint names, in its order
 PATH_OF: dict[str, Callable[[Path, str, datetime], Path]] = {
@@ -182,17 +185,17 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
 class ObjectTree:
     """The lake's home in object storage; `work_dir` holds the steps' throwaway workspaces."""
 
-    store: S3Store
+    store: Home
     work_dir: Path
     # (key, ETag, Last-Modified) → the mtime an archive had when published (`_as_staged`), the latest ones
     staged_mtimes: OrderedDict[tuple[str, str, int], int | None] = dataclasses.field(default_factory=OrderedDict)
 
     @property
     def key(self) -> str:
-        return str(self.store.url)
+        return self.store.describe()
 
     def url_of(self, relative: str) -> str:
-        return f"s3://{self.store.url.bucket}/{self.store.url.key(relative)}"
+        return self.store.url_of(relative)
 
     def instruments(self, prefix: Path = layout.RAW_PREFIX) -> list[str]:
         return [name for name in self.subdirs(prefix) if layout.INST_ID_RE.fullmatch(name)]
@@ -210,8 +213,8 @@ class ObjectTree:
         # keys sort as day/HH.events.jsonl < HH.jsonl < HH.jsonl.gz < HH.parquet < HH+1…: "HH.~" is past all of hour HH
         start = f"{listed}{after:{layout.DAY_FORMAT}}/{after:%H}.~" if after is not None else None
         found: dict[datetime, dict[str, Path]] = {}
-        for obj in self.store.list_objects(listed, start_after=start):
-            parsed = layout.parse_hour_file(Path(obj.relative))
+        for obj in self.store.list(listed, start_after=start):
+            parsed = layout.parse_hour_file(Path(obj.key))
             if parsed is None or parsed.inst_id != inst_id:
                 continue
             if until is not None and parsed.hour > until:
@@ -222,8 +225,8 @@ class ObjectTree:
     def parquet_hours(self, prefix: Path, *, until: datetime | None = None,
                       on_unreadable: OnUnreadable = raise_unreadable) -> list[ParquetHour]:
         found = []
-        for obj in self.store.list_objects(_posix(prefix) + "/"):
-            parts = Path(obj.relative).relative_to(prefix).parts
+        for obj in self.store.list(_posix(prefix) + "/"):
+            parts = Path(obj.key).relative_to(prefix).parts
             if len(parts) != 4 or parts[3] != layout.PARQUET_FILE:
                 continue
             inst_id, day_name, hour_text = (layout.parse_hive_part(parts[i], i) for i in range(3))
@@ -232,7 +235,7 @@ class ObjectTree:
                 continue
             hour = day.replace(hour=int(hour_text))
             if until is None or hour <= until:
-                found.append(ParquetHour(inst_id, hour, Path(obj.relative)))
+                found.append(ParquetHour(inst_id, hour, Path(obj.key)))
         return sorted(found, key=lambda p: (p.inst_id, p.hour))
 
     def first_hour(self, on_unreadable: OnUnreadable = raise_unreadable) -> datetime | None:
@@ -242,12 +245,12 @@ class ObjectTree:
         return min([*raw, *(p.hour for p in curated)], default=None)
 
     def _hour_objects(self, inst_id: str, hour: datetime, prefix: Path = layout.RAW_PREFIX
-                      ) -> dict[str, ListedObject]:
+                      ) -> dict[str, Entry]:
         """kind → object of the hour's raw files (of the dataset `prefix`): one LIST of the hour's key prefix."""
         listed = f"{self._raw_prefix(inst_id, prefix)}{hour:{layout.DAY_FORMAT}}/{hour:%H}."
         found = {}
-        for obj in self.store.list_objects(listed):
-            parsed = layout.parse_hour_file(Path(obj.relative))
+        for obj in self.store.list(listed):
+            parsed = layout.parse_hour_file(Path(obj.key))
             if parsed is not None and parsed.hour == hour:
                 found[parsed.kind] = obj
         return found
@@ -259,17 +262,17 @@ class ObjectTree:
         objects = self._hour_objects(inst_id, hour, prefix)
         if "archive" in objects and "records" not in objects:  # what the hour is read from: its time as archived
             objects["archive"] = self._as_staged(objects["archive"])
-        return ";".join(_fingerprint_part(Path(o.relative).name, o.size, o.mtime_ns)
+        return ";".join(_fingerprint_part(Path(o.key).name, o.size, o.mtime_ns)
                         for kind in RAW_KINDS if (o := objects.get(kind)) is not None)
 
-    def _as_staged(self, obj: ListedObject) -> ListedObject:
+    def _as_staged(self, obj: Entry) -> Entry:
         """`obj` with the mtime its file had when a step published it (`MTIME_KEY`; one HEAD per object
         version, remembered for the latest STAGED_MTIMES_KEPT), else as listed (an object a collector
         shipped, or anything else put there)."""
-        key = (obj.relative, obj.etag, obj.mtime_ns)
+        key = (obj.key, obj.version, obj.mtime_ns)
         if key not in self.staged_mtimes:
-            head = self.store.head(obj.relative)
-            value = (head.metadata.get(MTIME_KEY) if head is not None and head.etag == obj.etag else None) or ""
+            head = self.store.stat(obj.key)
+            value = (head.metadata.get(MTIME_KEY) if head is not None and head.version == obj.version else None) or ""
             self.staged_mtimes[key] = int(value) if value.isdigit() else None
             while len(self.staged_mtimes) > STAGED_MTIMES_KEPT:
                 self.staged_mtimes.popitem(last=False)
@@ -277,21 +280,21 @@ class ObjectTree:
         mtime = self.staged_mtimes[key]
         return obj if mtime is None else dataclasses.replace(obj, mtime_ns=mtime)
 
-    def _listed(self, relative: str) -> ListedObject | None:
-        return next((o for o in self.store.list_objects(relative) if o.relative == relative), None)
+    def _listed(self, relative: str) -> Entry | None:
+        return next((o for o in self.store.list(relative) if o.key == relative), None)
 
     @contextmanager
-    def _workspace(self, objects: list[ListedObject]) -> Iterator[Path]:
+    def _workspace(self, objects: list[Entry]) -> Iterator[Path]:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         workspace = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX, dir=self.work_dir))
         try:
             etags = {}
             for obj in objects:
-                target = workspace / obj.relative
+                target = workspace / obj.key
                 target.parent.mkdir(parents=True, exist_ok=True)
-                self.store.download(obj.relative, target)
+                self.store.download(obj.key, target)
                 os.utime(target, ns=(obj.mtime_ns, obj.mtime_ns))
-                etags[obj.relative] = obj.etag
+                etags[obj.key] = obj.version
             before = _snapshot(workspace)
             yield workspace
             self._publish(workspace, before, etags)
@@ -303,16 +306,13 @@ class ObjectTree:
         for relative, stamp in sorted(after.items()):
             if before.get(relative) != stamp:
                 metadata = {"source": "l2_pipeline", MTIME_KEY: str(stamp[1])}
-                self.store.put_file_verified(relative, workspace / relative, metadata,
+                self.store.write_verified(relative, workspace / relative, metadata,
                                              CONTENT_TYPES.get(Path(relative).suffix, "application/octet-stream"))
         for relative in sorted(set(before) - set(after)):  # only once everything new is verified in the store
-            current = self.store.head(relative)
-            if current is None:
-                continue
-            if current.etag != etags[relative]:
+            deleted = self.store.delete_if_unchanged(relative, etags[relative])
+            if not deleted and self.store.stat(relative) is not None:
                 raise StoreError(f"{self.url_of(relative)} changed while this step worked on its staged copy "
                                  "(a collector shipped late lines?); it was kept: run the step again")
-            self.store.delete(relative)
 
     @contextmanager
     def hour_workspace(self, inst_id: str, hour: datetime, needs: Needs) -> Iterator[Path]:
@@ -330,7 +330,7 @@ class ObjectTree:
 
     @contextmanager
     def files_workspace(self, prefix: Path) -> Iterator[Path]:
-        with self._workspace(self.store.list_objects(_posix(prefix) + "/")) as workspace:
+        with self._workspace(self.store.list(_posix(prefix) + "/")) as workspace:
             yield workspace
 
     def where(self, path: Path) -> str:

@@ -22,10 +22,11 @@ import pyarrow.compute as pc
 
 from l2_lake.format import layout
 from l2_lake.format.hours import is_closed
+from l2_lake.store.home import LocalHome
 from l2_lake.tiers.archive import OpenHourError
 from l2_lake.tiers.curated import write_verified
 from l2_lake.tiers.features import book_features
-from l2_lake.tiers.source import LocalLake
+from l2_lake.tiers.source import HomeLake
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def write_features(data_dir: Path, inst_id: str, hour: datetime, now: datetime,
     target = layout.features_path(data_dir, inst_id, hour)
     if not is_closed(hour, now, grace):
         raise OpenHourError(f"{inst_id} {hour:%Y-%m-%d %H}:00 is not closed yet; no features for an open hour")
-    lake = LocalLake(Path(data_dir))
+    lake = HomeLake(LocalHome(Path(data_dir)))
     books = lake.hour_books(inst_id, hour)
     if books is None:
         return FeaturesResult(inst_id, hour, "no_data", target, seconds=time.monotonic() - started)

@@ -5,7 +5,7 @@ capture the same instruments into their own data dirs (spools, laid out like the
 merges one instrument-hour of every replica into the usual files of the lake
 (`raw/okx/l2_perps/{instId}/{YYYY-MM-DD}/{HH}.jsonl` and `{HH}.events.jsonl`, `l2_lake.format.layout`),
 so every asset, check and reader downstream works on the canonical hour unchanged. Pure: no Dagster
-(`l2_pipeline.replica_assets` is the asset, its check and its sensor).
+(`l2_pipeline.assets.replicas` is the asset, its check and its sensor).
 
 Merge rules (replicas in their configured order, `LakeResource.replica_dirs`):
 - Each replica's hour is read from its `.jsonl` (or its `.jsonl.gz` once archived). A line is a

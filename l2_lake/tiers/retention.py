@@ -164,16 +164,17 @@ def delete_files(lake: Path | LakeTree, candidates: list[Candidate], dry_run: bo
 
 
 def delete_objects(tree: ObjectTree, candidates: list[Candidate], dry_run: bool) -> DeletionReport:
-    """Delete (or, dry run, only list) the candidates' objects; one already gone is skipped. The
-    candidates come from a listing of the lake's own prefix, so nothing outside it is named."""
+    """Delete (or, dry run, only list) the candidates' objects; one already gone is skipped, and one
+    written again since it was looked at (`delete_if_unchanged`) is kept. The candidates come from a
+    listing of the lake's own prefix, so nothing outside it is named."""
     report = DeletionReport(dry_run=dry_run)
     for cand in candidates:
         relative = cand.path.as_posix()
-        found = tree.store.head(relative)
+        found = tree.store.stat(relative)
         if found is None:
             continue
-        if not dry_run:
-            tree.store.delete(relative)
+        if not dry_run and not tree.store.delete_if_unchanged(relative, found.version):
+            continue
         report.removed.append(tree.url_of(relative))
         report.bytes_freed += found.size
         if cand.kind not in PARQUET_KINDS:

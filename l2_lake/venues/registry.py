@@ -1,7 +1,7 @@
 """The registry of venues, and the one this process collects (there is one venue today: OKX).
 
-Adding a venue: its package beside `l2_lake/venues/okx/`, one line here, and its tests (README,
-"Adding a venue").
+Adding a venue: its package beside `l2_lake/venues/okx/`, one line here, and its tests (README.md,
+"Where to add things").
 """
 
 from __future__ import annotations

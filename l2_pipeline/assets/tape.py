@@ -60,7 +60,7 @@ from l2_lake.quality.verdicts import TAPE_CHECKS, TAPE_SCHEMA_VALID, Verdict, ta
 from l2_lake.store.tree import LakeTree
 from l2_lake.tiers.archive import archive_hour
 from l2_lake.tiers.resampled import DEFAULT_CADENCE_MS, DEFAULT_DEPTH, write_resampled
-from l2_pipeline.assets import (
+from l2_pipeline.assets.lake import (
     RegisteredHour,
     figures_metadata,
     hours_asset,

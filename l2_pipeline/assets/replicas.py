@@ -73,7 +73,7 @@ from l2_lake.format.hours import iso, now_utc
 from l2_lake.store.lake_walk import OnUnreadable, log_unreadable
 from l2_lake.tiers.replicas import MergeReport, merge_hour, replica_fingerprint
 from l2_lake.tiers.selection import LakeHour, closed_hours_after
-from l2_pipeline.assets import HOURS_PER_RUN, LAKE_GROUP, HourFailed, materialize_hours
+from l2_pipeline.assets.lake import HOURS_PER_RUN, LAKE_GROUP, HourFailed, materialize_hours
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_HOUR
 from l2_pipeline.partitions import hours_start, instrument_keys, partition_key
 from l2_pipeline.registry import latest_materializations

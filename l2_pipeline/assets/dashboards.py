@@ -27,7 +27,7 @@ from l2_lake.format import layout
 from l2_lake.format.hours import iso, now_utc
 from l2_lake.pictures.plots import HourHealth, lake_health_figure
 from l2_lake.quality.verdicts import failed_in_summary, worst_status
-from l2_pipeline.assets import png_markdown
+from l2_pipeline.assets.lake import png_markdown
 from l2_pipeline.keys import LAKE_HEALTH
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.registry import latest_materializations

@@ -10,7 +10,7 @@
 - `instrument_metadata`: OKX instrument objects and their change history under `meta/`.
 
 The partitioned assets are built by `build_lake_assets(partitions)` when the code location loads
-(the hour dimension starts where the configuration says). The tape's assets (`l2_pipeline.tape_assets`)
+(the hour dimension starts where the configuration says). The tape's assets (`l2_pipeline.assets.tape`)
 are made of the same pieces: `hours_asset`, `materialize_hours` and `RegisteredHour`. Materializing `raw_archive` or
 `curated_parquet` is the only way their files are written: UI runs and backfills,
 `compression_schedule` and `raw_hours_sensor` all end in these functions. An hour found already
@@ -315,7 +315,7 @@ def hours_asset(partitions: MultiPartitionsDefinition, key: AssetKey, kind: str,
 def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequence[AssetKey] = ()
                       ) -> list[AssetsDefinition]:
     """`raw_hour`, `raw_archive`, `curated_parquet` and `book_features` over `partitions` (hour × instrument);
-    `raw_hour` depends on `raw_hour_deps` (`canonical_hour` with replicas, `l2_pipeline.replica_assets`)."""
+    `raw_hour` depends on `raw_hour_deps` (`canonical_hour` with replicas, `l2_pipeline.assets.replicas`)."""
 
     @hours_asset(
         partitions, RAW_HOUR,
