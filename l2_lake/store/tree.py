@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import shutil
 import tempfile
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Protocol
 
 from l2_lake.format import layout
+from l2_lake.logs import log_event
 from l2_lake.store.home import Entry, Home, StoreError
 from l2_lake.store.lake_walk import (
     OnUnreadable,
@@ -67,6 +69,8 @@ MTIME_KEY = "mtime-ns"  # user metadata of an object a step published: the mtime
 STAGED_MTIMES_KEPT = 100_000  # archives whose MTIME_KEY is remembered (a HEAD each otherwise)
 CONTENT_TYPES = {".parquet": "application/vnd.apache.parquet", ".gz": "application/gzip",
                  ".jsonl": "application/x-ndjson", ".json": "application/json"}
+
+log = logging.getLogger("l2_lake.store.tree")
 
 Needs = Sequence[Sequence[str]]  # groups of kinds: of each group, the first that exists is staged
 
@@ -189,6 +193,7 @@ class ObjectTree:
     work_dir: Path
     # (key, ETag, Last-Modified) → the mtime an archive had when published (`_as_staged`), the latest ones
     staged_mtimes: OrderedDict[tuple[str, str, int], int | None] = dataclasses.field(default_factory=OrderedDict)
+    foreign_keys: set[str] = dataclasses.field(default_factory=set)  # reported once each
 
     @property
     def key(self) -> str:
@@ -214,13 +219,27 @@ class ObjectTree:
         start = f"{listed}{after:{layout.DAY_FORMAT}}/{after:%H}.~" if after is not None else None
         found: dict[datetime, dict[str, Path]] = {}
         for obj in self.store.list(listed, start_after=start):
-            parsed = layout.parse_hour_file(Path(obj.key))
-            if parsed is None or parsed.inst_id != inst_id:
+            parsed = self._layout_hour(obj, inst_id, prefix)
+            if parsed is None:
                 continue
             if until is not None and parsed.hour > until:
-                break
+                break  # the layout's keys sort by hour: every later one is later
             found.setdefault(parsed.hour, {})[parsed.kind] = parsed.path
         return found
+
+    def _layout_hour(self, obj: Entry, inst_id: str, prefix: Path) -> layout.HourFile | None:
+        """The hour file whose key `obj` has, if that key is exactly the layout's path of one of
+        `inst_id`'s hours; None for any other key (a foreign object), reported once."""
+        parsed = layout.parse_hour_file(Path(obj.key))
+        if parsed is not None and parsed.inst_id == inst_id:
+            expected = hour_paths(Path(""), inst_id, parsed.hour, prefix).get(parsed.kind)
+            if expected is not None and expected.as_posix() == obj.key:
+                return parsed
+        if obj.key not in self.foreign_keys:
+            self.foreign_keys.add(obj.key)
+            log_event(log, logging.WARNING, "foreign_key", inst_id,
+                      f"skipped {self.url_of(obj.key)}: not a key of the lake's layout (left as it is)", key=obj.key)
+        return None
 
     def parquet_hours(self, prefix: Path, *, until: datetime | None = None,
                       on_unreadable: OnUnreadable = raise_unreadable) -> list[ParquetHour]:
@@ -250,7 +269,7 @@ class ObjectTree:
         listed = f"{self._raw_prefix(inst_id, prefix)}{hour:{layout.DAY_FORMAT}}/{hour:%H}."
         found = {}
         for obj in self.store.list(listed):
-            parsed = layout.parse_hour_file(Path(obj.key))
+            parsed = self._layout_hour(obj, inst_id, prefix)
             if parsed is not None and parsed.hour == hour:
                 found[parsed.kind] = obj
         return found
