@@ -44,6 +44,7 @@ log = logging.getLogger("collector.app")
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
+EXIT_DATA = 1  # an offline command (replay, export, plot) met data or a store it cannot read
 METADATA_STARTUP_ATTEMPTS = 3
 METADATA_RETRY_S = 60.0  # first retry after a failed refresh; doubles up to the refresh period
 LOCK_NAME = ".l2-collector.lock"

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from collector.app import EXIT_CONFIG, check_data_dir, run_collector
+from collector.app import EXIT_CONFIG, EXIT_DATA, check_data_dir, run_collector
 from collector.config import CollectorConfig, ConfigError, load_config
 from l2_lake import logs
 
@@ -107,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str) -> int:
-    print(f"l2-collector: error: {message}", file=sys.stderr)
-    return EXIT_CONFIG
+def _fail(message: str, code: int = EXIT_CONFIG) -> int:
+    print(f"l2-collector: error: {logs.redact(message)}", file=sys.stderr)
+    return code
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -190,17 +190,27 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+OFFLINE_COMMANDS = {"replay": _replay, "export": _export, "plot": _plot}
+
+
+def _offline(args: argparse.Namespace) -> int:
+    """An offline command over files or a bucket: a damaged archive, an unreadable file or a store that
+    does not answer ends it with one line naming what failed (exit 1), not a traceback."""
+    from l2_lake.store.home import StoreError
+
+    try:
+        return OFFLINE_COMMANDS[args.command](args)
+    except (OSError, ValueError, StoreError) as exc:
+        return _fail(f"{args.command}: {exc}", EXIT_DATA)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
             return _run(args)
-        if args.command == "replay":
-            return _replay(args)
-        if args.command == "export":
-            return _export(args)
-        if args.command == "plot":
-            return _plot(args)
+        if args.command in OFFLINE_COMMANDS:
+            return _offline(args)
         from collector.simulator.server import run_simulate
 
         return run_simulate(args)

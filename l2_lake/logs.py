@@ -7,9 +7,19 @@ every line can be filtered by instrument and event (`grep 'event=gap'`).
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
+
+# `scheme://user:password@`: the password part of a URL's userinfo (AWS_ENDPOINT_URL may carry one)
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it replaced by `***` (`s3+http://user:***@host`)."""
+    return _URL_PASSWORD.sub(r"\g<head>:***@", text)
+
 
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -36,7 +46,7 @@ class LogfmtFormatter(logging.Formatter):
         parts.extend(f"{k}={_quote(v)}" for k, v in extras.items())
         if record.exc_info:
             parts.append(f"exc={_quote(self.formatException(record.exc_info))}")
-        return " ".join(parts)
+        return redact(" ".join(parts))
 
 
 LOGGER_ROOTS = ("collector", "l2_lake")  # the capture process and the lake library it runs

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from l2_lake.logs import redact
 from l2_lake.store.home import (
     READ_CHUNK,
     Entry,
@@ -113,7 +114,7 @@ class S3Store:
             raise StoreError(f"cannot make an S3 client for {url} ({type(exc).__name__}: {exc})") from exc
 
     def describe(self) -> str:
-        return f"{self.url}" + (f" at {self.endpoint}" if self.endpoint else "")
+        return f"{self.url}" + (f" at {redact(self.endpoint)}" if self.endpoint else "")
 
     def url_of(self, key: str) -> str:
         return f"s3://{self.url.bucket}/{self.url.key(validate_key(key))}"
@@ -132,7 +133,7 @@ class S3Store:
             detail = f"HTTP {status} {err.get('Code', '')}: {err.get('Message', '')}".strip()
         else:
             detail = f"{type(exc).__name__}: {exc}"
-        return StoreError(f"{op} s3://{self.url.bucket}/{key} failed ({detail})")
+        return StoreError(f"{op} s3://{self.url.bucket}/{key} failed ({redact(detail)})")
 
     def stat(self, relative: str) -> Entry | None:
         """The object's size, Last-Modified, ETag and user metadata, or None if there is no such object."""
