@@ -54,7 +54,8 @@ another collector: replicas with `--collector-id` stamp their objects and must e
 
 Log events: `ship_start`, `shipped` (one per instrument-hour), `ship_error` (a failed pass, with the
 retry delay), `ship_recovered`, `ship_verify_failed`, `ship_merge`, `ship_changed`, `ship_bad_file`,
-`ship_stale_archive`, `ship_remote_damaged`, `ship_state_error`, `ship_release_error`.
+`ship_stale_archive`, `ship_stale_removed` (an archive moved aside 7 days ago, removed), `ship_remote_damaged`,
+`ship_state_error`, `ship_release_error`.
 
 Client: boto3 (`l2_lake.store.s3`, where the measurement that chose it is summarised).
 """
@@ -96,7 +97,7 @@ from l2_lake.format.digests import (
 from l2_lake.format.record import format_ts_ms
 from l2_lake.logs import log_event
 from l2_lake.store import lake_walk
-from l2_lake.store.files import atomic_write, fsync_dir
+from l2_lake.store.files import atomic_write, fsync_dir, remove_stale
 from l2_lake.store.home import Entry, Home, StoreError, VerifyFailed, sha256_file
 from l2_lake.store.s3 import LakeUrl, parse_lake_url
 from l2_lake.threads import settle_from_thread
@@ -111,6 +112,7 @@ GRACE = timedelta(minutes=2)
 SCAN_INTERVAL_S = 30.0
 WRITER_TIMEOUT_S = 30.0
 SHIPPED_DATASETS = (layout.RAW_PREFIX, layout.TAPE_PREFIX)  # the snapshots, and the tape (`--tape`)
+STALE_MAX_AGE_S = 7 * 86400  # an archive moved aside is kept this long for an operator to look at
 STATE_EVERY_S = 1.0  # the backlog file is rewritten at most this often while a pass drains
 GZIP_TYPE = "application/gzip"
 PARQUET_TYPE = "application/vnd.apache.parquet"
@@ -355,6 +357,7 @@ class Shipper:
         self._stuck: dict[Path, str] = {}
         self._meta_done: dict[Path, tuple[int, int]] = {}
         self._state_written = 0.0
+        self._swept_ms: int | None = None
 
     # -- control ------------------------------------------------------------------------------------------
 
@@ -441,6 +444,7 @@ class Shipper:
         """Ship every closed hour and changed metadata file, oldest hour first; raises StoreError (or
         ShipDeferred) at the first failure, after recording it in the backlog."""
         now_ms = self._clock_ms() if now_ms is None else now_ms
+        self._sweep_stale(now_ms)
         units = self.scan(now_ms, open_paths)
         meta = {path: size for path in self._changed_meta() if (size := _size(path)) is not None}
         pending = _Pending(len(units), sum(len(u.files) for u in units) + len(meta),
@@ -593,6 +597,18 @@ class Shipper:
         if archive is not None:
             self._drop_duplicate_archive(archive, digest)
         return True
+
+    def _sweep_stale(self, now_ms: int) -> None:
+        """At most once an hour: remove archives moved aside (`.{HH}.jsonl.gz.stale`,
+        `_drop_duplicate_archive`) more than STALE_MAX_AGE_S ago, each reported."""
+        if self._swept_ms is not None and now_ms - self._swept_ms < layout.HOUR_MS:
+            return
+        self._swept_ms = now_ms
+        aside = (path for dataset in SHIPPED_DATASETS for path in (self.data_dir / dataset).glob("*/*/.*.stale"))
+        for path in remove_stale(aside, STALE_MAX_AGE_S, now_ms / 1000):
+            log_event(log, logging.WARNING, "ship_stale_removed", None,
+                      f"removed {self._relative(path)}: moved aside more than {STALE_MAX_AGE_S // 86400} days ago",
+                      path=self._relative(path))
 
     def _drop_duplicate_archive(self, archive: Path, shipped: Digest) -> None:
         """Both `{HH}.jsonl` and `{HH}.jsonl.gz` were in the spool (the pipeline's archive step died

@@ -26,6 +26,7 @@ import pytest
 
 from collector.config import CollectorConfig, ConfigError, load_config
 from collector.ship import (
+    STALE_MAX_AGE_S,
     Shipper,
     WriterGate,
     closed_until,
@@ -698,3 +699,19 @@ def test_sigterm_while_the_store_hangs_exits_promptly_and_keeps_the_spool(
     assert path.read_bytes() == original, "the spool copy stays when its upload was abandoned"
     text = stderr.read_text()
     assert "event=stop" in text and "Traceback" not in text
+
+
+def test_an_archive_moved_aside_is_removed_after_seven_days(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    s3_env(monkeypatch, s3_server.endpoint)
+    day = tmp_path / "spool" / layout.RAW_PREFIX / "BTC-USDT-SWAP" / "2026-11-20"
+    day.mkdir(parents=True)
+    old = day / ".10.jsonl.gz.stale"
+    old.write_bytes(b"x")
+    then = time.time() - STALE_MAX_AGE_S - 60
+    os.utime(old, (then, then))
+    recent = day / ".11.jsonl.gz.stale"
+    recent.write_bytes(b"y")
+    shipper = Shipper(tmp_path / "spool", f"s3://{s3_server.create_bucket()}/lake")
+    shipper.ship_once()
+    assert not old.exists() and recent.exists()

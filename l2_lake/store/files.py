@@ -1,12 +1,14 @@
-"""Crash-safe file primitives shared by the collector and the pipeline: directory fsync and
-write-to-temp-then-rename. One implementation, so every writer of the lake gets the same guarantees."""
+"""Crash-safe file primitives shared by the collector and the pipeline: directory fsync,
+write-to-temp-then-rename, and the removal of leftovers past an age limit. One implementation, so
+every writer of the lake gets the same guarantees."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -44,3 +46,22 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that a crash leaves either the old or the new content."""
     with atomic_target(path) as tmp:
         tmp.write_bytes(data)
+
+
+def remove_stale(paths: Iterable[Path], max_age_s: float, now_s: float) -> list[Path]:
+    """Remove each of `paths` (a file, or a directory with everything in it) last modified more than
+    `max_age_s` before `now_s`: leftovers of a killed step or an aside copy past its age limit. The
+    removed ones; a path that vanished meanwhile is skipped."""
+    removed = []
+    for path in paths:
+        try:
+            if now_s - path.lstat().st_mtime <= max_age_s:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed

@@ -34,6 +34,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -45,6 +46,7 @@ from typing import Protocol
 
 from l2_lake.format import layout
 from l2_lake.logs import log_event
+from l2_lake.store.files import remove_stale
 from l2_lake.store.home import Entry, Home, StoreError
 from l2_lake.store.lake_walk import (
     OnUnreadable,
@@ -65,6 +67,7 @@ PATH_OF: dict[str, Callable[[Path, str, datetime], Path]] = {
     "tape_records": layout.tape_path, "tape_archive": partial(layout.archive_path, prefix=layout.TAPE_PREFIX),
 }
 WORKSPACE_PREFIX = ".l2-work-"
+WORKSPACE_MAX_AGE_S = 24 * 3600  # a workspace older than this is a killed step's: removed
 MTIME_KEY = "mtime-ns"  # user metadata of an object a step published: the mtime its file had in the workspace
 STAGED_MTIMES_KEPT = 100_000  # archives whose MTIME_KEY is remembered (a HEAD each otherwise)
 CONTENT_TYPES = {".parquet": "application/vnd.apache.parquet", ".gz": "application/gzip",
@@ -194,6 +197,7 @@ class ObjectTree:
     # (key, ETag, Last-Modified) → the mtime an archive had when published (`_as_staged`), the latest ones
     staged_mtimes: OrderedDict[tuple[str, str, int], int | None] = dataclasses.field(default_factory=OrderedDict)
     foreign_keys: set[str] = dataclasses.field(default_factory=set)  # reported once each
+    swept_at: float = 0.0  # when the work dir was last cleared of stale workspaces
 
     @property
     def key(self) -> str:
@@ -305,6 +309,7 @@ class ObjectTree:
     @contextmanager
     def _workspace(self, objects: list[Entry]) -> Iterator[Path]:
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._sweep()
         workspace = Path(tempfile.mkdtemp(prefix=WORKSPACE_PREFIX, dir=self.work_dir))
         try:
             etags = {}
@@ -319,6 +324,18 @@ class ObjectTree:
             self._publish(workspace, before, etags)
         finally:
             shutil.rmtree(workspace, ignore_errors=True)
+
+    def _sweep(self) -> None:
+        """At most once an hour: remove the workspaces of steps killed more than WORKSPACE_MAX_AGE_S ago
+        (each holds a whole staged hour), reported."""
+        now = time.time()
+        if now - self.swept_at < 3600:
+            return
+        self.swept_at = now
+        for path in remove_stale(self.work_dir.glob(WORKSPACE_PREFIX + "*"), WORKSPACE_MAX_AGE_S, now):
+            log_event(log, logging.WARNING, "stale_workspace_removed", None,
+                      f"removed {path}: a step's workspace left for more than {WORKSPACE_MAX_AGE_S // 3600} h "
+                      "(a run was killed mid-step; nothing in it was published)", path=str(path))
 
     def _publish(self, workspace: Path, before: dict[str, tuple[int, int]], etags: dict[str, str]) -> None:
         after = _snapshot(workspace)
