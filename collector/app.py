@@ -19,6 +19,7 @@ import fcntl
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from collector import systemd
 from collector.config import CollectorConfig, ConfigError
 from collector.feed import ConnectionPacer, FeedConnection, wall_ms
 from collector.loop_monitor import LoopMonitor
-from collector.ship import Shipper
+from collector.ship import ShipConflict, Shipper
 from collector.status import StatusReporter
 from collector.supervise import supervise
 from collector.writer import BackgroundWriter
@@ -36,7 +37,9 @@ from l2_lake.book.engine import InstrumentSync, State, write_due_snapshots
 from l2_lake.book.tape import TapeRecorder
 from l2_lake.logs import log_event
 from l2_lake.store import instrument_meta as meta
+from l2_lake.store.home import StoreError
 from l2_lake.store.hour_files import LakeWriter
+from l2_lake.threads import settle_from_thread
 from l2_lake.venues import rest
 from l2_lake.venues.registry import DEFAULT_VENUE
 
@@ -49,6 +52,7 @@ METADATA_STARTUP_ATTEMPTS = 3
 METADATA_RETRY_S = 60.0  # first retry after a failed refresh; doubles up to the refresh period
 LOCK_NAME = ".l2-collector.lock"
 CLOSE_TIMEOUT_S = 3.0
+CLAIM_TIMEOUT_S = 10.0  # the start waits this long for the bucket to say whether another collector ships there
 
 
 def check_data_dir(data_dir: Path) -> None:
@@ -218,11 +222,33 @@ class Collector:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    async def _claim_lake_url(self, shipper: Shipper) -> bool:
+        """False, after one error line, if another live collector with this collector id ships to the same
+        URL (`Shipper.claim`). A store that does not answer within CLAIM_TIMEOUT_S does not hold up the
+        start: the shipper claims again before every pass, and ships nothing while the conflict lasts."""
+        loop = asyncio.get_running_loop()
+        claimed: asyncio.Future[None] = loop.create_future()
+        threading.Thread(target=settle_from_thread, args=(loop, claimed, shipper.claim), name="lake-claim",
+                         daemon=True).start()
+        try:
+            await asyncio.wait_for(claimed, CLAIM_TIMEOUT_S)
+        except ShipConflict as exc:
+            log_event(log, logging.ERROR, "ship_refused", None, str(exc))
+            return False
+        except (StoreError, TimeoutError) as exc:
+            log_event(log, logging.WARNING, "ship_claim_deferred", None,
+                      f"could not yet check {shipper.url} for another collector ({exc or 'no answer'}); "
+                      "checked again before every pass")
+        return True
+
     async def run(self) -> int:
         self.writer.start()
         self.writer.submit(lambda: self.writer.store.repair_recent(self.cfg.instruments))  # before any append
         if self.shipper is not None:
             self.shipper.warm_up()  # the S3 client, while nothing is being captured yet
+            if not await self._claim_lake_url(self.shipper):
+                await self.writer.close(CLOSE_TIMEOUT_S)
+                return EXIT_CONFIG
         startup = asyncio.create_task(self._startup_metadata())
         stopped = asyncio.create_task(self._stop.wait())
         await asyncio.wait([startup, stopped], return_when=asyncio.FIRST_COMPLETED)

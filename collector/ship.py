@@ -69,6 +69,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -112,6 +113,9 @@ GRACE = timedelta(minutes=2)
 SCAN_INTERVAL_S = 30.0
 WRITER_TIMEOUT_S = 30.0
 SHIPPED_DATASETS = (layout.RAW_PREFIX, layout.TAPE_PREFIX)  # the snapshots, and the tape (`--tape`)
+WRITERS_PREFIX = "_writers"  # one claim object per collector id under the URL (`Shipper.claim`)
+CLAIM_FRESH_S = 600.0  # a claim refreshed within this is a live collector's
+CLAIM_EVERY_S = 60.0  # a pass refreshes the claim at most this often
 STALE_MAX_AGE_S = 7 * 86400  # an archive moved aside is kept this long for an operator to look at
 STATE_EVERY_S = 1.0  # the backlog file is rewritten at most this often while a pass drains
 GZIP_TYPE = "application/gzip"
@@ -358,6 +362,7 @@ class Shipper:
         self._meta_done: dict[Path, tuple[int, int]] = {}
         self._state_written = 0.0
         self._swept_ms: int | None = None
+        self._claimed_ms: int | None = None  # when `claim` last succeeded
 
     # -- control ------------------------------------------------------------------------------------------
 
@@ -440,9 +445,36 @@ class Shipper:
 
         threading.Thread(target=make, name="lake-shipper-init", daemon=True).start()
 
+    def claim(self, now_ms: int | None = None) -> None:
+        """Be the one writer of this collector id under the URL: `{url}/_writers/{id}.json` names this host,
+        data directory and pid, refreshed before every pass. ShipConflict if another collector with the same
+        id (two hosts given one config, both without `--collector-id`) refreshed it within CLAIM_FRESH_S:
+        shipping both would append each other's hours, so every record would appear twice. The same host
+        and data directory is this collector restarted, never a conflict. Passes refresh it at most every
+        CLAIM_EVERY_S."""
+        now_ms = self._clock_ms() if now_ms is None else now_ms
+        store = self.store()
+        key = f"{WRITERS_PREFIX}/{self.collector_id or 'default'}.json"
+        ours = {"host": socket.gethostname(), "data_dir": str(self.data_dir.resolve()), "pid": os.getpid(),
+                "collector_id": self.collector_id, "seen_ms": now_ms}
+        try:
+            theirs = orjson.loads(store.read(key) or b"{}")
+        except orjson.JSONDecodeError:
+            theirs = {}
+        same = (theirs.get("host"), theirs.get("data_dir")) == (ours["host"], ours["data_dir"])
+        age_s = (now_ms - int(theirs.get("seen_ms") or 0)) / 1000
+        if theirs and not same and age_s < CLAIM_FRESH_S:
+            who = f"--collector-id {self.collector_id}" if self.collector_id else "no --collector-id"
+            raise ShipConflict(f"{self.url} is shipped to by another collector with {who} on {theirs.get('host')} "
+                               f"({theirs.get('data_dir')}, pid {theirs.get('pid')}, seen {age_s:.0f} s ago): give "
+                               "each collector its own --collector-id and --lake-url prefix, or stop the other one")
+        store.write_verified(key, orjson.dumps(ours), {}, JSON_TYPE)
+        self._claimed_ms = now_ms
+
     def ship_once(self, now_ms: int | None = None, open_paths: frozenset[Path] = frozenset()) -> None:
         """Ship every closed hour and changed metadata file, oldest hour first; raises StoreError (or
-        ShipDeferred) at the first failure, after recording it in the backlog."""
+        ShipDeferred) at the first failure, after recording it in the backlog. Nothing is shipped while
+        another live collector with the same id ships to the URL (`claim`): the spool keeps every hour."""
         now_ms = self._clock_ms() if now_ms is None else now_ms
         self._sweep_stale(now_ms)
         units = self.scan(now_ms, open_paths)
@@ -453,6 +485,11 @@ class Shipper:
         self._publish(pending, units[0].hour if units else None, force=True)
         try:
             store = self.store()
+            if self._claimed_ms is None or now_ms - self._claimed_ms >= CLAIM_EVERY_S * 1000:
+                try:
+                    self.claim(now_ms)
+                except ShipConflict as exc:
+                    raise ShipDeferred(str(exc)) from exc
             for path, size in meta.items():
                 if self._stopping.is_set():
                     return

@@ -26,7 +26,10 @@ import pytest
 
 from collector.config import CollectorConfig, ConfigError, load_config
 from collector.ship import (
+    CLAIM_FRESH_S,
     STALE_MAX_AGE_S,
+    WRITERS_PREFIX,
+    ShipDeferred,
     Shipper,
     WriterGate,
     closed_until,
@@ -257,21 +260,23 @@ def gzip_like_pipeline(tmp: Path, data: bytes, name: str) -> bytes:
 
 
 class SpoolWatchingStore(S3Store):
-    """The real client, noting whether the spool file still existed at each request."""
+    """The real client, noting whether the spool file still existed at each request for an hour's object
+    (the writer claim, `Shipper.claim`, is not one)."""
 
     def __init__(self, url: LakeUrl, watched: list[Path], seen: list[tuple[str, bool]]) -> None:
         super().__init__(url)
         self.watched, self.seen = watched, seen
 
-    def _note(self, op: str) -> None:
-        self.seen.append((op, all(p.exists() for p in self.watched)))
+    def _note(self, op: str, relative: str) -> None:
+        if not relative.startswith(WRITERS_PREFIX):
+            self.seen.append((op, all(p.exists() for p in self.watched)))
 
-    def _put(self, *args, **kwargs) -> None:
-        self._note("PUT")
-        super()._put(*args, **kwargs)
+    def _put(self, relative: str, *args, **kwargs) -> None:
+        self._note("PUT", relative)
+        super()._put(relative, *args, **kwargs)
 
     def read_digest(self, relative: str):
-        self._note("GET")
+        self._note("GET", relative)
         return super().read_digest(relative)
 
 
@@ -285,6 +290,7 @@ def test_nothing_removed_before_the_object_reads_back_right(tmp_path: Path, monk
     seen: list[tuple[str, bool]] = []
     s = Shipper(spool, f"s3://{bucket}/p", store_factory=lambda url: SpoolWatchingStore(url, [records], seen))
     now = ms(H0) + 2 * HOUR_MS
+    s.claim(now)  # the writer claim first: the corrupted reads below are the hour's
     # pass 1: PUT, the verify read gets other bytes; pass 2: the object is there but reads back wrong
     # (checked), so it is uploaded again, and that read is wrong too
     for corrupt in (1, 2):
@@ -715,3 +721,39 @@ def test_an_archive_moved_aside_is_removed_after_seven_days(s3_server: S3Server,
     shipper = Shipper(tmp_path / "spool", f"s3://{s3_server.create_bucket()}/lake")
     shipper.ship_once()
     assert not old.exists() and recent.exists()
+
+
+# -- one writer per collector id (issue: lake integrity, item 3) --------------------------------------------
+
+
+def test_a_second_collector_without_an_id_is_refused_not_duplicated(tmp_path: Path, s3_server: S3Server,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    s3_env(monkeypatch, s3_server.endpoint)
+    bucket = s3_server.create_bucket()
+    first, standby = tmp_path / "first", tmp_path / "standby"  # a standby host given a copy of the config
+    plant(first, BTC, H0, "records", lines(H0, 50))
+    standby_hour = plant(standby, BTC, H0, "records", lines(H0, 50))
+    now = ms(H0) + 2 * HOUR_MS
+    shipper(first, bucket).ship_once(now)
+    with pytest.raises(ShipDeferred, match="shipped to by another collector with no --collector-id"):
+        shipper(standby, bucket).ship_once(now + 1000)
+    assert standby_hour.exists()  # kept in the standby's spool, not appended to the object
+    assert content_of(s3_server, bucket, f"lake/{layout.RAW_PREFIX.as_posix()}/{BTC}/2026-11-20/10.jsonl.gz") \
+        == lines(H0, 50)
+    shipper(first, bucket).claim(now + 2000)  # the first one restarted: the same host and spool
+    shipper(standby, bucket).claim(now + 2000 + int(CLAIM_FRESH_S * 1000) + 1000)  # the first is gone: taken over
+
+
+def test_a_collector_refuses_to_start_on_a_prefix_another_ships_to(tmp_path: Path, s3_server: S3Server,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    s3_env(monkeypatch, s3_server.endpoint)
+    bucket = s3_server.create_bucket()
+    shipper(tmp_path / "other-host", bucket).claim(int(time.time() * 1000))
+    out = subprocess.run([sys.executable, "-m", "collector", "run", "--data-dir", str(tmp_path / "spool"),
+                          "--lake-url", f"s3://{bucket}/lake", "--ws-url", "ws://127.0.0.1:9",
+                          "--rest-url", "http://127.0.0.1:9"],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr[-2000:]
+    refused = [line for line in out.stderr.splitlines() if "event=ship_refused" in line]
+    assert len(refused) == 1 and "give each collector its own --collector-id" in refused[0]
+    assert "Traceback" not in out.stderr

@@ -23,7 +23,8 @@ or wall time in epoch ms):
 
 The hour of a line is that of its exchange time for `ws` (the frame's first message) and `rest`
 (when that time is plausible, as the engine judges it), otherwise the instrument's current tape
-hour; a tape hour never goes back, so lines stay in engine order across files. Inputs before an
+hour, or once that ended more than `LATE_AFTER_MS` ago, the local clock's hour (a closed hour is
+never reopened); a tape hour never goes back, so lines stay in engine order across files. Inputs before an
 instrument's first message (the start's drop and subscribe ack) are not written: the first file's
 `book` line holds the state they led to. Lines are batched per instrument-hour (`TapeRecorder`).
 """
@@ -46,6 +47,12 @@ if TYPE_CHECKING:
     from l2_lake.venues.messages import BookMessage
 
 
+# A line without exchange time goes to the current tape hour until this long after its end, then to
+# the local clock's hour: well before the hour counts as closed (`hours.DEFAULT_GRACE`, 2 min), so no
+# line ever reopens an hour the shipper or the archive step may have taken.
+LATE_AFTER_MS = 60_000  # by the exchange's clock: the local one less the latest frame's lag behind it
+
+
 class TapeSink(Protocol):
     def tape(self, inst_id: str, hour: datetime, lines: bytes) -> None: ...
 
@@ -62,11 +69,15 @@ class TapeRecorder:
         self.sink = sink
         self._clock_ms = clock_ms
         self._hours: dict[str, tuple[datetime, int]] = {}  # instId -> (current tape hour, its end in ms)
+        self._lag_ms: dict[str, int] = {}  # instId -> local clock minus exchange time, at its latest frame
         self._pending: dict[tuple[str, datetime], list[bytes]] = {}
         self._flush_scheduled = False
 
     def frame(self, sync: InstrumentSync, raw: str | bytes, recv_ms: int, ts_ms: int) -> None:
-        self._put(sync, ts_ms if plausible_ts(ts_ms, recv_ms) else None,
+        plausible = plausible_ts(ts_ms, recv_ms)
+        if plausible:
+            self._lag_ms[sync.inst_id] = recv_ms - ts_ms
+        self._put(sync, ts_ms if plausible else None,
                   b"%b%d%b%b}\n" % (WS_PREFIX, recv_ms, FRAME_AT, frame_bytes(raw)))
 
     def rest(self, sync: InstrumentSync, msg: BookMessage, recv_ms: int) -> None:
@@ -82,9 +93,18 @@ class TapeRecorder:
             return  # before the first message: the first file's `book` line carries the state this led to
         if ts_ms is not None and (current is None or ts_ms >= current[1]):
             current = self._begin_hour(sync, layout.hour_floor(ts_ms))
+        elif ts_ms is None and (now := self._exchange_now(sync.inst_id)) >= current[1] + LATE_AFTER_MS:
+            # no exchange time, and by the exchange's clock the tape hour ended a while ago (an outage, a
+            # delisted instrument's retries): the line opens the hour it belongs to now, never reopens
+            # one that may be closed
+            current = self._begin_hour(sync, layout.hour_floor(now))
         self._pending.setdefault((sync.inst_id, current[0]), []).append(line)
         if not self._flush_scheduled:
             self._schedule_flush()
+
+    def _exchange_now(self, inst_id: str) -> int:
+        """The exchange's time now, as the local clock less the latest frame's lag behind it."""
+        return self._clock_ms() - self._lag_ms.get(inst_id, 0)
 
     def _begin_hour(self, sync: InstrumentSync, hour: datetime) -> tuple[datetime, int]:
         """Open a tape hour with the engine's state now (before the input that opens it is applied)."""

@@ -338,7 +338,18 @@ class ObjectTree:
                       "(a run was killed mid-step; nothing in it was published)", path=str(path))
 
     def _publish(self, workspace: Path, before: dict[str, tuple[int, int]], etags: dict[str, str]) -> None:
+        """Upload what the step wrote or changed, then delete what it removed. First, every staged object
+        the step changed or removed must still be the version staged: else nothing is published (a
+        collector's merge landed meanwhile; the step runs again on it). The window left between that
+        check and the deletes is closed by `delete_if_unchanged` (one `If-Match` request): an object
+        written in it is kept, and the step fails naming it."""
         after = _snapshot(workspace)
+        touched = sorted(r for r in etags if after.get(r) != before.get(r))
+        for relative in touched:
+            current = self.store.stat(relative)
+            if current is not None and current.version != etags[relative]:
+                raise StoreError(f"{self.url_of(relative)} changed while this step worked on its staged copy "
+                                 "(a collector shipped late lines?); nothing was published: run the step again")
         for relative, stamp in sorted(after.items()):
             if before.get(relative) != stamp:
                 metadata = {"source": "l2_pipeline", MTIME_KEY: str(stamp[1])}

@@ -16,6 +16,12 @@ place under its final name):
 If a previous run died between 4's rename and unlink, the next run finds both files, verifies the
 archive against the original and only then removes the original. The open hour is refused.
 
+A closed hour's archive is never replaced by less than it holds. When a `{HH}.jsonl` appears beside
+an archive that decodes (lines that came back after the hour was archived), "differs" is not
+"damaged": lines the archive already holds are just removed, and otherwise the new archive is the
+archive's content followed by the lines it lacks, verified like any other. Only an archive that
+does not decode is rebuilt from the original alone.
+
 The same procedure archives an hour of the full-resolution tape (`prefix=layout.TAPE_PREFIX`:
 `raw/okx/l2_tape/{instId}/{YYYY-MM-DD}/{HH}.jsonl` → `{HH}.parquet`). The collector's shipper makes
 the same archives (same bytes whoever makes an hour's).
@@ -26,6 +32,7 @@ from __future__ import annotations
 import fcntl
 import gzip
 import hashlib
+import io
 import os
 import time
 from dataclasses import dataclass
@@ -42,9 +49,11 @@ from l2_lake.format.digests import (
     BadLocalFile,
     Digest,
     digest_archive,
+    digest_bytes,
     digest_parts,
-    digest_stream,
+    same_at,
 )
+from l2_lake.format.hour_content import DamagedArchive, content_of
 from l2_lake.format.hours import is_closed
 from l2_lake.store.files import atomic_target, fsync_dir
 
@@ -135,6 +144,14 @@ def _compress(src: IO[bytes], tmp: Path, member_name: str) -> Digest:
     return Digest(lines, sha.hexdigest(), size)
 
 
+def _archived_content(final: Path) -> bytes | None:
+    """The content of the archive at `final`, or None if it does not decode (damaged) or is gone."""
+    try:
+        return content_of(final.read_bytes(), final.name)
+    except (DamagedArchive, OSError):
+        return None
+
+
 def archive_hour(
     data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta = timedelta(minutes=2), *,
     prefix: Path = layout.RAW_PREFIX,
@@ -180,26 +197,34 @@ def archive_hour(
             stray.unlink(missing_ok=True)
             removed += 1
         before = os.fstat(src.fileno())
+        source: IO[bytes] = src
 
         if final.is_file():
-            # a previous run was killed after the rename: finish it if the archive is the original
-            orig_digest = digest_stream(src)
-            try:
-                arch_digest = digest_archive(final)
-            except (BadLocalFile, OSError):  # damaged, or gone since: rebuilt from the original below
-                arch_digest = None
-            if arch_digest == orig_digest:
+            archived = _archived_content(final)
+            local = src.read()
+            if archived is not None and same_at(archived, 0, local) and len(archived) == len(local):
+                # a previous run was killed after the rename: the archive is the original
+                digest = digest_bytes(local)
                 original.unlink()
                 fsync_dir(directory)
-                return result("completed_removal", lines=orig_digest.lines, sha256=orig_digest.sha256,
-                              original_bytes=orig_digest.size, archive_bytes=final.stat().st_size,
+                return result("completed_removal", lines=digest.lines, sha256=digest.sha256,
+                              original_bytes=digest.size, archive_bytes=final.stat().st_size,
                               removed_temps=removed)
-            src.seek(0)  # archive is stale or damaged: rebuild it from the original below
+            if archived is not None and (same_at(archived, 0, local)
+                                         or same_at(archived, len(archived) - len(local), local)):
+                # lines that came back after the hour was archived, all of them in it already
+                original.unlink()
+                fsync_dir(directory)
+                return result("already_archived", archive_bytes=final.stat().st_size)
+            # an archive that does not decode is damaged: rebuilt from the original; one that holds other
+            # lines keeps them: the new archive is its content, then the lines it lacks (a superset)
+            merged = local if archived is None or same_at(local, 0, archived) else archived + local
+            source = io.BytesIO(merged)
 
         # fsync, rename, fsync dir; the temp file removed on failure
         with atomic_target(final, temp_prefix(hour, prefix)) as tmp:
-            written = (_encode_tape(src, tmp) if prefix == layout.TAPE_PREFIX
-                       else _compress(src, tmp, original.name))
+            written = (_encode_tape(source, tmp) if prefix == layout.TAPE_PREFIX
+                       else _compress(source, tmp, original.name))
             check = digest_archive(tmp, final.name)
             if check != written:
                 raise ArchiveVerificationError(
@@ -208,7 +233,7 @@ def archive_hour(
                 )
             after = os.stat(original)
             changed = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
-            if changed or after.st_size != written.size:
+            if changed or (source is src and after.st_size != written.size):
                 raise ArchiveVerificationError(
                     f"{original} changed while it was being archived (late append?); original kept, retry later"
                 )
