@@ -74,7 +74,8 @@ def delete_expired(context: OpExecutionContext, config: RetentionConfig, lake: L
                          f"removed {len(migrated.superseded)} old copies of hours rebuilt since")
     report = DeletionReport(dry_run=dry_run)
     for tree, curated_retention in lake.retention_targets():  # the lake, then each replica's spool
-        candidates = plan_deletions(tree, as_of, lake.raw_retention, curated_retention, log_unreadable(context.log))
+        candidates = plan_deletions(tree, as_of, lake.raw_retention, curated_retention, log_unreadable(context.log),
+                                    report=context.log.error)
         report.add(delete_files(tree, candidates, dry_run=dry_run))
     verb = "would remove" if dry_run else "removed"
     context.log.info(f"retention at {iso(as_of)}: {verb} {len(report.removed)} file(s), "

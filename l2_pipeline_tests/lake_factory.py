@@ -85,6 +85,17 @@ def write_hour(data_dir: Path, inst_id: str, hour: datetime, records: Sequence[d
     return target
 
 
+LIVE = "LIVE-USDT-SWAP"  # the instrument of `plant_live_hour`
+
+
+def plant_live_hour(data_dir: Path, at: datetime) -> Path:
+    """A collector's current hour at `at` (one record of another instrument): the lake's newest data, so
+    retention run at about `at` trusts the clock (`l2_lake.tiers.selection.lake_time`: a clock far
+    ahead of the newest data deletes nothing newer than that data less the retention)."""
+    hour = at.replace(minute=0, second=0, microsecond=0)
+    return write_hour(data_dir, LIVE, hour, make_records(LIVE, hour, count=1))
+
+
 def write_events(data_dir: Path, inst_id: str, hour: datetime, events: Sequence[dict]) -> Path:
     """Write (replace) the hour's events sidecar."""
     return write_lines(layout.events_path(data_dir, inst_id, hour), [encode_line(e) for e in events])

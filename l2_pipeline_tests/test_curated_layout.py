@@ -19,7 +19,7 @@ from l2_lake.tiers.retention import plan_deletions
 from l2_pipeline import read_books
 from l2_pipeline.jobs import retention_job
 from l2_pipeline.schedules import retention_schedule
-from l2_pipeline_tests.lake_factory import BASE_HOUR, BTC, ETH, lake_resource, plant_good_hour
+from l2_pipeline_tests.lake_factory import BASE_HOUR, BTC, ETH, lake_resource, plant_good_hour, plant_live_hour
 
 NOW = datetime.now(UTC)
 
@@ -92,6 +92,7 @@ def test_retention_deletes_parquet_tiers_and_their_emptied_directories(tmp_path,
     for copy in (features, resampled):
         copy.parent.mkdir(parents=True)
         shutil.copy(layout.curated_path(tmp_path, BTC, h(0)), copy)
+    plant_live_hour(tmp_path, datetime.now(UTC))
     lake = lake_resource(tmp_path, curated_retention_days=1)  # BASE_HOUR is days before now
     config = {"ops": {"delete_expired": {"config": {"as_of": "", "dry_run": False}}}}
     with dagster_instances.ephemeral() as instance:

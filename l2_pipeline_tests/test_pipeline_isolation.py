@@ -43,6 +43,7 @@ from l2_pipeline_tests.lake_factory import (
     ms,
     parquet_tiers,
     plant_good_hour,
+    plant_live_hour,
     range_keys,
     raw_hours_tick,
     register_closed_hours,
@@ -234,6 +235,7 @@ def test_schedules_skip_an_unreadable_directory(lake_dir, capfd, dagster_instanc
     for inst_id in (BTC, ETH):
         for offset in (0, 24):
             plant_good_hour(lake_dir, inst_id, h(offset), count=2)
+    plant_live_hour(lake_dir, h(24 * 7))
     lake = lake_resource(lake_dir)
     compression_schedule = lake_schedule(lake)  # the code location loaded before the directory went bad
     home = lake_dir / "dagster_home"  # beside raw/, which is all the schedules look at; removed with the lake
@@ -258,6 +260,7 @@ def test_retention_ignores_a_curated_file_with_odd_digits(tmp_path):
     for odd in ("hour=²³", "hour=٣"):  # "²³".isdigit() is True and int() raises; int("٣") == 3
         (curated.parent.parent / odd).mkdir()
         (curated.parent.parent / odd / layout.PARQUET_FILE).write_bytes(b"")
+    plant_live_hour(tmp_path, h(24 * 8))
     lake = lake_resource(tmp_path, curated_retention_days=7)
     request = retention_schedule(build_schedule_context(scheduled_execution_time=h(24 * 8), resources={"lake": lake}))
     assert isinstance(request, RunRequest) and request.tags["l2/files_due"] == "2"  # the raw hour + its Parquet

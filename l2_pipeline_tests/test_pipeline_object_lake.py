@@ -18,6 +18,7 @@ from collector.ship import Shipper
 from collector_tests.s3_server import s3_env
 from l2_lake.format import layout
 from l2_lake.quality.stats_cache import unchanged
+from l2_lake.store.s3 import S3Store, parse_lake_url
 from l2_lake.tiers.selection import compression_due
 from l2_pipeline import read_books
 from l2_pipeline.jobs import retention_job
@@ -33,6 +34,7 @@ from l2_pipeline_tests.lake_factory import (
     latest_raw_hour,
     make_records,
     plant_good_hour,
+    plant_live_hour,
     register_closed_hours,
     with_gap,
     write_events,
@@ -160,6 +162,9 @@ def test_retention_deletes_from_the_bucket_under_the_same_rules(shipped, s3_serv
         register_closed_hours(instance, lake)
         curated_before = object_keys(s3_server, bucket, "lake/curated/")
         as_of = (HOURS[0] + timedelta(days=5, hours=1, minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        live = plant_live_hour(shipped["work"] / "live", HOURS[0] + timedelta(days=5, hours=1))
+        S3Store(parse_lake_url(url)).write_verified(live.relative_to(shipped["work"] / "live").as_posix(),
+                                                    live.read_bytes(), {}, "application/x-ndjson")
         run = retention_job.execute_in_process(
             run_config={"ops": {"delete_expired": {"config": {"as_of": as_of}}}},
             instance=instance, resources={"lake": lake})

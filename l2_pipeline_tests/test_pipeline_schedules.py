@@ -31,6 +31,7 @@ from l2_pipeline_tests.lake_factory import (
     lake_schedule,
     ms,
     plant_good_hour,
+    plant_live_hour,
     range_keys,
     write_events,
 )
@@ -171,6 +172,7 @@ def plant_retention_lake(data_dir, now: datetime) -> None:
         plant_good_hour(data_dir, BTC, h(offset), count=2, archived=offset != 1)
         write_parquet(data_dir, BTC, h(offset), now)
     write_events(data_dir, BTC, h(1), [event(BTC, "reconnect", h(1), reason="x")])  # next to hour 01's .jsonl
+    plant_live_hour(data_dir, h(24 * 7 + 1))  # the collectors are live up to the latest time the tests use
 
 
 def test_retention_plan_at_chosen_times(tmp_path):
@@ -228,6 +230,7 @@ def test_deletion_refuses_paths_outside_the_root(tmp_path, instance):
     (layout.raw_root(root) / "XRP-USDT-SWAP").symlink_to(layout.raw_root(outside) / "XRP-USDT-SWAP")
     lake = lake_resource(root)
     at = h(24 * 6)
+    plant_live_hour(root, at)
     plan = plan_deletions(root, at, lake.raw_retention, None)
     report = delete_files(root, plan, dry_run=False)
     assert report.removed == [str(layout.archive_path(root, BTC, h(0)))]

@@ -34,6 +34,7 @@ from l2_pipeline_tests.lake_factory import (
     make_records,
     ms,
     plant_good_hour,
+    plant_live_hour,
     torn,
     write_hour,
 )
@@ -341,6 +342,7 @@ def test_retention_also_empties_the_replica_spools(tmp_path, dagster_instances):
     for directory in (*replicas.values(), lake_dir):
         for hour in (old, recent):
             plant_good_hour(directory, BTC, hour, count=3)
+        plant_live_hour(directory, old + timedelta(days=5, hours=1))  # each collector is live
     lake = lake_resource(lake_dir, replica_dirs=",".join(f"{rid}={d}" for rid, d in replicas.items()))
     as_of = (old + timedelta(days=5, hours=1, minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     with dagster_instances.ephemeral() as instance:

@@ -62,11 +62,13 @@ from l2_pipeline_tests import lake_factory
 from l2_pipeline_tests.lake_factory import (
     BTC,
     ETH,
+    LIVE,
     lake_assets,
     lake_definitions,
     lake_resource,
     lake_schedule,
     plant_good_hour,
+    plant_live_hour,
     raw_hours_tick,
     register_closed_hours,
     requested,
@@ -457,13 +459,14 @@ def test_compression_and_retention_take_tape_hours_like_raw_hours(recording, lak
     kept = lake_resource(lake_dir, delete_after_days=1)
     assert "nothing past retention" in retention_request(kept, datetime.now(UTC), fail_unreadable).skip_message
     short = lake_resource(lake_dir, delete_after_days=0.25)
+    plant_live_hour(lake_dir, datetime.now(UTC))  # the recording's hour lies in the past: a collector is live now
     request = retention_request(short, datetime.now(UTC), fail_unreadable)
     assert request.tags["l2/files_due"] == "4"  # the snapshots' and the tape's archives of BTC and ETH
     run = retention_job.execute_in_process(instance=instance, run_config=request.run_config, resources={"lake": short})
     assert run.success
     assert not [p for p in layout.raw_root(lake_dir, layout.TAPE_PREFIX).rglob("*") if p.is_file()]
     assert not list(layout.raw_root(lake_dir, layout.TAPE_PREFIX).glob("*/*")), "emptied day directories stay"
-    assert not list(layout.raw_root(lake_dir).rglob("*.jsonl*"))
+    assert not [p for p in layout.raw_root(lake_dir).rglob("*.jsonl*") if LIVE not in p.parts]
 
 
 def fail_unreadable(path: Path, exc: OSError) -> None:

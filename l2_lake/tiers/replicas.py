@@ -40,7 +40,9 @@ keeps its `stats_cache.fingerprint`. A canonical hour that is already archived (
 equal is left alone; a different one gets a new `.jsonl` (the compression schedule archives it
 again). A merge never deletes a canonical file, and refuses (`ReplicaDataLost`) to replace a
 canonical hour holding a timestamp that no replica holds any more (a spool cleaned or truncated
-since, or hours a collector wrote into the lake itself before replicas were configured).
+since, or hours a collector wrote into the lake itself before replicas were configured), or a
+canonical events file holding a line no replica holds any more (the error names the replicas the
+lines came from): merges are monotone.
 
 Refused: the open hour (or inside the grace; `allow_open=True` merges it anyway, for tests and
 operators looking at the current hour: the result is then a snapshot), a replica dir that is the
@@ -321,6 +323,24 @@ def _timestamps(data: bytes) -> set[str]:
     return out
 
 
+def _refuse_to_shrink(target: Path, held: bytes, data: bytes) -> None:
+    """ReplicaDataLost if the canonical events file `target`, holding `held`, would lose a line by becoming
+    `data`: named with the replicas the lost lines came from (their `replica` field)."""
+    lost = set(held.splitlines()) - set(data.splitlines())
+    if not lost:
+        return
+    sources = set()
+    for line in lost:
+        try:
+            sources.add(str(orjson.loads(line).get("replica", "?")))
+        except (orjson.JSONDecodeError, AttributeError):
+            sources.add("?")
+    raise ReplicaDataLost(
+        f"{target} holds {len(lost)} event line(s) that no replica holds now (from replica(s) "
+        f"{', '.join(sorted(sources))}): that replica's events file was removed or truncated since the last merge. "
+        f"Restore it, or move the canonical events file away to merge only what the replicas hold")
+
+
 def _refuse_running_collector(data_dir: Path) -> None:
     """A collector holding the lake's lock writes the lake itself: merging would race its appends."""
     try:
@@ -456,7 +476,9 @@ def merge_hour(
             written = True
     if has_events:
         data = b"".join(line for *_, line in sorted(events))
-        if not events_target.is_file() or events_target.read_bytes() != data:
+        held = events_target.read_bytes() if events_target.is_file() else None
+        if held != data:
+            _refuse_to_shrink(events_target, held or b"", data)
             atomic_write(events_target, data)
             written = True
     report.status = "merged" if written else "unchanged"

@@ -27,7 +27,7 @@ from l2_lake.format.hours import ended_at_least
 from l2_lake.store.lake_walk import OnUnreadable, raise_unreadable
 from l2_lake.store.tree import LakeTree, LocalTree, ObjectTree, as_tree
 from l2_lake.tiers.resampled import RESAMPLED_PREFIX
-from l2_lake.tiers.selection import LakeHour
+from l2_lake.tiers.selection import ClockReport, LakeHour, lake_time, report_clock_skew
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,15 @@ def plan_deletions(
     raw_retention: timedelta,
     curated_retention: timedelta | None,
     on_unreadable: OnUnreadable = raise_unreadable,
+    report: ClockReport = report_clock_skew,
 ) -> list[Candidate]:
-    """Every file due for deletion at `as_of` (the scheduled time), oldest first."""
+    """Every file due for deletion at `as_of` (the scheduled time; or, when the pipeline's clock runs more
+    than an hour ahead of the lake's newest data, that data's end: `selection.lake_time`, reported),
+    oldest first. A clock days ahead never deletes live hours."""
     if raw_retention <= timedelta(0):
         raise ValueError("raw retention must be positive: refusing to delete the open hour")
     tree = as_tree(lake)
+    as_of = lake_time(tree, as_of, on_unreadable, report)
     raw_cutoff = as_of - raw_retention
     out: list[Candidate] = []
     for kind_prefix, prefix in RAW_DATASETS.items():
