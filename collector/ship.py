@@ -37,7 +37,13 @@ to be in the store):
 If the object already exists with other content (lines that arrived after the hour was shipped, or
 a pass that died after its PUT), the two are merged: a local file that extends the object replaces
 it, one the object already contains is just removed, anything else is appended to the object's
-content. Lines are never dropped.
+content. Lines are never dropped. Every such write replaces only the version read, or creates the
+object only where there was none (`If-Match` / `If-None-Match`): a merge can never overwrite what the
+pipeline or another writer put there in between (it fails, and the next pass merges again).
+
+Metadata files are shared, not owned: the pipeline and the collectors fetch the same instruments, so
+the object keeps the object fetched last and the union of every writer's history lines
+(`l2_lake.store.instrument_meta`), whoever wrote it before.
 
 A store that is down or slow never blocks capture: each pass runs in its own daemon thread, boto3's
 timeouts bound every request, and a failed pass is retried after a capped exponential backoff with
@@ -97,9 +103,9 @@ from l2_lake.format.digests import (
 )
 from l2_lake.format.record import format_ts_ms
 from l2_lake.logs import log_event
-from l2_lake.store import lake_walk
+from l2_lake.store import instrument_meta, lake_walk
 from l2_lake.store.files import atomic_write, fsync_dir, remove_stale
-from l2_lake.store.home import Entry, Home, StoreError, VerifyFailed, sha256_file
+from l2_lake.store.home import ABSENT, Changed, Entry, Home, StoreError, VerifyFailed, sha256_file
 from l2_lake.store.s3 import LakeUrl, parse_lake_url
 from l2_lake.threads import settle_from_thread
 
@@ -626,7 +632,7 @@ class Shipper:
                 target = layout.archive_of(path)
                 body, digest = archive_verified((content,), target.name)
                 content_type = GZIP_TYPE
-            self._put_verified(store, self._relative(target), content, body, content_type, merge=True, source=path,
+            self._put_verified(store, self._relative(target), content, body, content_type, source=path,
                                content_digest=digest)
             if not self._remove(path, stamp):
                 return self._changed(path)
@@ -678,7 +684,7 @@ class Shipper:
             return False
         if _stamp(path.stat()) != stamp:
             return self._changed(path)
-        self._put_verified(store, self._relative(path), None, path, _archive_type(path.name), merge=True,
+        self._put_verified(store, self._relative(path), None, path, _archive_type(path.name),
                            source=path, content_digest=digest, body_sha=sha)
         if not self._remove(path, stamp):
             return self._changed(path)
@@ -695,7 +701,7 @@ class Shipper:
                     return self._changed(path)
         except FileNotFoundError:
             return False
-        self._put_verified(store, self._relative(path), content, content, JSONL_TYPE, merge=True, source=path)
+        self._put_verified(store, self._relative(path), content, content, JSONL_TYPE, source=path)
         if not self._remove(path, stamp):
             return self._changed(path)
         self._count(path, len(content))
@@ -733,7 +739,10 @@ class Shipper:
         return changed
 
     def _ship_meta(self, store: Home, path: Path) -> bool:
-        """Copy one metadata file if it changed since it was last copied; False if it must wait."""
+        """Merge one changed metadata file into the store's copy; False if it must wait. Metadata is
+        shared, not owned: the pipeline and every collector fetch the same instruments, so the object
+        keeps the newest `fetched_at` (`.json`) and the union of every writer's lines (`.history.jsonl`,
+        `instrument_meta.merged_history`), written only over the version read (`expect`)."""
         self._begin(path)
         try:
             with open(path, "rb") as f:
@@ -743,18 +752,24 @@ class Shipper:
                 return False  # being rewritten: the next pass takes it
         except FileNotFoundError:
             return False
-        if path.name.endswith(".jsonl") and not content.endswith(b"\n"):
-            content = content[:content.rfind(b"\n") + 1]  # a history line being appended: up to the last one
         relative = self._relative(path)
-        sha = hashlib.sha256(content).hexdigest()
         remote = store.stat(relative)
-        if remote is not None and remote.metadata.get("collector-id", "") != self.collector_id:
-            self._mark_stuck(path, self._conflict(relative, remote).args[0])
-            return False
-        if remote is None or remote.metadata.get("sha256") != sha:
+        existing = store.read(relative) if remote is not None else None
+        if path.name.endswith(".jsonl"):
+            body = instrument_meta.merged_history(existing or b"", content)
+            ship = body != existing
+        else:
+            body = content
+            ship = existing is None or instrument_meta.fetched_later(content, existing)
+        if ship:
+            metadata = {"source": relative, **({"collector-id": self.collector_id} if self.collector_id else {})}
             content_type = JSONL_TYPE if path.suffix == ".jsonl" else JSON_TYPE
-            self._put_verified(store, relative, content, content, content_type, merge=False, source=path)
-            self._count(path, len(content))
+            try:
+                store.write_verified(relative, body, metadata, content_type,
+                                     expect=remote.version if remote is not None else ABSENT)
+            except Changed:
+                return False  # another writer's copy landed meanwhile: merged with it on the next pass
+            self._count(path, len(body))
         self._meta_done[path] = stamp
         self.backlog = replace(self.backlog, in_flight=None)
         return True
@@ -762,7 +777,7 @@ class Shipper:
     # -- put + verify -----------------------------------------------------------------------------------
 
     def _put_verified(self, store: Home, relative: str, content: bytes | None, body: bytes | Path,
-                      content_type: str, *, merge: bool, source: Path, content_digest: Digest | None = None,
+                      content_type: str, *, source: Path, content_digest: Digest | None = None,
                       body_sha: str | None = None) -> None:
         """Make `relative` hold `content` (and whatever the object already held that the spool lacks),
         verified by reading it back. `content` None: the decompressed `body` file (read only if needed)."""
@@ -771,7 +786,7 @@ class Shipper:
             content_digest = digest_bytes(content if content is not None else b"")
         if body_sha is None:
             body_sha = hashlib.sha256(body).hexdigest() if isinstance(body, bytes) else sha256_file(body)
-        remote = store.stat(relative) if merge else None
+        remote = store.stat(relative)
         if remote is not None and remote.metadata.get("collector-id", "") != self.collector_id:
             raise self._conflict(relative, remote)
         if remote is not None:
@@ -793,7 +808,8 @@ class Shipper:
         if self.collector_id:
             metadata["collector-id"] = self.collector_id
         try:
-            store.write_verified(relative, body, metadata, content_type, sha256_hex=body_sha)
+            store.write_verified(relative, body, metadata, content_type, sha256_hex=body_sha,
+                                 expect=remote.version if remote is not None else ABSENT)
         except VerifyFailed as exc:
             log_event(log, logging.ERROR, "ship_verify_failed", None,
                       f"{exc}; the spool copy is kept and the upload retried", path=relative)

@@ -356,11 +356,11 @@ class SignalingStore(S3Store):
         super().__init__(url, **kw)
         self.big, self.putting = big, putting
 
-    def _put_object(self, key, body, checksum, meta, content_type) -> None:
+    def _put_object(self, key, body, checksum, meta, content_type, condition) -> None:
         size = os.fstat(body.fileno()).st_size if hasattr(body, "fileno") else len(body)
         if size >= self.big:
             self.putting.set()
-        super()._put_object(key, body, checksum, meta, content_type)
+        super()._put_object(key, body, checksum, meta, content_type, condition)
 
 
 def big_archive(hour: datetime, mb: int) -> bytes:

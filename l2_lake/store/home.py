@@ -9,7 +9,10 @@ BTC-USDT-SWAP/2026-11-20/13.jsonl.gz`). It answers the same few questions either
   prefix, not only a directory), in key order, after `start_after` if given;
 - `stat(key)`: one object's size, mtime, version and metadata, or None;
 - `read(key)` (None if absent), `read_digest(key)`, `download(key, target)`;
-- `write_verified(key, body, metadata, content_type)`: write, read back, compare sha256;
+- `write_verified(key, body, metadata, content_type, expect=None)`: write, read back, compare sha256;
+  with `expect` a version, only if the object is still that version; with `expect=ABSENT`, only if
+  there is no such object (else `Changed`, and nothing was written): a read-merge-write can then never
+  overwrite what another writer put there in between;
 - `delete_if_unchanged(key, version)`: delete only the version that was read (an object's ETag,
   a file's `size:mtime_ns`); False if it changed or is gone.
 
@@ -75,6 +78,14 @@ class VerifyFailed(StoreError):
     """What was written does not read back as the bytes sent."""
 
 
+class Changed(StoreError):
+    """A conditional write found the object another version than expected (or present when it was
+    expected absent): another writer got there first, nothing was written; read again and merge."""
+
+
+ABSENT = ""  # `expect` of a write that must create the object
+
+
 def sha256_file(path: Path) -> str:
     sha = hashlib.sha256()
     with open(path, "rb") as f:
@@ -103,7 +114,7 @@ class Home(Protocol):
     def download(self, key: str, target: Path) -> None: ...
 
     def write_verified(self, key: str, body: bytes | Path, metadata: dict[str, str], content_type: str,
-                       sha256_hex: str | None = None) -> str: ...
+                       sha256_hex: str | None = None, expect: str | None = None) -> str: ...
 
     def delete_if_unchanged(self, key: str, version: str) -> bool: ...
 
@@ -182,11 +193,16 @@ class LocalHome:
         shutil.copyfile(self._path(key), target)
 
     def write_verified(self, key: str, body: bytes | Path, metadata: dict[str, str], content_type: str,
-                       sha256_hex: str | None = None) -> str:
-        """Write `body` atomically (temp file, fsync, rename), read it back and compare its sha256."""
+                       sha256_hex: str | None = None, expect: str | None = None) -> str:
+        """Write `body` atomically (temp file, fsync, rename), read it back and compare its sha256. A
+        directory has no conditional rename: `expect` is checked just before the write."""
         data = body.read_bytes() if isinstance(body, Path) else body
         sha = sha256_hex or hashlib.sha256(data).hexdigest()
         path = self._path(key)
+        if expect is not None:
+            current = self.stat(key)
+            if (current.version if current is not None else ABSENT) != expect:
+                raise Changed(f"{path} changed since it was read: nothing was written")
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, data)
         if sha256_file(path) != sha:

@@ -3,6 +3,10 @@
 `meta/okx/instruments/{instId}.json` holds the latest object plus `fetched_at`; the `.history.jsonl`
 beside it gets a line whenever any field other than `fetched_at` changed, so tick size or contract
 value changes can be applied to old data.
+
+Several writers keep these files (the pipeline and each collector fetch the same instruments), so a
+shared copy is merged, never owned: it keeps the object fetched last (`fetched_later`) and every
+history line any writer wrote (`merged_history`), in `fetched_at` order.
 """
 
 from __future__ import annotations
@@ -80,3 +84,24 @@ def store_instrument(data_dir: Path, instrument: dict[str, Any], fetched_ms: int
                 f.truncate(end)  # a full disk must not leave a torn history line
                 raise
     return None if previous is None else changes
+
+
+def _fetched_at(line: bytes) -> str:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return ""
+    return str(obj.get("fetched_at", "")) if isinstance(obj, dict) else ""
+
+
+def fetched_later(ours: bytes, theirs: bytes) -> bool:
+    """True if the instrument object `ours` was fetched after `theirs` (or `theirs` has no time)."""
+    return _fetched_at(ours) > _fetched_at(theirs)
+
+
+def merged_history(theirs: bytes, ours: bytes) -> bytes:
+    """The union of two `.history.jsonl` contents (a line being appended, with no newline yet, left
+    out), each line once, in `fetched_at` order: the same bytes whichever side is which, and a
+    merge of a merge changes nothing."""
+    lines = {line for text in (theirs, ours) for line in text[:text.rfind(b"\n") + 1].splitlines() if line}
+    return b"".join(line + b"\n" for line in sorted(lines, key=lambda line: (_fetched_at(line), line)))

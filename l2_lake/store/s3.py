@@ -24,8 +24,10 @@ path-style) or any other source boto3 knows (profiles, instance roles).
 
 Every failure of the store (refused, timed out, 5xx, 403, no credentials) becomes one `StoreError`
 naming the operation and the key: the shipper treats all of them alike (retry with backoff).
-`delete_if_unchanged` sends `If-Match` with the ETag that was read, so the check and the delete are
-one request (measured with the other clients in `python -m bench.store_clients`: boto3 is the only
+`delete_if_unchanged` sends `If-Match` with the ETag that was read, and `write_verified(expect=…)` sends
+`If-Match` (or `If-None-Match: *` to create), so the check and the delete or write are one request
+(S3 has honoured both on PutObject since 2024, If-Match on DeleteObject too; moto 5.2 does as well;
+a 412 becomes `Changed`) (measured with the other clients in `python -m bench.store_clients`: boto3 is the only
 one of boto3, obstore, s3fs and pyarrow.fs that can do it, and it stays the fastest or equal).
 """
 
@@ -43,7 +45,9 @@ from urllib.parse import urlparse
 
 from l2_lake.logs import redact
 from l2_lake.store.home import (
+    ABSENT,
     READ_CHUNK,
+    Changed,
     Entry,
     StoreError,
     VerifyFailed,
@@ -152,22 +156,31 @@ class S3Store:
                      response.get("ETag", ""), dict(response.get("Metadata") or {}))
 
     def _put(self, relative: str, body: bytes | Path, sha256_hex: str, metadata: dict[str, str],
-             content_type: str) -> None:
+             content_type: str, expect: str | None = None) -> None:
         """One PutObject of `body` (bytes, or a file streamed from disk) with its sha256 as
         `ChecksumSHA256` (the store checks it on receipt) and in the user metadata (`sha256`)."""
         key = self._key(relative)
         checksum = base64.b64encode(bytes.fromhex(sha256_hex)).decode()
         meta = {**metadata, "sha256": sha256_hex}
+        condition = {} if expect is None else {"IfNoneMatch": "*"} if expect == ABSENT else {"IfMatch": expect}
         if isinstance(body, Path):
             with open(body, "rb") as f:  # a missing local file is our error, not the store's
-                self._put_object(key, f, checksum, meta, content_type)
+                self._put_object(key, f, checksum, meta, content_type, condition)
         else:
-            self._put_object(key, body, checksum, meta, content_type)
+            self._put_object(key, body, checksum, meta, content_type, condition)
 
-    def _put_object(self, key: str, body: Any, checksum: str, meta: dict[str, str], content_type: str) -> None:
+    def _put_object(self, key: str, body: Any, checksum: str, meta: dict[str, str], content_type: str,
+                    condition: dict[str, str]) -> None:
+        from botocore.exceptions import ClientError
+
         try:
             self._client.put_object(Bucket=self.url.bucket, Key=key, Body=body, ChecksumSHA256=checksum,
-                                    Metadata=meta, ContentType=content_type)
+                                    Metadata=meta, ContentType=content_type, **condition)
+        except ClientError as exc:
+            if condition and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                raise Changed(f"PUT s3://{self.url.bucket}/{key} not done: the object changed since it was "
+                              "read (another writer); read again and merge") from exc
+            raise self._fail("PUT", key, exc) from exc
         except Exception as exc:
             raise self._fail("PUT", key, exc) from exc
 
@@ -248,13 +261,13 @@ class S3Store:
             raise self._fail("GET", key, exc) from exc
 
     def write_verified(self, relative: str, body: bytes | Path, metadata: dict[str, str], content_type: str,
-                       sha256_hex: str | None = None) -> str:
+                       sha256_hex: str | None = None, expect: str | None = None) -> str:
         """PUT `body` (bytes, or a file streamed from disk) with its sha256, then read the object back and
         compare its bytes and its `sha256` metadata: the sha256, or VerifyFailed (a StoreError) if the
         store does not hold exactly those bytes."""
         if sha256_hex is None:
             sha256_hex = sha256_file(body) if isinstance(body, Path) else hashlib.sha256(body).hexdigest()
-        self._put(relative, body, sha256_hex, metadata, content_type)
+        self._put(relative, body, sha256_hex, metadata, content_type, expect)
         read_back, size, stored = self.read_digest(relative)
         if read_back != sha256_hex or stored.get("sha256") != sha256_hex:
             raise VerifyFailed(f"verification of {self.url_of(relative)} failed: it reads back as sha256 "

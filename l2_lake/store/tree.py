@@ -16,14 +16,15 @@ either way:
   files the step needs. For a local lake that is the lake itself. For object storage it is a
   throwaway directory under the work dir (`L2_DATA_DIR/.l2-work-*`) into which the objects are
   downloaded (mtimes set to their Last-Modified); when the step succeeds, every file it wrote or
-  changed is uploaded with its sha256 and read back (`Home.write_verified`) and only then is every
-  object whose staged copy the step removed deleted, provided it is still the object that was
-  staged (`Home.delete_if_unchanged`: `If-Match` on its ETag, one request). A step that fails
+  changed is uploaded with its sha256 and read back (`Home.write_verified`), each only over the
+  version that was staged or where there was no object (`If-Match` / `If-None-Match`), and only then
+  is every object whose staged copy the step removed deleted, provided it is still the object that
+  was staged (`Home.delete_if_unchanged`: `If-Match` on its ETag, one request). A step that fails
   publishes nothing. The directory is removed either way.
 - `where(path)`: a path as a user should see it (the object's `s3://` URL for a staged file).
 
 Two runs working on the same hour at once in object storage are not locked against each other (S3
-has no lock); the last upload of identical work wins and removals are conditional on the ETag.
+has no lock); the one that publishes second finds the objects changed and fails without publishing.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from typing import Protocol
 from l2_lake.format import layout
 from l2_lake.logs import log_event
 from l2_lake.store.files import remove_stale
-from l2_lake.store.home import Entry, Home, StoreError
+from l2_lake.store.home import ABSENT, Changed, Entry, Home
 from l2_lake.store.lake_walk import (
     OnUnreadable,
     ParquetHour,
@@ -340,25 +341,33 @@ class ObjectTree:
     def _publish(self, workspace: Path, before: dict[str, tuple[int, int]], etags: dict[str, str]) -> None:
         """Upload what the step wrote or changed, then delete what it removed. First, every staged object
         the step changed or removed must still be the version staged: else nothing is published (a
-        collector's merge landed meanwhile; the step runs again on it). The window left between that
-        check and the deletes is closed by `delete_if_unchanged` (one `If-Match` request): an object
-        written in it is kept, and the step fails naming it."""
+        collector's merge landed meanwhile; the step runs again on it). The window left after that
+        check is closed by conditional requests: each write replaces only the version staged (or
+        creates an object only where there was none) and each delete removes only the version staged
+        (`If-Match` / `If-None-Match`, one request each): an object written in between is kept, and the
+        step fails naming it."""
         after = _snapshot(workspace)
         touched = sorted(r for r in etags if after.get(r) != before.get(r))
         for relative in touched:
             current = self.store.stat(relative)
             if current is not None and current.version != etags[relative]:
-                raise StoreError(f"{self.url_of(relative)} changed while this step worked on its staged copy "
+                raise Changed(f"{self.url_of(relative)} changed while this step worked on its staged copy "
                                  "(a collector shipped late lines?); nothing was published: run the step again")
         for relative, stamp in sorted(after.items()):
             if before.get(relative) != stamp:
                 metadata = {"source": "l2_pipeline", MTIME_KEY: str(stamp[1])}
-                self.store.write_verified(relative, workspace / relative, metadata,
-                                             CONTENT_TYPES.get(Path(relative).suffix, "application/octet-stream"))
+                try:
+                    self.store.write_verified(relative, workspace / relative, metadata,
+                                              CONTENT_TYPES.get(Path(relative).suffix, "application/octet-stream"),
+                                              expect=etags.get(relative, ABSENT))
+                except Changed as exc:
+                    raise Changed(f"{self.url_of(relative)} was written by another writer while this step "
+                                     "worked on its staged copy (a collector shipped late lines?); it was kept: "
+                                     "run the step again") from exc
         for relative in sorted(set(before) - set(after)):  # only once everything new is verified in the store
             deleted = self.store.delete_if_unchanged(relative, etags[relative])
             if not deleted and self.store.stat(relative) is not None:
-                raise StoreError(f"{self.url_of(relative)} changed while this step worked on its staged copy "
+                raise Changed(f"{self.url_of(relative)} changed while this step worked on its staged copy "
                                  "(a collector shipped late lines?); it was kept: run the step again")
 
     @contextmanager

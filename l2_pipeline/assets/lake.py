@@ -65,12 +65,13 @@ from l2_lake.quality.hour_stats import HourStats
 from l2_lake.quality.stats_cache import HourRead, read_hour
 from l2_lake.quality.verdicts import SCHEMA_VALID, Verdict, hour_verdicts, quality_summary
 from l2_lake.store import instrument_meta
+from l2_lake.store.home import Changed
 from l2_lake.store.s3 import StoreError
 from l2_lake.store.tree import LakeTree, LocalTree, Needs
 from l2_lake.tiers.archive import ArchiveVerificationError, archive_hour
 from l2_lake.tiers.curated import write_parquet
 from l2_lake.tiers.features_hour import FeaturesResult, write_features
-from l2_lake.tiers.instruments import refresh_instruments
+from l2_lake.tiers.instruments import RefreshResult, refresh_instruments
 from l2_lake.venues import rest
 from l2_lake.venues.registry import DEFAULT_VENUE
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
@@ -358,6 +359,23 @@ def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequ
     return [raw_hour, raw_archive, curated_parquet, book_features]
 
 
+META_ATTEMPTS = 3
+
+
+def _refresh_in_lake(lake: LakeResource, wanted: list[str], listed: dict[str, dict]) -> RefreshResult:
+    """Refresh the lake's metadata files; in a bucket a collector may ship its copy meanwhile, and
+    then the refresh is made again over the merged files rather than overwriting them."""
+    attempt = 1
+    while True:
+        try:
+            with lake.tree.files_workspace(layout.META_PREFIX) as root:
+                return refresh_instruments(root, wanted, listed, int(time.time() * 1000))
+        except Changed:
+            if attempt == META_ATTEMPTS:
+                raise
+            attempt += 1
+
+
 @asset(
     key=INSTRUMENT_METADATA,
     group_name="reference",
@@ -369,8 +387,7 @@ def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequ
 def instrument_metadata(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     listed = fetch_swap_instruments(lake.rest_url, lake.rest_timeout_seconds)
     wanted = lake.known_instruments()
-    with lake.tree.files_workspace(layout.META_PREFIX) as root:
-        result = refresh_instruments(root, wanted, listed, int(time.time() * 1000))
+    result = _refresh_in_lake(lake, wanted, listed)
     if result.missing:
         context.log.warning(f"OKX does not list {', '.join(result.missing)} as SWAP instruments")
     if not result.stored:
