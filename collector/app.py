@@ -22,6 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -29,12 +30,13 @@ from collector import systemd
 from collector.config import CollectorConfig, ConfigError
 from collector.feed import ConnectionPacer, FeedConnection, wall_ms
 from collector.loop_monitor import LoopMonitor
-from collector.ship import ShipConflict, Shipper
+from collector.ship import GRACE, ShipConflict, Shipper, WriterGate
 from collector.status import StatusReporter
 from collector.supervise import supervise
 from collector.writer import BackgroundWriter
 from l2_lake.book.engine import InstrumentSync, State, write_due_snapshots
 from l2_lake.book.tape import TapeRecorder
+from l2_lake.format import layout
 from l2_lake.logs import log_event
 from l2_lake.store import instrument_meta as meta
 from l2_lake.store.home import StoreError
@@ -200,9 +202,15 @@ class Collector:
             write_due_snapshots(self.syncs, self.writer)
 
     async def _status_loop(self) -> None:
+        # without a shipper (which does it before each pass), ended hours that stopped growing are
+        # closed here: an open file keeps its hour locked against the pipeline's archive step
+        gate = WriterGate(self.writer) if self.shipper is None else None
         while True:
             await asyncio.sleep(self.cfg.status_interval)
             self.status.report(time.monotonic(), wall_ms())
+            if gate is not None:
+                ended_before = layout.hour_floor(wall_ms() - int(GRACE.total_seconds() * 1000))
+                await self.writer.call(partial(gate.release_ended, ended_before))
 
     def _systemd_status(self) -> str:
         synced = sum(s.state is State.SYNCED and not s.delisted for s in self.syncs.values())

@@ -144,30 +144,41 @@ class Verification:
     event_types: Counter = field(default_factory=Counter)
 
 
-def verify_lake(data_dir: Path, truth_log: Path) -> Verification:
+def load_truth(truth_log: Path, result: Verification) -> dict[tuple[str, int, int], str]:
+    """(instId, seqId, ts) → digest of the true book, from the simulator's truth log; faults counted."""
     truth: dict[tuple[str, int, int], str] = {}
-    result = Verification()
     for line in read_jsonl(truth_log):
         if "fault" in line:
             result.faults[line["fault"]] += 1
         else:
             truth[(line["instId"], line["seqId"], line["ts"])] = line["digest"]
+    return truth
+
+
+def check_record(inst_id: str, rec: dict, truth: dict[tuple[str, int, int], str], result: Verification) -> None:
+    """Count one record into `result`: flagged, exact, or wrong (with why)."""
+    problems = record_problems(rec)
+    assert not problems, (inst_id, rec["timestamp_utc"], problems)
+    assert record_format(rec) == EXTENDED, (inst_id, rec["timestamp_utc"], "the collector writes every field")
+    if rec["gap_detected"] or rec["checksum_ok"] is False:
+        result.flagged += 1
+        return
+    result.promised += 1
+    expected = truth.get((inst_id, rec["seqId"], parse_ts_ms(rec["timestamp_utc"])))
+    if expected == digest(rec["bids_top400"], rec["asks_top400"]):
+        result.exact += 1
+    else:
+        result.wrong.append(f"{inst_id} seqId={rec['seqId']} ts={rec['timestamp_utc']} "
+                            f"({'no truth' if expected is None else 'levels differ'})")
+
+
+def verify_lake(data_dir: Path, truth_log: Path) -> Verification:
+    result = Verification()
+    truth = load_truth(truth_log, result)
     for inst_id, records in lake_records(data_dir).items():
         stamps = [parse_ts_ms(r["timestamp_utc"]) for r in records]
         assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps), f"{inst_id}: duplicate/unsorted ts"
-        for rec, ts in zip(records, stamps, strict=True):
-            problems = record_problems(rec)
-            assert not problems, (inst_id, rec["timestamp_utc"], problems)
-            assert record_format(rec) == EXTENDED, (inst_id, rec["timestamp_utc"], "the collector writes every field")
-            if rec["gap_detected"] or rec["checksum_ok"] is False:
-                result.flagged += 1
-                continue
-            result.promised += 1
-            expected = truth.get((inst_id, rec["seqId"], ts))
-            if expected == digest(rec["bids_top400"], rec["asks_top400"]):
-                result.exact += 1
-            else:
-                result.wrong.append(f"{inst_id} seqId={rec['seqId']} ts={rec['timestamp_utc']} "
-                                    f"({'no truth' if expected is None else 'levels differ'})")
+        for rec in records:
+            check_record(inst_id, rec, truth, result)
     result.event_types.update(e["type"] for e in lake_events(data_dir))
     return result

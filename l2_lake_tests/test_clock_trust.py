@@ -1,6 +1,8 @@
-"""Retention never trusts a pipeline clock that runs ahead of the lake (issue: lake integrity, item 11):
-five days ahead, it deletes nothing newer than the lake's newest data less the retention, and says
-so as an error. On a local lake and in a bucket (moto's S3 server as a process on loopback)."""
+"""Compression and retention never trust a pipeline clock that runs ahead of the lake (issue: lake
+integrity, item 11). Retention, five days ahead, deletes nothing newer than the lake's newest data
+less the retention, and says so as an error (on a local lake and in a bucket: moto's S3 server as a
+process on loopback). Compression, hours ahead, never archives an hour whose file a live collector
+holds: its writer's lock says so, whatever the clocks say."""
 
 from __future__ import annotations
 
@@ -12,8 +14,10 @@ import pytest
 from collector_tests.s3_server import S3Server, s3_env
 from l2_lake.format import layout
 from l2_lake.store.home import LocalHome
+from l2_lake.store.hour_files import LakeWriter
 from l2_lake.store.s3 import LakeUrl, S3Store
 from l2_lake.store.tree import LocalTree, ObjectTree, hour_paths
+from l2_lake.tiers.archive import archive_hour
 from l2_lake.tiers.retention import plan_deletions
 from l2_lake.tiers.selection import lake_time
 
@@ -52,3 +56,18 @@ def test_a_clock_five_days_ahead_deletes_no_live_hour(tree) -> None:
 
 def test_the_lake_time_is_the_clock_within_an_hour(tree) -> None:
     assert lake_time(tree, NOW + timedelta(minutes=50), report=pytest.fail) == NOW + timedelta(minutes=50)
+
+
+def test_a_clock_hours_ahead_never_archives_the_hour_a_collector_holds(tmp_path: Path) -> None:
+    hour = layout.hour_floor(int(NOW.timestamp() * 1000))
+    writer = LakeWriter(tmp_path, clock_ms=lambda: int(NOW.timestamp() * 1000))
+    writer.record(BTC, int(NOW.timestamp() * 1000), {"action": "snapshot"})
+    records = layout.records_path(tmp_path, BTC, hour)
+    held = records.read_bytes()
+
+    seven_hours_ahead = NOW + timedelta(hours=7)
+    assert archive_hour(tmp_path, BTC, hour, seven_hours_ahead).status == "busy"
+    assert records.read_bytes() == held and not layout.archive_of(records).exists()
+
+    writer.close()  # the hour ended and went quiet: the collector let it go
+    assert archive_hour(tmp_path, BTC, hour, seven_hours_ahead).status == "archived"

@@ -11,12 +11,17 @@ Guarantees, each tested:
 - never two records with the same `timestamp_utc` per instrument, also across restarts: a record is
   written only when its event time is later than the last record already in the lake; no record
   stamped more than a day after the local clock is written or believed;
-- files are fsynced (with their directory when created) on hour close and on `close()`.
+- files are fsynced (with their directory when created) on hour close and on `close()`;
+- every file held open carries a shared `flock`, so the archive step (which takes it exclusively)
+  never archives an hour a live collector still holds, whatever either host's clock says. If the
+  file is locked exclusively at that moment (being archived or shipped), the line is written anyway:
+  those steps remove a file only if it is unchanged since they read it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 from collections import Counter
@@ -236,12 +241,12 @@ class LakeWriter:
             self._close(key)  # hour rolled over (or the local clock jumped)
         path = _PATH_OF[kind](self.data_dir, inst_id, hour)
         created = not path.exists()
-        dropped = 0
         if created:
             path.parent.mkdir(parents=True, exist_ok=True)
-        else:
-            dropped = repair_torn_tail(path)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with contextlib.suppress(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        dropped = 0 if created else repair_torn_tail(path)
         if created:
             fsync_dir(path.parent)
         opened = self._files[key] = _OpenFile(hour, path, fd, os.fstat(fd).st_size)

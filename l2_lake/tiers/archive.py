@@ -3,8 +3,9 @@
 
 Procedure (kill-safe at every step; the original is removed only once a verified archive is in
 place under its final name):
-1. lock the original (`flock`, non-blocking) so two runs never archive the same hour at once,
-   and remove stray temp files a killed run left for this hour;
+1. lock the original (`flock`, non-blocking) so two runs never archive the same hour at once, nor
+   one a live collector holds open (its writer keeps a shared lock on every open file), and
+   remove stray temp files a killed run left for this hour;
 2. stream-compress into `.{HH}.jsonl.gz.<random>.tmp` in the same directory, hashing the
    original (sha256, line count) on the way (the tape: its columns, proven to decode to it);
 3. decompress (decode) the temp file and compare its sha256 and line count with the original's, and check
@@ -70,7 +71,7 @@ class ArchiveVerificationError(RuntimeError):
 class ArchiveResult:
     """What archiving one hour did. `status`: archived | already_archived (no original left; the
     archive decompresses, `lines`/`sha256` are its content's) | completed_removal | no_data | busy
-    (another run holds the hour)."""
+    (another run, or a live collector, holds the hour's file)."""
 
     inst_id: str
     hour: datetime

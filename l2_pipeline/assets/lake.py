@@ -233,7 +233,8 @@ def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: 
                 raise missing_data(inst_id, [tree.where(layout.records_path(base, inst_id, hour, prefix)),
                                              tree.where(layout.archive_path(base, inst_id, hour, prefix))])
             if result.status == "busy":
-                raise HourFailed("another run is processing this hour right now; materialize it again later")
+                raise HourFailed("a live collector still holds this hour's file, or another run is processing it; "
+                                 "materialize it again later")
         except (HourFailed, ValueError, ArchiveVerificationError, OSError, StoreError) as exc:  # OpenHourError too
             failed[key] = str(exc)
             context.log.error(f"{key}: {exc}")
