@@ -22,6 +22,7 @@ HOURS = [H0 + timedelta(hours=i) for i in range(3)]
 # sorts before every day directory of BTC, and names BTC and an hour far beyond any `until`
 SHADOW = f"raw/okx/l2_perps/{BTC}/0/{BTC}/2099-01-01/00.jsonl"
 ESCAPING = "meta/okx/instruments/../../../../dagster.yaml"
+NOT_LAYOUT = ("meta/okx/instruments/sub/BTC-USDT-SWAP.json", "meta/okx/instruments/notes.txt", "meta/x.json")
 
 
 def hour_key(hour: datetime) -> str:
@@ -33,7 +34,7 @@ def bucket_tree(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: 
     s3_env(monkeypatch, s3_server.endpoint)
     bucket = s3_server.create_bucket()
     client = s3_server.client()
-    for key in [*map(hour_key, HOURS), SHADOW, ESCAPING, f"{layout.META_PREFIX.as_posix()}/{BTC}.json"]:
+    for key in [*map(hour_key, HOURS), SHADOW, ESCAPING, *NOT_LAYOUT, f"{layout.META_PREFIX.as_posix()}/{BTC}.json"]:
         client.put_object(Bucket=bucket, Key=f"lake/{key}", Body=b'{"instId":"BTC-USDT-SWAP"}\n')
     return ObjectTree(S3Store(LakeUrl(bucket, "lake")), tmp_path / "work")
 
@@ -51,7 +52,8 @@ def test_a_foreign_key_does_not_end_an_instruments_listing(bucket_tree: ObjectTr
 def test_a_key_with_dots_never_leaves_the_workspace(bucket_tree: ObjectTree, tmp_path: Path) -> None:
     with bucket_tree.files_workspace(layout.META_PREFIX) as root:
         staged = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    assert staged == [f"{layout.META_PREFIX.as_posix()}/{BTC}.json"]
+    assert staged == [f"{layout.META_PREFIX.as_posix()}/{BTC}.json"], "only the layout's names are staged"
+    assert {k for k in NOT_LAYOUT if k.startswith(layout.META_PREFIX.as_posix())} <= bucket_tree.foreign_keys
     assert not (tmp_path / "dagster.yaml").exists() and not (tmp_path / "work" / "dagster.yaml").exists()
     assert bucket_tree.store.skipped_keys >= 1
 

@@ -129,6 +129,13 @@ def meta_history_path(data_dir: Path, inst_id: str) -> Path:
     return Path(data_dir) / META_PREFIX / f"{validate_inst_id(inst_id)}.history.jsonl"
 
 
+def is_meta_key(key: str) -> bool:
+    """Whether `key` is exactly the layout's path of an instrument's metadata file (either one)."""
+    directory, _, name = key.rpartition("/")
+    inst_id = name.removesuffix(".history.jsonl") if name.endswith(".jsonl") else name.removesuffix(".json")
+    return directory == META_PREFIX.as_posix() and inst_id != name and INST_ID_RE.fullmatch(inst_id) is not None
+
+
 def hive_hour_dir(data_dir: Path, prefix: Path, inst_id: str, hour: datetime) -> Path:
     """`{prefix}/instId={instId}/date={YYYY-MM-DD}/hour={H}` of a Parquet tier."""
     _check_hour(hour)

@@ -240,11 +240,14 @@ class ObjectTree:
             expected = hour_paths(Path(""), inst_id, parsed.hour, prefix).get(parsed.kind)
             if expected is not None and expected.as_posix() == obj.key:
                 return parsed
-        if obj.key not in self.foreign_keys:
-            self.foreign_keys.add(obj.key)
+        return self._foreign(obj.key, inst_id)
+
+    def _foreign(self, key: str, inst_id: str | None) -> None:
+        """Report a key that is not the layout's (once per key); None, so callers can skip it in one line."""
+        if key not in self.foreign_keys:
+            self.foreign_keys.add(key)
             log_event(log, logging.WARNING, "foreign_key", inst_id,
-                      f"skipped {self.url_of(obj.key)}: not a key of the lake's layout (left as it is)", key=obj.key)
-        return None
+                      f"skipped {self.url_of(key)}: not a key of the lake's layout (left as it is)", key=key)
 
     def parquet_hours(self, prefix: Path, *, until: datetime | None = None,
                       on_unreadable: OnUnreadable = raise_unreadable) -> list[ParquetHour]:
@@ -386,7 +389,10 @@ class ObjectTree:
 
     @contextmanager
     def files_workspace(self, prefix: Path) -> Iterator[Path]:
-        with self._workspace(self.store.list(_posix(prefix) + "/")) as workspace:
+        objects = self.store.list(_posix(prefix) + "/")
+        if prefix == layout.META_PREFIX:  # only the layout's names are staged; anything else is reported
+            objects = [o for o in objects if layout.is_meta_key(o.key) or self._foreign(o.key, None)]
+        with self._workspace(objects) as workspace:
             yield workspace
 
     def where(self, path: Path) -> str:
