@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from datetime import timedelta
@@ -24,6 +25,7 @@ from l2_lake.quality.verdicts import (
     collector_freshness,
     evaluate_hour,
 )
+from l2_lake.store.collector_lock import COLLECTOR_LOCK
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
@@ -165,7 +167,8 @@ def test_collector_freshness_at_chosen_time(tmp_path):
     stale = collector_freshness(tmp_path, [BTC, ETH], now, timedelta(minutes=5))
     assert not stale.passed and stale.stale == [ETH]
     verdict = stale.verdict()
-    assert "stale: ETH-USDT-SWAP" in verdict.description and verdict.metadata["stale_instruments"] == 1
+    assert verdict.description.startswith("stopped:") and "ETH-USDT-SWAP: 1200s" in verdict.description
+    assert verdict.metadata["stale_instruments"] == 1
     # right after a rollover the previous hour's file counts
     rollover = collector_freshness(tmp_path, [BTC], current + timedelta(hours=1, seconds=30), timedelta(minutes=5))
     assert not rollover.passed  # BTC's last write was 31 min before
@@ -223,3 +226,19 @@ def test_freshness_carries_the_ship_backlog(tmp_path):
         "ship_pending_hours": 3, "ship_pending_bytes": 12_300_000, "ship_consecutive_failures": 4,
         "ship_oldest_pending_hour": "2026-11-20T02:00Z"}
     assert "ship backlog 3 hour(s), 12.3 MB, oldest 2026-11-20T02:00Z" in verdict.description
+
+
+def test_a_stopped_collector_is_not_a_stale_one(tmp_path):
+    """The collector's lock tells them apart: free, the check warns "stopped"; held, it fails "stale"."""
+    now = BASE_HOUR + timedelta(hours=5, minutes=30)
+    plant_good_hour(tmp_path, BTC, BASE_HOUR + timedelta(hours=5), count=5, mtime=now - timedelta(minutes=20))
+    stopped = collector_freshness(tmp_path, [BTC], now, timedelta(minutes=5)).verdict()
+    assert not stopped.passed and stopped.warn and stopped.metadata["collector"] == "stopped"
+    assert stopped.description.startswith("stopped: no l2-collector is running in")
+    with open(tmp_path / COLLECTOR_LOCK, "w") as lock:  # what `l2-collector run` holds while it runs
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        lock.write("4242\n")
+        lock.flush()
+        stale = collector_freshness(tmp_path, [BTC], now, timedelta(minutes=5)).verdict()
+    assert not stale.passed and not stale.warn and stale.metadata["collector"] == "running"
+    assert stale.description.startswith("stale: the collector is running (PID 4242) but BTC-USDT-SWAP wrote nothing")

@@ -23,6 +23,7 @@ from l2_lake.format import layout
 from l2_lake.format.backlog import read_backlog_file
 from l2_lake.quality.hour_stats import HourStats
 from l2_lake.quality.tape_stats import TapeHourStats
+from l2_lake.store.collector_lock import running_collector
 
 T = TypeVar("T")
 
@@ -194,6 +195,14 @@ class Freshness:
     max_age: timedelta
     unreadable: dict[str, str] = field(default_factory=dict)  # instId → "path: error" of a file it cannot stat
     backlogs: list[dict[str, Any]] = field(default_factory=list)  # the shippers' `.l2-ship-backlog.json` (lake_url)
+    running: dict[str, str] = field(default_factory=dict)  # data dir → PID of the collector holding its lock
+    places: tuple[str, ...] = ()  # the data dirs looked at
+
+    @property
+    def stopped(self) -> bool:
+        """No collector runs in any data dir looked at: nothing is being written, by choice or by a crash.
+        That is a warning to look at, not the alarm of a running collector that writes nothing."""
+        return not self.running
 
     @property
     def stale(self) -> list[str]:
@@ -207,17 +216,27 @@ class Freshness:
 
     def verdict(self) -> Verdict:
         described = ", ".join(self._describe(i, a) for i, a in sorted(self.ages_seconds.items()))
-        desc = (f"stale: {', '.join(self.stale)} ({described})" if self.stale else f"fresh ({described})")
+        where = ", ".join(self.places)
+        if not self.stale:
+            desc = f"fresh ({described})"
+        elif self.stopped:
+            desc = (f"stopped: no l2-collector is running in {where} (its lock is free), so nothing is written; "
+                    f"last writes: {described}. Start the collector, or ignore this while it is meant to be off")
+        else:
+            pids = ", ".join(f"PID {pid}" for pid in self.running.values())
+            desc = (f"stale: the collector is running ({pids}) but {', '.join(self.stale)} wrote nothing within "
+                    f"{self.max_age.total_seconds():.0f}s ({described}); look at its log and status line")
         meta: dict[str, Any] = {f"age_s[{i}]": (-1.0 if a is None else round(a, 1))
                                 for i, a in self.ages_seconds.items()}
         meta["stale_instruments"] = len(self.stale)
         meta["unreadable_instruments"] = len(self.unreadable)
         meta["max_age_s"] = self.max_age.total_seconds()
+        meta["collector"] = "running" if self.running else "stopped"
         if self.backlogs:  # shipping to object storage is on: what waits in the spool(s)
             meta.update(ship_backlog_metadata(self.backlogs))
             desc += (f"; ship backlog {meta['ship_pending_hours']} hour(s), {meta['ship_pending_bytes'] / 1e6:.1f} MB"
                      + (f", oldest {meta['ship_oldest_pending_hour']}" if meta["ship_pending_hours"] else ""))
-        return Verdict(COLLECTOR_FRESHNESS, self.passed, False, desc, meta)
+        return Verdict(COLLECTOR_FRESHNESS, self.passed, self.stopped and not self.unreadable, desc, meta)
 
 
 def ship_backlog_metadata(backlogs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -241,6 +260,9 @@ def collector_freshness(data_dir: Path, instruments: list[str], now: datetime, m
     hours are then written by the merge, after the hour; one fresh replica is a fresh collector).
     With shipping to object storage on, the shippers' backlogs go into the verdict's metadata.
 
+    Whether a collector holds each data dir's lock tells a stopped collector (a warning: nothing
+    runs there) from a stale one (an error: it runs but writes nothing).
+
     The previous hour counts so the minute after a rollover (before the first record of the new
     hour) is not reported stale. A path that cannot be stat'ed for another reason than its absence
     (permission denied, I/O error) fails the check and is named in its description."""
@@ -263,5 +285,7 @@ def collector_freshness(data_dir: Path, instruments: list[str], now: datetime, m
         ages[inst_id] = None if newest is None else max(0.0, now.timestamp() - newest)
     limit = max_age.total_seconds()
     passed = bool(instruments) and not unreadable and all(a is not None and a <= limit for a in ages.values())
-    backlogs = [b for root in (replicas or [data_dir]) if isinstance(b := read_backlog_file(root), dict)]
-    return Freshness(passed, ages, max_age, unreadable, backlogs)
+    roots = list(replicas or [data_dir])
+    backlogs = [b for root in roots if isinstance(b := read_backlog_file(root), dict)]
+    running = {str(root): pid for root in roots if (pid := running_collector(root)) is not None}
+    return Freshness(passed, ages, max_age, unreadable, backlogs, running, tuple(map(str, roots)))

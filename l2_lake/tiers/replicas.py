@@ -53,7 +53,6 @@ atomic replace would cut off that collector's appends.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import time
@@ -72,10 +71,10 @@ from l2_lake.format.hours import DEFAULT_GRACE, is_closed, iso, now_utc
 from l2_lake.format.record import format_ts_ms, parse_ts_ms, record_problems
 from l2_lake.quality.hour_stats import records_source
 from l2_lake.quality.stats_cache import fingerprint
+from l2_lake.store.collector_lock import COLLECTOR_LOCK, running_collector
 from l2_lake.store.files import atomic_write
 from l2_lake.tiers.archive import OpenHourError
 
-COLLECTOR_LOCK = ".l2-collector.lock"  # collector.app.LOCK_NAME (CONTRACT §1): held while a collector runs
 MAX_EXAMPLES = 5
 REPLICA_FIELD = "replica"
 
@@ -343,17 +342,10 @@ def _refuse_to_shrink(target: Path, held: bytes, data: bytes) -> None:
 
 def _refuse_running_collector(data_dir: Path) -> None:
     """A collector holding the lake's lock writes the lake itself: merging would race its appends."""
-    try:
-        handle = open(Path(data_dir) / COLLECTOR_LOCK, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return
-    with handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"a collector is running in {data_dir} (its {COLLECTOR_LOCK} is held): with replicas, "
-                             f"collectors write their own data dirs and only the merge writes the lake") from None
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    pid = running_collector(data_dir)
+    if pid is not None:
+        raise ValueError(f"a collector is running in {data_dir} (PID {pid}, its {COLLECTOR_LOCK} is held): with "
+                         "replicas, collectors write their own data dirs and only the merge writes the lake")
 
 
 def _merge(inst_id: str, entries: list[list[Entry]], report: MergeReport) -> list[bytes]:
