@@ -12,7 +12,8 @@ threads of a Dagster process.
   `render_hour(inst_id, hour, lake=…)` reads all three inputs from a lake and draws it;
   `plot_hour_file` writes that PNG (`l2-collector plot`).
 - `lake_health_figure(cells, instruments, hours)`: instruments × hours coloured by the worst check
-  (`health_status` of the hour's `quality.Verdict`s, `hour_health` to build a cell).
+  (`health_status` of the hour's `quality.Verdict`s, `hour_health` to build a cell), each cell
+  naming the checks that failed (`2 gap`, `crc`, `cov 75%`, `schema`…) where it is wide enough.
 """
 
 from __future__ import annotations
@@ -39,7 +40,17 @@ from PIL import Image
 from l2_lake.format import layout
 from l2_lake.format.hours import parse_utc, utc
 from l2_lake.format.record import parse_ts_ms
-from l2_lake.quality.verdicts import COVERAGE, NO_GAPS, Verdict, worst_status
+from l2_lake.quality.verdicts import (
+    COVERAGE,
+    HOUR_CHECKS,
+    NO_CHECKSUM_FAILURES,
+    NO_CROSSED_BOOKS,
+    NO_GAPS,
+    SCHEMA_VALID,
+    TIMESTAMPS_VALID,
+    Verdict,
+    worst_status,
+)
 from l2_lake.research.read import ReadError, TimeLike, book_range, flagged
 from l2_lake.tiers.features import book_features
 
@@ -342,11 +353,25 @@ def _hour_ticks(hours: Sequence[datetime]) -> tuple[list[int], list[str]]:
     return ticks, labels
 
 
-def _cell_text(cell: HourHealth, width_px: float, height_px: float) -> str:
-    text = "–" if cell.coverage_pct is None else f"{cell.coverage_pct:.0f}"
-    if cell.gaps and height_px >= 22:
-        return f"{text}\n{cell.gaps}g"
-    return f"{text} {cell.gaps}g" if cell.gaps and width_px >= 36 else text
+# what a cell says of each failed check: short enough for a cell, named in the figure's note
+CELL_LABELS = {NO_GAPS: "gap", NO_CHECKSUM_FAILURES: "crc", COVERAGE: "cov", NO_CROSSED_BOOKS: "crossed",
+               SCHEMA_VALID: "schema", TIMESTAMPS_VALID: "ts"}
+CELL_NOTE = "cell: the checks that failed — N gap = N gap markers, crc = checksum failures, cov N% = coverage"
+
+
+def _cell_text(cell: HourHealth, tall: bool) -> str:
+    """The failed checks of a cell, one short label each (empty for a clean hour)."""
+    parts = []
+    for name in HOUR_CHECKS:
+        if name not in cell.failed_checks:
+            continue
+        if name == NO_GAPS:
+            parts.append(f"{cell.gaps} gap")
+        elif name == COVERAGE and cell.coverage_pct is not None:
+            parts.append(f"cov {cell.coverage_pct:.0f}%")
+        else:
+            parts.append(CELL_LABELS[name])
+    return ("\n" if tall else " ").join(parts[:2] if tall else parts[:1])
 
 
 def lake_health_figure(cells: Sequence[HourHealth], instruments: Sequence[str], hours: Sequence[datetime]) -> bytes:
@@ -386,18 +411,16 @@ def lake_health_figure(cells: Sequence[HourHealth], instruments: Sequence[str], 
         ax.set_yticks(np.arange(-0.5, n_rows, 1), minor=True)
         ax.grid(which="minor", color="white", linewidth=0.6 if cell_w >= 8 else 0.3)
         ax.tick_params(which="minor", length=0)
-    full = len(hours) <= 48 and cell_w >= 18 and cell_h >= 10
-    failed_only = not full and cell_w >= 12 and cell_h >= 9
+    labelled = cell_w >= 30 and cell_h >= 10
     for (r, c), cell in placed.items():
-        if cell.status != "missing" and (full or (failed_only and cell.status == "failed")):
-            ax.text(c, r, _cell_text(cell, cell_w, cell_h) if full else _cell_text(cell, 0, 0), ha="center",
-                    va="center", fontsize=7 if cell_w >= 26 else 6, linespacing=0.95,
+        if labelled and cell.failed_checks:
+            ax.text(c, r, _cell_text(cell, cell_h >= 22), ha="center", va="center",
+                    fontsize=7 if cell_w >= 40 else 6, linespacing=0.95,
                     color="white" if cell.status == "failed" else "black")
     ax.set_yticks(range(len(instruments)), list(instruments), fontsize=8 if cell_h >= 12 else 6)
     ax.set_xticks(*_hour_ticks(hours), fontsize=8)
     ax.tick_params(which="major", length=2)
-    note = "cell: coverage %, Ng = N gaps" if full else "failed cells: coverage %" if failed_only else ""
-    ax.set_xlabel("hour (UTC)" + (f"   ·   {note}" if note else ""), fontsize=9)
+    ax.set_xlabel("hour (UTC)" + (f"   ·   {CELL_NOTE}" if labelled else ""), fontsize=9)
     for spine in ax.spines.values():
         spine.set_visible(False)
 
