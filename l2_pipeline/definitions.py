@@ -42,7 +42,7 @@ from l2_lake.format import layout
 from l2_lake.format.hours import now_utc
 from l2_lake.store.lake_walk import log_unreadable
 from l2_lake.store.tree import LocalTree
-from l2_pipeline.assets.dashboards import lake_health, lake_health_job, lake_health_schedule
+from l2_pipeline.assets.dashboards import lake_health, lake_health_job, lake_health_sensor
 from l2_pipeline.assets.lake import build_lake_assets, instrument_metadata
 from l2_pipeline.assets.replicas import ReplicaDefinitions, build_replica_definitions
 from l2_pipeline.assets.tape import TapeDefinitions, build_tape_definitions
@@ -88,8 +88,9 @@ def build_definitions(lake: LakeResource | None = None) -> Definitions:
         jobs=[compress_job, curate_job, raw_hour_job, hour_checks_job, retention_job, lake_health_job,
               instrument_metadata_job, *tapes.jobs],
         schedules=[build_compression_schedule(partitions, tape, compress_job), retention_schedule,
-                   instrument_metadata_schedule, lake_health_schedule],
-        sensors=[build_raw_hours_sensor(partitions, tape), collector_freshness_sensor, *replicas.sensors],
+                   instrument_metadata_schedule],
+        sensors=[build_raw_hours_sensor(partitions, tape), collector_freshness_sensor, lake_health_sensor,
+                 *replicas.sensors],
         resources={"lake": lake_resource_from_env() if lake is None else lake},
         executor=in_process_executor,
     )

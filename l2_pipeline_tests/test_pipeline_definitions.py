@@ -48,8 +48,9 @@ def test_definitions_load_and_validate():
     assert {j.name for j in repo.get_all_jobs()} >= {"compress_job", "curate_job", "retention_job", "raw_hour_job",
                                                      "instrument_metadata_job", "lake_health_job"}
     assert {s.name for s in repo.schedule_defs} == {"compression_schedule", "retention_schedule",
-                                                    "instrument_metadata_schedule", "lake_health_schedule"}
-    assert {s.name for s in repo.sensor_defs} == {"raw_hours_sensor", "collector_freshness_sensor"}
+                                                    "instrument_metadata_schedule"}
+    assert {s.name for s in repo.sensor_defs} == {"raw_hours_sensor", "collector_freshness_sensor",
+                                                  "lake_health_sensor"}
     graph = defs.resolve_asset_graph()
     assert graph.get_all_asset_keys() == {RAW_HOUR, RAW_ARCHIVE, CURATED_PARQUET, BOOK_FEATURES, INSTRUMENT_METADATA,
                                           LAKE_HEALTH}

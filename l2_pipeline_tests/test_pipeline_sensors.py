@@ -12,6 +12,7 @@ from dagster import AssetCheckSeverity, build_sensor_context
 
 from l2_lake.format import layout
 from l2_lake.quality.verdicts import HOUR_CHECKS
+from l2_pipeline.assets.dashboards import lake_health_sensor
 from l2_pipeline.keys import RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.sensors import RawCursor, collector_freshness_sensor
@@ -192,3 +193,17 @@ def test_configured_partitions_start_and_events_only_hours(instance, tmp_path):
     assert RawCursor.parse(result.cursor).last[BTC] == BASE_HOUR + timedelta(hours=2)
     assert all(run.success for run in execute_backfill_request(instance, lake, result))
     assert latest_raw_hour(instance, key(BTC, 2)).metadata["note"].value.startswith("only an events file")
+
+
+def test_lake_health_sensor_redraws_once_per_batch_of_registrations(instance, tmp_path):
+    """No raw_hour materialization: nothing; after a registration: one run, keyed by the newest event;
+    nothing more until another hour is registered."""
+    lake = lake_resource(tmp_path, instruments=[BTC])
+    assert lake_health_sensor(build_sensor_context(instance=instance)).run_requests == []
+    plant_good_hour(tmp_path, BTC, BASE_HOUR, count=5)
+    assert all(run.success for run in execute_backfill_request(instance, lake, raw_hours_tick(instance, lake)))
+    first = lake_health_sensor(build_sensor_context(instance=instance))
+    (request,) = first.run_requests
+    assert request.run_key == f"lake_health-{first.cursor}"
+    again = lake_health_sensor(build_sensor_context(instance=instance, cursor=first.cursor))
+    assert again.run_requests == [] and again.cursor == first.cursor

@@ -209,9 +209,10 @@ def test_without_replicas_the_code_location_is_unchanged(tmp_path):
     assert graph.get(RAW_HOUR).parent_keys == set()
     assert {k.name for k in graph.asset_check_keys} == {*HOUR_CHECKS, "collector_freshness"}
     repo = defs.get_repository_def()
-    assert {s.name for s in repo.sensor_defs} == {"raw_hours_sensor", "collector_freshness_sensor"}
+    assert {s.name for s in repo.sensor_defs} == {"raw_hours_sensor", "collector_freshness_sensor",
+                                                  "lake_health_sensor"}
     assert {s.name for s in repo.schedule_defs} == {"compression_schedule", "retention_schedule",
-                                                    "instrument_metadata_schedule", "lake_health_schedule"}
+                                                    "instrument_metadata_schedule"}
 
 
 def replica_tick(defs, instance, lake, cursor: str | None = None):

@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             except (WaitTimeout, RuntimeError) as exc:
                 print(f"error: {exc}\n--- last lines of {log_path} ---\n{log_tail(log_path)}", file=sys.stderr)
                 return 1
-            # lake_health_schedule draws the heatmap at :25; draw it now from the registered hours
+            # lake_health_sensor would draw it within 30 s; draw it now from the registered hours
             print(f"settled ({time.monotonic() - started:.0f}s); drawing lake_health "
                   f"(run {launch_job(url, 'lake_health_job')[:8]})", flush=True)
             wait_for(lambda: settled_pending(url, proc, log_path, Expectation(hours)), timeout=300, interval=3)

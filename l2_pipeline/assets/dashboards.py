@@ -2,12 +2,13 @@
 
 A heatmap of instruments × the hours of the last `health_days` days (`LakeResource.health_days`),
 each cell coloured by the worst of the hour's six checks (failed, warning, passed; grey where the
-hour has no `raw_hour` materialization) and annotated with its coverage and gaps
+hour has no `raw_hour` materialization) and naming the checks that failed, with the gaps counted and
+the coverage shown
 (`l2_lake.pictures.plots.lake_health_figure`). It reads no file: each cell comes from the metadata of
 the hour's latest `raw_hour` materialization (`quality`, `coverage_pct`, `gaps`), written by the
 same run that evaluated the hour's checks, fetched in two queries for the whole window.
-`lake_health_schedule` refreshes it every hour, after the sensor has registered the hour that
-closed; materialize it from the UI for a refresh now.
+`lake_health_sensor` redraws it within 30 s of any new `raw_hour` materialization (an hour registered
+or re-registered), once per batch; materialize it from the UI for a refresh now.
 """
 
 from collections import Counter
@@ -16,11 +17,15 @@ from datetime import datetime
 from dagster import (
     AssetExecutionContext,
     AssetSelection,
-    DefaultScheduleStatus,
+    DefaultSensorStatus,
     MaterializeResult,
-    ScheduleDefinition,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
     asset,
     define_asset_job,
+    sensor,
 )
 
 from l2_lake.format import layout
@@ -28,7 +33,7 @@ from l2_lake.format.hours import iso, now_utc
 from l2_lake.pictures.plots import HourHealth, lake_health_figure
 from l2_lake.quality.verdicts import failed_in_summary, worst_status
 from l2_pipeline.assets.lake import png_markdown
-from l2_pipeline.keys import LAKE_HEALTH
+from l2_pipeline.keys import LAKE_HEALTH, RAW_HOUR
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.registry import latest_materializations
 from l2_pipeline.resources import LakeResource
@@ -56,8 +61,9 @@ def health_cell(inst_id: str, hour: datetime, metadata: dict | None) -> HourHeal
     group_name="dashboards",
     kinds={"png"},
     description="Partition quality at a glance: instruments × hours of the last health_days days, coloured by the "
-    "worst check (red failed, amber warning, green passed, grey not registered), with coverage and gaps. Refreshed "
-    "hourly by lake_health_schedule; the image is in the latest materialization's metadata.",
+    "worst check (red failed, amber warning, green passed, grey not registered), naming the checks that failed. "
+    "Redrawn by lake_health_sensor after new hours are registered; the image is in the latest materialization's "
+    "metadata.",
 )
 def lake_health(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     hours = window(now_utc(), lake.health_days)
@@ -82,14 +88,23 @@ def lake_health(context: AssetExecutionContext, lake: LakeResource) -> Materiali
 
 lake_health_job = define_asset_job(
     "lake_health_job", selection=AssetSelection.assets(LAKE_HEALTH),
-    description="Redraw the lake_health heatmap (lake_health_schedule runs it hourly).",
+    description="Redraw the lake_health heatmap (lake_health_sensor runs it after new hours are registered).",
 )
 
-lake_health_schedule = ScheduleDefinition(
-    name="lake_health_schedule",
+@sensor(
+    name="lake_health_sensor",
     job=lake_health_job,
-    cron_schedule="25 * * * *",  # after the hour closed (grace 2 min) and the sensor's backfill ran
-    execution_timezone="UTC",
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="Hourly: redraw the lake_health heatmap from the hours' latest raw_hour materializations.",
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Redraws the lake_health heatmap within 30 s of a new raw_hour materialization (an hour registered "
+    "or re-registered), once per batch of them.",
 )
+def lake_health_sensor(context: SensorEvaluationContext) -> SensorResult:
+    newest = context.instance.fetch_materializations(RAW_HOUR, limit=1).records  # newest first: one row
+    latest = newest[0] if newest else None
+    drawn = int(context.cursor) if (context.cursor or "").isdigit() else 0
+    if latest is None or latest.storage_id <= drawn:
+        return SensorResult(skip_reason=SkipReason("no raw_hour materialization since the heatmap was drawn"),
+                            cursor=context.cursor)
+    return SensorResult(run_requests=[RunRequest(run_key=f"lake_health-{latest.storage_id}")],
+                        cursor=str(latest.storage_id))
