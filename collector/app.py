@@ -39,6 +39,7 @@ from l2_lake.book.tape import TapeRecorder
 from l2_lake.format import layout
 from l2_lake.logs import log_event
 from l2_lake.store import instrument_meta as meta
+from l2_lake.store.collector_lock import COLLECTOR_LOCK
 from l2_lake.store.home import StoreError
 from l2_lake.store.hour_files import LakeWriter
 from l2_lake.threads import settle_from_thread
@@ -52,7 +53,6 @@ EXIT_CONFIG = 2
 EXIT_DATA = 1  # an offline command (replay, export, plot) met data or a store it cannot read
 METADATA_STARTUP_ATTEMPTS = 3
 METADATA_RETRY_S = 60.0  # first retry after a failed refresh; doubles up to the refresh period
-LOCK_NAME = ".l2-collector.lock"
 CLOSE_TIMEOUT_S = 3.0
 CLAIM_TIMEOUT_S = 10.0  # the start waits this long for the bucket to say whether another collector ships there
 
@@ -72,7 +72,7 @@ def check_data_dir(data_dir: Path) -> None:
 def lock_data_dir(data_dir: Path) -> IO[str]:
     """Hold an exclusive lock on the data directory for the life of the process (released by the OS
     even after kill -9); ConfigError naming the holder's PID if another collector has it."""
-    path = data_dir / LOCK_NAME
+    path = data_dir / COLLECTOR_LOCK
     handle = open(path, "a+")  # noqa: SIM115 - held open until the process exits
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,5 +1,5 @@
-"""Command line of `l2-collector`: `run`, `simulate`, `replay`, `export` and `plot` (names are a
-scripted contract).
+"""Command line of `l2-collector`: `run`, `simulate`, `history`, `replay`, `export` and `plot` (names
+are a scripted contract).
 
 Exit codes: 0 success (also after SIGINT/SIGTERM), 2 bad argument, bad configuration or unknown
 instrument (one clear line on stderr), 1 unexpected failure.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -76,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     _add_run_arguments(sub.add_parser("run", help="collect OKX books into the lake"))
     add_simulate_arguments(sub.add_parser("simulate", help="local OKX-protocol server with faults"))
+    history = sub.add_parser("history", help="closed hours of the simulator's books, with planted faults, into a "
+                             "lake in seconds (the demo's history)")
+    history.add_argument("--data-dir", type=Path, required=True, help="lake root to write")
+    history.add_argument("--instruments", default=",".join(_DEFAULTS.instruments),
+                         help=f"comma-separated instIds (default {','.join(_DEFAULTS.instruments)})")
+    history.add_argument("--hours", type=int, default=6, help="closed hours ending where this hour began (default 6)")
+    history.add_argument("--seed", type=int, default=7, help="seed of the books (default 7)")
     replay = sub.add_parser("replay", help="recorded frames, or the tape, through the engine into a lake")
     source = replay.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", type=Path, help="JSONL file, one raw WS frame per line")
@@ -138,6 +146,25 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    from collector.simulator.history import write_history
+    from l2_lake.format import layout
+
+    logs.configure()
+    if not 1 <= args.hours <= 48:
+        return _fail(f"--hours {args.hours} must be between 1 and 48")
+    inst_ids = [i.strip() for i in args.instruments.split(",") if i.strip()]
+    unknown = [i for i in inst_ids if not layout.INST_ID_RE.fullmatch(i)]
+    if not inst_ids or unknown:
+        return _fail(f"--instruments {args.instruments!r}: give instIds such as BTC-USDT-SWAP")
+    check_data_dir(args.data_dir)
+    end = layout.hour_floor(time.time_ns() // 1_000_000)
+    stats, plants = write_history(args.data_dir, inst_ids, end, args.hours, args.seed)
+    print(f"wrote {stats.records} records in {args.hours} closed hour(s) of {', '.join(inst_ids)} into "
+          f"{args.data_dir}; planted: {'; '.join(p.describe() for p in plants) or 'nothing'}")
+    return 0
+
+
 def _replay_tape(args: argparse.Namespace) -> int:
     from l2_lake.book.tape_replay import replay_tape
 
@@ -190,7 +217,7 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
-OFFLINE_COMMANDS = {"replay": _replay, "export": _export, "plot": _plot}
+OFFLINE_COMMANDS = {"history": _history, "replay": _replay, "export": _export, "plot": _plot}
 
 
 def _offline(args: argparse.Namespace) -> int:

@@ -1,0 +1,105 @@
+"""`bash scripts/demo.sh` as a newcomer runs it, headless and bounded (`DEMO_SECONDS`): within its
+budget the webserver's GraphQL shows the history's partitions materialized, each check FAILED exactly
+on the hour its fault was planted in and SUCCEEDED elsewhere, the heatmap drawn, and the freshness
+check passing (the live collector runs). One SIGINT then stops all of it, exit 0, nothing left running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from l2_lake.format import layout
+from l2_lake.quality.verdicts import COVERAGE, HOUR_CHECKS, NO_CHECKSUM_FAILURES, NO_GAPS
+from l2_pipeline.partitions import partition_key
+from scripts.dagster_ui import REPO_ROOT, free_port, graphql
+
+BTC, ETH = "BTC-USDT-SWAP", "ETH-USDT-SWAP"
+HOURS = 4
+READY_WITHIN_S = 240
+
+CHECK_QUERY = """
+query($check: String!) {
+  assetCheckExecutions(assetKey: {path: ["raw_hour"]}, checkName: $check, limit: 100) { status partition }
+}
+"""
+STATE_QUERY = """
+{
+  raw: assetNodeOrError(assetKey: {path: ["raw_hour"]}) { ... on AssetNode { partitionStats { numMaterialized } } }
+  health: assetOrError(assetKey: {path: ["lake_health"]}) {
+    ... on Asset { assetMaterializations(limit: 1) { metadataEntries { label ... on IntMetadataEntry { intValue } } } }
+  }
+  fresh: assetCheckExecutions(assetKey: {path: ["raw_hour"]}, checkName: "collector_freshness", limit: 1) { status }
+}
+"""
+
+
+def failed_partitions(url: str, check: str) -> set[str]:
+    executions = graphql(url, CHECK_QUERY, {"check": check})["assetCheckExecutions"]
+    assert len({e["partition"] for e in executions}) == len(executions) == 2 * HOURS, check  # one per hour
+    return {e["partition"] for e in executions if e["status"] == "FAILED"}
+
+
+@pytest.mark.timeout(READY_WITHIN_S + 180)
+def test_the_demo_shows_the_checked_history_in_dagster_and_stops_on_one_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "DEMO_DIR": str(tmp_path / "demo"), "DEMO_PORT": str(port), "DEMO_HOURS": str(HOURS),
+           "DEMO_SECONDS": str(READY_WITHIN_S + 120), "L2_INSTRUMENTS": f"{BTC},{ETH}"}
+    proc = subprocess.Popen(["bash", "scripts/demo.sh"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("demo: ready after") or line.startswith("demo: not ready"):
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert ready.wait(READY_WITHIN_S), "".join(lines[-20:])
+        assert any(line.startswith("demo: ready after") for line in lines), "".join(lines[-20:])
+        url = f"http://127.0.0.1:{port}/graphql"
+        end = layout.hour_floor(int(time.time() * 1000))
+        first = end - timedelta(hours=HOURS)
+        planted = {NO_GAPS: {partition_key(BTC, first + timedelta(hours=1))},
+                   NO_CHECKSUM_FAILURES: {partition_key(ETH, first + timedelta(hours=2))},
+                   COVERAGE: {partition_key(BTC, first + timedelta(hours=2))}}
+        for check in HOUR_CHECKS:
+            assert failed_partitions(url, check) == {str(k) for k in planted.get(check, ())}, check
+        state = graphql(url, STATE_QUERY)
+        assert state["raw"]["partitionStats"]["numMaterialized"] == 2 * HOURS
+        health = {e["label"]: e.get("intValue") for e in state["health"]["assetMaterializations"][0]["metadataEntries"]}
+        assert (health["failed"], health["warning"], health["passed"]) == (1, 2, 2 * HOURS - 3)
+        assert [e["status"] for e in state["fresh"]] == ["SUCCEEDED"], "the live collector is running"
+    finally:
+        proc.send_signal(signal.SIGINT)  # one Ctrl-C
+        code = proc.wait(timeout=120)
+    assert code == 0 and lines[-1].startswith("demo: stopped"), "".join(lines[-20:])
+    assert not left_running(str(tmp_path / "demo")), "the collector, the simulator and dagster dev are gone"
+    collector_log = (tmp_path / "demo" / "collector.log").read_text()
+    dagster_log = (tmp_path / "demo" / "dagster.log").read_text()
+    assert "level=warning" not in collector_log and "level=error" not in collector_log  # a clean run is quiet
+    assert " - WARNING - " not in dagster_log and " - ERROR - " not in dagster_log
+    assert "Traceback" not in collector_log + dagster_log
+
+
+def left_running(demo_dir: str) -> list[str]:
+    """Command lines of processes that still name the demo's directory."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if demo_dir in text:
+            found.append(text)
+    return found

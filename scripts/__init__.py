@@ -1,0 +1,1 @@
+"""Scripts of the repository (demo, screenshots, setup); a package so their shared helpers import."""
