@@ -53,7 +53,7 @@ def default_plants(inst_ids: list[str], first_hour: datetime, hours: int) -> lis
     plants = [Plant("gap", inst_ids[0], first_hour + timedelta(hours=1, minutes=20)),
               Plant("checksum", other, first_hour + timedelta(hours=2, minutes=40)),
               Plant("outage", inst_ids[0], first_hour + timedelta(hours=hours - 2, minutes=10), minutes=15)]
-    return [p for p in plants if p.at < first_hour + timedelta(hours=hours)]
+    return [p for p in plants if first_hour <= p.at < first_hour + timedelta(hours=hours)]
 
 
 def _frames(books: dict[str, MarketBook], clock: SyntheticClock, end_ms: int, tick_ms: int,
