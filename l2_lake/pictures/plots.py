@@ -220,7 +220,7 @@ def hour_figure(books: pa.Table, features: pa.Table, events: Sequence[dict[str, 
         return np.where(exact, _floats(features[name]), np.nan)
 
     grid = fig.add_gridspec(3, 1, height_ratios=(1, 1, 1.5), hspace=0.12)
-    fig.subplots_adjust(left=0.08, right=0.88, top=0.9, bottom=0.08)
+    fig.subplots_adjust(left=0.1, right=0.88, top=0.9, bottom=0.08)  # room for two-line labels and wide ticks
     ax_mid = fig.add_subplot(grid[0])
     ax_depth = fig.add_subplot(grid[1], sharex=ax_mid)
     ax_heat = fig.add_subplot(grid[2], sharex=ax_mid)
@@ -233,7 +233,9 @@ def hour_figure(books: pa.Table, features: pa.Table, events: Sequence[dict[str, 
     ax_spread.plot(xs, spread, color="#2c7fb8", linewidth=0.7, alpha=0.7, label="spread")
     ax_spread.set_ylabel("spread (bps)", color="#2c7fb8")
     ax_spread.tick_params(axis="y", colors="#2c7fb8")
-    ax_spread.set_ylim(bottom=0)
+    finite = spread[np.isfinite(spread)]
+    top = float(finite.max()) if finite.size else 0.0
+    ax_spread.set_ylim(0, top * 1.25 if top > 0 else 1.0)  # a constant spread is drawn inside, not on the top edge
     ax_mid.legend(handles=[*ax_mid.get_lines(), *ax_spread.get_lines()], loc="upper left", fontsize=8, ncol=2)
 
     # bids drawn up, asks down: the two sides never hide each other; ≤100 bps filled, ≤25 bps a line
@@ -267,6 +269,7 @@ def hour_figure(books: pa.Table, features: pa.Table, events: Sequence[dict[str, 
     ax_heat.set_xlabel("minute of the hour (UTC)")
     for ax in (ax_mid, ax_depth, ax_heat):
         hour_axis(ax, grid=ax is not ax_heat)
+    fig.align_ylabels([ax_mid, ax_depth, ax_heat])
     for ax in (ax_mid, ax_depth):
         ax.tick_params(labelbottom=False)
     handles = _mark([ax_mid, ax_depth, ax_heat], marks)
