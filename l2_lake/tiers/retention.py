@@ -45,7 +45,14 @@ class DeletionReport:
     refused: list[str] = field(default_factory=list)  # "path: reason"
     removed_dirs: list[str] = field(default_factory=list)
     bytes_freed: int = 0
-    hours: set[LakeHour] = field(default_factory=set)
+    hours: set[LakeHour] = field(default_factory=set)  # instrument-hours whose raw files were removed
+
+    def record(self, name: str, size: int, cand: Candidate) -> None:
+        """Count one file or object removed (or, dry run, to remove)."""
+        self.removed.append(name)
+        self.bytes_freed += size
+        if cand.kind not in PARQUET_KINDS:
+            self.hours.add(LakeHour(cand.hour, cand.inst_id))
 
     def add(self, other: DeletionReport) -> None:
         """Count `other` (another tree's deletions) in this report."""
@@ -152,10 +159,7 @@ def delete_files(lake: Path | LakeTree, candidates: list[Candidate], dry_run: bo
             touched_dirs.add(cand.path.parent)
             if cand.kind in PARQUET_KINDS:  # hour=H/ then date=D/ may both be emptied
                 touched_dirs.add(cand.path.parent.parent)
-        report.removed.append(str(cand.path))
-        report.bytes_freed += size
-        if cand.kind not in PARQUET_KINDS:
-            report.hours.add(LakeHour(cand.hour, cand.inst_id))
+        report.record(str(cand.path), size, cand)
     for directory in sorted(touched_dirs, key=lambda d: len(d.parts), reverse=True):  # deepest first
         try:
             check_inside_root(root, directory)
@@ -179,8 +183,5 @@ def delete_objects(tree: ObjectTree, candidates: list[Candidate], dry_run: bool)
             continue
         if not dry_run and not tree.store.delete_if_unchanged(relative, found.version):
             continue
-        report.removed.append(tree.url_of(relative))
-        report.bytes_freed += found.size
-        if cand.kind not in PARQUET_KINDS:
-            report.hours.add(LakeHour(cand.hour, cand.inst_id))
+        report.record(tree.url_of(relative), found.size, cand)
     return report
