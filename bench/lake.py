@@ -118,7 +118,8 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
         job = defs.resolve_job_def(job_name)
         for tags in requests:
             assert job.execute_in_process(run_config=QUIET, instance=instance, tags=tags).success
-        return sum(int(tags["l2/hours"]) for tags in requests if "l2/hours" in tags) or len(requests)
+        hours = (int(tags.get("l2/hours") or tags.get("l2/backfill_hours") or 0) for tags in requests)
+        return sum(hours) or len(requests)
 
     home = root / f"dagster-{n_instruments}"
     home.mkdir(exist_ok=True)

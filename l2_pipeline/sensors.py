@@ -275,11 +275,12 @@ def registration_request(partitions: MultiPartitionsDefinition, reg: Registratio
 def hours_backfill(partitions: MultiPartitionsDefinition, by_asset: dict[AssetKey, list[str]],
                    hours: list[str]) -> RunRequest:
     """A sensor's request for one asset backfill of `by_asset` (asset → partition keys), tagged with
-    the number and range of `hours` (the keys that led to it, in order)."""
+    the number and range of `hours` (the keys that led to it, in order) as `l2/backfill_*`: its runs
+    inherit them, and each run adds its own range as `l2/first`, `l2/last`, `l2/hours`."""
     subsets = {asset: partitions.subset_with_partition_keys(keys) for asset, keys in by_asset.items() if keys}
     return RunRequest.for_asset_graph_subset(
         AssetGraphSubset(partitions_subsets_by_asset_key=subsets),
-        tags={"l2/hours": str(len(hours)), "l2/first": hours[0], "l2/last": hours[-1]},
+        tags={"l2/backfill_hours": str(len(hours)), "l2/backfill_first": hours[0], "l2/backfill_last": hours[-1]},
     )
 
 

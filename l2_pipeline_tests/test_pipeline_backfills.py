@@ -120,6 +120,8 @@ def test_ui_backfill_over_a_missing_hour_fails_naming_it(dagster_instances, tmp_
         (message,) = step_failures(instance, failed.run_id)
         assert MISSING in message and "no data" in message and "Leave the hour out of the backfill" in message
         assert str(tmp_path / "lake" / "raw/okx/l2_perps" / ETH / "2026-11-20" / "01.jsonl") in message
+        reason = instance.get_run_by_id(failed.run_id).tags["l2/failed"]  # shown in the backfill's Runs table
+        assert reason.startswith(f"1 hour(s); {MISSING}: ") and "no data" in reason
         failed_subset = backfill.asset_backfill_data.failed_and_downstream_subset
         assert {str(p.partition_key) for p in failed_subset.iterate_asset_partitions()} == {MISSING}
         assert len(done) == runs
@@ -157,7 +159,7 @@ def test_sensor_catch_up_is_one_backfill_of_few_runs(dagster_instances, tmp_path
         list(execute_sensor_iteration(workspace, logging.getLogger("sensor-daemon"), None, None))
         (backfill,) = instance.get_backfills()
         assert set(backfill.asset_selection) == {RAW_HOUR, CURATED_PARQUET, BOOK_FEATURES}
-        assert backfill.tags["l2/hours"] == "220"
+        assert backfill.tags["l2/backfill_hours"] == "220"
         target = backfill.asset_backfill_data.target_subset
         everything = {key(inst_id, offset) for inst_id, offset in hours}
         for asset_key in (RAW_HOUR, CURATED_PARQUET, BOOK_FEATURES):
@@ -169,6 +171,11 @@ def test_sensor_catch_up_is_one_backfill_of_few_runs(dagster_instances, tmp_path
         runs = backfill_runs(instance, backfill.backfill_id)
         sizes = sorted(len(range_keys(RunRequest(tags=run.tags), lake)) for run in runs)
         assert sizes == [10, 10, 100, 100]
+        for run in runs:  # each run names its own range, not the backfill's
+            own = instance.get_run_by_id(run.run_id).tags
+            assert (own["l2/first"], own["l2/last"], own["l2/hours"]) == (
+                own[ASSET_PARTITION_RANGE_START_TAG], own[ASSET_PARTITION_RANGE_END_TAG],
+                str(len(range_keys(RunRequest(tags=run.tags), lake))))
         assert all(run.asset_selection == {RAW_HOUR, CURATED_PARQUET, BOOK_FEATURES} for run in runs)
         assert all(set(HOUR_CHECK_KEYS) <= run.asset_check_selection for run in runs)
         assert instance.get_materialized_partitions(RAW_HOUR) == everything

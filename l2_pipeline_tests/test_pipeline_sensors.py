@@ -59,7 +59,8 @@ def test_registers_exactly_the_closed_hours(instance, tmp_path):
     new = {key(BTC, 0), key(BTC, 1), key(BTC, 2), key(SOL, 1)}
     assert requested(result) == {"raw_hour": new, "raw_archive": {key(SOL, 1)}, **parquet_tiers(new)}
     (backfill,) = result.run_requests
-    assert (backfill.tags["l2/first"], backfill.tags["l2/last"], backfill.tags["l2/hours"]) == (
+    tags = backfill.tags
+    assert (tags["l2/backfill_first"], tags["l2/backfill_last"], tags["l2/backfill_hours"]) == (
         key(BTC, 0), key(BTC, 2), "4")  # oldest first
     cursor = orjson.loads(result.cursor)["last"]
     assert cursor == {BTC: "2026-11-20T02:00:00Z", SOL: "2026-11-20T01:00:00Z"}

@@ -204,6 +204,9 @@ def relocated(metadata: dict[str, Any], tree: LakeTree) -> dict[str, Any]:
     return out
 
 
+FAILED_TAG_CHARS = 240  # a tag value the Runs table can show in one cell
+
+
 def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: HourWork, needs: Needs | None,
                       prefix: Path = layout.RAW_PREFIX) -> Iterator[Output | AssetMaterialization]:
     """Run `work` on every partition of the step (one, or a range): on the lake's tree itself
@@ -216,6 +219,9 @@ def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: 
     same run (the hour checks, assets downstream) run. Some failed: one materialization per hour that
     was done, then a `Failure` naming every hour that could not be done and why."""
     keys = context.partition_keys
+    # a backfill's runs all inherit its tags: each run names its own range (the Runs list shows it)
+    context.instance.add_run_tags(context.run_id,
+                                  {"l2/first": keys[0], "l2/last": keys[-1], "l2/hours": str(len(keys))})
     tree = lake.tree
     base = lake.root if isinstance(tree, LocalTree) else Path("")
     failed: dict[str, str] = {}
@@ -255,6 +261,9 @@ def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: 
         yield AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
     listed = list(failed)[:MAX_LISTED]
     more = f"{len(failed) - len(listed)} more" if len(failed) > len(listed) else ""
+    first = listed[0]  # the reason where a failed backfill's Runs table shows it, not only in the event log
+    context.instance.add_run_tags(context.run_id, {
+        "l2/failed": f"{len(failed)} hour(s); {first}: {failed[first]}"[:FAILED_TAG_CHARS]})
     raise Failure(
         description=f"{len(failed)} of {len(keys)} hour(s) not materialized (the other {len(done)} were):\n"
         + "\n".join(f"- {key}: {failed[key]}" for key in listed) + (f"\n… and {more}" if more else ""),
