@@ -1,12 +1,14 @@
-"""Screenshots of the Dagster UI over a planted lake with one damaged hour per quality check.
+"""Screenshots of the Dagster UI over the demo's history (or a planted lake with one damaged hour per check).
 
-    .venv/bin/python scripts/ui_screenshots.py [--out docs/img/ui] [--hours 30] [--timeout 900] [--tape LAKE]
+    .venv/bin/python scripts/ui_screenshots.py [--out docs/img/ui] [--hours 6] [--planted] [--timeout 900] [--tape LAKE]
 
-1. Plants, in a temporary directory, BTC-USDT-SWAP and ETH-USDT-SWAP over the last `--hours`
-   closed hours (plus the open hour so far), one hour damaged per hour check
-   (`l2_pipeline_tests.damaged_lake.plant_damaged_lake`). `--tape LAKE` also copies the tape hours
-   (`l2-collector run --tape`) of LAKE that fall in those hours, for BTC and ETH, so the code location
-   has the tape's assets and one more page is shot: a `book_tape` partition's picture.
+1. Writes, in a temporary directory, the demo's history (`l2-collector history`: BTC-USDT-SWAP and
+   ETH-USDT-SWAP over the last `--hours` closed hours, the simulator's 400-level books, with a gap,
+   a checksum failure and an outage planted), or with `--planted` a lake of sawtooth books with one
+   hour damaged per hour check (`l2_pipeline_tests.damaged_lake.plant_damaged_lake`). `--tape LAKE`
+   also copies the tape hours (`l2-collector run --tape`) of LAKE that fall in those hours, for BTC
+   and ETH, so the code location has the tape's assets and one more page is shot: a `book_tape`
+   partition's picture.
 2. Starts `dagster dev -w workspace.yaml` from the repository root on 127.0.0.1 (a free port), with a
    temporary DAGSTER_HOME and `L2_DATA_DIR`, `L2_INSTRUMENTS`, `L2_PARTITIONS_START` pointing at the lake.
 3. Polls the webserver's GraphQL endpoint until the code location is loaded, both sensors have
@@ -243,9 +245,10 @@ def shots(damaged: dict[str, str], groups: list[str], tape: str | None) -> list[
                         f"/assets/raw_hour?view=partitions&partition={quote(damaged['no_gaps'])}",
                         ("coverage_pct", "gap_markers")))
     out.append(Shot("03_raw_hour_checks", "/assets/raw_hour?view=checks", ("Checks", "no_gaps")))
-    for n, (check, partition) in enumerate(damaged.items(), 4):
-        out.append(Shot(f"{n:02d}_check_{check}", check_path(check), (check,), check_partition_steps(partition)))
-    n = 4 + len(damaged)
+    for n, check in enumerate(CHECK_PAGES, 4):  # a check that failed nowhere is shown passing everywhere
+        steps = check_partition_steps(damaged[check]) if check in damaged else ()
+        out.append(Shot(f"{n:02d}_check_{check}", check_path(check), (check,), steps))
+    n = 4 + len(CHECK_PAGES)
     out += [
         Shot(f"{n:02d}_check_no_gaps_history", check_path("no_gaps"), ("no_gaps",),
              (Step("tab", "Execution history"),)),
@@ -359,8 +362,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "img" / "ui", help="PNG directory")
-    parser.add_argument("--hours", type=int, default=DEFAULT_HOURS,
-                        help=f"closed hours to plant (default {DEFAULT_HOURS}, at least {MIN_HOURS})")
+    parser.add_argument("--hours", type=int, default=6,
+                        help="closed hours of history (default 6, as the demo; with --planted at least "
+                             f"{MIN_HOURS}, e.g. {DEFAULT_HOURS})")
+    parser.add_argument("--planted", action="store_true",
+                        help="a planted lake with one damaged hour per check (depth 5, sawtooth books) instead of "
+                             "the demo's history")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for Dagster to settle")
     parser.add_argument("--port", type=int, default=0, help="webserver port (default: a free one)")
     parser.add_argument("--chromium", help="Chromium binary (default: the system chromium)")
@@ -370,9 +377,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a lake written by `l2-collector run --tape`: its BTC/ETH tape hours within the planted "
                              "hours are copied in")
     args = parser.parse_args(argv)
-    if args.hours < MIN_HOURS:
-        parser.error(f"--hours must be at least {MIN_HOURS} (the damaged hours are spread over them)")
+    if args.planted and args.hours < MIN_HOURS:
+        parser.error(f"--hours must be at least {MIN_HOURS} with --planted (the damaged hours are spread over them)")
+    if not 4 <= args.hours <= 48:
+        parser.error("--hours must be between 4 and 48 (the demo's three faults are spread over them)")
     return args
+
+
+CHECK_OF_FAULT = {"gap": "no_gaps", "checksum": "no_checksum_failures", "outage": "coverage"}
+CHECK_PAGES = ("coverage", "no_checksum_failures", "no_crossed_books", "no_gaps", "schema_valid", "timestamps_valid")
+
+
+def demo_history(data_dir: Path, n_hours: int) -> tuple[dict[str, str], list[datetime]]:
+    """The demo's history (`l2-collector history`: the simulator's 400-level books with a gap, a checksum
+    failure and an outage planted): check → the partition its fault fails, and the hours written."""
+    from collector.simulator.history import write_history
+    from l2_lake.format import layout
+    from l2_pipeline.partitions import partition_key
+
+    end = layout.hour_floor(int(time.time() * 1000))
+    _, plants = write_history(data_dir, list(INSTRUMENTS), end, n_hours)
+    failing = {CHECK_OF_FAULT[p.fault]: str(partition_key(p.inst_id, layout.hour_floor(int(p.at.timestamp() * 1000))))
+               for p in plants}
+    return failing, [end - timedelta(hours=n_hours - i) for i in range(n_hours)]
 
 
 def copy_tape(source: Path, data_dir: Path, hours: list[datetime]) -> str | None:
@@ -409,10 +436,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data_dir, home, log_path = tmp / "lake", tmp / "dagster_home", tmp / "dagster-dev.log"
         now = datetime.now(UTC)
-        damaged = plant_damaged_lake(data_dir, now, hours=args.hours)
-        hours = planted_hours(now, args.hours)
-        print(f"planted {len(INSTRUMENTS)} instruments × {args.hours} closed hours from {hours[0]:%Y-%m-%d %H:00} "
-              f"UTC in {data_dir} ({time.monotonic() - started:.0f}s); damaged:")
+        if args.planted:
+            damaged = plant_damaged_lake(data_dir, now, hours=args.hours)
+            hours = planted_hours(now, args.hours)
+        else:
+            damaged, hours = demo_history(data_dir, args.hours)
+        print(f"{'planted' if args.planted else 'wrote the demo history of'} {len(INSTRUMENTS)} instruments × "
+              f"{args.hours} closed hours from {hours[0]:%Y-%m-%d %H:00} UTC in {data_dir} "
+              f"({time.monotonic() - started:.0f}s); failing:")
         for check, key in damaged.items():
             print(f"  {check:22s} {key}")
         tape = copy_tape(args.tape, data_dir, hours) if args.tape else None
