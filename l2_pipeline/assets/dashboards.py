@@ -1,6 +1,7 @@
 """`lake_health`: the partition quality dashboard, one image of the whole lake in the Dagster UI.
 
-A heatmap of instruments × the hours of the last `health_days` days (`LakeResource.health_days`),
+A heatmap of instruments × the hours of the last `health_days` days (`LakeResource.health_days`;
+from the first registered hour when the lake is younger),
 each cell coloured by the worst of the hour's six checks (failed, warning, passed; grey where the
 hour has no `raw_hour` materialization) and naming the checks that failed, with the gaps counted and
 the coverage shown
@@ -75,6 +76,10 @@ def lake_health(context: AssetExecutionContext, lake: LakeResource) -> Materiali
         record = records.get(key)
         materialization = record.asset_materialization if record is not None else None
         cells.append(health_cell(inst_id, hour, materialization.metadata if materialization else None))
+    # a young lake: the window starts at its first registered hour, so each cell is wide enough to say what failed
+    first = min((cell.hour for cell in cells if cell.status != "missing"), default=hours[0])
+    hours = [hour for hour in hours if hour >= first]
+    cells = [cell for cell in cells if cell.hour >= first]
     counts = Counter(cell.status for cell in cells)
     context.log.info(f"lake health over {len(hours)} hours × {len(instruments)} instruments: {dict(counts)}")
     return MaterializeResult(metadata={
