@@ -4,7 +4,7 @@ against moto's S3 server on loopback, next to the local gzip archive step on the
 For each object size (gzip MB, default ~4 and ~40) the run makes an hour-like JSONL (400-level
 records whose sizes and order counts vary like a real book's, so it compresses about 4x, not the
 simulator's 18x), then, in the same run and best of `--repeat`:
-- local archive step: `l2_lake.format.digests.gzip_verified` (gzip -6, then decompress and compare sha256 and
+- local archive step: `l2_lake.format.digests.gzip_verified` (igzip level 3, then decompress and compare sha256 and
   line count: what `l2_lake.tiers.archive` does, in memory);
 - boto3 (`l2_lake.store.s3.S3Store`): PutObject with ChecksumSHA256 and user metadata, then GET
   the whole object and compare its sha256;

@@ -14,7 +14,7 @@ by the frame before them); snapshot records by their `timestamp_utc`. Bytes in t
 by 1 h / window, i.e. by exchange time actually covered, not by wall time. The tape hour also opens
 with one `book` line (the engine's full state, 2 × 400 levels): it is added once, unscaled, built
 from the replayed engine's state at the end of the run exactly as `TapeRecorder` writes it. gzip is
-`gzip.compress(level=l2_lake.format.digests.COMPRESS_LEVEL)` (6), as the archive step; window bytes are
+`igzip.compress(level=l2_lake.format.digests.COMPRESS_LEVEL)` (3), as the archive step; window bytes are
 compressed in one piece, plus the window's second half's marginal gzip bytes per ms for the rest of
 the hour (deflate's window is 32 KiB, so minutes of data compress as an hour does; the compressor's
 start-up, e.g. a first record with nothing to refer back to, then counts once per hour as in a real
@@ -26,7 +26,7 @@ are to a real hour file: run `--duration 3720` (an hour and 2 minutes) for the c
 
 Table 1b, the archive step per instrument-hour: `tape_columns.encode` (parse, columns, brotli 11,
 then decode and compare) and `tape_columns.decode` of the window's archive, against
-`gzip.compress(level 6)` and `gzip.decompress` of the same lines, scaled to an hour.
+the lake's gzip (`igzip` level 3) and `gzip.decompress` of the same lines, scaled to an hour.
 
 Table 1c, where the archive's bytes go, summed over the instruments' window archives: each leaf
 column's compressed bytes and bits per value, and for the level leaves the bytes of the same values
@@ -75,6 +75,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from isal import igzip
 
 from bench import hot_path
 from bench.process import (
@@ -114,7 +115,7 @@ class CountingSink:
 
 
 def gz_len(data: bytes) -> int:
-    return len(gzip.compress(data, compresslevel=COMPRESS_LEVEL, mtime=0))
+    return len(igzip.compress(data, COMPRESS_LEVEL, mtime=0))
 
 
 def frame_of(line: bytes) -> bytes:
@@ -264,7 +265,7 @@ class Sizes:
     tape_raw_h: float
     tape_gz_h: float
     tape_pq_h: float  # the tape's archive, l2_lake.format.tape_columns
-    encode_s_h: float  # its encode, decode, and gzip -6 / gunzip of the same lines, s per instrument-hour
+    encode_s_h: float  # its encode, decode, and the lake's gzip / gunzip of the same lines, s per instrument-hour
     decode_s_h: float
     gzip_s_h: float
     gunzip_s_h: float
@@ -343,7 +344,7 @@ def sizes(inst: Instrument, warmup_s: float, cadence_s: float, depth: int) -> Si
     archive_input = book + tape_bytes
     archive, encode_s = timed(lambda: tape_columns.encode(archive_input))
     _, decode_s = timed(lambda: tape_columns.decode(archive))
-    gzipped, gzip_s = timed(lambda: gzip.compress(archive_input, COMPRESS_LEVEL))
+    gzipped, gzip_s = timed(lambda: igzip.compress(archive_input, COMPRESS_LEVEL, mtime=0))
     _, gunzip_s = timed(lambda: gzip.decompress(gzipped))
 
     return Sizes(
@@ -402,7 +403,8 @@ def print_sizes(rows: list[Sizes]) -> None:
               f"{'yes' if tg <= sg else 'NO'} | {tr / tg:.1f}x | {sr / sg:.1f}x | | {mb(tp)} | {tp / sg:.2f}x | "
               f"{'yes' if tp <= sg else 'NO'} |")
     print("\n## 1b. the tape's archive step, s per instrument-hour (scaled from the window)\n")
-    print("| instrument | encode (tape_columns) | decode | gzip -6 of the same lines | gunzip | encode / gzip |")
+    print("| instrument | encode (tape_columns) | decode | the lake's gzip of the same lines | gunzip "
+          "| encode / gzip |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r.inst_id} | {r.encode_s_h:.1f} | {r.decode_s_h:.1f} | {r.gzip_s_h:.1f} | {r.gunzip_s_h:.2f} | "

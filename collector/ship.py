@@ -6,7 +6,7 @@ closed hour to the same relative path under the URL (docs/CONTRACT.md §1):
 
 | local (spool)                                  | object                                   | local copy |
 |---|---|---|
-| `raw/okx/l2_perps/{instId}/{day}/{HH}.jsonl`    | `…/{HH}.jsonl.gz` (gzip -6, as the pipeline makes it) | removed |
+| `raw/okx/l2_perps/{instId}/{day}/{HH}.jsonl`    | `…/{HH}.jsonl.gz` (the pipeline's gzip) | removed |
 | `raw/okx/l2_perps/{instId}/{day}/{HH}.jsonl.gz` (already archived) | `…/{HH}.jsonl.gz`, the file as it is | removed |
 | `raw/okx/l2_perps/{instId}/{day}/{HH}.events.jsonl` | the same name, as it is          | removed |
 | `raw/okx/l2_tape/{instId}/{day}/{HH}.jsonl` (`--tape`) | the same name, as it is (see below) | removed |

@@ -248,7 +248,7 @@ def test_tape_hours_ship_beside_the_snapshots(tmp_path: Path, env: S3Server) -> 
 
 
 def gzip_like_pipeline(tmp: Path, data: bytes, name: str) -> bytes:
-    """What l2_lake.tiers.archive writes for the same hour (gzip -6, mtime 0, the .jsonl's name): the
+    """What l2_lake.tiers.archive writes for the same hour (igzip level 3, mtime 0, the .jsonl's name): the
     object is byte-identical to a locally archived hour."""
     from l2_lake.tiers.archive import _compress
 

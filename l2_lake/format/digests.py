@@ -1,8 +1,14 @@
 """Content digests of an hour and its verified archives: sha256, line count and size of the content,
-whatever its form (`{HH}.jsonl`, `.jsonl.gz`, the tape's `.parquet`), and the gzip -6 that the
-shipper and the archive step both make (mtime 0, the `.jsonl` name as member name), decompressed
-again and compared before it is trusted. One definition, so whoever compresses an hour makes the
-same bytes.
+whatever its form (`{HH}.jsonl`, `.jsonl.gz`, the tape's `.parquet`), and the gzip that the shipper
+and the archive step both make (`gzip_writer`: ISA-L's igzip at level 3, mtime 0, the `.jsonl` name
+as member name), decompressed again with the standard library's gzip and compared before it is
+trusted, so every archive is proven readable by any gzip. One definition, so whoever compresses an
+hour makes the same bytes.
+
+Why igzip (python-isal) at level 3 (`python -m bench.gzip_levels HOUR.jsonl`, CPU, best of 3; docs/
+PERFORMANCE.md): on a 15.6 MB hour of records whose sizes vary like a real book's (4x compressible)
+it takes 0.06x the CPU of zlib -6 for an archive 1.13x as large; on 39 MB simulator hours (30x
+compressible) 0.24-0.25x the CPU for 1.03-1.24x the size. zlib-ng was slower at every size igzip reached.
 """
 
 from __future__ import annotations
@@ -16,10 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from isal import igzip
+
 from l2_lake.format.hour_content import DamagedArchive, content_of, open_content
 
 CHUNK = 1 << 20
-COMPRESS_LEVEL = 6
+COMPRESS_LEVEL = 3  # ISA-L's levels are 0-3
+
+
+def gzip_writer(fileobj: IO[bytes], member_name: str) -> igzip.GzipFile:
+    """A gzip stream into `fileobj` as every archive of the lake is made: igzip level 3, mtime 0,
+    `member_name` (the `.jsonl`'s name) in the header."""
+    return igzip.GzipFile(filename=member_name, mode="wb", fileobj=fileobj, compresslevel=COMPRESS_LEVEL, mtime=0)
 
 
 class BadLocalFile(RuntimeError):
@@ -75,12 +89,12 @@ def digest_stream(f: IO[bytes]) -> Digest:
 
 
 def gzip_verified(parts: Sequence[bytes], member_name: str) -> tuple[bytes, Digest]:
-    """gzip -6 of the concatenated `parts` as `l2_lake.tiers.archive` makes it (mtime 0, the `.jsonl`
-    name as member name), decompressed again and checked against the content's sha256 and line count
-    before it is returned with that digest."""
+    """The gzip of the concatenated `parts` as `l2_lake.tiers.archive` makes it (`gzip_writer`),
+    decompressed again by the standard library and checked against the content's sha256 and line
+    count before it is returned with that digest."""
     want = digest_parts(parts)
     buffer = io.BytesIO()
-    with gzip.GzipFile(filename=member_name, mode="wb", fileobj=buffer, compresslevel=COMPRESS_LEVEL, mtime=0) as gz:
+    with gzip_writer(buffer, member_name) as gz:
         for part in parts:
             view = memoryview(part)
             for i in range(0, len(part), CHUNK):

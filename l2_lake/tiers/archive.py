@@ -31,7 +31,6 @@ the same archives (same bytes whoever makes an hour's).
 from __future__ import annotations
 
 import fcntl
-import gzip
 import hashlib
 import io
 import os
@@ -46,12 +45,12 @@ from l2_lake.format import layout, tape_columns
 # the collector's shipper gzips hours the same way (same bytes whoever compresses an hour)
 from l2_lake.format.digests import (
     CHUNK,
-    COMPRESS_LEVEL,
     BadLocalFile,
     Digest,
     digest_archive,
     digest_bytes,
     digest_parts,
+    gzip_writer,
     same_at,
 )
 from l2_lake.format.hour_content import DamagedArchive, content_of
@@ -135,8 +134,7 @@ def _encode_tape(src: IO[bytes], tmp: Path) -> Digest:
 def _compress(src: IO[bytes], tmp: Path, member_name: str) -> Digest:
     sha = hashlib.sha256()
     lines = size = 0
-    with open(tmp, "xb") as raw, gzip.GzipFile(filename=member_name, mode="wb", fileobj=raw,
-                                                compresslevel=COMPRESS_LEVEL, mtime=0) as gz:
+    with open(tmp, "xb") as raw, gzip_writer(raw, member_name) as gz:
         while chunk := src.read(CHUNK):
             sha.update(chunk)
             lines += chunk.count(b"\n")

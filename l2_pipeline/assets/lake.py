@@ -220,7 +220,7 @@ def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: 
     was done, then a `Failure` naming every hour that could not be done and why."""
     keys = context.partition_keys
     # a backfill's runs all inherit its tags: each run names its own range (the Runs list shows it)
-    context.instance.add_run_tags(context.run_id,
+    context.instance.add_run_tags(context.run.run_id,
                                   {"l2/first": keys[0], "l2/last": keys[-1], "l2/hours": str(len(keys))})
     tree = lake.tree
     base = lake.root if isinstance(tree, LocalTree) else Path("")
@@ -262,7 +262,7 @@ def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: 
     listed = list(failed)[:MAX_LISTED]
     more = f"{len(failed) - len(listed)} more" if len(failed) > len(listed) else ""
     first = listed[0]  # the reason where a failed backfill's Runs table shows it, not only in the event log
-    context.instance.add_run_tags(context.run_id, {
+    context.instance.add_run_tags(context.run.run_id, {
         "l2/failed": f"{len(failed)} hour(s); {first}: {failed[first]}"[:FAILED_TAG_CHARS]})
     raise Failure(
         description=f"{len(failed)} of {len(keys)} hour(s) not materialized (the other {len(done)} were):\n"
