@@ -16,7 +16,10 @@ instance is a persistent SQLite one in the same directory. Reported:
 - the registration work itself: the `raw_hour_job` runs of those batches executed in this process
   (figures + six checks per hour, every event stored), as hours per second;
 - compression: the schedule's evaluation at the current hour's :15 and the `compress_job` runs it
-  launches, one per partition range (the catch-up of every hour ≥ 6 h old), then the next hour's tick.
+  launches, one per partition range (the catch-up of every hour ≥ 6 h old), then the next hour's tick;
+- Dagster's own cost per instrument-hour: the events and bytes (serialized, as stored) its event log
+  holds for the `raw_hour` runs, and for `curate_job` runs (curated Parquet + features) of the same
+  hours with the hour figures on and off (`LakeResource.hour_figures`).
 """
 
 import argparse
@@ -114,10 +117,14 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
     defs = build_definitions(lake)
     compression_schedule = defs.get_schedule_def("compression_schedule")
 
-    def execute(job_name: str, requests: list) -> int:
-        job = defs.resolve_job_def(job_name)
+    run_ids: dict[str, list[str]] = {}  # job (and variant) → the runs executed in process
+
+    def execute(job_name: str, requests: list, job_defs: Any = None, label: str = "") -> int:
+        job = (job_defs or defs).resolve_job_def(job_name)
         for tags in requests:
-            assert job.execute_in_process(run_config=QUIET, instance=instance, tags=tags).success
+            result = job.execute_in_process(run_config=QUIET, instance=instance, tags=tags)
+            assert result.success
+            run_ids.setdefault(label or job_name, []).append(result.run_id)
         hours = (int(tags.get("l2/hours") or tags.get("l2/backfill_hours") or 0) for tags in requests)
         return sum(hours) or len(requests)
 
@@ -168,6 +175,15 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
                           f"{hours} hours in {len(sample)} run(s) ({hours / secs:.1f} h/s); the catch-up is "
                           f"{len(batches)} such runs"))
 
+        out += event_log_cost(instance, run_ids["raw_hour_job"], hours, "raw_hour runs (figures + 6 checks)")
+        for figures in (True, False):
+            label = f"curate_job runs, hour figures {'on' if figures else 'off'}"
+            variant = build_definitions(LakeResource(data_dir=str(data_dir), instruments=insts,
+                                                     curate_on_register=False, hour_figures=figures))
+            _, secs = timed(lambda v=variant, lb=label: execute("curate_job", sample, v, lb))
+            out.append(Timing(label, secs, f"{hours} hours ({hours / secs:.1f} h/s)"))
+            out += event_log_cost(instance, run_ids[label], hours, label)
+
         for inst in insts:
             write_hour(data_dir, inst, withheld, _templates(inst, depth), per_hour)
         n, secs = timed(tick)
@@ -186,6 +202,26 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
                 out.append(Timing(f"{label}: compress_job runs", secs,
                                   f"{due} hours archived in {len(requests)} run(s) ({due / secs:.1f} h/s)"))
     return out
+
+
+def event_log_cost(instance: Any, run_ids: list[str], hours: int, what: str) -> list[Timing]:
+    """Events and stored bytes per instrument-hour of `run_ids`, in all and of the kinds that dominate."""
+    from dagster._serdes import serialize_value
+
+    count: dict[str, list[int]] = {}
+    for run_id in run_ids:
+        for entry in instance.all_logs(run_id):
+            kind = entry.dagster_event.event_type_value if entry.dagster_event else "log message"
+            n_bytes = len(serialize_value(entry))
+            count.setdefault(kind, [0, 0])
+            count[kind][0] += 1
+            count[kind][1] += n_bytes
+    events = sum(n for n, _ in count.values())
+    stored = sum(b for _, b in count.values())
+    top = sorted(count.items(), key=lambda kv: -kv[1][1])[:4]
+    detail = ", ".join(f"{kind} {n / hours:.1f} ({b / hours / 1e3:.1f} kB)" for kind, (n, b) in top)
+    return [Timing(f"{what}: event log per instrument-hour", 0.0,
+                   f"{events / hours:.1f} events, {stored / hours / 1e3:.1f} kB; largest: {detail}")]
 
 
 def main(argv: list[str] | None = None) -> int:
