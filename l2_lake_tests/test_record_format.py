@@ -99,3 +99,21 @@ def test_missing_original_and_added_fields_are_named_together():
     assert record_problems(rec) == ["missing fields: mid_price, checksum_ok"]
     assert record_problems(keeping(original(), ORIGINAL_FIELDS[1:])) == ["missing fields: timestamp_utc"]
     assert record_problems([]) == ["record is list, not an object"]
+
+
+@pytest.mark.parametrize(("bids", "problem"), [
+    ([["100.5", "1", "0", "1"], ["nan", "1", "0", "1"]], "a price is not a positive decimal number"),
+    ([["nan", "1", "0", "1"], ["100.4", "1", "0", "1"]], "a price is not a positive decimal number"),
+    ([["100.5", "1", "0", "1"], ["inf", "1", "0", "1"]], "a price is not a positive decimal number"),
+    ([["100.5", "1", "0", "1"], ["0", "1", "0", "1"]], "a price is not a positive decimal number"),
+    ([["100.5", "1", "0", "1"], ["100.4", "1", "0"]], "a level is not a list of 4 strings"),
+    ([["100.5", "1", "0", 1], ["100.4", "1", "0", "1"]], "a level is not a list of 4 strings"),
+    ([("100.5", "1", "0", "1")], "a level is not a list of 4 strings"),
+    ([["100.5", "1", "0", "1"], ["100.5", "1", "0", "1"]], "bids not strictly descending"),
+])
+def test_every_level_is_checked(bids, problem):
+    """The level checks run as C-level iteration over every level; each bad level is still found."""
+    rec = extended(bids=BIDS)
+    rec["bids_top400"] = bids
+    rec["best_bid"] = bids[0][0]
+    assert problem in record_problems(rec)
