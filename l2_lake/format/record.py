@@ -11,12 +11,10 @@ original format, `ORIGINAL_FIELDS`: the same record without the `ADDED_FIELDS` (
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from itertools import chain, islice
-from operator import itemgetter
+from itertools import pairwise
 from typing import Any, Literal
 
 import orjson
@@ -135,29 +133,23 @@ def encode_line(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj) + b"\n"
 
 
-# The level checks run on every level of every record the pipeline reads (720,000 an hour at depth
-# 400), so they are written as C-level iteration (map, chain, set, operator) with no Python frame
-# per level: 8x faster than a generator per level, for the same verdicts.
-
-
-def _levels_well_formed(levels: list) -> bool:
-    """Every level is a list of exactly 4 strings."""
-    return (not levels or (set(map(type, levels)) == {list} and set(map(len, levels)) == {4}
-                           and set(map(type, chain.from_iterable(levels))) == {str}))
+def _is_level(level: Any) -> bool:
+    return (type(level) is list and len(level) == 4 and type(level[0]) is str and type(level[1]) is str
+            and type(level[2]) is str and type(level[3]) is str)
 
 
 def _prices(levels: list) -> list[float] | None:
     """Prices as floats for ordering checks (exact for tick prices), None if one is not a positive number."""
     try:
-        prices = list(map(float, map(itemgetter(0), levels)))
+        prices = [float(level[0]) for level in levels]
     except ValueError:
         return None
-    positive = not prices or (min(prices) > 0.0 and max(prices) < math.inf and all(map(operator.eq, prices, prices)))
-    return prices if positive else None  # (a NaN is the one float not equal to itself)
+    return prices if all(0.0 < p < math.inf for p in prices) else None
 
 
 def _strictly_sorted(prices: list[float], descending: bool) -> bool:
-    return all(map(operator.gt if descending else operator.lt, prices, islice(prices, 1, None)))
+    pairs = pairwise(prices)
+    return all(a > b for a, b in pairs) if descending else all(a < b for a, b in pairs)
 
 
 def is_crossed(rec: dict[str, Any]) -> bool:
@@ -221,7 +213,7 @@ def record_problems(rec: Any, *, check_crossed: bool = True) -> list[str]:
     bids, asks = rec["bids_top400"], rec["asks_top400"]
     if not isinstance(bids, list) or not isinstance(asks, list):
         return [*problems, "levels are not lists"]
-    if not _levels_well_formed(bids) or not _levels_well_formed(asks):
+    if not all(map(_is_level, bids)) or not all(map(_is_level, asks)):
         return [*problems, "a level is not a list of 4 strings"]
     bid_prices, ask_prices = _prices(bids), _prices(asks)
     if bid_prices is None or ask_prices is None:
