@@ -19,7 +19,7 @@ While it runs, a ledger reads every complete line the collectors write in their 
 collectors stop (SIGTERM), each spool is drained with the faults off, and every home is read back:
 records written (ledger), found, duplicated, lost (in the ledger, not found), wrong (not the ledger's
 bytes, or not exact against the simulator's truth). `-m soak` runs it for SOAK_RECONCILE_SECONDS
-(default 75) in CI; `-m soak_long` for SOAK_RECONCILE_LONG_SECONDS (default 1800).
+(default 50) in CI; `-m soak_long` for SOAK_RECONCILE_LONG_SECONDS (default 1800).
 """
 
 from __future__ import annotations
@@ -300,7 +300,7 @@ def run_reconciliation(tmp: Path, server: S3Server, seconds: float, seed: int) -
 @pytest.mark.soak
 def test_reconciliation_soak_short(tmp_path: Path, s3_server_fn: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
     s3_env(monkeypatch, s3_server_fn.endpoint)
-    run_reconciliation(tmp_path, s3_server_fn, float(os.environ.get("SOAK_RECONCILE_SECONDS", "75")),
+    run_reconciliation(tmp_path, s3_server_fn, float(os.environ.get("SOAK_RECONCILE_SECONDS", "50")),
                        int(os.environ.get("SOAK_SEED", "23")))
 
 
