@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -103,3 +104,15 @@ def left_running(demo_dir: str) -> list[str]:
         if demo_dir in text:
             found.append(text)
     return found
+
+
+def test_the_demo_refuses_a_taken_port_at_once(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "DEMO_DIR": str(tmp_path / "demo"), "DEMO_PORT": str(port)}
+        done = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+    assert done.returncode == 1 and f"port {port} on 127.0.0.1 is taken" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "demo").exists()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,6 +98,15 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     raise Stop
 
 
+def require_free_port(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise SystemExit(f"demo: port {port} on 127.0.0.1 is taken (another Dagster?); stop it or set "
+                             "DEMO_PORT to another port") from None
+
+
 def fresh_demo_dir(demo_dir: Path) -> None:
     if demo_dir.exists() and not (demo_dir / MARKER).exists():
         raise SystemExit(f"demo: {demo_dir} exists and was not made by the demo (no {MARKER} in it); "
@@ -156,6 +166,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     started = time.monotonic()
+    require_free_port(settings.port)
     fresh_demo_dir(settings.demo_dir)
     data, logs = settings.data_dir, settings.demo_dir
     say(f"writing {settings.hours} closed hours of history into {data} …")
@@ -175,8 +186,13 @@ def main() -> int:
                          logs / "collector.log"):
                 say(f"collector running against the simulator at {ws_url} (log: {logs / 'collector.log'})")
                 with dagster_dev(env, settings.port, logs / "dagster.log") as dagster:
-                    wait_for(lambda: location_pending(settings.url + "/graphql", dagster, logs / "dagster.log"),
-                             timeout=120, interval=1)
+                    try:
+                        wait_for(lambda: location_pending(settings.url + "/graphql", dagster, logs / "dagster.log"),
+                                 timeout=120, interval=1)
+                    except (WaitTimeout, RuntimeError) as exc:
+                        first = str(exc).splitlines()[0]
+                        raise SystemExit(f"demo: Dagster did not start ({first}); see {logs / 'dagster.log'}. "
+                                         f"Is port {settings.port} taken? Set DEMO_PORT to another") from None
                     say(f"Dagster is up: open {settings.url}  (README.md, 'Your first ten minutes')")
                     expected = settings.hours * len(settings.instruments.split(","))
                     try:
