@@ -147,6 +147,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
     from collector.simulator.history import write_history
     from l2_lake.format import layout
 
@@ -160,8 +162,10 @@ def _history(args: argparse.Namespace) -> int:
     check_data_dir(args.data_dir)
     end = layout.hour_floor(time.time_ns() // 1_000_000)
     stats, plants = write_history(args.data_dir, inst_ids, end, args.hours, args.seed)
-    print(f"wrote {stats.records} records in {args.hours} closed hour(s) of {', '.join(inst_ids)} into "
-          f"{args.data_dir}; planted: {'; '.join(p.describe() for p in plants) or 'nothing'}")
+    first = end - timedelta(hours=args.hours)
+    print(f"wrote {stats.records} records in {args.hours} closed hour(s), {first:%Y-%m-%dT%H}:00Z to "
+          f"{end:%Y-%m-%dT%H}:00Z, of {', '.join(inst_ids)} into {args.data_dir}; "
+          f"planted: {'; '.join(p.describe() for p in plants) or 'nothing'}")
     return 0
 
 

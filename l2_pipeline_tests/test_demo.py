@@ -7,17 +7,16 @@ check passing (the live collector runs). One SIGINT then stops all of it, exit 0
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import threading
-import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from l2_lake.format import layout
 from l2_lake.quality.verdicts import COVERAGE, HOUR_CHECKS, NO_CHECKSUM_FAILURES, NO_GAPS
 from l2_pipeline.partitions import partition_key
 from scripts.dagster_ui import REPO_ROOT, free_port, graphql
@@ -42,9 +41,11 @@ STATE_QUERY = """
 """
 
 
-def failed_partitions(url: str, check: str) -> set[str]:
-    executions = graphql(url, CHECK_QUERY, {"check": check})["assetCheckExecutions"]
-    assert len({e["partition"] for e in executions}) == len(executions) == 2 * HOURS, check  # one per hour
+def failed_partitions(url: str, check: str, history: set[str]) -> set[str]:
+    """The history's partitions `check` failed (an hour the live collector closed meanwhile is left out)."""
+    executions = [e for e in graphql(url, CHECK_QUERY, {"check": check})["assetCheckExecutions"]
+                  if e["partition"] in history]
+    assert sorted(e["partition"] for e in executions) == sorted(history), check  # one execution per hour
     return {e["partition"] for e in executions if e["status"] == "FAILED"}
 
 
@@ -69,17 +70,15 @@ def test_the_demo_shows_the_checked_history_in_dagster_and_stops_on_one_ctrl_c(t
         assert ready.wait(READY_WITHIN_S), "".join(lines[-20:])
         assert any(line.startswith("demo: ready after") for line in lines), "".join(lines[-20:])
         url = f"http://127.0.0.1:{port}/graphql"
-        end = layout.hour_floor(int(time.time() * 1000))
-        first = end - timedelta(hours=HOURS)
-        planted = {NO_GAPS: {partition_key(BTC, first + timedelta(hours=1))},
-                   NO_CHECKSUM_FAILURES: {partition_key(ETH, first + timedelta(hours=2))},
-                   COVERAGE: {partition_key(BTC, first + timedelta(hours=2))}}
+        output = "".join(lines)
+        history, planted = history_partitions(output), planted_partitions(output)
+        assert len(history) == 2 * HOURS and set(planted) == {NO_GAPS, NO_CHECKSUM_FAILURES, COVERAGE}, output
         for check in HOUR_CHECKS:
-            assert failed_partitions(url, check) == {str(k) for k in planted.get(check, ())}, check
+            assert failed_partitions(url, check, history) == planted.get(check, set()), check
         state = graphql(url, STATE_QUERY)
-        assert state["raw"]["partitionStats"]["numMaterialized"] == 2 * HOURS
+        assert state["raw"]["partitionStats"]["numMaterialized"] >= 2 * HOURS  # (+ a live hour that closed)
         health = {e["label"]: e.get("intValue") for e in state["health"]["assetMaterializations"][0]["metadataEntries"]}
-        assert (health["failed"], health["warning"], health["passed"]) == (1, 2, 2 * HOURS - 3)
+        assert health["warning"] == 2 and health["failed"] >= 1 and health["passed"] >= 2 * HOURS - 3
         assert [e["status"] for e in state["fresh"]] == ["SUCCEEDED"], "the live collector is running"
     finally:
         proc.send_signal(signal.SIGINT)  # one Ctrl-C
@@ -91,6 +90,30 @@ def test_the_demo_shows_the_checked_history_in_dagster_and_stops_on_one_ctrl_c(t
     assert "level=warning" not in collector_log and "level=error" not in collector_log  # a clean run is quiet
     assert " - WARNING - " not in dagster_log and " - ERROR - " not in dagster_log
     assert "Traceback" not in collector_log + dagster_log
+
+
+CHECK_OF_FAULT = {"gap": NO_GAPS, "checksum": NO_CHECKSUM_FAILURES, "outage": COVERAGE}
+PLANT_RE = re.compile(r"(gap|checksum|outage) in (\S+) at (\d{4}-\d\d-\d\dT\d\d):\d\dZ")
+
+
+def planted_partitions(output: str) -> dict[str, set[str]]:
+    """check → the partitions the demo says it planted a fault in (its history line names them: the
+    hours are the demo's own, whatever hour the test reads the clock in)."""
+    planted: dict[str, set[str]] = {}
+    for fault, inst_id, hour in PLANT_RE.findall(output):
+        start = datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+        planted.setdefault(CHECK_OF_FAULT[fault], set()).add(str(partition_key(inst_id, start)))
+    return planted
+
+
+RANGE_RE = re.compile(r"closed hour\(s\), (\d{4}-\d\d-\d\dT\d\d):00Z to (\d{4}-\d\d-\d\dT\d\d):00Z")
+
+
+def history_partitions(output: str) -> set[str]:
+    """The partitions of the hours the demo's history wrote, as its history line names them."""
+    first, end = (datetime.strptime(h, "%Y-%m-%dT%H").replace(tzinfo=UTC) for h in RANGE_RE.search(output).groups())
+    hours = [first + timedelta(hours=i) for i in range(int((end - first).total_seconds()) // 3600)]
+    return {str(partition_key(inst_id, hour)) for inst_id in (BTC, ETH) for hour in hours}
 
 
 def left_running(demo_dir: str) -> list[str]:
