@@ -27,9 +27,11 @@ Counting rules:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -313,9 +315,24 @@ def scan_source(data_dir: Path, inst_id: str, hour: datetime, scan: Callable[[IO
     return None  # not reached: the second attempt returns or raises
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic collector paused: a record's parse makes ~3,000 short-lived lists and strings and no
+    cycle, so the collections it would trigger only re-walk them (0.98 s instead of 1.14 s of CPU for
+    a 400-level hour, best of 3). Reference counting still frees every record."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def compute_hour_stats(data_dir: Path, inst_id: str, hour: datetime, cadence_seconds: float) -> HourStats:
     """Stats of one instrument-hour as the lake holds it now (records may be archived)."""
-    found = scan_source(data_dir, inst_id, hour, lambda f: scan_records(f, inst_id, hour))
+    with _gc_paused():
+        found = scan_source(data_dir, inst_id, hour, lambda f: scan_records(f, inst_id, hour))
     if found is None:
         source, kind, source_bytes, scan = None, "none", 0, RecordScan(sha256=hashlib.sha256().hexdigest())
     else:
