@@ -31,12 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from scripts.dagster_ui import (  # noqa: E402
+from scripts.dagster_ui import (
     ACTIVE_RUN_STATUSES,
+    REPO_ROOT,
     WaitTimeout,
     dagster_dev,
     graphql,
