@@ -188,28 +188,38 @@ def _scalar_problems(rec: dict[str, Any]) -> list[str]:
     return problems
 
 
-def record_problems(rec: Any, *, check_crossed: bool = True) -> list[str]:
-    """Everything wrong with one parsed record line; empty when it honours the contract.
-
-    Accepts both formats (`record_format`): the `ORIGINAL_FIELDS` are always required, the
-    `ADDED_FIELDS` all or none (a record with some of them is reported with the missing ones).
-    Checks field presence and order, types, level shape, strict sorting, best/mid consistency,
-    that `book_crc32` (where present) matches the record's own top 25 and (unless `check_crossed`
-    is False, for callers that count crossed books separately) that the book is not crossed.
-    """
-    if not isinstance(rec, dict):
-        return [f"record is {type(rec).__name__}, not an object"]
+def field_problems(rec: dict[str, Any]) -> tuple[list[str], bool]:
+    """(problems of a record's fields, leaving out its levels' content, and whether its levels can be
+    checked): field presence and order, the scalar fields' types. The levels cannot be checked when
+    an original field is missing (`record_problems`)."""
     fmt = record_format(rec)
     missing = [f for f in FORMAT_FIELDS.get(fmt, RECORD_FIELDS) if f not in rec]  # INCOMPLETE: all fields
     if any(f in ORIGINAL_FIELDS for f in missing):
-        return [f"missing fields: {', '.join(missing)}"]
+        return [f"missing fields: {', '.join(missing)}"], False
     problems: list[str] = []
     if missing:  # only added fields (INCOMPLETE): reported, and the rest checked where present
         problems.append(f"missing fields: {', '.join(missing)} (a record has all or none of "
                         f"{', '.join(ADDED_FIELDS)})")
     if tuple(k for k in rec if k in RECORD_FIELDS) != tuple(f for f in RECORD_FIELDS if f in rec):
         problems.append("fields out of order")
-    problems += _scalar_problems(rec)
+    return problems + _scalar_problems(rec), True
+
+
+def record_problems(rec: Any, *, check_crossed: bool = True) -> list[str]:
+    """Everything wrong with one parsed record line; empty when it honours the contract.
+
+    Accepts both formats (`record_format`): the `ORIGINAL_FIELDS` are always required, the
+    `ADDED_FIELDS` all or none (a record with some of them is reported with the missing ones).
+    Checks field presence and order, types (`field_problems`), level shape, strict sorting,
+    best/mid consistency, that `book_crc32` (where present) matches the record's own top 25 and
+    (unless `check_crossed` is False, for callers that count crossed books separately) that the
+    book is not crossed. `l2_lake.quality.level_checks` checks the same of an hour's levels at once.
+    """
+    if not isinstance(rec, dict):
+        return [f"record is {type(rec).__name__}, not an object"]
+    problems, checkable = field_problems(rec)
+    if not checkable:
+        return problems
     bids, asks = rec["bids_top400"], rec["asks_top400"]
     if not isinstance(bids, list) or not isinstance(asks, list):
         return [*problems, "levels are not lists"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import io
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import orjson
+import pyarrow as pa
 
 from l2_lake.format import layout
 from l2_lake.format.hour_content import open_content
@@ -45,11 +47,14 @@ from l2_lake.format.record import (
     FORMAT_FIELDS,
     INCOMPLETE,
     RecordFormat,
+    field_problems,
     is_crossed,
     parse_ts_ms,
     record_format,
     record_problems,
 )
+from l2_lake.format.source_json import read_source_table
+from l2_lake.quality.level_checks import levels_honour_contract
 
 MAX_EXAMPLES = 5
 T = TypeVar("T")
@@ -278,6 +283,78 @@ def scan_records(lines: Iterable[bytes], inst_id: str, hour: datetime) -> Record
     return scan
 
 
+LEVEL_KEYS = (b',"bids_top400":', b',"asks_top400":')
+AFTER_LEVELS = b',"best_bid":'
+LEVELS_PLACEHOLDER = b',"bids_top400":0,"asks_top400":0'
+
+
+def _skeleton(line: bytes) -> dict[str, Any] | None:
+    """A record line parsed without its levels (they stand in as 0, in their place), or None when the
+    line is not laid out as the collector writes it: each level key once, after `instId`, the asks
+    right after the bids and `best_bid` right after the asks; nothing else inside the level arrays."""
+    bids = line.find(LEVEL_KEYS[0])
+    asks = line.find(LEVEL_KEYS[1], bids)
+    after = line.find(AFTER_LEVELS, asks)
+    if bids < 0 or asks < 0 or after < 0 or line.count(b'":', bids, after) != 2:
+        return None  # a `":` inside the levels: a key, or a string holding one (a valid level has neither)
+    try:
+        rec = orjson.loads(line[:bids] + LEVELS_PLACEHOLDER + line[after:])
+    except orjson.JSONDecodeError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def scan_source_table(lines: list[bytes], src: pa.Table, inst_id: str, hour: datetime) -> RecordScan | None:
+    """`scan_records` (but `raw_bytes` and `sha256`) of an hour whose lines `src` holds one row each
+    (`l2_lake.format.source_json.read_source_table`), the levels checked at once (`level_checks`)
+    and each record's other fields one by one. None unless the hour is clean (every record valid, none
+    crossed, timestamps inside the hour and increasing): `scan_records` then says what is wrong, line
+    by line. A clean hour's scan is the one `scan_records` makes."""
+    if not levels_honour_contract(src):
+        return None
+    scan = RecordScan(lines=len(lines))
+    start_ms = int(hour.timestamp() * 1000)
+    prev_ts = start_ms - 1  # a timestamp before the hour is not after it
+    for line in lines:
+        rec = _skeleton(line)
+        if rec is None or rec.get("instId") != inst_id:
+            return None
+        problems, _ = field_problems(rec)
+        best_bid, best_ask = rec["best_bid"], rec["best_ask"]
+        if problems or not all(best is None or type(best) is str for best in (best_bid, best_ask)) or is_crossed(rec):
+            return None
+        ts = parse_ts_ms(rec["timestamp_utc"])
+        if ts <= prev_ts or ts >= start_ms + layout.HOUR_MS:
+            return None
+        prev_ts = ts
+        scan.first_ts_ms = ts if scan.first_ts_ms is None else scan.first_ts_ms
+        scan.formats[record_format(rec)] += 1
+        spread = _spread_bps(best_bid, best_ask)
+        if spread is not None and (scan.max_spread_bps is None or spread > scan.max_spread_bps):
+            scan.max_spread_bps = spread
+        if rec["gap_detected"] is True:
+            scan.gap_markers += 1
+        if "checksum_ok" not in rec:
+            scan.checksum_not_recorded += 1
+        elif rec["checksum_ok"] is False:
+            scan.checksum_markers += 1
+    scan.records = len(lines)
+    scan.last_ts_ms = prev_ts if lines else None
+    return scan
+
+
+def scan_content(data: bytes, inst_id: str, hour: datetime) -> tuple[RecordScan, pa.Table | None]:
+    """The scan of an hour's records file whose content is `data`, and its source table when every
+    line is a JSON object of record fields (`read_source_table`): the hour's one parse, checked at once
+    when it is clean (`scan_source_table`), else line by line (`scan_records`)."""
+    src = read_source_table(data) if data.endswith(b"\n") else None
+    scan = scan_source_table(data.split(b"\n")[:-1], src, inst_id, hour) if src is not None else None
+    if scan is None:
+        return scan_records(io.BytesIO(data), inst_id, hour), src
+    scan.raw_bytes, scan.sha256 = len(data), hashlib.sha256(data).hexdigest()
+    return scan, src
+
+
 def scan_events(lines: Iterable[bytes]) -> EventScan:
     """Event counts by type of an events sidecar (unparseable lines are counted, not raised)."""
     scan = EventScan()
@@ -331,19 +408,27 @@ def _gc_paused() -> Iterator[None]:
 
 def compute_hour_stats(data_dir: Path, inst_id: str, hour: datetime, cadence_seconds: float) -> HourStats:
     """Stats of one instrument-hour as the lake holds it now (records may be archived)."""
+    return compute_hour_read(data_dir, inst_id, hour, cadence_seconds)[0]
+
+
+def compute_hour_read(data_dir: Path, inst_id: str, hour: datetime, cadence_seconds: float
+                      ) -> tuple[HourStats, pa.Table | None]:
+    """Stats of one instrument-hour as the lake holds it now (records may be archived), and the
+    source table its records were read into (`scan_content`; None where they are not all records)."""
     with _gc_paused():
-        found = scan_source(data_dir, inst_id, hour, lambda f: scan_records(f, inst_id, hour))
+        found = scan_source(data_dir, inst_id, hour, lambda f: scan_content(f.read(), inst_id, hour))
     if found is None:
-        source, kind, source_bytes, scan = None, "none", 0, RecordScan(sha256=hashlib.sha256().hexdigest())
+        source, kind, source_bytes, (scan, src) = None, "none", 0, (RecordScan(sha256=hashlib.sha256().hexdigest()),
+                                                                     None)
     else:
-        source, kind, source_bytes, scan = found
+        source, kind, source_bytes, (scan, src) = found
     events_file = layout.events_path(data_dir, inst_id, hour)
     if events_file.is_file():
         with open(events_file, "rb") as f:
             events = scan_events(f)
     else:
         events = EventScan()
-    return HourStats(
+    stats = HourStats(
         inst_id=inst_id,
         hour=hour,
         source=source,
@@ -353,3 +438,4 @@ def compute_hour_stats(data_dir: Path, inst_id: str, hour: datetime, cadence_sec
         scan=scan,
         events=events,
     )
+    return stats, src

@@ -32,13 +32,13 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from l2_lake.format import layout
 from l2_lake.format.hour_content import open_content
 from l2_lake.format.hours import is_closed
 from l2_lake.format.record import parse_ts_ms
+from l2_lake.format.source_json import read_source_table
 from l2_lake.quality.hour_stats import records_source
 from l2_lake.store.files import atomic_target
 from l2_lake.tiers.archive import OpenHourError, stray_temps
@@ -205,30 +205,6 @@ def records_to_table(records: Sequence[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_arrays([columns[f.name] for f in PARQUET_SCHEMA], schema=PARQUET_SCHEMA)
 
 
-_LEVELS_JSON = pa.list_(pa.list_(pa.string()))
-SOURCE_JSON_SCHEMA = pa.schema(
-    [
-        ("timestamp_utc", pa.string()),
-        ("exchange", pa.string()),
-        ("market", pa.string()),
-        ("channel", pa.string()),
-        ("instId", pa.string()),
-        ("bids_top400", _LEVELS_JSON),
-        ("asks_top400", _LEVELS_JSON),
-        ("best_bid", pa.string()),
-        ("best_ask", pa.string()),
-        ("mid_price", pa.string()),
-        ("checksum", pa.int64()),
-        ("seqId", pa.int64()),
-        ("prevSeqId", pa.int64()),
-        ("gap_detected", pa.bool_()),
-        ("book_crc32", pa.int64()),
-        ("recv_ts_utc", pa.string()),
-        ("checksum_ok", pa.bool_()),
-    ]
-)
-
-
 def _levels_from_json(column: pa.ChunkedArray) -> pa.ListArray:
     outer = column.combine_chunks()
     inner = outer.flatten()  # one list<string> per level
@@ -248,21 +224,10 @@ def _levels_from_json(column: pa.ChunkedArray) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, struct, mask=outer.is_null())
 
 
-def table_from_jsonl_bytes(data: bytes) -> pa.Table | None:
-    """Vectorised conversion with pyarrow's JSON reader; None when the hour is not entirely made of
-    well-formed records (then `records_to_table` handles it line by line)."""
-    lines = data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
-    if not lines:
-        return None
+def curated_from_source(src: pa.Table) -> pa.Table | None:
+    """The typed table (`PARQUET_SCHEMA`) of an hour read by `l2_lake.format.source_json.read_source_table`;
+    None when a value does not convert (then `records_to_table` handles the hour line by line)."""
     try:
-        src = pa_json.read_json(
-            pa.BufferReader(data),
-            read_options=pa_json.ReadOptions(block_size=max(1 << 20, min(len(data) + 1, 1 << 28))),
-            parse_options=pa_json.ParseOptions(explicit_schema=SOURCE_JSON_SCHEMA, unexpected_field_behavior="error",
-                                               newlines_in_values=False),
-        )
-        if src.num_rows != lines:
-            return None
         columns: dict[str, pa.Array] = {
             "timestamp_utc": pc.cast(src["timestamp_utc"], TS_TYPE).combine_chunks(),
             "recv_ts_utc": pc.cast(src["recv_ts_utc"], TS_TYPE).combine_chunks(),
@@ -278,6 +243,13 @@ def table_from_jsonl_bytes(data: bytes) -> pa.Table | None:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, IndexError):
         return None
     return pa.Table.from_arrays([columns[f.name] for f in PARQUET_SCHEMA], schema=PARQUET_SCHEMA)
+
+
+def table_from_jsonl_bytes(data: bytes) -> pa.Table | None:
+    """Vectorised conversion with pyarrow's JSON reader; None when the hour is not entirely made of
+    well-formed records (then `records_to_table` handles it line by line)."""
+    src = read_source_table(data)
+    return None if src is None else curated_from_source(src)
 
 
 def json_objects(lines: Sequence[bytes]) -> list[dict[str, Any]]:
