@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,9 +41,10 @@ from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.backfill import execute_backfill_iteration
 from dagster._daemon.sensor import execute_sensor_iteration
 
+from bench.hour_cost import capture_cpu_per_instrument_hour, report, step_costs
+from bench.synthetic_hours import instrument_records, write_hour
 from bench.timing import timed
 from l2_lake.format import layout
-from l2_lake.format.record import build_record, encode_line, format_ts_ms
 from l2_pipeline.definitions import build_definitions
 from l2_pipeline.keys import RAW_HOUR
 from l2_pipeline.resources import LakeResource
@@ -53,35 +55,6 @@ KNOWN = ["BTC-USDT-SWAP", "ETH-USDT-SWAP", "SOL-USDT-SWAP", "XRP-USDT-SWAP", "DO
 
 def instrument_ids(n: int) -> list[str]:
     return (KNOWN + [f"BENCH{i}-USDT-SWAP" for i in range(n)])[:n]
-
-
-def _templates(inst_id: str, depth: int, variants: int = 16) -> list[dict[str, Any]]:
-    out = []
-    for v in range(variants):
-        mid = 970_000 + v
-        bids = [[f"{(mid - 1 - i) / 10:.1f}", f"0.{(i + v) % 9 + 1}", "0", str(1 + i % 4)] for i in range(depth)]
-        asks = [[f"{(mid + 1 + i) / 10:.1f}", f"0.{(i + 2 * v) % 9 + 1}", "0", str(1 + i % 3)] for i in range(depth)]
-        out.append(build_record(inst_id=inst_id, ts_ms=0, recv_ms=0, bids=bids, asks=asks, checksum=0, seq_id=0,
-                                prev_seq_id=0, gap_detected=False, checksum_ok=True))
-    return out
-
-
-def write_hour(data_dir: Path, inst_id: str, hour: datetime, templates: list[dict], per_hour: int) -> int:
-    start = int(hour.timestamp() * 1000)
-    step = 3_600_000 // per_hour
-    lines = []
-    for i in range(per_hour):
-        ts = start + 1000 + i * step
-        rec = dict(templates[i % len(templates)])
-        rec["timestamp_utc"] = format_ts_ms(ts)
-        rec["recv_ts_utc"] = format_ts_ms(ts + 12)
-        rec["seqId"], rec["prevSeqId"] = 10_000 + i, 9_999 + i
-        lines.append(encode_line(rec))
-    path = layout.records_path(data_dir, inst_id, hour)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = b"".join(lines)
-    path.write_bytes(data)
-    return len(data)
 
 
 @dataclass
@@ -106,7 +79,7 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
     def generate() -> int:
         total = 0
         for inst in insts:
-            templates = _templates(inst, depth)
+            templates = instrument_records(inst, depth)
             total += sum(write_hour(data_dir, inst, h, templates, per_hour) for h in hours)
         return total
 
@@ -118,11 +91,14 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
     compression_schedule = defs.get_schedule_def("compression_schedule")
 
     run_ids: dict[str, list[str]] = {}  # job (and variant) → the runs executed in process
+    run_cpu: dict[str, float] = {}  # job (and variant) → CPU seconds of its runs, Dagster's own work included
 
     def execute(job_name: str, requests: list, job_defs: Any = None, label: str = "") -> int:
         job = (job_defs or defs).resolve_job_def(job_name)
         for tags in requests:
+            started = time.process_time()
             result = job.execute_in_process(run_config=QUIET, instance=instance, tags=tags)
+            run_cpu[label or job_name] = run_cpu.get(label or job_name, 0.0) + time.process_time() - started
             assert result.success
             run_ids.setdefault(label or job_name, []).append(result.run_id)
         hours = (int(tags.get("l2/hours") or tags.get("l2/backfill_hours") or 0) for tags in requests)
@@ -172,8 +148,9 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
         hours = sum(len(partitions.get_partition_keys_in_range(PartitionKeyRange(
             tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG]))) for tags in sample)
         out.append(Timing("raw_hour runs (figures + 6 checks), in process", secs,
-                          f"{hours} hours in {len(sample)} run(s) ({hours / secs:.1f} h/s); the catch-up is "
-                          f"{len(batches)} such runs"))
+                          f"{hours} hours in {len(sample)} run(s) ({hours / secs:.1f} h/s, "
+                          f"{run_cpu['raw_hour_job'] / hours:.2f} s CPU per hour with Dagster's own work); "
+                          f"the catch-up is {len(batches)} such runs"))
 
         out += event_log_cost(instance, run_ids["raw_hour_job"], hours, "raw_hour runs (figures + 6 checks)")
         for figures in (True, False):
@@ -181,11 +158,12 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
             variant = build_definitions(LakeResource(data_dir=str(data_dir), instruments=insts,
                                                      curate_on_register=False, hour_figures=figures))
             _, secs = timed(lambda v=variant, lb=label: execute("curate_job", sample, v, lb))
-            out.append(Timing(label, secs, f"{hours} hours ({hours / secs:.1f} h/s)"))
+            out.append(Timing(label, secs, f"{hours} hours ({hours / secs:.1f} h/s, {run_cpu[label] / hours:.2f} s "
+                                           "CPU per hour with Dagster's own work)"))
             out += event_log_cost(instance, run_ids[label], hours, label)
 
         for inst in insts:
-            write_hour(data_dir, inst, withheld, _templates(inst, depth), per_hour)
+            write_hour(data_dir, inst, withheld, instrument_records(inst, depth), per_hour)
         n, secs = timed(tick)
         out.append(Timing("sensor tick, steady (1 new hour/instrument)", secs, f"{n} partitions requested"))
 
@@ -198,9 +176,10 @@ def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) 
             due = sum(int(request.tags["l2/hours"]) for request in requests)
             out.append(Timing(f"{label}: evaluation", secs, f"{due} hours due, {len(requests)} run(s)"))
             if requests:
-                due, secs = timed(lambda r=requests: execute("compress_job", [q.tags for q in r]))
+                due, secs = timed(lambda r=requests, lb=label: execute("compress_job", [q.tags for q in r], label=lb))
                 out.append(Timing(f"{label}: compress_job runs", secs,
-                                  f"{due} hours archived in {len(requests)} run(s) ({due / secs:.1f} h/s)"))
+                                  f"{due} hours archived in {len(requests)} run(s) ({due / secs:.1f} h/s, "
+                                  f"{run_cpu[label] / due:.2f} s CPU per hour with Dagster's own work)"))
     return out
 
 
@@ -231,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=10, help="levels per side (collector default 400)")
     parser.add_argument("--records-per-hour", type=int, default=1800)
     parser.add_argument("--keep", type=Path, help="write the lakes here and keep them")
+    parser.add_argument("--capture", type=int, default=0, metavar="N",
+                        help="also measure the collector's capture over N simulated instruments (bench.hour_cost)")
     args = parser.parse_args(argv)
     root = args.keep or Path(tempfile.mkdtemp(prefix="l2-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -240,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{n} instruments:")
             for timing in bench(n, args.days, args.depth, args.records_per_hour, root):
                 print(timing, flush=True)
+        print(f"\nCPU per instrument-hour of each step at depth {args.depth} (python -m bench.hour_cost):")
+        costs = step_costs(root / "hour-cost", args.depth, args.records_per_hour)
+        capture = capture_cpu_per_instrument_hour(args.capture, 45.0) if args.capture else None
+        print("\n".join(report(costs, capture)))
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

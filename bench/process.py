@@ -483,7 +483,8 @@ def tape_ratios(pairs: list[tuple[Result, Result]], limit: float) -> None:
               f"{off.window.machine_busy_pct:.0f} / {on.window.machine_busy_pct:.0f} | {ok} |")
 
 
-def main(argv: list[str] | None = None) -> None:
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's options from `argv` (the command line by default)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="2,50,250", help="instrument counts, comma-separated (default 2,50,250)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds the collector runs (default 60)")
@@ -505,6 +506,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.warmup >= args.duration:
         parser.error("--warmup must be shorter than --duration")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(argv)
     have_time = os.access(TIME_BIN, os.X_OK) and not args.no_time
     if not have_time:
         print(f"not using {TIME_BIN} (install GNU time: `apt-get install -y time`); whole-run CPU and peak RSS "

@@ -3,7 +3,7 @@
     python -m bench.read                     # one day of one instrument, depth 25 and 400
     python -m bench.read --hours 6 --records-per-hour 1800 --depth 400
 
-Writes `hours` hours of one instrument (`bench.lake.write_hour`, `depth` levels a side) under a
+Writes `hours` hours of one instrument (`bench.synthetic_hours.write_hour`, `depth` levels a side) under a
 temporary directory, converts each to curated Parquet, then times, best of `--repeat`:
 - the floor: `pq.read_table` of the hours' files (the whole day, every column);
 - `read_books` over the same day, all levels, and with `depth=25`.
@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from bench.lake import _templates, write_hour
+from bench.synthetic_hours import instrument_records, write_hour
 from l2_lake.format import layout
 from l2_lake.tiers.curated import write_parquet
 from l2_pipeline import read_books
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
         hours = [start + timedelta(hours=h) for h in range(args.hours)]
-        templates = _templates(INST, args.depth)
+        templates = instrument_records(INST, args.depth)
         for hour in hours:
             write_hour(root, INST, hour, templates, args.records_per_hour)
             write_parquet(root, INST, hour, datetime.now(UTC))

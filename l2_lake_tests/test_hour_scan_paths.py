@@ -43,6 +43,15 @@ def _reordered(rec: Record) -> Record:
     return {key: rec[key] for key in keys}
 
 
+def _between_levels(names: tuple[str, ...]) -> Callable[[Record], Record]:
+    """The fields `names` moved between the bids and the asks (an original-format record once cut out)."""
+    def mutate(rec: Record) -> Record:
+        keys = [key for key in rec if key not in names]
+        at = keys.index("asks_top400")
+        return {key: rec[key] for key in [*keys[:at], *names, *keys[at:]]}
+    return mutate
+
+
 def _recrc(rec: Record) -> Record:
     return {**rec, "book_crc32": okx_checksum(rec["bids_top400"], rec["asks_top400"])}
 
@@ -85,6 +94,8 @@ RECORD_MUTATIONS: dict[str, Callable[[Record], Record]] = {
     "empty asks, crc kept": lambda rec: _recrc({**_levels("asks_top400", lambda lv: [])(rec), "best_ask": None}),
     "levels not a list": _set("asks_top400", "none"),
     "fields out of order": _reordered,
+    "added fields between the levels": _between_levels(ADDED_FIELDS),
+    "seqId between the levels": _between_levels(("seqId",)),
     "extra field": _set("note", "x"),
     "field missing": lambda rec: {k: v for k, v in rec.items() if k != "seqId"},
     "seqId null": _set("seqId", None),

@@ -191,6 +191,19 @@ def lake_assets(lake) -> dict:
     return out
 
 
+def materialize_named(lake, names: Sequence[str], **kwargs):
+    """`dagster.materialize` of exactly the assets named `names` of the code location over `lake`, with
+    the checks named there (by `lake_assets` name): an asset of the multi-asset `hour_tiers` runs
+    without the others."""
+    from dagster import AssetKey, materialize
+
+    assets = lake_assets(lake)
+    chosen = list({id(assets[name]): assets[name] for name in names}.values())
+    keys = [AssetKey(name) for name in names if name in assets and assets[name] in chosen
+            and AssetKey(name) in getattr(assets[name], "keys", ())]
+    return materialize(chosen, selection=keys, **kwargs)
+
+
 def lake_schedule(lake, name: str = "compression_schedule"):
     """The schedule `name` of the code location over `lake`, loaded now (the compression schedule's
     partitions are what the lake holds now)."""

@@ -32,6 +32,7 @@ from l2_pipeline_tests.lake_factory import (
     lake_resource,
     make_record,
     make_records,
+    materialize_named,
     ms,
     plant_good_hour,
     torn,
@@ -184,10 +185,9 @@ def test_checks_pass_on_good_and_fail_on_planted_bad_hours(tmp_path, dagster_ins
     expected.update(plant_bad_hours(tmp_path))
     lake = lake_resource(tmp_path)
     with dagster_instances.ephemeral() as instance:
-        assets = lake_assets(lake)
         for key, failing in expected.items():
-            result = materialize([assets["raw_hour"], assets["raw_hour_quality"]], partition_key=key,
-                                 instance=instance, resources={"lake": lake})
+            result = materialize_named(lake, ["raw_hour", "raw_hour_quality"], partition_key=key,
+                                       instance=instance, resources={"lake": lake})
             assert result.success  # failed checks do not fail the run
             evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
             assert set(evaluations) == set(HOUR_CHECKS)
@@ -208,10 +208,10 @@ def test_archive_and_parquet_assets_per_partition(tmp_path, dagster_instances):
     key = str(partition_key(BTC, BASE_HOUR))
     lake: LakeResource = lake_resource(tmp_path)
     assets = lake_assets(lake)
-    curated_parquet, raw_archive = assets["curated_parquet"], assets["raw_archive"]
+    raw_archive = assets["raw_archive"]
     with dagster_instances.ephemeral() as instance:
-        result = materialize([curated_parquet, raw_archive], partition_key=key, instance=instance,
-                             resources={"lake": lake})
+        result = materialize_named(lake, ["curated_parquet", "raw_archive"], partition_key=key, instance=instance,
+                                   resources={"lake": lake})
         assert result.success
         metas = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
         assert metas[RAW_ARCHIVE]["status"].value == "archived"
@@ -224,12 +224,12 @@ def test_archive_and_parquet_assets_per_partition(tmp_path, dagster_instances):
         assert mat.materialization.metadata["status"].value == "already_archived"
         # an hour with no data file fails each step, naming the hour, the paths looked for, what to do
         missing = str(partition_key(BTC, BASE_HOUR + timedelta(hours=7)))
-        none = materialize([raw_archive, curated_parquet], partition_key=missing, instance=instance,
-                           resources={"lake": lake}, raise_on_error=False)
+        none = materialize_named(lake, ["raw_archive", "curated_parquet"], partition_key=missing,
+                                 instance=instance, resources={"lake": lake}, raise_on_error=False)
         assert not none.success and none.get_asset_materialization_events() == []
         failures = {e.step_key: e.step_failure_data.user_failure_data.description
                     for e in none.all_events if e.is_step_failure}
-        assert set(failures) == {"raw_archive", "curated_parquet"}
+        assert set(failures) == {"raw_archive", "hour_tiers"}
         for description in failures.values():
             assert f"- {missing}: no data" in description
             assert str(layout.records_path(tmp_path, BTC, BASE_HOUR + timedelta(hours=7))) in description
@@ -242,11 +242,10 @@ def test_empty_hour_materializes_with_a_note_and_a_missing_hour_fails(tmp_path, 
     empty = BASE_HOUR + timedelta(hours=2)
     write_hour(tmp_path, BTC, empty, lines=[b"not a record\n"])
     lake = lake_resource(tmp_path)
-    assets = lake_assets(lake)
     with dagster_instances.ephemeral() as instance:
         key = str(partition_key(BTC, empty))
-        results = [materialize(selection, partition_key=key, instance=instance, resources={"lake": lake})
-                   for selection in ([assets["raw_hour"]], [assets["curated_parquet"], assets["raw_archive"]])]
+        results = [materialize_named(lake, names, partition_key=key, instance=instance, resources={"lake": lake})
+                   for names in (["raw_hour"], ["curated_parquet", "raw_archive"])]
         assert all(result.success for result in results)
         metas = {e.asset_key: e.materialization.metadata for r in results for e in r.get_asset_materialization_events()}
         assert metas[RAW_HOUR]["records"].value == 0 and metas[RAW_HOUR]["invalid_lines"].value == 1
@@ -258,8 +257,8 @@ def test_empty_hour_materializes_with_a_note_and_a_missing_hour_fails(tmp_path, 
 
         missing = BASE_HOUR + timedelta(hours=5)
         key = str(partition_key(BTC, missing))
-        failed = materialize([assets["raw_hour"]], partition_key=key, instance=instance, resources={"lake": lake},
-                             raise_on_error=False)
+        failed = materialize_named(lake, ["raw_hour"], partition_key=key, instance=instance,
+                                   resources={"lake": lake}, raise_on_error=False)
         assert not failed.success and instance.get_materialized_partitions(RAW_HOUR) == {str(partition_key(BTC, empty))}
         (failure,) = [e for e in failed.all_events if e.is_step_failure]
         description = failure.step_failure_data.user_failure_data.description

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from dagster import AssetCheckKey, build_sensor_context, materialize
+from dagster import AssetCheckKey, build_sensor_context
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from l2_lake.format import layout
@@ -28,10 +28,10 @@ from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
     event,
-    lake_assets,
     lake_resource,
     make_record,
     make_records,
+    materialize_named,
     ms,
     plant_good_hour,
     plant_live_hour,
@@ -245,15 +245,14 @@ def test_canonical_hour_asset_check_and_sensor_on_an_instance(tmp_path, dagster_
     graph = defs.resolve_asset_graph()
     assert graph.get(RAW_HOUR).parent_keys == {CANONICAL_HOUR}
     assert AssetCheckKey(CANONICAL_HOUR, REPLICAS_AGREE) in graph.asset_check_keys
-    assets = lake_assets(lake)
     good_key, bad_key = str(partition_key(BTC, good)), str(partition_key(BTC, bad))
     with dagster_instances.persistent(tmp_path / "home") as instance:  # persistent, like a deployment's
         first = replica_tick(defs, instance, lake)
         both = {good_key, bad_key}
         assert requested(first) == {"canonical_hour": both, "raw_hour": both, "curated_parquet": both,
                                     "book_features": both}
-        result = materialize(
-            [assets["canonical_hour"], assets["replicas_agree_check"], assets["raw_hour"]], instance=instance,
+        result = materialize_named(
+            lake, ["canonical_hour", "replicas_agree_check", "raw_hour"], instance=instance,
             resources={"lake": lake}, tags={ASSET_PARTITION_RANGE_START_TAG: good_key,
                                             ASSET_PARTITION_RANGE_END_TAG: bad_key})
         assert result.success  # a failed check does not fail the run

@@ -286,17 +286,22 @@ def scan_records(lines: Iterable[bytes], inst_id: str, hour: datetime) -> Record
 LEVEL_KEYS = (b',"bids_top400":', b',"asks_top400":')
 AFTER_LEVELS = b',"best_bid":'
 LEVELS_PLACEHOLDER = b',"bids_top400":0,"asks_top400":0'
+CLOSE_BRACKET = ord("]")
 
 
 def _skeleton(line: bytes) -> dict[str, Any] | None:
-    """A record line parsed without its levels (they stand in as 0, in their place), or None when the
-    line is not laid out as the collector writes it: each level key once, after `instId`, the asks
-    right after the bids and `best_bid` right after the asks; nothing else inside the level arrays."""
+    """A record line that `read_source_table` accepted, parsed without its levels (they stand in as 0,
+    in their place); None unless the asks come right after the bids and `best_bid` right after the asks.
+
+    The reader accepted only the record's fields, each once, with the contract's types, so the key
+    texts found are the keys (a quote inside a string is escaped) and only the level fields hold
+    arrays: a value ending in `]` just before the asks key is the bids' array, so no field stands
+    between the two, and likewise between the asks and `best_bid`."""
     bids = line.find(LEVEL_KEYS[0])
     asks = line.find(LEVEL_KEYS[1], bids)
     after = line.find(AFTER_LEVELS, asks)
-    if bids < 0 or asks < 0 or after < 0 or line.count(b'":', bids, after) != 2:
-        return None  # a `":` inside the levels: a key, or a string holding one (a valid level has neither)
+    if bids < 0 or asks < 0 or after < 0 or line[asks - 1] != CLOSE_BRACKET or line[after - 1] != CLOSE_BRACKET:
+        return None
     try:
         rec = orjson.loads(line[:bids] + LEVELS_PLACEHOLDER + line[after:])
     except orjson.JSONDecodeError:

@@ -21,8 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+import pyarrow as pa
+
 from l2_lake.format import layout
-from l2_lake.quality.hour_stats import HourStats, compute_hour_stats
+from l2_lake.quality.hour_stats import HourStats, compute_hour_read, compute_hour_stats
 from l2_lake.quality.tape_stats import TapeFigureDrawer, TapeHourStats, compute_tape_stats
 from l2_lake.store.tree import LakeTree, Needs, as_tree
 
@@ -97,12 +99,19 @@ def cached_read(lake: Path | LakeTree, inst_id: str, hour: datetime, what: tuple
         return _cache[key], before
     with tree.hour_workspace(inst_id, hour, needs) as root:
         value = compute(root)
-    after = tree.fingerprint(inst_id, hour, prefix)
-    if after == before:  # not changed while being read: safe to reuse while it stays so
+    _keep_unchanged(tree, key, value, prefix)
+    return value, before
+
+
+def _keep_unchanged(tree: LakeTree, key: tuple, value: Any, prefix: Path = layout.RAW_PREFIX) -> None:
+    """Keep `value` under `key` (whose last part is the fingerprint of the hour's files before they
+    were read) if the files still have that fingerprint: not changed while being read, so safe to
+    reuse while they keep it."""
+    _, _, inst_id, hour, before = key
+    if tree.fingerprint(inst_id, hour, prefix) == before:
         _cache[key] = value
         while len(_cache) > MAX_CACHED_HOURS:
             _cache.popitem(last=False)
-    return value, before
 
 
 def hour_stats(lake: Path | LakeTree, inst_id: str, hour: datetime, cadence_seconds: float
@@ -111,6 +120,19 @@ def hour_stats(lake: Path | LakeTree, inst_id: str, hour: datetime, cadence_seco
     tree = as_tree(lake)
     return cached_read(tree, inst_id, hour, ("hour_stats", cadence_seconds), RAW_NEEDS,
                        lambda root: labelled(tree, compute_hour_stats(root, inst_id, hour, cadence_seconds)))
+
+
+def read_staged_hour(tree: LakeTree, root: Path, inst_id: str, hour: datetime, cadence_seconds: float, before: str
+                     ) -> tuple[HourRead[HourStats], pa.Table | None]:
+    """`read_hour` of an hour whose files fingerprinted `before` are staged in `root` (`tree.hour_workspace`),
+    with the source table its records were read into (`compute_hour_read`), for the steps that build the
+    hour's other tiers from the same read; the stats are kept for the hour's checks as `hour_stats` keeps them."""
+    try:
+        stats, src = compute_hour_read(root, inst_id, hour, cadence_seconds)
+    except Exception as exc:  # any unreadable file, as `guarded_read`
+        return HourRead(None, before, f"{type(exc).__name__}: {exc}"), None
+    _keep_unchanged(tree, (tree.key, ("hour_stats", cadence_seconds), inst_id, hour, before), labelled(tree, stats))
+    return HourRead(stats, before), src
 
 
 def tape_hour_stats(lake: Path | LakeTree, inst_id: str, hour: datetime, figure: TapeFigureDrawer | None = None

@@ -319,14 +319,16 @@ def source_metadata(data_dir: Path, source: Path, inst_id: str, hour: datetime, 
 
 
 def write_parquet(
-    data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta = timedelta(minutes=2)
+    data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta = timedelta(minutes=2), *,
+    loaded: tuple[Path, pa.Table, int] | None = None,
 ) -> CuratedResult:
-    """Build (or rebuild) the hour's Parquet file atomically; refuses the open hour."""
+    """Build (or rebuild) the hour's Parquet file atomically; refuses the open hour. `loaded`: the hour
+    as `load_hour` gives it, already read (`l2_lake.tiers.hour_tiers`); else it is read here."""
     started = time.monotonic()
     target = layout.curated_path(data_dir, inst_id, hour)
     if not is_closed(hour, now, grace):
         raise OpenHourError(f"{inst_id} {hour:%Y-%m-%d %H}:00 is not closed yet; no Parquet for an open hour")
-    loaded = load_hour(data_dir, inst_id, hour)
+    loaded = loaded or load_hour(data_dir, inst_id, hour)
     if loaded is None:
         return CuratedResult(inst_id, hour, "no_data", target, seconds=time.monotonic() - started)
     source, table, lines = loaded

@@ -75,15 +75,16 @@ def _median(column: pa.ChunkedArray) -> float | None:
 
 def write_features(data_dir: Path, inst_id: str, hour: datetime, now: datetime,
                    grace: timedelta = timedelta(minutes=2), *,
-                   figure: HourFigureDrawer | None = None) -> FeaturesResult:
+                   figure: HourFigureDrawer | None = None, books: pa.Table | None = None) -> FeaturesResult:
     """Compute and atomically write the hour's features (refuses the open hour); with a `figure` drawer, also
-    render the hour's PNG."""
+    render the hour's PNG. `books`: the hour's curated table, already read (`l2_lake.tiers.hour_tiers`); else
+    it is read here."""
     started = time.monotonic()
     target = layout.features_path(data_dir, inst_id, hour)
     if not is_closed(hour, now, grace):
         raise OpenHourError(f"{inst_id} {hour:%Y-%m-%d %H}:00 is not closed yet; no features for an open hour")
     lake = HomeLake(LocalHome(Path(data_dir)))
-    books = lake.hour_books(inst_id, hour)
+    books = books if books is not None else lake.hour_books(inst_id, hour)
     if books is None:
         return FeaturesResult(inst_id, hour, "no_data", target, seconds=time.monotonic() - started)
     features = book_features(books)

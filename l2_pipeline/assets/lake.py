@@ -9,6 +9,10 @@
   hour's figure in its metadata (`l2_lake.pictures.plots.hour_figure`).
 - `instrument_metadata`: OKX instrument objects and their change history under `meta/`.
 
+`raw_hour`, `curated_parquet` and `book_features` are the multi-asset `hour_tiers`: one step that
+reads each hour once and builds what its run selected from that read (`l2_lake.tiers.hour_tiers`);
+each can still be materialized alone (`can_subset`).
+
 The partitioned assets are built by `build_lake_assets(partitions)` when the code location loads
 (the hour dimension starts where the configuration says). The tape's assets (`l2_pipeline.assets.tape`)
 are made of the same pieces: `hours_asset`, `materialize_hours` and `RegisteredHour`. Materializing `raw_archive` or
@@ -18,8 +22,7 @@ archived when it is registered gets its `raw_archive` materialization the same w
 backfill includes it; `archive_hour` reports it `already_archived`).
 
 Runs and missing data:
-- `raw_hour`, `raw_archive`, `curated_parquet` and `book_features` have
-  `BackfillPolicy.multi_run(HOURS_PER_RUN)`: a backfill
+- `hour_tiers` and `raw_archive` have `BackfillPolicy.multi_run(HOURS_PER_RUN)`: a backfill
   (or a schedule tick) of N hours is a few runs of up to `HOURS_PER_RUN` partitions each. A run
   processes every hour of its range and records one materialization per hour, with that hour's
   metadata; if any hour could not be done it records the others and fails, naming each failed
@@ -34,7 +37,7 @@ import asyncio
 import base64
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -46,6 +49,7 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     AssetsDefinition,
+    AssetSpec,
     BackfillPolicy,
     BetaWarning,
     Failure,
@@ -56,21 +60,22 @@ from dagster import (
     Output,
     PathMetadataValue,
     asset,
+    multi_asset,
 )
 
 from l2_lake.format import layout
 from l2_lake.format.hours import is_closed, iso, now_utc
 from l2_lake.pictures.plots import hour_figure
 from l2_lake.quality.hour_stats import HourStats
-from l2_lake.quality.stats_cache import HourRead, read_hour
+from l2_lake.quality.stats_cache import HourRead
 from l2_lake.quality.verdicts import SCHEMA_VALID, Verdict, hour_verdicts, quality_summary
 from l2_lake.store import instrument_meta
 from l2_lake.store.home import Changed
 from l2_lake.store.s3 import StoreError
 from l2_lake.store.tree import LakeTree, LocalTree, Needs
 from l2_lake.tiers.archive import ArchiveVerificationError, archive_hour
-from l2_lake.tiers.curated import write_parquet
-from l2_lake.tiers.features_hour import FeaturesResult, write_features
+from l2_lake.tiers.features_hour import FeaturesResult
+from l2_lake.tiers.hour_tiers import CURATE, FEATURES, build_hour_tiers
 from l2_lake.tiers.instruments import RefreshResult, refresh_instruments
 from l2_lake.venues import rest
 from l2_lake.venues.registry import DEFAULT_VENUE
@@ -164,12 +169,9 @@ def require_closed(inst_id: str, hour: datetime, now: datetime, grace: timedelta
         raise HourFailed(f"{inst_id} {iso(hour)} is the open hour (or inside the {grace} grace): not registered")
 
 
-def register_hour(lake: Path | LakeTree, inst_id: str, hour: datetime, now: datetime, grace: timedelta, *,
-                  cadence_seconds: float, coverage_threshold_pct: float) -> RegisteredHour:
-    """Read one closed hour's figures. An hour that cannot be read (corrupt gzip, I/O error) is
-    registered with its error rather than failing the run: its `schema_valid` check says so."""
-    require_closed(inst_id, hour, now, grace)
-    read = read_hour(lake, inst_id, hour, cadence_seconds)
+def registered(read: HourRead[HourStats], coverage_threshold_pct: float) -> RegisteredHour:
+    """The registration of one closed hour's read. An hour that could not be read (corrupt gzip, I/O
+    error) is registered with its error rather than failing the run: its `schema_valid` check says so."""
     return RegisteredHour.of(read, hour_verdicts(read.stats, read.error, coverage_threshold_pct), stats_metadata,
                              lambda stats: stats.has_data)
 
@@ -212,9 +214,45 @@ def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: 
     """Run `work` on every partition of the step (one, or a range): on the lake's tree itself
     (`needs` None: `work` takes a tree), or on a directory holding the hour's files that `needs`
     names (the lake directory, or a workspace of object storage's files: `LakeTree.hour_workspace`).
-    An hour `work` finds no data of fails naming the files of the dataset `prefix` it can have.
+    What is recorded, and how a run with failed hours ends: `materialize_assets_hours`."""
+    tree = lake.tree
 
-    All done: the step's output, with each hour's metadata added to its partition
+    def one_asset(inst_id: str, hour: datetime) -> dict[AssetKey, HourResult | Exception]:
+        if needs is None:
+            return {context.asset_key: work(tree, inst_id, hour, now_utc(), lake.grace)}
+        with tree.hour_workspace(inst_id, hour, needs) as root:
+            return {context.asset_key: work(root, inst_id, hour, now_utc(), lake.grace)}
+
+    yield from materialize_assets_hours(context, lake, one_asset, prefix)
+
+
+HourOutcomes = Callable[[str, datetime], Mapping[AssetKey, HourResult | Exception]]
+HOUR_ERRORS = (HourFailed, ValueError, ArchiveVerificationError, OSError, StoreError)  # OpenHourError too
+
+
+def _materialized(outcome: HourResult | Exception, inst_id: str, hour: datetime, lake: LakeResource,
+                  prefix: Path) -> HourResult:
+    """`outcome` of one asset's hour; raised as the hour's failure when it is not a materialization (an
+    hour without data fails naming the files of the dataset `prefix` it can have)."""
+    if isinstance(outcome, Exception):
+        raise outcome
+    if outcome.status == "no_data":
+        base = lake.root if isinstance(lake.tree, LocalTree) else Path("")
+        raise missing_data(inst_id, [lake.tree.where(layout.records_path(base, inst_id, hour, prefix)),
+                                     lake.tree.where(layout.archive_path(base, inst_id, hour, prefix))])
+    if outcome.status == "busy":
+        raise HourFailed("a live collector still holds this hour's file, or another run is processing it; "
+                         "materialize it again later")
+    return outcome
+
+
+def materialize_assets_hours(context: AssetExecutionContext, lake: LakeResource, outcomes: HourOutcomes,
+                             prefix: Path = layout.RAW_PREFIX) -> Iterator[Output | AssetMaterialization]:
+    """Materialize every partition of the step (one, or a range) of each asset `outcomes` gives an
+    outcome of, hour by hour: `outcomes(inst_id, hour)` is each asset's result, or the exception that
+    stopped it (one that stops the hour's every asset is raised).
+
+    An asset all done: its output, with each hour's metadata added to its partition
     (`add_asset_metadata`), so Dagster records one materialization per hour and later steps of the
     same run (the hour checks, assets downstream) run. Some failed: one materialization per hour that
     was done, then a `Failure` naming every hour that could not be done and why."""
@@ -222,52 +260,65 @@ def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: 
     # a backfill's runs all inherit its tags: each run names its own range (the Runs list shows it)
     context.instance.add_run_tags(context.run.run_id,
                                   {"l2/first": keys[0], "l2/last": keys[-1], "l2/hours": str(len(keys))})
-    tree = lake.tree
-    base = lake.root if isinstance(tree, LocalTree) else Path("")
-    failed: dict[str, str] = {}
-    done: dict[str, dict[str, Any]] = {}
+    # in the order the asset's outputs are declared: a multi-asset's outputs must be yielded upstream first
+    assets = [key for key in context.assets_def.keys_by_output_name.values() if key in context.selected_asset_keys]
+    failed: dict[str, dict[AssetKey, str]] = {}  # partition → asset → why it could not be done
+    done: dict[AssetKey, dict[str, dict[str, Any]]] = {asset: {} for asset in assets}
     started = time.monotonic()
     for key in keys:
         try:
             inst_id, hour = parse_partition_key(key)
-            if needs is None:
-                result = work(tree, inst_id, hour, now_utc(), lake.grace)
-            else:
-                with tree.hour_workspace(inst_id, hour, needs) as root:
-                    result = work(root, inst_id, hour, now_utc(), lake.grace)
-            if result.status == "no_data":
-                raise missing_data(inst_id, [tree.where(layout.records_path(base, inst_id, hour, prefix)),
-                                             tree.where(layout.archive_path(base, inst_id, hour, prefix))])
-            if result.status == "busy":
-                raise HourFailed("a live collector still holds this hour's file, or another run is processing it; "
-                                 "materialize it again later")
-        except (HourFailed, ValueError, ArchiveVerificationError, OSError, StoreError) as exc:  # OpenHourError too
-            failed[key] = str(exc)
-            context.log.error(f"{key}: {exc}")
-            continue
-        if result.warning:
-            context.log.warning(f"{key}: {result.warning}")
-        done[key] = relocated(result.metadata(), tree)
-        if result.empty:
-            done[key]["note"] = EMPTY_NOTE
-    context.log.info(f"{context.asset_key.to_user_string()}: {len(done)} of {len(keys)} hour(s) materialized "
-                     f"in {time.monotonic() - started:.1f}s")
-    if not failed:
-        for key, metadata in done.items():
-            context.add_asset_metadata(metadata, partition_key=key)
-        yield Output(None)
-        return
-    for key, metadata in done.items():
-        yield AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
+            results = outcomes(inst_id, hour)
+        except HOUR_ERRORS as exc:
+            failed[key] = dict.fromkeys(assets, str(exc))
+            results = {}
+        for target, outcome in results.items():
+            try:
+                result = _materialized(outcome, inst_id, hour, lake, prefix)
+            except HOUR_ERRORS as exc:
+                failed.setdefault(key, {})[target] = str(exc)
+                continue
+            if result.warning:
+                context.log.warning(f"{key}: {result.warning}")
+            done[target][key] = relocated(result.metadata(), lake.tree)
+            if result.empty:
+                done[target][key]["note"] = EMPTY_NOTE
+        if key in failed:
+            context.log.error(f"{key}: {_why(failed[key])}")
+    for target in assets:
+        context.log.info(f"{target.to_user_string()}: {len(done[target])} of {len(keys)} hour(s) materialized "
+                         f"in {time.monotonic() - started:.1f}s")
+    for target in assets:
+        if len(done[target]) == len(keys):
+            for key, metadata in done[target].items():
+                context.add_asset_metadata(metadata, asset_key=target, partition_key=key)
+            yield Output(None, output_name=context.assets_def.get_output_name_for_asset_key(target))
+        else:
+            for key, metadata in done[target].items():
+                yield AssetMaterialization(asset_key=target, partition=key, metadata=metadata)
+    if failed:
+        _raise_failed(context, {key: _why(reasons) for key, reasons in failed.items()}, len(keys))
+
+
+def _why(reasons: Mapping[AssetKey, str]) -> str:
+    """Why an hour could not be done: the reason, once when every asset of the hour failed for it."""
+    if len(set(reasons.values())) == 1:
+        return next(iter(reasons.values()))
+    return "; ".join(f"{target.to_user_string()}: {why}" for target, why in reasons.items())
+
+
+def _raise_failed(context: AssetExecutionContext, failed: dict[str, str], hours: int) -> None:
+    """End the step naming every failed hour and why (in its Failure, and the first in the run's tags)."""
     listed = list(failed)[:MAX_LISTED]
     more = f"{len(failed) - len(listed)} more" if len(failed) > len(listed) else ""
     first = listed[0]  # the reason where a failed backfill's Runs table shows it, not only in the event log
     context.instance.add_run_tags(context.run.run_id, {
         "l2/failed": f"{len(failed)} hour(s); {first}: {failed[first]}"[:FAILED_TAG_CHARS]})
     raise Failure(
-        description=f"{len(failed)} of {len(keys)} hour(s) not materialized (the other {len(done)} were):\n"
+        description=f"{len(failed)} of {hours} hour(s) not materialized (the other {hours - len(failed)} were):\n"
         + "\n".join(f"- {key}: {failed[key]}" for key in listed) + (f"\n… and {more}" if more else ""),
-        metadata={"failed_hours": MetadataValue.json(listed), "failed": len(failed), "materialized": len(done)},
+        metadata={"failed_hours": MetadataValue.json(listed), "failed": len(failed),
+                  "materialized": hours - len(failed)},
     )
 
 
@@ -306,9 +357,24 @@ def fetch_swap_instruments(rest_url: str, timeout: float) -> dict[str, dict[str,
     return asyncio.run(instrument_meta.fetch_swap_instruments(rest.RestClient(DEFAULT_VENUE, rest_url, timeout)))
 
 
-def features_hour(data_dir: Path, inst_id: str, hour: datetime, now: datetime, grace: timedelta, *,
-                  figure: bool) -> FeaturesHour:
-    return FeaturesHour(write_features(data_dir, inst_id, hour, now, grace, figure=hour_figure if figure else None))
+def hour_tier_outcomes(lake: LakeResource, selected: Set[AssetKey], inst_id: str, hour: datetime
+                       ) -> dict[AssetKey, HourResult | Exception]:
+    """The outcome for each of `raw_hour`, `curated_parquet` and `book_features` in `selected` of one
+    closed hour, all from one read of it (`l2_lake.tiers.hour_tiers`)."""
+    now = now_utc()
+    require_closed(inst_id, hour, now, lake.grace)
+    tiers = frozenset(tier for key, tier in ((CURATED_PARQUET, CURATE), (BOOK_FEATURES, FEATURES)) if key in selected)
+    built = build_hour_tiers(lake.tree, inst_id, hour, now, lake.grace, cadence_seconds=lake.cadence_seconds,
+                             tiers=tiers, figure=hour_figure if lake.hour_figures else None)
+    outcomes: dict[AssetKey, HourResult | Exception] = {}
+    if RAW_HOUR in selected:
+        outcomes[RAW_HOUR] = registered(built.read, lake.coverage_threshold_pct)
+    if built.curated is not None:
+        outcomes[CURATED_PARQUET] = built.curated
+    if built.features is not None:
+        outcomes[BOOK_FEATURES] = built.features if isinstance(built.features, Exception) \
+            else FeaturesHour(built.features)
+    return outcomes
 
 
 def hours_asset(partitions: MultiPartitionsDefinition, key: AssetKey, kind: str, description: str,
@@ -328,16 +394,31 @@ def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequ
     """`raw_hour`, `raw_archive`, `curated_parquet` and `book_features` over `partitions` (hour × instrument);
     `raw_hour` depends on `raw_hour_deps` (`canonical_hour` with replicas, `l2_pipeline.assets.replicas`)."""
 
-    @hours_asset(
-        partitions, RAW_HOUR,
-        "json", "One closed hour of one instrument as the collector wrote it ({HH}.jsonl or its .jsonl.gz). "
-        "raw_hours_sensor registers each closed hour with a backfill of this asset and its six quality checks; "
-        "materializing re-reads the hour and refreshes its figures.", deps=list(raw_hour_deps),
-    )
-    def raw_hour(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
-        yield from materialize_hours(context, lake, partial(register_hour, cadence_seconds=lake.cadence_seconds,
-                                                            coverage_threshold_pct=lake.coverage_threshold_pct),
-                                     needs=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)  # backfill_policy on @multi_asset is "beta" in Dagster 1.13
+
+        @multi_asset(
+            name="hour_tiers", partitions_def=partitions, can_subset=True, group_name=LAKE_GROUP,
+            backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=HOURS_PER_RUN),
+            description="An hour's registration, curated Parquet and features, built from one read of it.",
+            specs=[
+                AssetSpec(RAW_HOUR, deps=list(raw_hour_deps), kinds={"json"}, skippable=True, description=(
+                    "One closed hour of one instrument as the collector wrote it ({HH}.jsonl or its .jsonl.gz). "
+                    "raw_hours_sensor registers each closed hour with a backfill of this asset and its six quality "
+                    "checks; materializing re-reads the hour and refreshes its figures.")),
+                AssetSpec(CURATED_PARQUET, deps=[RAW_HOUR], kinds={"parquet"}, skippable=True, description=(
+                    "The hour as analysis-ready Parquet (pyarrow, zstd): timestamps as timestamp[ms, UTC], prices as "
+                    "float64 plus exact strings, levels as list<struct>; one row per source record.")),
+                AssetSpec(BOOK_FEATURES, deps=[CURATED_PARQUET], kinds={"parquet"}, skippable=True, description=(
+                    "Liquidity features of the hour, one row per record (features/…/data.parquet): spread in bps, "
+                    "depth within 10/25/100 bps per side, imbalance at 5/25/400 levels, microprice, mid log-return; "
+                    "null where the record is not the exchange's book. Metadata shows the hour's figure: mid and "
+                    "spread, depth, a liquidity heatmap and the gaps, resyncs and reconnects.")),
+            ],
+        )
+        def hour_tiers(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
+            selected = context.selected_asset_keys
+            yield from materialize_assets_hours(context, lake, partial(hour_tier_outcomes, lake, selected))
 
     @hours_asset(
         partitions, RAW_ARCHIVE,
@@ -347,26 +428,7 @@ def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequ
     def raw_archive(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
         yield from materialize_hours(context, lake, archive_hour, needs=(("records",), ("archive",)))
 
-    @hours_asset(
-        partitions, CURATED_PARQUET,
-        "parquet", "The hour as analysis-ready Parquet (pyarrow, zstd): timestamps as "
-        "timestamp[ms, UTC], prices as float64 plus exact strings, levels as list<struct>; one row per source record."
-    )
-    def curated_parquet(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
-        yield from materialize_hours(context, lake, write_parquet, needs=(("records", "archive"),))
-
-    @hours_asset(
-        partitions, BOOK_FEATURES,
-        "parquet", "Liquidity features of the hour, one row per record (features/…/data.parquet): "
-        "spread in bps, depth within 10/25/100 bps per side, imbalance at 5/25/400 levels, microprice, mid "
-        "log-return; null where the record is not the exchange's book. Metadata shows the hour's figure: mid and "
-        "spread, depth, a liquidity heatmap and the gaps, resyncs and reconnects.", deps=[CURATED_PARQUET],
-    )
-    def book_features(context: AssetExecutionContext, lake: LakeResource) -> Iterator[Output | AssetMaterialization]:
-        yield from materialize_hours(context, lake, partial(features_hour, figure=lake.hour_figures),
-                                     needs=(("curated", "records", "archive"), ("events",)))
-
-    return [raw_hour, raw_archive, curated_parquet, book_features]
+    return [hour_tiers, raw_archive]
 
 
 META_ATTEMPTS = 3
