@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector_tests.harness import reference_file
+from l2_lake.book import order_book
 from l2_lake.book.order_book import BadLevel, OrderBook
 from l2_lake.venues.okx.checksum import checksum_string, okx_checksum
 from l2_lake_tests.test_engine import as_lists
@@ -161,3 +162,52 @@ def test_delete_spelled_differently_never_leaves_a_stale_level() -> None:
             assert "written differently" in str(exc)
         else:
             raise AssertionError(f"{spelled} was accepted")
+
+
+# -- property test: the fast paths (remembered sizes, top-25 bound, deletes) against a dict model -----
+
+deep_prices = st.integers(min_value=1, max_value=120).map(lambda t: f"{Decimal(t) / 4:f}".rstrip("0").rstrip("."))
+deep_sizes = st.sampled_from(["0", "0", "0.0", "1", "1.0", "1.50", "2", "25", "0.001"])
+deep_levels = st.lists(st.tuples(deep_prices, deep_sizes).map(lambda ps: [ps[0], ps[1], "0", "3"]), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(deep_levels, deep_levels), min_size=1, max_size=40), st.sampled_from([3, 16_384]))
+def test_deep_book_and_checksum_match_dict_model(stream: list[tuple[list, list]], remembered: int) -> None:
+    """Books deeper than the 25 checksum levels, sizes seen before and not ("1" / "1.0" / "0.0"), and the
+    remembered-size set emptied as it fills: the book equals a dict model after every update, and its
+    (cached) checksum equals OKX's reference checksum of the model's top 25."""
+    saved = order_book._POSITIVE_SIZES_MAX
+    order_book._POSITIVE_SIZES_MAX = remembered
+    try:
+        book = OrderBook()
+        model_bids: dict[str, list[str]] = {}
+        model_asks: dict[str, list[str]] = {}
+        for bids, asks in stream:
+            book.apply(bids, asks)
+            _naive_apply(model_bids, bids)
+            _naive_apply(model_asks, asks)
+            expected_bids = _naive_top(model_bids, descending=True)
+            expected_asks = _naive_top(model_asks, descending=False)
+            assert as_lists(book.bids.top(400)) == expected_bids and len(book.bids) == len(expected_bids)
+            assert as_lists(book.asks.top(400)) == expected_asks and len(book.asks) == len(expected_asks)
+            assert book.checksum() == okx_checksum(expected_bids[:25], expected_asks[:25])
+    finally:
+        order_book._POSITIVE_SIZES_MAX = saved
+
+
+def test_checksum_follows_changes_at_the_25th_level_only() -> None:
+    """The checksum is recomputed when the 25th level changes (size, delete, insert above it), never
+    left stale, and a change at the 26th level leaves it as it was."""
+    bids = [[str(1000 - i), "1", "0", "1"] for i in range(30)]
+    asks = [[str(2000 + i), "1", "0", "1"] for i in range(30)]
+    book = OrderBook()
+    book.apply(bids, asks)
+    for bid_update in ([bids[24][0], "7", "0", "1"], [bids[25][0], "9", "0", "1"], [bids[24][0], "0", "0", "0"],
+                       ["975.5", "4", "0", "1"], [bids[0][0], "0", "0", "0"], ["1000", "2", "0", "1"]):
+        book.apply([bid_update], [])
+        model = {level[0]: level for level in bids}
+        _naive_apply(model, [bid_update])
+        bids = _naive_top(model, descending=True)
+        assert as_lists(book.bids.top(400)) == bids
+        assert book.checksum() == okx_checksum(bids[:25], asks[:25]), bid_update

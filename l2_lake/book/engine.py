@@ -128,7 +128,7 @@ class InstrumentSync:
         self.messages += 1
         if not plausible_ts(msg.ts_ms, recv_ms):
             return self._bad_ts(msg, recv_ms)
-        if msg.is_snapshot:
+        if msg.action == "snapshot":
             return self._load_snapshot(msg, recv_ms)
         state = self.state
         if state is State.SYNCED:
@@ -303,7 +303,7 @@ class InstrumentSync:
             self.book.apply(msg.bids, msg.asks)
         except BadLevel as exc:
             return self._bad_levels(exc)
-        if self._checksum_mismatch(msg):
+        if msg.checksum and self._checksum_mismatch(msg):
             # Marker record: the book as the bad message left it, flagged checksum_ok=false.
             self.recv_ms = recv_ms
             self.sink.record(self.inst_id, msg.ts_ms, self._record(
@@ -311,7 +311,8 @@ class InstrumentSync:
             return self._desync("checksum_mismatch")
         if msg.bids or msg.asks:
             self.changed = True
-        self._accept(msg, recv_ms)
+        self.seq_id, self.prev_seq_id = seq, prev  # `_accept`, inlined on the hot path
+        self.ts_ms, self.recv_ms, self.checksum = msg.ts_ms, recv_ms, msg.checksum
         return None
 
     def _checksum_mismatch(self, msg: BookMessage) -> bool:

@@ -50,5 +50,6 @@ class Venue:
     # book rules
     follows: Callable[[int | None, int | None], bool]
     alignment_start: Callable[[Sequence[BookMessage], int, int], int | Unaligned]
-    book_checksum: Callable[[list[str], list[str]], int]  # from the top levels' `px:sz` texts
+    # from the best levels' texts, at most checksum_depth a side: (bid prices, bid sizes, ask prices, ask sizes)
+    book_checksum: Callable[[list[str], list[str], list[str], list[str]], int]
     checksum_depth: int

@@ -42,10 +42,19 @@ def checksum_string(bids: Sequence[Level], asks: Sequence[Level]) -> str:
 
 
 def okx_checksum(bids: Sequence[Level], asks: Sequence[Level]) -> int:
-    """OKX's signed 32-bit CRC32 of the top 25 levels of each side."""
+    """OKX's signed 32-bit CRC32 of the top 25 levels of each side, best first."""
     return signed_crc32(checksum_string(bids, asks))
 
 
-def book_checksum(bid_texts: Sequence[str], ask_texts: Sequence[str]) -> int:
-    """The checksum of a book from its best levels' `px:sz` texts (at most CHECKSUM_DEPTH a side)."""
-    return signed_crc32(join_interleaved(bid_texts, ask_texts))
+def book_checksum(bid_prices: list[str], bid_sizes: list[str], ask_prices: list[str], ask_sizes: list[str]) -> int:
+    """`okx_checksum` of a book from its best levels' price and size texts (at most CHECKSUM_DEPTH a
+    side, best first), interleaved by slice assignment rather than level by level."""
+    n = min(len(bid_prices), len(ask_prices))
+    parts = [""] * (4 * n)
+    parts[0::4], parts[1::4], parts[2::4], parts[3::4] = bid_prices[:n], bid_sizes[:n], ask_prices[:n], ask_sizes[:n]
+    for prices, sizes in ((bid_prices, bid_sizes), (ask_prices, ask_sizes)):
+        if len(prices) > n:
+            tail = [""] * (2 * (len(prices) - n))
+            tail[0::2], tail[1::2] = prices[n:], sizes[n:]
+            parts += tail
+    return signed_crc32(":".join(parts))

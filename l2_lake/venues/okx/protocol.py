@@ -34,11 +34,11 @@ def _int_field(item: dict, name: str, inst_id: str, required: bool) -> int | Non
 
 def book_message(item: Any, inst_id: str, action: str) -> BookMessage:
     """Validate one `data` element of a books push (or a REST books result) into a BookMessage."""
-    try:  # fast path: the shape OKX sends today
-        bids, asks, seq_id, prev_seq_id = item["bids"], item["asks"], item["seqId"], item["prevSeqId"]
-        checksum, ts = item.get("checksum", 0), item["ts"]
-        if (type(bids) is list and type(asks) is list and type(seq_id) is int and type(prev_seq_id) is int
-                and type(checksum) is int and type(ts) is str):
+    try:  # fast path: the shape OKX sends today, or before seqIds (2022) without both of them
+        bids, asks, ts = item["bids"], item["asks"], item["ts"]
+        seq_id, prev_seq_id, checksum = item.get("seqId"), item.get("prevSeqId"), item.get("checksum", 0)
+        if (type(bids) is list and type(asks) is list and type(checksum) is int and type(ts) is str
+                and ((type(seq_id) is int and type(prev_seq_id) is int) or seq_id is prev_seq_id is None)):
             return BookMessage(inst_id, action, bids, asks, int(ts), checksum, seq_id, prev_seq_id)
     except (KeyError, TypeError, ValueError):
         pass
