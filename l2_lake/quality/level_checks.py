@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from l2_lake.venues.okx.checksum import CHECKSUM_DEPTH, book_checksum
+from l2_lake.venues.okx.checksum import CHECKSUM_DEPTH, join_interleaved, signed_crc32
 
 LEVEL_FIELDS = 4  # price, size, liquidated orders (always "0"), orders
 
@@ -66,7 +66,7 @@ def _crc_ok(src: pa.Table) -> bool:
         return True
     bids = _top_texts(src["bids_top400"].combine_chunks())
     asks = _top_texts(src["asks_top400"].combine_chunks())
-    return all(expected is None or expected == book_checksum(b, a)
+    return all(expected is None or expected == signed_crc32(join_interleaved(b, a))
                for expected, b, a in zip(crc.to_pylist(), bids, asks, strict=True))
 
 
