@@ -59,9 +59,10 @@ def executor_choice(environ: Mapping[str, str]) -> str:
     return choice
 
 
-def backend_source(environ: Mapping[str, str]) -> dict[str, str] | str:
-    """The result backend as executor config: `L2_CELERY_BACKEND` when set, else `rpc://`."""
-    return {"env": BACKEND_ENV} if environ.get(BACKEND_ENV, "").strip() else DEFAULT_BACKEND
+def celery_executor_config(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The Celery executor's config: broker and (when set) backend as `env:` sources, the settings."""
+    backend = {"env": BACKEND_ENV} if environ.get(BACKEND_ENV, "").strip() else DEFAULT_BACKEND
+    return {"broker": {"env": BROKER_ENV}, "backend": backend, "config_source": CELERY_SETTINGS}
 
 
 def executor_from_env(environ: Mapping[str, str] | None = None) -> ExecutorDefinition:
@@ -73,9 +74,7 @@ def executor_from_env(environ: Mapping[str, str] | None = None) -> ExecutorDefin
         from dagster_celery import celery_executor
     except ImportError:
         raise ValueError(f"{EXECUTOR_ENV}={CELERY} needs dagster-celery: pip install 'okx-l2[celery]'") from None
-    return celery_executor.configured(
-        {"broker": {"env": BROKER_ENV}, "backend": backend_source(env), "config_source": CELERY_SETTINGS},
-        name="celery")
+    return celery_executor.configured(celery_executor_config(env), name="celery")
 
 
 def celery_app_args(environ: Mapping[str, str]) -> dict[str, Any]:
