@@ -61,3 +61,26 @@ def test_a_merge_between_the_check_and_the_delete_is_kept(bucket: str, tmp_path:
             tree.hour_workspace(BTC, H0, (("records",),)) as workspace:
         archive_in(workspace)
     assert tree.store.read(PATHS["records"]) == MERGED  # the merged lines survive; the step runs again on them
+
+
+CURATED = "curated/okx/l2_perps/instId=BTC-USDT-SWAP/date=2026-11-20/hour=10/data.parquet"
+
+
+def curate_in(workspace: Path, body: bytes) -> None:
+    """What the curated step does: a new derived object, its source left alone."""
+    (workspace / CURATED).parent.mkdir(parents=True, exist_ok=True)
+    (workspace / CURATED).write_bytes(body)
+
+
+def test_a_step_run_again_publishes_its_identical_output_again(bucket: str, tmp_path: Path) -> None:
+    """A step repeated on the same inputs (a Celery task redelivered after its worker died, a retried run)
+    finds its output already published with the same bytes: that is success, not another writer."""
+    tree = ObjectTree(S3Store(LakeUrl(bucket, "lake")), tmp_path / "work")
+    for _ in range(2):
+        with tree.hour_workspace(BTC, H0, (("records",),)) as workspace:
+            curate_in(workspace, b"parquet bytes")
+    assert tree.store.read(CURATED) == b"parquet bytes"
+    with pytest.raises(StoreError, match="written by another writer"), \
+            tree.hour_workspace(BTC, H0, (("records",),)) as workspace:
+        curate_in(workspace, b"other bytes")  # different bytes there: still another writer's, kept
+    assert tree.store.read(CURATED) == b"parquet bytes"

@@ -25,9 +25,11 @@ lake's first hour. That costs one directory listing per instrument; nothing here
 network. Sensors and schedules are built from the same partitions, so what they select and what
 is a partition always agree.
 
-Steps run in the run's own process (`in_process_executor`): a run's parallelism is its range of
-hours, read one after the other, and runs of different ranges run side by side. It also lets the
-hour checks reuse the figures the `raw_hour` step of the same run just read (`stats_cache`).
+Steps run in the run's own process (`in_process_executor`) unless `L2_EXECUTOR=celery` sends them to
+Celery workers on other hosts (`l2_pipeline.executors`, docs/DISTRIBUTED.md). In process, a run's
+parallelism is its range of hours, read one after the other, and runs of different ranges run side
+by side; it also lets the hour checks reuse the figures the `raw_hour` step of the same run just read
+(`stats_cache`; on a worker that did not run that step they read the hour again).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import logging
 import os
 from datetime import datetime
 
-from dagster import Definitions, MultiPartitionsDefinition, in_process_executor
+from dagster import Definitions, MultiPartitionsDefinition
 
 from l2_lake.format import layout
 from l2_lake.format.hours import now_utc
@@ -47,6 +49,7 @@ from l2_pipeline.assets.lake import build_lake_assets, instrument_metadata
 from l2_pipeline.assets.replicas import ReplicaDefinitions, build_replica_definitions
 from l2_pipeline.assets.tape import TapeDefinitions, build_tape_definitions
 from l2_pipeline.checks import build_hour_checks, collector_freshness_check
+from l2_pipeline.executors import executor_from_env
 from l2_pipeline.jobs import (
     build_compress_job,
     curate_job,
@@ -92,7 +95,7 @@ def build_definitions(lake: LakeResource | None = None) -> Definitions:
         sensors=[build_raw_hours_sensor(partitions, tape), collector_freshness_sensor, lake_health_sensor,
                  *replicas.sensors],
         resources={"lake": lake_resource_from_env() if lake is None else lake},
-        executor=in_process_executor,
+        executor=executor_from_env(),
     )
 
 

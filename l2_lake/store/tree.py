@@ -25,6 +25,9 @@ either way:
 
 Two runs working on the same hour at once in object storage are not locked against each other (S3
 has no lock); the one that publishes second finds the objects changed and fails without publishing.
+A step repeated on the same inputs (a retried run, a Celery task redelivered after its worker died)
+is not another writer: a new file whose object already holds the same bytes (its `sha256`) counts as
+published.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from typing import Protocol
 from l2_lake.format import layout
 from l2_lake.logs import log_event
 from l2_lake.store.files import remove_stale
-from l2_lake.store.home import ABSENT, Changed, Entry, Home
+from l2_lake.store.home import ABSENT, Changed, Entry, Home, sha256_file
 from l2_lake.store.lake_walk import (
     OnUnreadable,
     ParquetHour,
@@ -161,6 +164,12 @@ class LocalTree:
                 continue
             parts.append(_fingerprint_part(path.name, st.st_size, st.st_mtime_ns))
         return ";".join(parts)
+
+    def _holds(self, relative: str, path: Path) -> bool:
+        """Whether the object `relative` holds exactly the bytes of `path` (its `sha256` metadata, which
+        `write_verified` checked against the bytes when it wrote them)."""
+        current = self.store.stat(relative)
+        return current is not None and current.metadata.get("sha256") == sha256_file(path)
 
     @contextmanager
     def hour_workspace(self, inst_id: str, hour: datetime, needs: Needs) -> Iterator[Path]:
@@ -364,6 +373,8 @@ class ObjectTree:
                                               CONTENT_TYPES.get(Path(relative).suffix, "application/octet-stream"),
                                               expect=etags.get(relative, ABSENT))
                 except Changed as exc:
+                    if relative not in etags and self._holds(relative, workspace / relative):
+                        continue  # this step's own output, published by an earlier attempt of it
                     raise Changed(f"{self.url_of(relative)} was written by another writer while this step "
                                      "worked on its staged copy (a collector shipped late lines?); it was kept: "
                                      "run the step again") from exc
@@ -372,6 +383,12 @@ class ObjectTree:
             if not deleted and self.store.stat(relative) is not None:
                 raise Changed(f"{self.url_of(relative)} changed while this step worked on its staged copy "
                                  "(a collector shipped late lines?); it was kept: run the step again")
+
+    def _holds(self, relative: str, path: Path) -> bool:
+        """Whether the object `relative` holds exactly the bytes of `path` (its `sha256` metadata, which
+        `write_verified` checked against the bytes when it wrote them)."""
+        current = self.store.stat(relative)
+        return current is not None and current.metadata.get("sha256") == sha256_file(path)
 
     @contextmanager
     def hour_workspace(self, inst_id: str, hour: datetime, needs: Needs) -> Iterator[Path]:
