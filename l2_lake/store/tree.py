@@ -165,12 +165,6 @@ class LocalTree:
             parts.append(_fingerprint_part(path.name, st.st_size, st.st_mtime_ns))
         return ";".join(parts)
 
-    def _holds(self, relative: str, path: Path) -> bool:
-        """Whether the object `relative` holds exactly the bytes of `path` (its `sha256` metadata, which
-        `write_verified` checked against the bytes when it wrote them)."""
-        current = self.store.stat(relative)
-        return current is not None and current.metadata.get("sha256") == sha256_file(path)
-
     @contextmanager
     def hour_workspace(self, inst_id: str, hour: datetime, needs: Needs) -> Iterator[Path]:
         yield self.root
