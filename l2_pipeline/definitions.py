@@ -50,6 +50,7 @@ from l2_pipeline.assets.replicas import ReplicaDefinitions, build_replica_defini
 from l2_pipeline.assets.tape import TapeDefinitions, build_tape_definitions
 from l2_pipeline.checks import build_hour_checks, collector_freshness_check
 from l2_pipeline.executors import executor_from_env
+from l2_pipeline.instance_retention import instance_retention_job, instance_retention_schedule
 from l2_pipeline.jobs import (
     build_compress_job,
     curate_job,
@@ -89,9 +90,9 @@ def build_definitions(lake: LakeResource | None = None) -> Definitions:
                 instrument_metadata, lake_health],
         asset_checks=[build_hour_checks(partitions), collector_freshness_check, *replicas.checks, *tapes.checks],
         jobs=[compress_job, curate_job, raw_hour_job, hour_checks_job, retention_job, lake_health_job,
-              instrument_metadata_job, *tapes.jobs],
+              instrument_metadata_job, instance_retention_job, *tapes.jobs],
         schedules=[build_compression_schedule(partitions, tape, compress_job), retention_schedule,
-                   instrument_metadata_schedule],
+                   instrument_metadata_schedule, instance_retention_schedule],
         sensors=[build_raw_hours_sensor(partitions, tape), collector_freshness_sensor, lake_health_sensor,
                  *replicas.sensors],
         resources={"lake": lake_resource_from_env() if lake is None else lake},

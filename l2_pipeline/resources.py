@@ -71,6 +71,9 @@ class LakeResource(ConfigurableResource):
     hour_figures: bool = Field(default=True, description="book_features and book_tape show each hour's figure in "
                                "their metadata (a ~100 KB PNG per instrument-hour in the event log)")
     health_days: int = Field(default=3, ge=1, le=31, description="days of hours the lake_health heatmap shows")
+    instance_retention_days: int = Field(
+        default=30, ge=1, description="instance_retention_job deletes finished runs (their events) older than this; "
+        "more than health_days and delete_after_days, at least a finite curated_retention_days")
     retention_dry_run: bool = Field(default=False, description="deletion schedule only reports what it would delete")
     partitions_start: str = Field(
         default="", description="first hour partition, YYYY-MM-DD-HH:MM (read at load; empty: the lake's first hour)"

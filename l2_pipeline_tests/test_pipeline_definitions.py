@@ -49,7 +49,7 @@ def test_definitions_load_and_validate():
     assert {j.name for j in repo.get_all_jobs()} >= {"compress_job", "curate_job", "retention_job", "raw_hour_job",
                                                      "instrument_metadata_job", "lake_health_job"}
     assert {s.name for s in repo.schedule_defs} == {"compression_schedule", "retention_schedule",
-                                                    "instrument_metadata_schedule"}
+                                                    "instrument_metadata_schedule", "instance_retention_schedule"}
     assert {s.name for s in repo.sensor_defs} == {"raw_hours_sensor", "collector_freshness_sensor",
                                                   "lake_health_sensor"}
     graph = defs.resolve_asset_graph()
@@ -97,7 +97,7 @@ def test_resource_from_environment():
         "L2_CLOSED_GRACE_MINUTES", "L2_COMPRESS_AFTER_HOURS", "L2_DELETE_AFTER_DAYS", "L2_CURATED_RETENTION_DAYS",
         "L2_FRESHNESS_MINUTES", "L2_SENSOR_MAX_HOURS_PER_TICK", "L2_SENSOR_TICK_BUDGET_SECONDS",
         "L2_CURATE_ON_REGISTER", "L2_RETENTION_DRY_RUN", "L2_PARTITIONS_START", "L2_HOUR_FIGURES", "L2_HEALTH_DAYS",
-        "L2_REPLICA_DIRS", "L2_LAKE_URL"}
+        "L2_REPLICA_DIRS", "L2_LAKE_URL", "L2_INSTANCE_RETENTION_DAYS"}
 
 
 def test_deployment_resource_resolves_env_vars_at_run_time(tmp_path, monkeypatch, dagster_instances):
