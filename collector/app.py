@@ -196,7 +196,8 @@ class Collector:
     # -- periodic work -------------------------------------------------------------------------
 
     async def _cadence_loop(self) -> None:
-        """Each instrument's record at its own offset within the cadence (collector.cadence), a few at a time."""
+        """Each instrument's record at its own offset within the cadence (collector.cadence), a few at a time,
+        handed to the writer thread as one job per pass."""
         schedule = CadenceSchedule(self.syncs, self.cfg.cadence)
         last_ms = wall_ms()
         while True:
@@ -204,7 +205,8 @@ class Collector:
             now_ms = wall_ms()
             due = schedule.due(last_ms, now_ms)  # none if the wall clock went back; ticks go on from there
             if due:
-                write_due_snapshots({inst_id: self.syncs[inst_id] for inst_id in due}, self.writer)
+                with self.writer.batch():
+                    write_due_snapshots({inst_id: self.syncs[inst_id] for inst_id in due}, self.writer)
             last_ms = now_ms
 
     async def _status_loop(self) -> None:

@@ -17,7 +17,9 @@ import zlib
 from bisect import bisect_right
 from collections.abc import Iterable
 
-SLOT_MS = 20  # ticks fall on multiples of this: at most cadence / 20 ms wake-ups per period
+# Ticks fall on multiples of this: at most cadence / 20 ms passes (one writer job each) per period, and
+# 5 phases of a 100 ms update cycle, so the records' ages are not all set by one phase of the feed.
+SLOT_MS = 20
 
 
 def tick_offset_ms(inst_id: str, cadence_ms: int) -> int:

@@ -2,6 +2,8 @@
 
 - `CadenceSchedule` against a brute-force enumeration of every instrument's ticks, for several
   cadences and stretches (also stretches longer than a period and a clock that went back);
+- a cadence pass's records reach the writer thread as one job (`BackgroundWriter.batch`) and land in
+  the lake in order, each in its instrument's hour file;
 - end to end (simulator and collector as processes on loopback, with `--tape`, whose `tick` lines
   carry the wall time of each tick): every instrument ticks once per period at its own offset,
   instruments with different offsets at different moments, each tick writes one record, and every
@@ -10,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 import time
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from collector.cadence import SLOT_MS, CadenceSchedule, tick_offset_ms
+from collector.writer import BackgroundWriter
 from collector_tests.harness import (
     count_records,
     lake_records,
@@ -30,7 +34,9 @@ from collector_tests.harness import (
     wait_for,
 )
 from l2_lake.format import layout
+from l2_lake.format.record import build_record, parse_ts_ms
 from l2_lake.store import lake_walk
+from l2_lake.store.hour_files import LakeWriter
 
 INST_IDS = [f"AAA{i}-USDT-SWAP" for i in range(1, 101)] + ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]
 
@@ -67,6 +73,33 @@ def test_offsets_are_slots_spread_over_the_period() -> None:
     for offset in offsets.values():
         per_slot[offset] += 1
     assert len(per_slot) > 50 and max(per_slot.values()) <= 8  # 102 instruments over 100 slots
+
+
+def test_a_batch_is_one_writer_job_and_its_records_land_in_order(tmp_path: Path) -> None:
+    now_ms = 1_796_551_406_000
+    writer = BackgroundWriter(LakeWriter(tmp_path, clock_ms=lambda: now_ms), clock_ms=lambda: now_ms)
+    levels = ([["100.5", "2", "0", "1"]], [["101", "3", "0", "2"]])
+    stamps = {"BTC-USDT-SWAP": [now_ms - 3000, now_ms - 1000], "ETH-USDT-SWAP": [now_ms - 2000]}
+
+    def record(inst_id: str, ts_ms: int) -> dict:
+        return build_record(inst_id=inst_id, ts_ms=ts_ms, recv_ms=ts_ms + 5, bids=levels[0], asks=levels[1],
+                            checksum=0, seq_id=ts_ms, prev_seq_id=ts_ms - 1, gap_detected=False, checksum_ok=True)
+
+    async def run() -> None:
+        with writer.batch():
+            for inst_id, ts_list in stamps.items():
+                for ts_ms in ts_list:
+                    writer.record(inst_id, ts_ms, record(inst_id, ts_ms))
+            assert writer.backlog == 0  # nothing handed over inside the block
+        assert writer.backlog == 1  # the whole pass as one job
+        writer.start()
+        assert await writer.close(5.0)
+
+    asyncio.run(run())
+    written = {inst_id: [parse_ts_ms(r["timestamp_utc"]) for r in records]
+               for inst_id, records in lake_records(tmp_path).items()}
+    assert written == stamps
+    assert writer.store.records_written == {inst_id: len(ts) for inst_id, ts in stamps.items()}
 
 
 @pytest.mark.e2e
