@@ -17,9 +17,10 @@ import zlib
 from bisect import bisect_right
 from collections.abc import Iterable
 
-# Ticks fall on multiples of this: at most cadence / 20 ms passes (one writer job each) per period, and
-# 5 phases of a 100 ms update cycle, so the records' ages are not all set by one phase of the feed.
-SLOT_MS = 20
+# Ticks fall on multiples of this: at most cadence / 50 ms passes per period (each costs a wake-up of the
+# loop and one writer job), and two phases of a 100 ms update cycle, so not every record's age is set by
+# the same phase of the feed.
+SLOT_MS = 50
 
 
 def tick_offset_ms(inst_id: str, cadence_ms: int) -> int:

@@ -72,7 +72,7 @@ def test_offsets_are_slots_spread_over_the_period() -> None:
     per_slot = defaultdict(int)
     for offset in offsets.values():
         per_slot[offset] += 1
-    assert len(per_slot) > 50 and max(per_slot.values()) <= 8  # 102 instruments over 100 slots
+    assert len(per_slot) >= 30 and max(per_slot.values()) <= 10  # 102 instruments over 40 slots
 
 
 def test_a_batch_is_one_writer_job_and_its_records_land_in_order(tmp_path: Path) -> None:
