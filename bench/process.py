@@ -10,7 +10,8 @@ SIGTERM. Reported per N:
   and the msgs/s the collector actually received (its status lines) against N × 1000/interval —
   so a saturated simulator or machine shows instead of hiding behind the collector's figures;
 - write lag (event time → record on disk) from the collector's `event=status` lines after warm-up;
-- records on disk with event time in the steady window against window/cadence per instrument,
+- records on disk of the ticks in the steady window (by event time, per instrument moved to its own
+  tick offset, collector.cadence) against window/cadence per instrument,
   gaps/resyncs/checksum failures (status counters), and late records (lag > cadence + 250 ms).
 
 How lag percentiles are derived: each status line carries p50/p99 of the lags of the records written
@@ -48,6 +49,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
+
+from collector.cadence import tick_offset_ms
 
 REPO = Path(__file__).resolve().parents[1]
 TIME_BIN = "/usr/bin/time"
@@ -249,21 +252,25 @@ def tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
 
 
-def records_on_disk(data_dir: Path, start_s: float, end_s: float) -> dict[str, int]:
-    """Records per instrument whose event time lies in [start_s, end_s)."""
+def records_on_disk(data_dir: Path, start_s: float, end_s: float, cadence_s: float) -> dict[str, int]:
+    """Records per instrument of its ticks in [start_s, end_s) (multiples of the cadence): those whose
+    event time lies in that window moved to the instrument's own ticks (collector.cadence) less half a
+    cadence, since a tick's record is stamped shortly before it (by the age of the book's last message)."""
     counts: dict[str, int] = {}
+    cadence_ms = round(cadence_s * 1000)
     prefix = b'{"timestamp_utc":"'
     root = data_dir / "raw" / "okx" / "l2_perps"
     for path in root.glob("*/*/*.jsonl"):
         if path.name.endswith(".events.jsonl"):
             continue
         inst_id = path.parts[-3]
+        shift = (tick_offset_ms(inst_id, cadence_ms) - cadence_ms / 2) / 1000
         with open(path, "rb") as f:
             for line in f:
                 if not line.startswith(prefix):
                     continue
                 ts = iso_s(line[len(prefix):len(prefix) + 24].decode())
-                if start_s <= ts < end_s:
+                if start_s + shift <= ts < end_s + shift:
                     counts[inst_id] = counts.get(inst_id, 0) + 1
     return counts
 
@@ -397,7 +404,7 @@ def run_size(n: int, args: argparse.Namespace, workdir: Path, have_time: bool, t
     cadence = args.cadence
     first_tick = math.ceil(window_start / cadence) * cadence
     last_tick = math.floor((window_end - cadence) / cadence) * cadence
-    counts = records_on_disk(data_dir, first_tick, last_tick)
+    counts = records_on_disk(data_dir, first_tick, last_tick, cadence)
     expected = max(0, round((last_tick - first_tick) / cadence)) * n
     tape_bytes = tree_bytes(data_dir / "raw" / "okx" / "l2_tape")
     if not args.keep_data:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from collector import systemd
+from collector.cadence import CadenceSchedule
 from collector.config import CollectorConfig, ConfigError
 from collector.feed import ConnectionPacer, FeedConnection, wall_ms
 from collector.loop_monitor import LoopMonitor
@@ -195,11 +196,18 @@ class Collector:
     # -- periodic work -------------------------------------------------------------------------
 
     async def _cadence_loop(self) -> None:
-        cadence = self.cfg.cadence
+        """Each instrument's record at its own offset within the cadence (collector.cadence), a few at a time,
+        handed to the writer thread as one job per pass."""
+        schedule = CadenceSchedule(self.syncs, self.cfg.cadence)
+        last_ms = wall_ms()
         while True:
-            now = time.time()
-            await asyncio.sleep(cadence - now % cadence)  # ticks on wall-clock multiples of cadence
-            write_due_snapshots(self.syncs, self.writer)
+            await asyncio.sleep(max(0, schedule.next_tick_ms(last_ms) - wall_ms()) / 1000)
+            now_ms = wall_ms()
+            due = schedule.due(last_ms, now_ms)  # none if the wall clock went back; ticks go on from there
+            if due:
+                with self.writer.batch():
+                    write_due_snapshots({inst_id: self.syncs[inst_id] for inst_id in due}, self.writer)
+            last_ms = now_ms
 
     async def _status_loop(self) -> None:
         # without a shipper (which does it before each pass), ended hours that stopped growing are

@@ -11,11 +11,12 @@ is a daemon, so a disk that hangs forever cannot keep the process from exiting o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -39,17 +40,33 @@ class BackgroundWriter:
         self._jobs: queue.SimpleQueue[Callable[[], Any] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._job_started: float | None = None  # monotonic start of the job in progress
+        self._batch: list[tuple[str, int, dict[str, Any]]] | None = None  # records of a `batch()` block
 
     # -- Sink ----------------------------------------------------------------------------------
 
     def record(self, inst_id: str, ts_ms: int, record: dict[str, Any]) -> None:
-        self._jobs.put(partial(self.store.record, inst_id, ts_ms, record))
+        if self._batch is not None:
+            self._batch.append((inst_id, ts_ms, record))
+        else:
+            self._jobs.put(partial(self.store.record, inst_id, ts_ms, record))
 
     def event(self, inst_id: str, event_type: str, **details: Any) -> None:
         self._jobs.put(partial(self.store.event, inst_id, event_type, at_ms=self._clock_ms(), **details))
 
     def tape(self, inst_id: str, hour: datetime, lines: bytes) -> None:
         self._jobs.put(partial(self.store.tape, inst_id, hour, lines))
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Records queued within go to the writer thread as one job, in order, at the end of the block:
+        one wake-up of the thread (and one handover of the GIL) for a cadence pass, not one per record."""
+        self._batch = []
+        try:
+            yield
+        finally:
+            batch, self._batch = self._batch, None
+            if batch:
+                self._jobs.put(partial(self._write_records, batch))
 
     # -- control -------------------------------------------------------------------------------
 
@@ -105,6 +122,13 @@ class BackgroundWriter:
         return True
 
     # -- the thread ----------------------------------------------------------------------------
+
+    def _write_records(self, batch: list[tuple[str, int, dict[str, Any]]]) -> None:
+        for inst_id, ts_ms, record in batch:
+            try:
+                self.store.record(inst_id, ts_ms, record)
+            except Exception:  # as in `_work`: one failed record must not lose the others
+                log.exception("a lake write failed unexpectedly; the writer goes on", extra={"event": "writer_error"})
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:

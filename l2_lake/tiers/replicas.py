@@ -16,7 +16,8 @@ Merge rules (replicas in their configured order, `LakeResource.replica_dirs`):
   corrupt line) are left out and counted per replica (`invalid_lines`).
 - One record per `timestamp_utc`, in time order: the canonical hour holds every timestamp any replica
   holds (its coverage is the union of the replicas'). Records are copied byte for byte, never
-  altered. Collectors tick on wall-clock multiples of the cadence, so replicas mostly write the same
+  altered. Collectors tick each instrument at the same wall-clock moments (multiples of the cadence
+  plus the instrument's fixed offset, `collector.cadence`), so replicas mostly write the same
   timestamps; when their ticks straddle a message (one wrote the book before it, one after), both
   records are kept, less than a cadence apart (`close_pairs` counts those under half a cadence).
 - At one timestamp, an exact record (`gap_detected` false and `checksum_ok` not false) is preferred
