@@ -1,4 +1,5 @@
-"""Jobs: asset jobs for every asset, and the one op job, retention (it deletes; it is not an asset).
+"""Jobs: asset jobs for every asset, and the lake's op job, retention (it deletes; it is not an asset; the
+instance's own retention job is `l2_pipeline.instance_retention`).
 
 - `compress_job` (`raw_archive`; and `book_tape_archive` when the lake holds a tape:
   `build_compress_job`) is what `compression_schedule` launches: one run per partition range and

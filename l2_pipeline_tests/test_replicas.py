@@ -212,7 +212,7 @@ def test_without_replicas_the_code_location_is_unchanged(tmp_path):
     assert {s.name for s in repo.sensor_defs} == {"raw_hours_sensor", "collector_freshness_sensor",
                                                   "lake_health_sensor"}
     assert {s.name for s in repo.schedule_defs} == {"compression_schedule", "retention_schedule",
-                                                    "instrument_metadata_schedule"}
+                                                    "instrument_metadata_schedule", "instance_retention_schedule"}
 
 
 def replica_tick(defs, instance, lake, cursor: str | None = None):
