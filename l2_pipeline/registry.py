@@ -12,20 +12,25 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInsta
 
 from l2_pipeline.keys import RAW_HOUR
 
+FETCH_LIMIT = 10_000  # records Dagster returns at most per fetch (1.13 refuses a larger limit)
+
 
 def latest_materializations(instance: DagsterInstance, partition_keys: Sequence[str],
-                            asset_key: AssetKey = RAW_HOUR) -> dict[str, EventLogRecord]:
+                            asset_key: AssetKey = RAW_HOUR, batch: int = FETCH_LIMIT) -> dict[str, EventLogRecord]:
     """partition → the record of its latest materialization of `asset_key` (`raw_hour`), for those
-    of `partition_keys` that have one."""
+    of `partition_keys` that have one; fetched `batch` records at a time (a 3-day heatmap of 250
+    instruments is 18,000 cells)."""
     if not partition_keys:
         return {}
     ids = instance.event_log_storage.get_latest_storage_id_by_partition(
         asset_key, DagsterEventType.ASSET_MATERIALIZATION, set(partition_keys))
-    if not ids:
-        return {}
-    records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=asset_key, storage_ids=sorted(ids.values())), limit=len(ids)).records
-    by_id = {record.storage_id: record for record in records}
+    wanted = sorted(ids.values())
+    by_id: dict[int, EventLogRecord] = {}
+    for start in range(0, len(wanted), batch):
+        chunk = wanted[start:start + batch]
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=asset_key, storage_ids=chunk), limit=len(chunk)).records
+        by_id.update((record.storage_id, record) for record in records)
     return {key: by_id[storage_id] for key, storage_id in ids.items() if storage_id in by_id}
 
 
