@@ -782,6 +782,12 @@ def measure_daemons(instance: Any, lake: Path, instruments: list[str], last_regi
         out.append(Timing("backfill daemon, first iteration over that backfill", secs,
                           f"{n} asset partitions; {submitted} run(s) submitted (mocked launcher)"))
         print(out[-1], flush=True)
+        # the same again, profiled: the cursor set back one hour, the sensor requests the same hour again
+        set_sensor_cursor(workspace, instance, "raw_hours_sensor", cursor)
+        tick("raw_hours_sensor", "raw_hours_sensor, the same hour again (cursor set back)")
+        print("  where the backfill daemon's iteration spends its time (cProfile, cumulative; the profiler slows it):")
+        for line in profile_top(lambda: list(execute_backfill_iteration(workspace, log))):
+            print("    " + line, flush=True)
         set_sensor_cursor(workspace, instance, "lake_health_sensor", "")
         tick("lake_health_sensor", "lake_health_sensor, new raw_hour materializations")
         tick("lake_health_sensor", "lake_health_sensor, steady", QUERY_REPEAT)
@@ -789,20 +795,78 @@ def measure_daemons(instance: Any, lake: Path, instruments: list[str], last_regi
     return out
 
 
-def lake_health_run(instance: Any, lake: Path, instruments: list[str], start: datetime) -> Timing:
-    """`lake_health_job` executed in this process against the instance (the 7-day heatmap)."""
+def lake_health_run(instance: Any, lake: Path, instruments: list[str], start: datetime) -> list[Timing]:
+    """`lake_health_job` executed in this process against the instance (the 7-day heatmap), then the same
+    reads done by hand, the materializations fetched in batches of Dagster's limit, and the figure drawn."""
+    from dagster import AssetRecordsFilter, DagsterEventType
+
     from bench.timing import timed
+    from l2_lake.format.hours import now_utc
+    from l2_lake.pictures.plots import lake_health_figure
+    from l2_pipeline.assets.dashboards import health_cell, window
     from l2_pipeline.definitions import build_definitions
+    from l2_pipeline.keys import RAW_HOUR
     from l2_pipeline.resources import LakeResource
 
     resource = LakeResource(data_dir=str(lake), instruments=instruments, hour_figures=False, health_days=HEALTH_DAYS,
                             partitions_start=hour_key(start))
     job = build_definitions(resource).resolve_job_def("lake_health_job")
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    result, secs = timed(lambda: job.execute_in_process(instance=instance, run_config=quiet))
-    assert result.success
-    return Timing("lake_health materialization (lake_health_job, in process)", secs,
-                  f"{HEALTH_DAYS} days × {len(instruments)} instruments read from the instance")
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    result, secs = timed(lambda: job.execute_in_process(instance=instance, run_config=quiet, raise_on_error=False))
+    failure = next((e.event_specific_data.error.message.strip()[:160] for e in result.all_events
+                    if e.is_step_failure), "")
+    cells = len(instruments) * HEALTH_DAYS * 24
+    out = [Timing("lake_health_job, in process", secs, f"{HEALTH_DAYS} days × {len(instruments)} instruments = "
+                  f"{cells:,} cells: " + ("success" if result.success else f"FAILED: {failure}"))]
+    hours = window(now_utc(), HEALTH_DAYS)
+    keys = {(inst, hour): partition(hour, inst) for inst in instruments for hour in hours}
+    ids, secs = timed(lambda: instance.event_log_storage.get_latest_storage_id_by_partition(
+        RAW_HOUR, DagsterEventType.ASSET_MATERIALIZATION, set(keys.values())))
+    out.append(Timing("  its read 1: latest storage id of each cell", secs, f"{len(ids):,} ids, one query"))
+    batch = 10_000  # the most fetch_materializations returns at once
+
+    def fetch() -> dict[int, Any]:
+        wanted = sorted(ids.values())
+        records = {}
+        for i in range(0, len(wanted), batch):
+            chunk = wanted[i:i + batch]
+            found = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=RAW_HOUR, storage_ids=chunk), limit=len(chunk)).records
+            records.update((record.storage_id, record) for record in found)
+        return records
+
+    records, secs = timed(fetch)
+    out.append(Timing("  its read 2: those materializations, ≤ 10,000 a query", secs,
+                      f"{len(records):,} records in {-(-len(ids) // batch)} queries"))
+    by_key = {key: records[i] for key, i in ids.items() if i in records}
+
+    def draw() -> bytes:
+        cells = []
+        for (inst, hour), key in keys.items():
+            record = by_key.get(key)
+            materialization = record.asset_materialization if record else None
+            cells.append(health_cell(inst, hour, materialization.metadata if materialization else None))
+        return lake_health_figure(cells, instruments, hours)
+
+    png, secs = timed(draw)
+    out.append(Timing("  its figure: cells from metadata + PNG", secs, f"{len(png) / 1e3:.0f} kB"))
+    return out
+
+
+def profile_top(fn: Any, n: int = 12) -> list[str]:
+    """Run `fn` under cProfile; the `n` functions of Dagster and the code location with most cumulative time."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(fn)
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (file, line, name), (_, calls, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if "dagster" in file or "l2_" in file:
+            short = file.split("site-packages/")[-1]
+            rows.append((cumulative, f"{cumulative:7.2f} s  {calls:>9,} calls  {short}:{line} {name}"))
+    return [text for _, text in sorted(rows, reverse=True)[:n]]
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -875,7 +939,8 @@ def bench(n_instruments: int, days: int, root: Path) -> None:
                 time_queries(url)
             print("\ndaemons (each sensor alone in the sensor daemon's iteration) and lake_health:", flush=True)
             measure_daemons(instance, lake, instruments, last_registered)
-            print(lake_health_run(instance, lake, instruments, hours[0]), flush=True)
+            for timing in lake_health_run(instance, lake, instruments, hours[0]):
+                print(timing, flush=True)
             conn.close()
     print(f"after: {uptime()}")
 
