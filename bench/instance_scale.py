@@ -144,6 +144,7 @@ class Row:
     column_partition: str | None  # event_logs.partition
     partition: str | None  # the event's partition (a check evaluation's is only in its JSON)
     check_name: str | None
+    check_asset: str | None  # a check event's asset (event_logs.asset_key is empty for them)
     timestamp: float
 
 
@@ -217,14 +218,14 @@ def record_template(pg: Any, root: Path, last_closed: datetime) -> Template:
         for id_, run_id, text, event_type, step_key, asset_key, column_partition in cur.fetchall():
             entry = deserialize_value(text, EventLogEntry)
             data = entry.dagster_event.event_specific_data if entry.dagster_event else None
-            check_name, event_partition = None, column_partition
+            check_name, check_asset, event_partition = None, None, column_partition
             if entry.dagster_event_type in (DagsterEventType.ASSET_CHECK_EVALUATION,
                                             DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED):
-                check_name = data.check_name
+                check_name, check_asset = data.check_name, data.asset_key.to_string()
                 event_partition = getattr(data, "partition", None)
             rows_by_run.setdefault(run_id, []).append(Row(id_, text, event_type, step_key, asset_key,
                                                           column_partition, event_partition, check_name,
-                                                          entry.timestamp))
+                                                          check_asset, entry.timestamp))
         cur.execute("SELECT * FROM runs")
         names = [d[0] for d in cur.description]
         run_rows = {row["run_id"]: row for row in (dict(zip(names, r, strict=True)) for r in cur.fetchall())}
@@ -409,7 +410,7 @@ class Populator:
                     self.copier.add("asset_event_tags", id_, row.asset_key, tag, value, utc_naive(ts))
             if row.event_type == "ASSET_CHECK_EVALUATION":
                 status = "SUCCEEDED" if '"success": true' in text else "FAILED"
-                self.copier.add("asset_check_executions", row.asset_key, row.check_name, key, run_id, status, text,
+                self.copier.add("asset_check_executions", row.check_asset, row.check_name, key, run_id, status, text,
                                 utc_naive(ts), id_, target[0] if target else None, utc_naive(planned_at))
 
         old_set = '"__set__": ' + json.dumps(sorted(self.template.partitions))
@@ -446,8 +447,8 @@ class Populator:
         self.next_id += 1
         self.copier.add("event_logs", id_, "", text, row.event_type, utc_naive(ts), row.step_key, row.asset_key, None)
         status = "SUCCEEDED" if '"success": true' in text else "FAILED"
-        self.copier.add("asset_check_executions", row.asset_key, row.check_name, None, "", status, text, utc_naive(ts),
-                        id_, None, utc_naive(ts))
+        self.copier.add("asset_check_executions", row.check_asset, row.check_name, None, "", status, text,
+                        utc_naive(ts), id_, None, utc_naive(ts))
         self.events += 1
 
 
@@ -615,14 +616,17 @@ def page_queries(n_checks_key: str = "coverage") -> list[tuple[str, str, dict[st
     ]
 
 
-def post(url: str, query: str, operation: str, variables: dict[str, Any]) -> tuple[float, int, str | None]:
-    """(seconds, response bytes, first GraphQL error) of one POST to /graphql."""
+def post(url: str, query: str, operation: str, variables: dict[str, Any], save: Path | None = None
+         ) -> tuple[float, int, str | None]:
+    """(seconds, response bytes, first GraphQL error) of one POST to /graphql; the response written to `save`."""
     body = json.dumps({"query": query, "operationName": operation or None, "variables": variables}).encode()
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
     started = time.perf_counter()
     with urllib.request.urlopen(request, timeout=600) as response:
         data = response.read()
     seconds = time.perf_counter() - started
+    if save is not None:
+        save.write_bytes(data)
     errors = json.loads(data).get("errors")
     return seconds, len(data), str(errors[0].get("message"))[:200] if errors else None
 
@@ -667,11 +671,13 @@ def webserver(home: Path, env: dict[str, str], root: Path) -> Iterator[str]:
         out.close()
 
 
-def time_queries(url: str) -> list[QueryTiming]:
+def time_queries(url: str, responses: Path) -> list[QueryTiming]:
+    """Each page's queries, cold then `QUERY_REPEAT` times; the cold responses are kept in `responses`."""
     queries = {**ui_queries(), "RunsOrErrorFirstPage": RUNS_OR_ERROR}
+    responses.mkdir(exist_ok=True)
     out = []
-    for page, operation, variables in page_queries():
-        cold, size, error = post(url, queries[operation], operation, variables)
+    for i, (page, operation, variables) in enumerate(page_queries()):
+        cold, size, error = post(url, queries[operation], operation, variables, responses / f"{i:02d}-{operation}.json")
         runs = [post(url, queries[operation], operation, variables)[0] for _ in range(QUERY_REPEAT)]
         out.append(QueryTiming(page, operation, cold, statistics.median(runs), runs, size, error))
         print(f"  {page:<28} {operation:<34} cold {cold:7.2f} s  median {statistics.median(runs):7.2f} s  "
@@ -936,7 +942,7 @@ def bench(n_instruments: int, days: int, root: Path) -> None:
                                             cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
                                             check=True).stdout.strip()
                 print(f"  code location imports {check_code}")
-                time_queries(url)
+                time_queries(url, root / "responses")
             print("\ndaemons (each sensor alone in the sensor daemon's iteration) and lake_health:", flush=True)
             measure_daemons(instance, lake, instruments, last_registered)
             for timing in lake_health_run(instance, lake, instruments, hours[0]):
