@@ -67,8 +67,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -82,6 +82,7 @@ FRESHNESS_PER_HOUR = 6  # collector_freshness_sensor records a verdict at least 
 REGISTRATION_RUN_SECONDS = 60.0  # simulated wall time of a run of 100 partitions (events spread over it)
 HEALTH_DAYS = 7
 QUERY_REPEAT = 3
+QUERY_TIMEOUT = 90.0  # a query still running then is reported as such, and the webserver restarted
 MOCKED_LAUNCHER = {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}
 log = logging.getLogger("bench.instance_scale")
 
@@ -601,18 +602,19 @@ def page_queries(n_checks_key: str = "coverage") -> list[tuple[str, str, dict[st
     events = {"eventTypeSelectors": ["MATERIALIZATION", "OBSERVATION", "FAILED_TO_MATERIALIZE"], "limit": 100}
     return [
         ("raw_hour page", "AssetViewDefinitionQuery", {"assetKey": raw}),
-        ("raw_hour page", "AssetGraphLiveQuery", {"assetKeys": [raw]}),
         ("raw_hour page", "AssetOverviewMetadataEventsQuery", {"assetKey": raw}),
-        ("raw_hour page", "AssetChecksQuery", {"assetKey": raw}),
         ("raw_hour Partitions tab", "PartitionHealthQuery", {"assetKey": raw}),
         ("raw_hour Events tab", "RecentAssetEventsQuery", {"assetKey": raw, **events}),
-        (f"check {n_checks_key} Partitions tab", "AssetCheckPartitionHealthQuery",
-         {"assetKey": raw, "checkName": n_checks_key}),
         ("lake_health page", "AssetViewDefinitionQuery", {"assetKey": health}),
         ("lake_health page", "AssetGraphLiveQuery", {"assetKeys": [health]}),
         ("lake_health page", "RecentAssetEventsQuery", {"assetKey": health, **events}),
         ("Runs page", "RunsFeedRootQuery", {"limit": 30, "view": "ROOTS", "filter": {}}),
         ("Runs page", "RunsOrErrorFirstPage", {"limit": 30}),
+        # these read the hour checks' partition statuses (AssetCheckState, rebuilt from every check row)
+        ("raw_hour page", "AssetChecksQuery", {"assetKey": raw}),
+        ("raw_hour page", "AssetGraphLiveQuery", {"assetKeys": [raw]}),
+        (f"check {n_checks_key} Partitions tab", "AssetCheckPartitionHealthQuery",
+         {"assetKey": raw, "checkName": n_checks_key}),
     ]
 
 
@@ -622,7 +624,7 @@ def post(url: str, query: str, operation: str, variables: dict[str, Any], save: 
     body = json.dumps({"query": query, "operationName": operation or None, "variables": variables}).encode()
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
     started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=600) as response:
+    with urllib.request.urlopen(request, timeout=QUERY_TIMEOUT) as response:
         data = response.read()
     seconds = time.perf_counter() - started
     if save is not None:
@@ -667,21 +669,42 @@ def webserver(home: Path, env: dict[str, str], root: Path) -> Iterator[str]:
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # a worker thread still computing a query that timed out
+            proc.kill()
+            proc.wait()
         out.close()
 
 
-def time_queries(url: str, responses: Path) -> list[QueryTiming]:
-    """Each page's queries, cold then `QUERY_REPEAT` times; the cold responses are kept in `responses`."""
+def time_queries(start: Callable[[ExitStack], str], responses: Path) -> list[QueryTiming]:
+    """Each page's queries, cold then `QUERY_REPEAT` times, against the webserver `start` starts; the cold
+    responses are kept in `responses`. A query that has not answered within `QUERY_TIMEOUT` is reported so
+    and the webserver restarted (its worker would go on computing and slow every later query)."""
     queries = {**ui_queries(), "RunsOrErrorFirstPage": RUNS_OR_ERROR}
     responses.mkdir(exist_ok=True)
     out = []
-    for i, (page, operation, variables) in enumerate(page_queries()):
-        cold, size, error = post(url, queries[operation], operation, variables, responses / f"{i:02d}-{operation}.json")
-        runs = [post(url, queries[operation], operation, variables)[0] for _ in range(QUERY_REPEAT)]
-        out.append(QueryTiming(page, operation, cold, statistics.median(runs), runs, size, error))
-        print(f"  {page:<28} {operation:<34} cold {cold:7.2f} s  median {statistics.median(runs):7.2f} s  "
-              f"({size / 1e3:.0f} kB){'  ERROR ' + error if error else ''}", flush=True)
+    stack = ExitStack()
+    url = start(stack)
+    try:
+        for i, (page, operation, variables) in enumerate(page_queries()):
+            try:
+                cold, size, error = post(url, queries[operation], operation, variables,
+                                         responses / f"{i:02d}-{operation}.json")
+                runs = [post(url, queries[operation], operation, variables)[0] for _ in range(QUERY_REPEAT)]
+            except (TimeoutError, OSError) as exc:
+                print(f"  {page:<28} {operation:<34} no answer within {QUERY_TIMEOUT:.0f} s ({exc}); restarting "
+                      "the webserver", flush=True)
+                out.append(QueryTiming(page, operation, float("inf"), float("inf"), [], 0, "timeout"))
+                stack.close()
+                stack = ExitStack()
+                url = start(stack)
+                continue
+            out.append(QueryTiming(page, operation, cold, statistics.median(runs), runs, size, error))
+            print(f"  {page:<28} {operation:<34} cold {cold:7.2f} s  median {statistics.median(runs):7.2f} s  "
+                  f"({size / 1e3:.0f} kB){'  ERROR ' + error if error else ''}", flush=True)
+    finally:
+        stack.close()
     return out
 
 
@@ -937,12 +960,11 @@ def bench(n_instruments: int, days: int, root: Path) -> None:
                 print(f"  {table:<28} {rows:>12,} rows {size / 1e6:>10.1f} MB  {rows / n_partitions:6.2f} rows and "
                       f"{size / n_partitions / 1e3:5.1f} kB per partition")
             print(f"\nGraphQL through dagster-webserver (cold, then median of {QUERY_REPEAT}):", flush=True)
-            with webserver(home, env, root) as url:
-                check_code = subprocess.run([sys.executable, "-c", "import l2_pipeline; print(l2_pipeline.__file__)"],
-                                            cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
-                                            check=True).stdout.strip()
-                print(f"  code location imports {check_code}")
-                time_queries(url, root / "responses")
+            check_code = subprocess.run([sys.executable, "-c", "import l2_pipeline; print(l2_pipeline.__file__)"],
+                                        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
+                                        check=True).stdout.strip()
+            print(f"  code location imports {check_code}")
+            time_queries(lambda stack: stack.enter_context(webserver(home, env, root)), root / "responses")
             print("\ndaemons (each sensor alone in the sensor daemon's iteration) and lake_health:", flush=True)
             measure_daemons(instance, lake, instruments, last_registered)
             for timing in lake_health_run(instance, lake, instruments, hours[0]):
