@@ -36,7 +36,8 @@ throwaway PostgreSQL server from `l2_pipeline_tests.postgres_server`, stopped at
    against the instance and the code location (N instruments, partitions from the first populated hour;
    the lake holds only empty instrument and day directories). The GraphQL queries the UI of the
    installed dagster-webserver sends, extracted from its own source maps with their fragments, are
-   POSTed as the browser does: each once cold, then 3 more times; the median of those 3 is reported.
+   POSTed as the browser does: each once cold, then 3 more times; the median of those 3 is reported. A
+   query unanswered after 90 s is reported so, and the webserver restarted before the next one.
 5. Daemons, in this process against the same instance (`MockedRunLauncher`: runs are recorded, not
    started): the sensor daemon's iteration (`execute_sensor_iteration`; each sensor's tick time from its
    stored tick) in steady state (raw_hours_sensor's cursor at the last registered hour, set as the UI's
