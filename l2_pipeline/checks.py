@@ -4,7 +4,7 @@
 `build_hour_checks(partitions)` when the code location loads) emits, for every hour of its step
 (one partition or a range), the verdicts of `l2_lake.quality.verdicts.evaluate_hour`:
 - in every run that materializes `raw_hour` (Dagster adds an asset's checks to its runs, also to
-  the sensor's registration backfill), reusing the figures the `raw_hour` step just read;
+  the sensor's registration backfill), reusing the figures the `hour_tiers` step just read;
 - on their own, without touching the hour: `hour_checks_job` for chosen hours (named by tags). The checks
   can be subset (`can_subset`), so one check can run alone.
 

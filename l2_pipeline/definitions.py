@@ -28,7 +28,7 @@ is a partition always agree.
 Steps run in the run's own process (`in_process_executor`) unless `L2_EXECUTOR=celery` sends them to
 Celery workers on other hosts (`l2_pipeline.executors`, docs/DISTRIBUTED.md). In process, a run's
 parallelism is its range of hours, read one after the other, and runs of different ranges run side
-by side; it also lets the hour checks reuse the figures the `raw_hour` step of the same run just read
+by side; it also lets the hour checks reuse the figures the `hour_tiers` step of the same run just read
 (`stats_cache`; on a worker that did not run that step they read the hour again).
 """
 

@@ -7,8 +7,9 @@ it) from one whose files changed since (register it again). Archiving is no chan
 replaces the `.jsonl` by a `.jsonl.gz` verified to hold the same bytes, with the original's mtime.
 
 `hour_stats` computes `compute_hour_stats` and keeps the result for as long as the files keep
-their fingerprint, so in a run the hour checks reuse what the `raw_hour` step just read (steps run
-in one process, `in_process_executor`) and a check run on its own still reads the current files.
+their fingerprint; `read_staged_hour` keeps the stats of the `hour_tiers` step's one read the same
+way. So in a run the hour checks reuse what that step just read (steps run in one process,
+`in_process_executor`) and a check run on its own still reads the current files.
 `cached_read` is that cache for any figures of an hour (the tape's: `l2_lake.quality.tape_stats`).
 """
 
