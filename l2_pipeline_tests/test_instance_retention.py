@@ -1,9 +1,9 @@
-"""Bounded instance storage (`l2_pipeline.instance_retention`), on SQLite and on PostgreSQL: 24 days
+"""Bounded instance storage (`l2_pipeline.instance_retention`), on SQLite and on PostgreSQL: 16 days
 pass, one real `raw_hour_job` run a day (an hour registered, its six checks evaluated), each run at
-its day (Dagster's clock frozen there); `instance_retention_job` (an 8-day window) as of day 16,
-then as of day 24 (now), keeps exactly the runs of the window with their events and check
-executions, deletes the rest, leaves unfinished runs alone, and the storage after day 24 holds as
-many rows as after day 16. `lake_health` and the six checks still work on what remains."""
+its day (Dagster's clock frozen there); `instance_retention_job` (a 6-day window) as of day 11,
+then as of day 16 (now), keeps exactly the runs of the window with their events and check
+executions, deletes the rest, leaves unfinished runs alone, and the storage after day 16 holds as
+many rows as after day 11. `lake_health` and the six checks still work on what remains."""
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,8 +32,8 @@ from l2_pipeline_tests.lake_factory import (
     plant_good_hour,
 )
 
-DAYS, MIDWAY = 24, 16  # days simulated; the first purge is as of MIDWAY, the second as of DAYS (today)
-WINDOW = 8  # > L2_DELETE_AFTER_DAYS (5) and L2_HEALTH_DAYS (3); the test lake keeps no Parquet tier
+DAYS, MIDWAY = 16, 11  # days simulated; the first purge is as of MIDWAY, the second as of DAYS (today)
+WINDOW = 6  # > L2_DELETE_AFTER_DAYS (5) and L2_HEALTH_DAYS (3); the test lake keeps no Parquet tier
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
