@@ -89,17 +89,23 @@ def _naive_top(side: dict[str, list[str]], descending: bool) -> list[list[str]]:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(levels, levels), min_size=1, max_size=40))
 def test_book_matches_naive_reference(stream: list[tuple[list, list]]) -> None:
+    _replay_against_model(stream)
+
+
+def _replay_against_model(stream: list[tuple[list, list]]) -> None:
+    """Apply `stream` to a book and to a dict model: after every update both sides (levels and
+    length) equal the model's, and the checksum is OKX's reference checksum of the model's top 25."""
     book = OrderBook()
-    naive_bids: dict[str, list[str]] = {}
-    naive_asks: dict[str, list[str]] = {}
+    model_bids: dict[str, list[str]] = {}
+    model_asks: dict[str, list[str]] = {}
     for bids, asks in stream:
         book.apply(bids, asks)
-        _naive_apply(naive_bids, bids)
-        _naive_apply(naive_asks, asks)
-        expected_bids = _naive_top(naive_bids, descending=True)
-        expected_asks = _naive_top(naive_asks, descending=False)
-        assert as_lists(book.bids.top(400)) == expected_bids
-        assert as_lists(book.asks.top(400)) == expected_asks
+        _naive_apply(model_bids, bids)
+        _naive_apply(model_asks, asks)
+        expected_bids = _naive_top(model_bids, descending=True)
+        expected_asks = _naive_top(model_asks, descending=False)
+        assert as_lists(book.bids.top(400)) == expected_bids and len(book.bids) == len(expected_bids)
+        assert as_lists(book.asks.top(400)) == expected_asks and len(book.asks) == len(expected_asks)
         assert book.checksum() == okx_checksum(expected_bids[:25], expected_asks[:25])
 
 
@@ -180,18 +186,7 @@ def test_deep_book_and_checksum_match_dict_model(stream: list[tuple[list, list]]
     saved = order_book._POSITIVE_SIZES_MAX
     order_book._POSITIVE_SIZES_MAX = remembered
     try:
-        book = OrderBook()
-        model_bids: dict[str, list[str]] = {}
-        model_asks: dict[str, list[str]] = {}
-        for bids, asks in stream:
-            book.apply(bids, asks)
-            _naive_apply(model_bids, bids)
-            _naive_apply(model_asks, asks)
-            expected_bids = _naive_top(model_bids, descending=True)
-            expected_asks = _naive_top(model_asks, descending=False)
-            assert as_lists(book.bids.top(400)) == expected_bids and len(book.bids) == len(expected_bids)
-            assert as_lists(book.asks.top(400)) == expected_asks and len(book.asks) == len(expected_asks)
-            assert book.checksum() == okx_checksum(expected_bids[:25], expected_asks[:25])
+        _replay_against_model(stream)
     finally:
         order_book._POSITIVE_SIZES_MAX = saved
 
