@@ -75,6 +75,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.timing import Timing
+
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE_INSTRUMENT = "BTC-USDT-SWAP"
 TEMPLATE_HOURS = 3
@@ -86,6 +88,11 @@ QUERY_REPEAT = 3
 QUERY_TIMEOUT = 90.0  # a query still running then is reported as such, and the webserver restarted
 MOCKED_LAUNCHER = {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}
 log = logging.getLogger("bench.instance_scale")
+
+
+def scale_row(label: str, seconds: float, detail: str) -> Timing:
+    """A row of this benchmark's report (its labels are longer than `bench.lake`'s)."""
+    return Timing(label, seconds, detail, width=58)
 
 
 def instrument_ids(n: int) -> list[str]:
@@ -758,16 +765,6 @@ def run_only(workspace: Any, instance: Any, name: str) -> None:
             instance.stop_sensor(sensor.get_remote_origin_id(), sensor.selector_id, sensor)
 
 
-@dataclass
-class Timing:
-    label: str
-    seconds: float
-    detail: str
-
-    def __str__(self) -> str:
-        return f"  {self.label:<58} {self.seconds:8.2f} s   {self.detail}"
-
-
 def measure_daemons(instance: Any, lake: Path, instruments: list[str], last_registered: datetime) -> list[Timing]:
     """The sensors' ticks and the backfill daemon's iteration (see the module docstring, step 5)."""
     from dagster._core.test_utils import freeze_time
@@ -792,7 +789,7 @@ def measure_daemons(instance: Any, lake: Path, instruments: list[str], last_regi
                     times.append(timed(lambda: list(execute_sensor_iteration(workspace, log, None, None)))[1])
             what = last_tick(workspace, instance, name)
             detail = what + (f" (median of {repeat})" if repeat > 1 else "")
-            out.append(Timing(label, statistics.median(times), detail))
+            out.append(scale_row(label, statistics.median(times), detail))
             print(out[-1], flush=True)
 
         tick("raw_hours_sensor", "raw_hours_sensor, first tick (empty cursor, empty day dirs)")
@@ -809,7 +806,7 @@ def measure_daemons(instance: Any, lake: Path, instruments: list[str], last_regi
         before = len(instance.get_runs())
         _, secs = timed(lambda: list(execute_backfill_iteration(workspace, log)))
         submitted = len(instance.get_runs()) - before
-        out.append(Timing("backfill daemon, first iteration over that backfill", secs,
+        out.append(scale_row("backfill daemon, first iteration over that backfill", secs,
                           f"{n} asset partitions; {submitted} run(s) submitted (mocked launcher)"))
         print(out[-1], flush=True)
         # the same again, profiled: the cursor set back one hour, the sensor requests the same hour again
@@ -846,13 +843,13 @@ def lake_health_run(instance: Any, lake: Path, instruments: list[str], start: da
     failure = next((e.event_specific_data.error.message.strip()[:160] for e in result.all_events
                     if e.is_step_failure), "")
     cells = len(instruments) * HEALTH_DAYS * 24
-    out = [Timing("lake_health_job, in process", secs, f"{HEALTH_DAYS} days × {len(instruments)} instruments = "
+    out = [scale_row("lake_health_job, in process", secs, f"{HEALTH_DAYS} days × {len(instruments)} instruments = "
                   f"{cells:,} cells: " + ("success" if result.success else f"FAILED: {failure}"))]
     hours = window(now_utc(), HEALTH_DAYS)
     keys = {(inst, hour): partition(hour, inst) for inst in instruments for hour in hours}
     ids, secs = timed(lambda: instance.event_log_storage.get_latest_storage_id_by_partition(
         RAW_HOUR, DagsterEventType.ASSET_MATERIALIZATION, set(keys.values())))
-    out.append(Timing("  its read 1: latest storage id of each cell", secs, f"{len(ids):,} ids, one query"))
+    out.append(scale_row("  its read 1: latest storage id of each cell", secs, f"{len(ids):,} ids, one query"))
     batch = 10_000  # the most fetch_materializations returns at once
 
     def fetch() -> dict[int, Any]:
@@ -866,7 +863,7 @@ def lake_health_run(instance: Any, lake: Path, instruments: list[str], start: da
         return records
 
     records, secs = timed(fetch)
-    out.append(Timing("  its read 2: those materializations, ≤ 10,000 a query", secs,
+    out.append(scale_row("  its read 2: those materializations, ≤ 10,000 a query", secs,
                       f"{len(records):,} records in {-(-len(ids) // batch)} queries"))
     by_key = {key: records[i] for key, i in ids.items() if i in records}
 
@@ -879,7 +876,7 @@ def lake_health_run(instance: Any, lake: Path, instruments: list[str], start: da
         return lake_health_figure(cells, instruments, hours)
 
     png, secs = timed(draw)
-    out.append(Timing("  its figure: cells from metadata + PNG", secs, f"{len(png) / 1e3:.0f} kB"))
+    out.append(scale_row("  its figure: cells from metadata + PNG", secs, f"{len(png) / 1e3:.0f} kB"))
     return out
 
 

@@ -28,7 +28,6 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from dagster._daemon.sensor import execute_sensor_iteration
 
 from bench.hour_cost import capture_cpu_per_instrument_hour, report, step_costs
 from bench.synthetic_hours import instrument_records, write_hour
-from bench.timing import timed
+from bench.timing import Timing, timed
 from l2_lake.format import layout
 from l2_pipeline.definitions import build_definitions
 from l2_pipeline.keys import RAW_HOUR
@@ -55,16 +54,6 @@ KNOWN = ["BTC-USDT-SWAP", "ETH-USDT-SWAP", "SOL-USDT-SWAP", "XRP-USDT-SWAP", "DO
 
 def instrument_ids(n: int) -> list[str]:
     return (KNOWN + [f"BENCH{i}-USDT-SWAP" for i in range(n)])[:n]
-
-
-@dataclass
-class Timing:
-    label: str
-    seconds: float
-    detail: str
-
-    def __str__(self) -> str:
-        return f"  {self.label:<44} {self.seconds:8.2f} s   {self.detail}"
 
 
 def bench(n_instruments: int, days: int, depth: int, per_hour: int, root: Path) -> list[Timing]:
