@@ -422,11 +422,8 @@ def compute_hour_read(data_dir: Path, inst_id: str, hour: datetime, cadence_seco
     source table its records were read into (`scan_content`; None where they are not all records)."""
     with _gc_paused():
         found = scan_source(data_dir, inst_id, hour, lambda f: scan_content(f.read(), inst_id, hour))
-    if found is None:
-        source, kind, source_bytes, (scan, src) = None, "none", 0, (RecordScan(sha256=hashlib.sha256().hexdigest()),
-                                                                     None)
-    else:
-        source, kind, source_bytes, (scan, src) = found
+    no_records = RecordScan(sha256=hashlib.sha256().hexdigest()), None
+    source, kind, source_bytes, (scan, src) = found or (None, "none", 0, no_records)
     events_file = layout.events_path(data_dir, inst_id, hour)
     if events_file.is_file():
         with open(events_file, "rb") as f:

@@ -131,7 +131,7 @@ def read_staged_hour(tree: LakeTree, root: Path, inst_id: str, hour: datetime, c
     try:
         stats, src = compute_hour_read(root, inst_id, hour, cadence_seconds)
     except Exception as exc:  # any unreadable file, as `guarded_read`
-        return HourRead(None, before, f"{type(exc).__name__}: {exc}"), None
+        return HourRead.unreadable(before, exc), None
     _keep_unchanged(tree, (tree.key, ("hour_stats", cadence_seconds), inst_id, hour, before), labelled(tree, stats))
     return HourRead(stats, before), src
 
@@ -162,6 +162,11 @@ class HourRead(Generic[T]):
     fingerprint: str
     error: str | None = None
 
+    @classmethod
+    def unreadable(cls, fingerprint: str, exc: Exception) -> HourRead[T]:
+        """An hour that could not be read, with `exc` as its error."""
+        return cls(None, fingerprint, f"{type(exc).__name__}: {exc}")
+
 
 def guarded_read(lake: Path | LakeTree, inst_id: str, hour: datetime, read: Callable[[], tuple[T, str]],
                  prefix: Path = layout.RAW_PREFIX) -> HourRead[T]:
@@ -171,7 +176,7 @@ def guarded_read(lake: Path | LakeTree, inst_id: str, hour: datetime, read: Call
     try:
         return HourRead(*read())
     except Exception as exc:  # any unreadable file
-        return HourRead(None, fingerprint(lake, inst_id, hour, prefix), f"{type(exc).__name__}: {exc}")
+        return HourRead.unreadable(fingerprint(lake, inst_id, hour, prefix), exc)
 
 
 def read_hour(lake: Path | LakeTree, inst_id: str, hour: datetime, cadence_seconds: float) -> HourRead[HourStats]:
