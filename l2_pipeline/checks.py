@@ -2,7 +2,9 @@
 
 `raw_hour_quality` (one multi-asset check, partitioned like the asset; built by
 `build_hour_checks(partitions)` when the code location loads) emits, for every hour of its step
-(one partition or a range), the verdicts of `l2_lake.quality.verdicts.evaluate_hour`:
+(one partition or a range), the verdicts of `l2_lake.quality.verdicts.evaluate_hour` (for a group's
+partition, `group_verdicts` of its members': one evaluation per check naming the failing instruments,
+each member's outcome in its metadata):
 - in every run that materializes `raw_hour` (Dagster adds an asset's checks to its runs, also to
   the sensor's registration backfill), reusing the figures the `hour_tiers` step just read;
 - on their own, without touching the hour: `hour_checks_job` for chosen hours (named by tags). The checks
@@ -24,6 +26,8 @@ single partition key (dagster/_core/definitions/asset_checks/asset_check_result.
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -45,6 +49,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
+from l2_lake.format import layout
 from l2_lake.format.hours import now_utc
 from l2_lake.quality.stats_cache import read_hour
 from l2_lake.quality.verdicts import (
@@ -53,10 +58,12 @@ from l2_lake.quality.verdicts import (
     HOUR_CHECKS,
     Verdict,
     collector_freshness,
+    group_verdicts,
     hour_verdicts,
 )
+from l2_pipeline.group_hours import is_group, members_with_data
 from l2_pipeline.keys import RAW_HOUR
-from l2_pipeline.partitions import parse_partition_key
+from l2_pipeline.partitions import instrument_groups, parse_partition_key
 from l2_pipeline.registry import latest_materializations
 from l2_pipeline.resources import LakeResource
 
@@ -93,21 +100,35 @@ def verdict_evaluation(verdict: Verdict, partition: str | None,
     return AssetCheckEvaluation(**_fields(verdict, asset_key), partition=partition, target_materialization_data=target)
 
 
-def partition_verdicts(lake: LakeResource, key: str) -> list[Verdict]:
-    """The verdicts of one partition's hour (`quality.hour_verdicts` of its read)."""
-    read = read_hour(lake.tree, *parse_partition_key(key), lake.cadence_seconds)
+def instrument_hour_verdicts(lake: LakeResource, inst_id: str, hour: datetime) -> list[Verdict]:
+    """The verdicts of one instrument-hour (`quality.hour_verdicts` of its read)."""
+    read = read_hour(lake.tree, inst_id, hour, lake.cadence_seconds)
     return hour_verdicts(read.stats, read.error, lake.coverage_threshold_pct)
 
 
-PartitionVerdicts = Callable[[LakeResource, str], list[Verdict]]  # (lake, partition key) → the hour's verdicts
+HourVerdicts = Callable[[LakeResource, str, datetime], list[Verdict]]  # (lake, instId, hour) → its verdicts
+
+
+def partition_verdicts(lake: LakeResource, key: str, verdicts: HourVerdicts, prefix: Path,
+                       candidates: Sequence[str]) -> list[Verdict]:
+    """The verdicts of one partition: its instrument-hour's, or its group's of the members with a file
+    of the hour (`quality.group_verdicts`; none when no member has one, as no instrument-hour is
+    judged before it has a file)."""
+    column, hour = parse_partition_key(key)
+    if not is_group(column):
+        return verdicts(lake, column, hour)
+    members = members_with_data(lake.tree, column, hour, candidates, prefix)
+    return group_verdicts({inst_id: verdicts(lake, inst_id, hour) for inst_id in members})
 
 
 def build_partition_checks(name: str, asset_key: AssetKey, check_names: Sequence[str],
-                           partitions: MultiPartitionsDefinition, verdicts: PartitionVerdicts,
-                           description: str) -> AssetChecksDefinition:
+                           partitions: MultiPartitionsDefinition, verdicts: HourVerdicts,
+                           description: str, prefix: Path = layout.RAW_PREFIX) -> AssetChecksDefinition:
     """The multi-asset check `name`: the checks `check_names` of `asset_key`, partitioned like it
-    (`partitions`), evaluated on each hour of the step from `verdicts(lake, key)`, each evaluation
-    targeting the hour's latest materialization of `asset_key` (see the module docstring)."""
+    (`partitions`), evaluated on each hour of the step from `verdicts(lake, inst_id, hour)` (a group's
+    from its members' with a file under `prefix`), each evaluation targeting the hour's latest
+    materialization of `asset_key` (see the module docstring)."""
+    grouped = bool(instrument_groups(partitions))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PreviewWarning)  # partitions_def on AssetCheckSpec is "preview" in 1.13
         specs = [AssetCheckSpec(check, asset=asset_key, description=DESCRIPTIONS[check], partitions_def=partitions)
@@ -120,8 +141,9 @@ def build_partition_checks(name: str, asset_key: AssetKey, check_names: Sequence
         targets = {key: AssetCheckEvaluationTargetMaterializationData(
                        storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp)
                    for key, r in latest_materializations(context.instance, keys, asset_key).items()}
+        candidates = lake.known_instruments() if grouped else []
         for key in keys:
-            for verdict in verdicts(lake, key):
+            for verdict in partition_verdicts(lake, key, verdicts, prefix, candidates):
                 if verdict.check_name in selected:
                     yield verdict_evaluation(verdict, key, targets.get(key), asset_key)
         context.log.info(f"evaluated {len(selected)} check(s) on {len(keys)} hour(s)")
@@ -132,7 +154,7 @@ def build_partition_checks(name: str, asset_key: AssetKey, check_names: Sequence
 def build_hour_checks(partitions: MultiPartitionsDefinition) -> AssetChecksDefinition:
     """`raw_hour_quality`: the six hour checks, partitioned like `raw_hour` (`partitions`)."""
     return build_partition_checks(
-        "raw_hour_quality", RAW_HOUR, HOUR_CHECKS, partitions, partition_verdicts,
+        "raw_hour_quality", RAW_HOUR, HOUR_CHECKS, partitions, instrument_hour_verdicts,
         "Gaps, checksum failures, coverage, crossed books, schema and timestamps of each hour of the step.")
 
 

@@ -1,6 +1,7 @@
 """The code location: `dagster dev -w workspace.yaml` loads `defs` from here.
 
-Asset graph (all but instrument_metadata partitioned by UTC hour × instrument):
+Asset graph (all but instrument_metadata partitioned by UTC hour × instrument, or hour × instrument
+group with `L2_INSTRUMENT_GROUPS`, see `l2_pipeline.partitions`):
 
     raw_hour ──► raw_archive          (checks on raw_hour: no_gaps, no_checksum_failures, coverage,
         └──────► curated_parquet       no_crossed_books, schema_valid, timestamps_valid; collector_freshness)
@@ -65,6 +66,7 @@ from l2_pipeline.schedules import build_compression_schedule, instrument_metadat
 from l2_pipeline.sensors import build_raw_hours_sensor, collector_freshness_sensor
 
 log = logging.getLogger(__name__)
+INSTRUMENTS_PER_HOUR_PARTITIONS = 14  # hour × instrument holds this many over 30 days (docs/PERFORMANCE.md)
 
 
 def partitions_at_load(lake: LakeResource, now: datetime | None = None) -> MultiPartitionsDefinition:
@@ -74,7 +76,13 @@ def partitions_at_load(lake: LakeResource, now: datetime | None = None) -> Multi
     start = lake.configured_start or min(filter(None, firsts), default=None)
     if start is None:
         start = (now or now_utc()).replace(hour=0, minute=0, second=0, microsecond=0)
-    return lake_partitions(start, lake.known_instruments())
+    instruments = lake.known_instruments()
+    if not lake.instrument_groups and len(instruments) > INSTRUMENTS_PER_HOUR_PARTITIONS:
+        log.warning(f"{len(instruments)} instruments, each its own partition: Dagster's check pages slow down past "
+                    f"about {INSTRUMENTS_PER_HOUR_PARTITIONS} instruments over a 30-day instance window. Set "
+                    f"L2_INSTRUMENT_GROUPS={-(-len(instruments) // 25)} (groups of ~25) before the first registration "
+                    "(docs/PIPELINE.md, \"Instrument groups\")")
+    return lake_partitions(start, instruments, lake.instrument_groups)
 
 
 def build_definitions(lake: LakeResource | None = None) -> Definitions:

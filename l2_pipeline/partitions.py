@@ -1,4 +1,15 @@
-"""Partitions of every lake asset: UTC hour × instrument, and how many runs a set of them takes.
+"""Partitions of every lake asset: UTC hour × instrument (or instrument group), and how many runs a set
+of them takes.
+
+The second dimension (named `instrument`) holds one of two kinds of key, fixed by `L2_INSTRUMENT_GROUPS`:
+- 0 (the default): one key per instrument, its instId. An instrument-hour is a partition.
+- N > 0: N group keys `group-07-of-10`, each holding the instruments whose CRC32 of the instId is 7
+  modulo 10 (`group_key`). A group-hour is a partition: its steps do the hour of every instrument of
+  the group that has a file of it (`group_members`), and its checks judge them all. The membership
+  depends only on the instId and N, so it never changes as instruments come and go; an instrument that
+  appears later joins its group without a reload. Dagster's UI holds about 10,000 checked
+  partitions per check (docs/PERFORMANCE.md): hour × instrument holds ~14 instruments over a 30-day
+  instance window, groups of ~25 hold 250 instruments in 10 groups.
 
 Both dimensions are fixed when the code location loads (`l2_pipeline.definitions`), so every
 command works on a new Dagster instance (nothing has to tick first):
@@ -15,6 +26,8 @@ Sensors and schedules are built from the same `MultiPartitionsDefinition` (`hour
 
 from __future__ import annotations
 
+import re
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -32,6 +45,43 @@ from l2_lake.format.layout import hour_floor, validate_inst_id
 HOUR_DIM = "hour"
 INSTRUMENT_DIM = "instrument"
 HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"
+GROUP_KEY_RE = re.compile(r"group-(\d+)-of-(\d+)")
+MAX_GROUPS = 1000
+
+
+def group_key(inst_id: str, groups: int) -> str:
+    """The key of the group of `groups` that holds `inst_id`, e.g. `group-07-of-10`."""
+    return _group_name(zlib.crc32(validate_inst_id(inst_id).encode()) % groups, groups)
+
+
+def _group_name(index: int, groups: int) -> str:
+    return f"group-{index:0{len(str(groups - 1))}d}-of-{groups}"
+
+
+def group_keys(groups: int) -> list[str]:
+    """Every group key of `groups` groups, in order (also the empty ones: the keys never change)."""
+    if not 0 < groups <= MAX_GROUPS:
+        raise ValueError(f"instrument groups must be 1 to {MAX_GROUPS}, not {groups}")
+    return [_group_name(i, groups) for i in range(groups)]
+
+
+def parse_group_key(text: str) -> tuple[int, int] | None:
+    """(index, groups) of a group key; None for anything else (an instId)."""
+    match = GROUP_KEY_RE.fullmatch(text)
+    if match is None:
+        return None
+    index, groups = int(match[1]), int(match[2])
+    return (index, groups) if index < groups and text == _group_name(index, groups) else None
+
+
+def group_members(column: str, candidates: Iterable[str]) -> list[str]:
+    """The instruments of `candidates` a key of the instrument dimension stands for: those of the group
+    (sorted), or the instrument itself (whether or not among the candidates)."""
+    group = parse_group_key(column)
+    if group is None:
+        return [validate_inst_id(column)]
+    index, groups = group
+    return sorted(i for i in set(candidates) if zlib.crc32(i.encode()) % groups == index)
 
 
 def parse_hour_key(text: str) -> datetime:
@@ -45,14 +95,23 @@ def parse_hour_key(text: str) -> datetime:
     return hour
 
 
-def lake_partitions(start: datetime, instruments: Sequence[str]) -> MultiPartitionsDefinition:
-    """The hour × instrument partitions of the lake assets: hours from `start` on, `instruments`."""
-    if not instruments:
+def lake_partitions(start: datetime, instruments: Sequence[str], groups: int = 0) -> MultiPartitionsDefinition:
+    """The partitions of the lake assets: hours from `start` on × `instruments` (`groups` 0), or × the
+    `groups` instrument groups."""
+    if not instruments and not groups:
         raise ValueError("no instrument: set L2_INSTRUMENTS (e.g. BTC-USDT-SWAP,ETH-USDT-SWAP) or point "
                          "L2_DATA_DIR at a lake that has instrument directories")
     hours = HourlyPartitionsDefinition(start_date=hour_key(start), timezone="UTC", fmt=HOUR_KEY_FORMAT)
-    names = StaticPartitionsDefinition(sorted({validate_inst_id(i) for i in instruments}))
+    names = StaticPartitionsDefinition(group_keys(groups) if groups else sorted({validate_inst_id(i)
+                                                                                   for i in instruments}))
     return MultiPartitionsDefinition({HOUR_DIM: hours, INSTRUMENT_DIM: names})
+
+
+def instrument_groups(partitions: MultiPartitionsDefinition) -> int:
+    """The number of instrument groups of `partitions` (0: one key per instrument)."""
+    first = next(iter(instrument_keys(partitions)), "")
+    group = parse_group_key(first)
+    return group[1] if group else 0
 
 
 def hours_start(partitions: MultiPartitionsDefinition) -> datetime:
@@ -63,7 +122,7 @@ def hours_start(partitions: MultiPartitionsDefinition) -> datetime:
 
 
 def instrument_keys(partitions: MultiPartitionsDefinition) -> list[str]:
-    """The instrument dimension's keys, in its order."""
+    """The instrument dimension's keys (instIds or group keys), in its order."""
     return list(partitions.get_partitions_def_for_dimension(INSTRUMENT_DIM).get_partition_keys())
 
 
@@ -72,13 +131,14 @@ def hour_key(hour: datetime) -> str:
     return hour_floor(int(utc(hour).timestamp() * 1000)).strftime(HOUR_KEY_FORMAT)
 
 
-def partition_key(inst_id: str, hour: datetime) -> MultiPartitionKey:
-    """The partition of one instrument-hour."""
-    return MultiPartitionKey({HOUR_DIM: hour_key(hour), INSTRUMENT_DIM: validate_inst_id(inst_id)})
+def partition_key(inst_id: str, hour: datetime, groups: int = 0) -> MultiPartitionKey:
+    """The partition that holds one instrument-hour (its group's hour when `groups`)."""
+    column = group_key(inst_id, groups) if groups else validate_inst_id(inst_id)
+    return MultiPartitionKey({HOUR_DIM: hour_key(hour), INSTRUMENT_DIM: column})
 
 
 def parse_partition_key(key: str | MultiPartitionKey) -> tuple[str, datetime]:
-    """(instId, hour) of a partition key; raises ValueError for anything else."""
+    """(instId or group key, hour) of a partition key; raises ValueError for anything else."""
     if isinstance(key, MultiPartitionKey):
         by_dim = key.keys_by_dimension
     else:
@@ -91,7 +151,8 @@ def parse_partition_key(key: str | MultiPartitionKey) -> tuple[str, datetime]:
         hour = parse_hour_key(by_dim[HOUR_DIM])
     except (KeyError, ValueError):
         raise ValueError(f"partition key {key!r} has no hour in the format YYYY-MM-DD-HH:MM") from None
-    return validate_inst_id(by_dim.get(INSTRUMENT_DIM, "")), hour
+    column = by_dim.get(INSTRUMENT_DIM, "")
+    return (column if parse_group_key(column) else validate_inst_id(column)), hour
 
 
 def run_batches(keys: Iterable[str], max_per_run: int, instrument_order: Sequence[str]) -> list[list[str]]:
@@ -99,7 +160,7 @@ def run_batches(keys: Iterable[str], max_per_run: int, instrument_order: Sequenc
     makes of `keys`, split the way Dagster 1.13 splits a subset of a multi-partitions definition
     (`DefaultPartitionsSubset.get_partition_key_ranges`): group by the dimension with fewer distinct
     keys among `keys` (the hour on a tie), make ranges of consecutive keys of the other dimension
-    (consecutive hours; instruments consecutive in the instrument dimension's order,
+    (consecutive hours; instruments or groups consecutive in the instrument dimension's order,
     `instrument_order`), then cut each range into chunks of at most `max_per_run`. A batch is exactly
     the partition range from its first key to its last. Dagster gets there by listing every hour
     since the partitions start for each group (seconds for a 5-day catch-up of 20 instruments);
@@ -113,7 +174,7 @@ def run_batches(keys: Iterable[str], max_per_run: int, instrument_order: Sequenc
     by_hour = len(hours) <= len({inst_id for inst_id, _ in parsed})
     groups: dict[object, list[tuple[int, str]]] = defaultdict(list)  # group → (position along the range, key)
     for inst_id, hour in parsed:
-        key = str(partition_key(inst_id, hour))
+        key = str(MultiPartitionKey({HOUR_DIM: hour_key(hour), INSTRUMENT_DIM: inst_id}))
         if by_hour:
             groups[hour].append((position[inst_id], key))
         else:

@@ -6,11 +6,14 @@ whatever the number of partitions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, EventLogRecord
 
+from l2_pipeline.group_hours import BY_INSTRUMENT, plain
 from l2_pipeline.keys import RAW_HOUR
+from l2_pipeline.partitions import parse_partition_key
 
 FETCH_LIMIT = 10_000  # records Dagster returns at most per fetch (1.13 refuses a larger limit)
 
@@ -35,12 +38,20 @@ def latest_materializations(instance: DagsterInstance, partition_keys: Sequence[
 
 
 def stored_fingerprints(instance: DagsterInstance, partition_keys: Sequence[str],
-                        asset_key: AssetKey = RAW_HOUR) -> dict[str, str]:
-    """partition → the `fingerprint` its latest materialization of `asset_key` (`raw_hour`, or the
-    tape's `book_tape`) recorded ("" if none)."""
+                        asset_key: AssetKey = RAW_HOUR) -> dict[str, dict[str, str]]:
+    """partition → instId → the `fingerprint` its latest materialization of `asset_key` (`raw_hour`, or
+    the tape's `book_tape`) recorded of that instrument's hour ("" if none): one instrument for an
+    instrument's partition, each member the materialization included for a group's."""
     out = {}
     for key, record in latest_materializations(instance, partition_keys, asset_key).items():
         materialization = record.asset_materialization
-        value = materialization.metadata.get("fingerprint") if materialization else None
-        out[key] = value.value if value is not None and isinstance(value.value, str) else ""
+        metadata = materialization.metadata if materialization else {}
+        column, _ = parse_partition_key(key)
+        members = plain(metadata[BY_INSTRUMENT]) if BY_INSTRUMENT in metadata else {column: metadata}
+        out[key] = {inst_id: _fingerprint(member) for inst_id, member in members.items()}
     return out
+
+
+def _fingerprint(metadata: Mapping[str, Any]) -> str:
+    value = plain(metadata.get("fingerprint"))
+    return value if isinstance(value, str) else ""

@@ -32,7 +32,7 @@ from l2_lake.format import layout
 from l2_lake.format.layout import TAPE_PREFIX, list_instruments, validate_inst_id
 from l2_lake.store.s3 import parse_lake_url
 from l2_lake.store.tree import LakeTree, LocalTree, lake_tree
-from l2_pipeline.partitions import parse_hour_key
+from l2_pipeline.partitions import MAX_GROUPS, parse_hour_key
 
 DEFAULT_INSTRUMENTS = ["BTC-USDT-SWAP", "ETH-USDT-SWAP"]
 ENV_VAR_FIELDS = ("data_dir", "rest_url")  # unconstrained strings: Dagster resolves these EnvVars itself
@@ -78,6 +78,13 @@ class LakeResource(ConfigurableResource):
     partitions_start: str = Field(
         default="", description="first hour partition, YYYY-MM-DD-HH:MM (read at load; empty: the lake's first hour)"
     )
+    instrument_groups: int = Field(
+        default=0, ge=0, le=MAX_GROUPS,
+        description="partition the lake's assets by hour × instrument group instead of hour × instrument (env "
+        "L2_INSTRUMENT_GROUPS): N groups `group-07-of-10`, an instrument in the group of the CRC32 of its instId "
+        "modulo N. 0: one partition per instrument-hour. Set it for more than ~14 instruments, to about "
+        "instruments / 25, before the first registration: changing it re-keys every partition",
+    )
     replica_dirs: str = Field(
         default="", description="redundant capture: data dirs (spools) of collectors capturing the same instruments, "
         "id=/path,id2=/path2 (ids as their --collector-id); canonical_hour merges them into data_dir. Empty: one "
@@ -119,6 +126,9 @@ class LakeResource(ConfigurableResource):
         if self.lake_url and self.replica_dirs:
             raise ValueError("L2_LAKE_URL and L2_REPLICA_DIRS cannot be combined yet: canonical_hour merges replica "
                              "spools into a local lake. Use one of them")
+        if self.instrument_groups and self.replica_dirs:
+            raise ValueError("L2_INSTRUMENT_GROUPS and L2_REPLICA_DIRS cannot be combined yet: canonical_hour merges "
+                             "replicas per instrument-hour. Unset L2_INSTRUMENT_GROUPS (or set it to 0) with replicas")
         return self
 
     @property

@@ -48,10 +48,17 @@ from l2_lake.store.lake_walk import OnUnreadable, log_unreadable
 from l2_lake.tiers.curated_migration import has_legacy_curated
 from l2_lake.tiers.retention import plan_deletions
 from l2_lake.tiers.selection import compression_due
-from l2_pipeline.assets.lake import HOURS_PER_RUN
+from l2_pipeline.assets.lake import partitions_per_run
 from l2_pipeline.jobs import compress_job, instrument_metadata_job, retention_job
 from l2_pipeline.keys import BOOK_TAPE_ARCHIVE, RAW_ARCHIVE
-from l2_pipeline.partitions import hours_start, instrument_keys, parse_partition_key, partition_key, run_batches
+from l2_pipeline.partitions import (
+    hours_start,
+    instrument_groups,
+    instrument_keys,
+    parse_partition_key,
+    partition_key,
+    run_batches,
+)
 from l2_pipeline.resources import LakeResource
 
 
@@ -91,14 +98,16 @@ def dataset_compression_requests(lake: LakeResource, partitions: MultiPartitions
     due = compression_due(lake.tree, as_of, lake.compress_after, lake.grace, now=now, on_unreadable=on_unreadable,
                           prefix=prefix)
     instruments = instrument_keys(partitions)  # in the dimension's order
-    start, known = hours_start(partitions), set(instruments)
-    keys = [str(partition_key(h.inst_id, h.hour)) for h in due if h.hour >= start and h.inst_id in known]
-    if len(keys) < len(due):
-        log.warning(f"{len(due) - len(keys)} due hour(s) are not {asset.to_user_string()} partitions (before the first "
-                    f"hour partition {iso(start)}, or of an instrument that appeared after the code location loaded: "
-                    "reload it to add the instrument): left alone")
+    start, known, groups = hours_start(partitions), set(instruments), instrument_groups(partitions)
+    partition_of = {h: str(partition_key(h.inst_id, h.hour, groups)) for h in due
+                    if h.hour >= start and (groups or h.inst_id in known)}
+    keys = list(dict.fromkeys(partition_of.values()))  # a group's hour once, however many members are due
+    if len(partition_of) < len(due):
+        log.warning(f"{len(due) - len(partition_of)} due hour(s) are not {asset.to_user_string()} partitions "
+                    f"(before the first hour partition {iso(start)}, or of an instrument that appeared after the "
+                    "code location loaded: reload it to add the instrument): left alone")
     requests = []
-    for batch in run_batches(keys, HOURS_PER_RUN, instruments):
+    for batch in run_batches(keys, partitions_per_run(partitions), instruments):
         hours = sorted(parse_partition_key(key)[1] for key in batch)
         requests.append(RunRequest(
             run_key=f"{run_key}-{iso(as_of)}-{batch[0]}..{batch[-1]}",

@@ -69,15 +69,16 @@ from l2_lake.store.lake_walk import OnUnreadable, log_unreadable
 from l2_lake.tiers.selection import LakeHour, pending_registrations
 from l2_pipeline.checks import verdict_evaluation
 from l2_pipeline.keys import BOOK_FEATURES, BOOK_TAPE, BOOK_TAPE_ARCHIVE, CURATED_PARQUET, RAW_ARCHIVE, RAW_HOUR
-from l2_pipeline.partitions import hours_start, instrument_keys, parse_partition_key, partition_key
+from l2_pipeline.partitions import hours_start, instrument_groups, instrument_keys, parse_partition_key, partition_key
 from l2_pipeline.registry import stored_fingerprints
 from l2_pipeline.resources import LakeResource
 
 FRESHNESS_REEMIT_SECONDS = 600
 
 Cursor = TypeVar("Cursor")
-# (asset that registers hours, partition keys) → the fingerprints stored with their latest materializations
-StoredLookup = Callable[[AssetKey, list[str]], Mapping[str, str]]
+# (asset that registers hours, partition keys) → partition → instId → the fingerprint stored with its latest
+# materialization (`registry.stored_fingerprints`)
+StoredLookup = Callable[[AssetKey, list[str]], Mapping[str, Mapping[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -170,9 +171,11 @@ def read_cursor(context: SensorEvaluationContext, parse: Callable[[str | None], 
 class Registration:
     """What one evaluation of the raw-hours sensor decided (pure data, tested without Dagster)."""
 
-    # asset → partitions to request: hours to (re-)register (`raw_hour`, `book_tape`), of those the ones
-    # already archived (`raw_archive`, `book_tape_archive`) and those with records (the Parquet tiers)
-    requested: dict[AssetKey, list[str]] = field(default_factory=dict)
+    # asset → partitions to request (in the order first added; a group's once, however many of its members
+    # led to it): hours to (re-)register (`raw_hour`, `book_tape`), of those the ones already archived
+    # (`raw_archive`, `book_tape_archive`) and those with records (the Parquet tiers)
+    requested: dict[AssetKey, dict[str, None]] = field(default_factory=dict)
+    added: int = 0  # instrument-hours to (re-)register (a group's partition holds several)
     unchanged: int = 0  # registered hours whose files kept the fingerprint stored with them
     reregistered: int = 0  # registered hours whose files changed since
     skipped_before_start: int = 0
@@ -181,10 +184,10 @@ class Registration:
     cursor: RawCursor = field(default_factory=RawCursor)
 
     def keys(self, asset: AssetKey) -> list[str]:
-        return self.requested.get(asset, [])
+        return list(self.requested.get(asset, ()))
 
     def add(self, asset: AssetKey, key: str) -> None:
-        self.requested.setdefault(asset, []).append(key)
+        self.requested.setdefault(asset, {})[key] = None
 
     @property
     def registered(self) -> list[str]:
@@ -206,20 +209,16 @@ def registration_batch(pending: list[LakeHour], max_hours: int, first_hour: date
     return batch
 
 
-def partition_of(item: LakeHour) -> str:
-    return str(partition_key(item.inst_id, item.hour))
-
-
-def add_hour(lake: LakeResource, dataset: HourDataset, item: LakeHour, stored: str | None, out: Registration
-             ) -> None:
-    """Add one closed hour of `dataset` to `out`: registered (again), or passed over when `stored` (the
-    fingerprint its registration recorded) is still its files' fingerprint."""
-    key = partition_of(item)
+def add_hour(lake: LakeResource, dataset: HourDataset, item: LakeHour, key: str, stored: str | None,
+             out: Registration) -> None:
+    """Add one closed hour of `dataset` (of the partition `key`) to `out`: registered (again), or passed
+    over when `stored` (the fingerprint its registration recorded) is still its files' fingerprint."""
     if stored is not None:
         if unchanged(stored, fingerprint(lake.tree, item.inst_id, item.hour, dataset.prefix)):
             out.unchanged += 1
             return
         out.reregistered += 1
+    out.added += 1
     out.add(dataset.asset, key)
     kinds = lake.tree.hour_kinds(item.inst_id, item.hour, dataset.prefix)
     records, archived = "records" in kinds, "archive" in kinds
@@ -242,20 +241,23 @@ def register_closed_hours(
     """The closed hours of `datasets` after the cursor (within the tick budget) that need registering;
     each dataset takes up to `sensor_max_hours_per_tick` hours."""
     first_hour = hours_start(partitions)
-    instruments = instrument_keys(partitions)
+    groups = instrument_groups(partitions)
+    instruments = lake.known_instruments() if groups else instrument_keys(partitions)
     out = Registration(cursor=cursor.copy())
     started = time.monotonic()
     for dataset in datasets:
         pending = pending_registrations(lake.tree, instruments, cursor.of(dataset), now, lake.grace, on_unreadable,
                                         dataset.prefix)
         batch = registration_batch(pending, lake.sensor_max_hours_per_tick, first_hour)
-        stored = stored_lookup(dataset.asset, [partition_of(item) for item in batch if item.hour >= first_hour])
+        keys = {item: str(partition_key(item.inst_id, item.hour, groups)) for item in batch
+                if item.hour >= first_hour}
+        stored = stored_lookup(dataset.asset, list(dict.fromkeys(keys.values())))
         out.pending += len(pending)
         for item in batch:
             if time.monotonic() - started > lake.sensor_tick_budget_seconds:
                 break
             if item.hour >= first_hour:
-                add_hour(lake, dataset, item, stored.get(partition_of(item)), out)
+                add_hour(lake, dataset, item, keys[item], stored.get(keys[item], {}).get(item.inst_id), out)
             else:
                 out.skipped_before_start += 1
             out.cursor.of(dataset)[item.inst_id] = item.hour
@@ -269,7 +271,7 @@ def registration_request(partitions: MultiPartitionsDefinition, reg: Registratio
     backfill daemon turns it into runs with the assets' backfill policy. (The subset type is not public
     in Dagster 1.13; `RunRequest.for_asset_graph_subset` is how a sensor requests a backfill, see
     dagster/_daemon/sensor.py `_submit_backfill_request`.)"""
-    return hours_backfill(partitions, reg.requested, reg.registered)
+    return hours_backfill(partitions, {asset: list(keys) for asset, keys in reg.requested.items()}, reg.registered)
 
 
 def hours_backfill(partitions: MultiPartitionsDefinition, by_asset: dict[AssetKey, list[str]],
@@ -285,11 +287,13 @@ def hours_backfill(partitions: MultiPartitionsDefinition, by_asset: dict[AssetKe
 
 
 def summary(reg: Registration, unknown_instruments: list[str]) -> str:
-    new = len(reg.keys(RAW_HOUR)) + len(reg.keys(BOOK_TAPE)) - reg.reregistered
+    new = reg.added - reg.reregistered
+    partitions = len(reg.keys(RAW_HOUR)) + len(reg.keys(BOOK_TAPE))
+    grouped = f" in {partitions} group-hour partition(s)" if partitions != reg.added else ""
     tape = (f", {len(reg.keys(BOOK_TAPE))} of the tape ({len(reg.keys(BOOK_TAPE_ARCHIVE))} already archived)"
             if reg.keys(BOOK_TAPE) else "")
     text = (
-        f"registering {new} new hour(s) and {reg.reregistered} whose files changed "
+        f"registering {new} new hour(s) and {reg.reregistered} whose files changed{grouped} "
         f"({len(reg.keys(RAW_ARCHIVE))} already archived, {len(reg.keys(CURATED_PARQUET))} to curate{tape}); "
         f"{reg.unchanged} unchanged; "
         f"{reg.pending - reg.processed} still pending; {reg.skipped_before_start} before the first hour partition"
@@ -319,7 +323,8 @@ def build_raw_hours_sensor(partitions: MultiPartitionsDefinition, tape: bool = F
     )
     def raw_hours_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
         cursor = read_cursor(context, RawCursor.parse, RawCursor())
-        unknown = sorted(set(lake.known_instruments()) - set(instrument_keys(partitions)))
+        grouped = bool(instrument_groups(partitions))
+        unknown = [] if grouped else sorted(set(lake.known_instruments()) - set(instrument_keys(partitions)))
         reg = register_closed_hours(lake, partitions, cursor, now_utc(),
                                     lambda asset, keys: stored_fingerprints(context.instance, keys, asset),
                                     log_unreadable(context.log), datasets)

@@ -98,18 +98,12 @@ def test_lake_health_heatmap_colours_the_failed_hours(registered):
 
 def test_health_cells_from_metadata():
     hour = datetime(2026, 11, 20, 5, tzinfo=UTC)
-
-    class Value:
-        def __init__(self, value):
-            self.value = value
-
     assert health_cell("BTC-USDT-SWAP", hour, None).status == "missing"
-    cell = health_cell("BTC-USDT-SWAP", hour, {"quality": Value("FAILED: no_gaps, coverage"),
-                                               "coverage_pct": Value(80.5), "gaps": Value(2)})
+    cell = health_cell("BTC-USDT-SWAP", hour, {"quality": "FAILED: no_gaps, coverage", "coverage_pct": 80.5, "gaps": 2})
     assert (cell.status, cell.failed_checks, cell.coverage_pct, cell.gaps) == ("failed", ("no_gaps", "coverage"),
                                                                                80.5, 2)
-    assert health_cell("BTC-USDT-SWAP", hour, {"quality": Value("FAILED: no_gaps")}).status == "warning"
-    assert health_cell("BTC-USDT-SWAP", hour, {"quality": Value("passed (6 checks)")}).status == "passed"
+    assert health_cell("BTC-USDT-SWAP", hour, {"quality": "FAILED: no_gaps"}).status == "warning"
+    assert health_cell("BTC-USDT-SWAP", hour, {"quality": "passed (6 checks)"}).status == "passed"
     now = datetime(2026, 11, 20, 5, 30, tzinfo=UTC)
     assert window(now, 1)[-1] == datetime(2026, 11, 20, 4, tzinfo=UTC) and len(window(now, 1)) == 24
     assert window(now, 1)[0] == datetime(2026, 11, 19, 5, tzinfo=UTC) == now - timedelta(hours=24, minutes=30)

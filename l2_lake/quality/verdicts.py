@@ -13,7 +13,7 @@ Hours in the original record format (without book_crc32, recv_ts_utc, checksum_o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -163,6 +163,31 @@ def hour_verdicts(stats: HourStats | None, error: str | None, coverage_threshold
 def tape_verdicts(stats: TapeHourStats | None, error: str | None, coverage_threshold_pct: float) -> list[Verdict]:
     """The verdicts of one tape hour: the three of `evaluate_tape`, or only a failed `tape_schema_valid`."""
     return read_verdicts(stats, error, lambda s: evaluate_tape(s, coverage_threshold_pct), TAPE_SCHEMA_VALID)
+
+
+LISTED_MEMBERS = 10  # failing instruments a group's verdict names in its description (metadata has them all)
+
+
+def group_verdicts(by_member: Mapping[str, Sequence[Verdict]]) -> list[Verdict]:
+    """The verdicts of a group of instrument-hours (instId → that hour's verdicts), one per check any
+    member was judged by: passed when every member judged passed; the description names the failing
+    members and why; the metadata lists them, and every member's outcome under `by_instrument`."""
+    out = []
+    for name in dict.fromkeys(v.check_name for verdicts in by_member.values() for v in verdicts):
+        judged = {inst: v for inst, verdicts in sorted(by_member.items()) for v in verdicts if v.check_name == name}
+        failing = {inst: v for inst, v in judged.items() if not v.passed}
+        if failing:
+            named = list(failing)[:LISTED_MEMBERS]
+            more = f"; … and {len(failing) - len(named)} more" if len(failing) > len(named) else ""
+            description = (f"{len(failing)} of {len(judged)} instrument(s) fail: "
+                           + "; ".join(f"{inst}: {failing[inst].description}" for inst in named) + more)
+        else:
+            description = f"all {len(judged)} instrument(s) pass"
+        metadata = {"instruments": len(judged), "failed_instruments": ", ".join(failing),
+                    "by_instrument": {inst: {"passed": v.passed, "description": v.description, **v.metadata}
+                                      for inst, v in judged.items()}}
+        out.append(Verdict(name, not failing, next(iter(judged.values())).warn, description, metadata))
+    return out
 
 
 FAILED_PREFIX = "FAILED: "

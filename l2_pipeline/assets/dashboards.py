@@ -6,7 +6,8 @@ each cell coloured by the worst of the hour's six checks (failed, warning, passe
 hour has no `raw_hour` materialization) and naming the checks that failed, with the gaps counted and
 the coverage shown
 (`l2_lake.pictures.plots.lake_health_figure`). It reads no file: each cell comes from the metadata of
-the hour's latest `raw_hour` materialization (`quality`, `coverage_pct`, `gaps`), written by the
+the hour's latest `raw_hour` materialization (`quality`, `coverage_pct`, `gaps`; with instrument groups,
+the instrument's entry in its group-hour's `by_instrument`), written by the
 same run that evaluated the hour's checks, fetched in two queries for the whole window.
 `lake_health_sensor` redraws it within 30 s of any new `raw_hour` materialization (an hour registered
 or re-registered), once per batch; materialize it from the UI for a refresh now.
@@ -34,6 +35,7 @@ from l2_lake.format.hours import iso, now_utc
 from l2_lake.pictures.plots import HourHealth, lake_health_figure
 from l2_lake.quality.verdicts import failed_in_summary, worst_status
 from l2_pipeline.assets.lake import png_markdown
+from l2_pipeline.group_hours import member_metadata
 from l2_pipeline.keys import LAKE_HEALTH, RAW_HOUR
 from l2_pipeline.partitions import partition_key
 from l2_pipeline.registry import latest_materializations
@@ -47,14 +49,15 @@ def window(now: datetime, days: int) -> list[datetime]:
 
 
 def health_cell(inst_id: str, hour: datetime, metadata: dict | None) -> HourHealth:
-    """A heatmap cell from an hour's `raw_hour` metadata (None: not registered)."""
+    """A heatmap cell from an instrument-hour's own `raw_hour` metadata, as plain values
+    (`group_hours.member_metadata`; None: not registered)."""
     if metadata is None:
         return HourHealth(inst_id, hour, "missing")
-    failed = failed_in_summary(str(metadata["quality"].value)) if "quality" in metadata else ()
+    failed = failed_in_summary(str(metadata["quality"])) if "quality" in metadata else ()
     coverage = metadata.get("coverage_pct")
     gaps = metadata.get("gaps")
-    return HourHealth(inst_id, hour, worst_status(failed), None if coverage is None else float(coverage.value),
-                      0 if gaps is None else int(gaps.value), failed)
+    return HourHealth(inst_id, hour, worst_status(failed), None if coverage is None else float(coverage),
+                      0 if gaps is None else int(gaps), failed)
 
 
 @asset(
@@ -69,13 +72,15 @@ def health_cell(inst_id: str, hour: datetime, metadata: dict | None) -> HourHeal
 def lake_health(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     hours = window(now_utc(), lake.health_days)
     instruments = lake.known_instruments()
-    keys = {(inst_id, hour): str(partition_key(inst_id, hour)) for inst_id in instruments for hour in hours}
-    records = latest_materializations(context.instance, list(keys.values()))
+    keys = {(inst_id, hour): str(partition_key(inst_id, hour, lake.instrument_groups))
+            for inst_id in instruments for hour in hours}
+    records = latest_materializations(context.instance, list(dict.fromkeys(keys.values())))
     cells = []
     for (inst_id, hour), key in keys.items():
         record = records.get(key)
         materialization = record.asset_materialization if record is not None else None
-        cells.append(health_cell(inst_id, hour, materialization.metadata if materialization else None))
+        member = member_metadata(materialization.metadata, inst_id) if materialization else None
+        cells.append(health_cell(inst_id, hour, member))
     # a young lake: the window starts at its first registered hour, so each cell is wide enough to say what failed
     first = min((cell.hour for cell in cells if cell.status != "missing"), default=hours[0])
     hours = [hour for hour in hours if hour >= first]

@@ -22,11 +22,11 @@ archived when it is registered gets its `raw_archive` materialization the same w
 backfill includes it; `archive_hour` reports it `already_archived`).
 
 Runs and missing data:
-- `hour_tiers` and `raw_archive` have `BackfillPolicy.multi_run(HOURS_PER_RUN)`: a backfill
-  (or a schedule tick) of N hours is a few runs of up to `HOURS_PER_RUN` partitions each. A run
-  processes every hour of its range and records one materialization per hour, with that hour's
-  metadata; if any hour could not be done it records the others and fails, naming each failed
-  hour and why.
+- `hour_tiers` and `raw_archive` have `BackfillPolicy.multi_run(partitions_per_run)`: a backfill
+  (or a schedule tick) of N hours is a few runs of up to `HOURS_PER_RUN` partitions each
+  (`GROUP_HOURS_PER_RUN` with instrument groups). A run processes every hour of its range and
+  records one materialization per hour, with that hour's metadata; if any hour could not be done it
+  records the others and fails, naming each failed hour and why.
 - An hour without any data file fails its step with the paths looked for and what to do; it is
   never a silent success (a backfill would mark it failed with no explanation). An hour whose file
   exists but holds no record materializes, with a `note` metadata entry saying so (records /
@@ -79,12 +79,14 @@ from l2_lake.tiers.hour_tiers import CURATE, FEATURES, build_hour_tiers
 from l2_lake.tiers.instruments import RefreshResult, refresh_instruments
 from l2_lake.venues import rest
 from l2_lake.venues.registry import DEFAULT_VENUE
+from l2_pipeline.group_hours import group_metadata, is_group, members_with_data, no_member_data
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
-from l2_pipeline.partitions import parse_partition_key
+from l2_pipeline.partitions import instrument_groups, parse_partition_key
 from l2_pipeline.resources import LakeResource
 
 LAKE_GROUP = "lake"
 HOURS_PER_RUN = 100  # partitions per run of raw_archive / curated_parquet (≈ 1 min of work on a full hour each)
+GROUP_HOURS_PER_RUN = 4  # group-hours per run: about as many instrument-hours, with groups of ~25
 MAX_LISTED = 200  # failed hours listed in a run's failure metadata (the count is always complete)
 EMPTY_NOTE = "the hour's file exists but holds no record"
 T = TypeVar("T")
@@ -250,7 +252,9 @@ def materialize_assets_hours(context: AssetExecutionContext, lake: LakeResource,
                              prefix: Path = layout.RAW_PREFIX) -> Iterator[Output | AssetMaterialization]:
     """Materialize every partition of the step (one, or a range) of each asset `outcomes` gives an
     outcome of, hour by hour: `outcomes(inst_id, hour)` is each asset's result, or the exception that
-    stopped it (one that stops the hour's every asset is raised).
+    stopped it (one that stops the hour's every asset is raised). A group's partition is the hour of
+    each member with a file of it (`l2_pipeline.group_hours`): it is done when every member is, and
+    records them all in one materialization; otherwise it fails naming each member's reason.
 
     An asset all done: its output, with each hour's metadata added to its partition
     (`add_asset_metadata`), so Dagster records one materialization per hour and later steps of the
@@ -264,25 +268,34 @@ def materialize_assets_hours(context: AssetExecutionContext, lake: LakeResource,
     assets = [key for key in context.assets_def.keys_by_output_name.values() if key in context.selected_asset_keys]
     failed: dict[str, dict[AssetKey, str]] = {}  # partition → asset → why it could not be done
     done: dict[AssetKey, dict[str, dict[str, Any]]] = {asset: {} for asset in assets}
+    # every key is a group's or none is; a group's members are among the instruments known now
+    candidates = lake.known_instruments() if is_group(parse_partition_key(keys[0])[0]) else []
     started = time.monotonic()
     for key in keys:
         try:
-            inst_id, hour = parse_partition_key(key)
-            results = outcomes(inst_id, hour)
+            column, hour = parse_partition_key(key)
+            if is_group(column):
+                members = members_with_data(lake.tree, column, hour, candidates, prefix)
+                if not members:
+                    raise HourFailed(no_member_data(column, hour, candidates, prefix))
+            else:
+                members = [column]
         except HOUR_ERRORS as exc:
             failed[key] = dict.fromkeys(assets, str(exc))
-            results = {}
-        for target, outcome in results.items():
-            try:
-                result = _materialized(outcome, inst_id, hour, lake, prefix)
-            except HOUR_ERRORS as exc:
-                failed.setdefault(key, {})[target] = str(exc)
+            context.log.error(f"{key}: {exc}")
+            continue
+        by_member = {inst_id: _instrument_hour(context, lake, outcomes, assets, inst_id, hour, prefix,
+                                               key if inst_id == column else f"{key} {inst_id}")
+                     for inst_id in members}
+        for target in assets:
+            reasons = {inst_id: why[target] for inst_id, (_, why) in by_member.items() if target in why}
+            if reasons:
+                failed.setdefault(key, {})[target] = reasons[column] if column in reasons else "; ".join(
+                    f"{inst_id}: {why}" for inst_id, why in reasons.items())
                 continue
-            if result.warning:
-                context.log.warning(f"{key}: {result.warning}")
-            done[target][key] = relocated(result.metadata(), lake.tree)
-            if result.empty:
-                done[target][key]["note"] = EMPTY_NOTE
+            metadata = {inst_id: meta[target] for inst_id, (meta, _) in by_member.items() if target in meta}
+            if metadata:
+                done[target][key] = metadata[column] if column in metadata else group_metadata(metadata)
         if key in failed:
             context.log.error(f"{key}: {_why(failed[key])}")
     for target in assets:
@@ -298,6 +311,31 @@ def materialize_assets_hours(context: AssetExecutionContext, lake: LakeResource,
                 yield AssetMaterialization(asset_key=target, partition=key, metadata=metadata)
     if failed:
         _raise_failed(context, {key: _why(reasons) for key, reasons in failed.items()}, len(keys))
+
+
+def _instrument_hour(context: AssetExecutionContext, lake: LakeResource, outcomes: HourOutcomes,
+                     assets: Sequence[AssetKey], inst_id: str, hour: datetime, prefix: Path, label: str
+                     ) -> tuple[dict[AssetKey, dict[str, Any]], dict[AssetKey, str]]:
+    """One instrument-hour's outcomes: (asset → its metadata, asset → why it could not be done); its
+    warnings are logged as `label`'s."""
+    try:
+        results = outcomes(inst_id, hour)
+    except HOUR_ERRORS as exc:
+        return {}, dict.fromkeys(assets, str(exc))
+    done: dict[AssetKey, dict[str, Any]] = {}
+    failed: dict[AssetKey, str] = {}
+    for target, outcome in results.items():
+        try:
+            result = _materialized(outcome, inst_id, hour, lake, prefix)
+        except HOUR_ERRORS as exc:
+            failed[target] = str(exc)
+            continue
+        if result.warning:
+            context.log.warning(f"{label}: {result.warning}")
+        done[target] = relocated(result.metadata(), lake.tree)
+        if result.empty:
+            done[target]["note"] = EMPTY_NOTE
+    return done, failed
 
 
 def _why(reasons: Mapping[AssetKey, str]) -> str:
@@ -377,6 +415,11 @@ def hour_tier_outcomes(lake: LakeResource, selected: Set[AssetKey], inst_id: str
     return outcomes
 
 
+def partitions_per_run(partitions: MultiPartitionsDefinition) -> int:
+    """The partitions a backfill or a schedule puts in one run of the lake's assets over `partitions`."""
+    return GROUP_HOURS_PER_RUN if instrument_groups(partitions) else HOURS_PER_RUN
+
+
 def hours_asset(partitions: MultiPartitionsDefinition, key: AssetKey, kind: str, description: str,
                 deps: Sequence[AssetKey] = (RAW_HOUR,), group: str = LAKE_GROUP
                 ) -> Callable[[Callable[..., Any]], AssetsDefinition]:
@@ -384,7 +427,7 @@ def hours_asset(partitions: MultiPartitionsDefinition, key: AssetKey, kind: str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)  # backfill_policy on @asset is "beta" in Dagster 1.13
         return asset(key=key, deps=deps, partitions_def=partitions,
-                     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=HOURS_PER_RUN),
+                     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run(partitions)),
                      group_name=group, output_required=False, dagster_type=Nothing, kinds={kind},
                      description=description)
 
@@ -399,7 +442,7 @@ def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequ
 
         @multi_asset(
             name="hour_tiers", partitions_def=partitions, can_subset=True, group_name=LAKE_GROUP,
-            backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=HOURS_PER_RUN),
+            backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run(partitions)),
             description="An hour's registration, curated Parquet and features, built from one read of it.",
             specs=[
                 AssetSpec(RAW_HOUR, deps=list(raw_hour_deps), kinds={"json"}, skippable=True, description=(

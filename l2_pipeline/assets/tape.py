@@ -70,7 +70,6 @@ from l2_pipeline.assets.lake import (
 )
 from l2_pipeline.checks import build_partition_checks
 from l2_pipeline.keys import BOOK_TAPE, BOOK_TAPE_ARCHIVE, RESAMPLED_BOOKS
-from l2_pipeline.partitions import parse_partition_key
 from l2_pipeline.resources import LakeResource
 
 TAPE_GROUP = "tape"
@@ -110,9 +109,9 @@ def register_tape_hour(lake: Path | LakeTree, inst_id: str, hour: datetime, now:
                              lambda stats: stats.source is not None, TAPE_SCHEMA_VALID)
 
 
-def tape_partition_verdicts(lake: LakeResource, key: str) -> list[Verdict]:
-    """The verdicts of one partition's tape hour (`quality.tape_verdicts` of its read)."""
-    read = read_tape_hour(lake.tree, *parse_partition_key(key))
+def tape_hour_verdicts(lake: LakeResource, inst_id: str, hour: datetime) -> list[Verdict]:
+    """The verdicts of one instrument's tape hour (`quality.tape_verdicts` of its read)."""
+    read = read_tape_hour(lake.tree, inst_id, hour)
     return tape_verdicts(read.stats, read.error, lake.coverage_threshold_pct)
 
 
@@ -167,8 +166,8 @@ def build_tape_definitions(partitions: MultiPartitionsDefinition) -> TapeDefinit
                                      needs=TAPE_NEEDS, prefix=layout.TAPE_PREFIX)
 
     checks = build_partition_checks(
-        "book_tape_quality", BOOK_TAPE, TAPE_CHECKS, partitions, tape_partition_verdicts,
-        "Engine gaps, trusted-book coverage and schema of each tape hour of the step.")
+        "book_tape_quality", BOOK_TAPE, TAPE_CHECKS, partitions, tape_hour_verdicts,
+        "Engine gaps, trusted-book coverage and schema of each tape hour of the step.", prefix=layout.TAPE_PREFIX)
     book_tape_job = define_asset_job(
         "book_tape_job", selection=AssetSelection.assets(BOOK_TAPE).without_checks()
         | AssetSelection.checks(*TAPE_CHECK_KEYS),
