@@ -163,7 +163,7 @@ def test_a_grouped_lake_is_registered_checked_and_drawn_per_instrument(grouped_l
     assert member_metadata(hour0, BTC)["gaps"] == 1 and member_metadata(hour0, ETH)["gaps"] == 0
     hour1 = latest_raw_hour(instance, key[BTC, 1]).metadata
     assert hour1["instrument_ids"].value == f"{BTC}, {DOGE}, {ETH}" and hour1["records"].value == 3 * COUNT
-    for (inst_id, h), partition in key.items():
+    for inst_id, h in key:
         if inst_id != ADA and (inst_id, h) != (DOGE, 0):  # every member's Parquet was written from the one read
             rows = pq.read_table(layout.curated_path(root, inst_id, hour_of(h))).num_rows
             assert rows == (20 if (inst_id, h) == (SOL, 1) else COUNT)

@@ -274,6 +274,28 @@ def test_sensor_registers_tape_hours_with_figures_and_current_checks(recording, 
     assert again.run_requests == [] and "4 unchanged" in again.skip_reason.skip_message
 
 
+
+def test_a_tape_in_instrument_groups_is_registered_and_checked_per_member(recording, lake_dir, instance,
+                                                                          backfill_with_tape):
+    """With one instrument group, BTC and ETH share a partition: its book_tape materialization holds each
+    one's replay figures, and its tape_no_gaps evaluation fails naming BTC (its two dropped updates)."""
+    lake = lake_resource(lake_dir, coverage_threshold_pct=0.1, instrument_groups=1)
+    key = str(partition_key(BTC, recording.hour, 1))
+    assert key == str(partition_key(ETH, recording.hour, 1))
+    tick = register_closed_hours(instance, lake)
+    assert requested(tick)["book_tape"] == {key} and requested(tick)["raw_hour"] == {key}
+    meta = tape_metadata(instance, key)
+    assert meta["instrument_ids"] == f"{BTC}, {ETH}" and meta["gaps"] == 2
+    for inst_id in (BTC, ETH):
+        member = meta["by_instrument"][inst_id]
+        lines = tape_lines(recording.tape(lake_dir, inst_id))
+        assert member["lines"] == len(lines) and member["gaps"] == (2 if inst_id == BTC else 0)
+    assert meta["lines"] == sum(meta["by_instrument"][i]["lines"] for i in (BTC, ETH))
+    health = tape_health(instance)
+    assert health == {"tape_no_gaps": {key: "FAILED"}, "tape_coverage": {key: "SUCCEEDED"},
+                      "tape_schema_valid": {key: "SUCCEEDED"}}
+    assert raw_hours_tick(instance, lake, None).run_requests == []  # each member's fingerprint is unchanged
+
 def damage(path: Path) -> None:
     """Into a tape file: a garbage line, a line of an unknown kind and a frame that does not decode, and
     its last line torn."""
