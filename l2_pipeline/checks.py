@@ -61,7 +61,7 @@ from l2_lake.quality.verdicts import (
     group_verdicts,
     hour_verdicts,
 )
-from l2_pipeline.group_hours import is_group, members_with_data
+from l2_pipeline.group_hours import is_group, lake_has_hour, members_with_data
 from l2_pipeline.keys import RAW_HOUR
 from l2_pipeline.partitions import instrument_groups, parse_partition_key
 from l2_pipeline.registry import latest_materializations
@@ -117,7 +117,7 @@ def partition_verdicts(lake: LakeResource, key: str, verdicts: HourVerdicts, pre
     column, hour = parse_partition_key(key)
     if not is_group(column):
         return verdicts(lake, column, hour)
-    members = members_with_data(lake.tree, column, hour, candidates, prefix)
+    members = members_with_data(column, hour, candidates, lake_has_hour(lake.tree, prefix))
     return group_verdicts({inst_id: verdicts(lake, inst_id, hour) for inst_id in members})
 
 

@@ -12,7 +12,7 @@ A group-hour's materialization holds, for each asset:
 - each member's figure (Markdown image) under `figure <instId>`, when figures are on.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,19 +35,24 @@ def is_group(column: str) -> bool:
     return parse_group_key(column) is not None
 
 
-def members_with_data(tree: LakeTree, column: str, hour: datetime, candidates: Iterable[str],
-                      prefix: Path) -> list[str]:
-    """The instruments of the group `column` among `candidates` that have a records or archive file
-    of `hour` under `prefix`."""
-    return [inst_id for inst_id in group_members(column, candidates)
-            if DATA_KINDS & tree.hour_kinds(inst_id, hour, prefix)]
+HasHour = Callable[[str, datetime], bool]  # (instId, hour) → whether it has a file of the hour to work on
 
 
-def no_member_data(column: str, hour: datetime, candidates: Iterable[str], prefix: Path) -> str:
-    """Why a group-hour without any member's file cannot be done, and what to do."""
+def lake_has_hour(tree: LakeTree, prefix: Path) -> HasHour:
+    """Whether the lake holds a records or archive file of an instrument-hour of the dataset `prefix`."""
+    return lambda inst_id, hour: bool(DATA_KINDS & tree.hour_kinds(inst_id, hour, prefix))
+
+
+def members_with_data(column: str, hour: datetime, candidates: Iterable[str], has_hour: HasHour) -> list[str]:
+    """The instruments of the group `column` among `candidates` that have a file of `hour` (`has_hour`)."""
+    return [inst_id for inst_id in group_members(column, candidates) if has_hour(inst_id, hour)]
+
+
+def no_member_data(column: str, hour: datetime, candidates: Iterable[str], where: str) -> str:
+    """Why a group-hour without any member's file (in `where`) cannot be done, and what to do."""
     known = group_members(column, candidates)
     return (f"no data: none of the {len(known)} known instrument(s) of {column} "
-            f"({', '.join(known) or 'none yet'}) has a file of {iso(hour)} under {prefix}. Nothing was collected "
+            f"({', '.join(known) or 'none yet'}) has a file of {iso(hour)} in {where}. Nothing was collected "
             "for this hour, or retention deleted it. Leave the hour out of the backfill.")
 
 

@@ -6,7 +6,7 @@ whatever the number of partitions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, EventLogRecord
@@ -37,21 +37,22 @@ def latest_materializations(instance: DagsterInstance, partition_keys: Sequence[
     return {key: by_id[storage_id] for key, storage_id in ids.items() if storage_id in by_id}
 
 
-def stored_fingerprints(instance: DagsterInstance, partition_keys: Sequence[str],
-                        asset_key: AssetKey = RAW_HOUR) -> dict[str, dict[str, str]]:
-    """partition → instId → the `fingerprint` its latest materialization of `asset_key` (`raw_hour`, or
-    the tape's `book_tape`) recorded of that instrument's hour ("" if none): one instrument for an
-    instrument's partition, each member the materialization included for a group's."""
+def stored_fingerprints(instance: DagsterInstance, partition_keys: Sequence[str], asset_key: AssetKey = RAW_HOUR,
+                        name: str = "fingerprint") -> dict[str, dict[str, str]]:
+    """partition → instId → the file fingerprint (metadata `name`) its latest materialization of
+    `asset_key` (`raw_hour`, the tape's `book_tape`, `canonical_hour`'s `replica_fingerprint`) recorded
+    of that instrument's hour ("" if none): one instrument for an instrument's partition, each member
+    the materialization included for a group's."""
     out = {}
     for key, record in latest_materializations(instance, partition_keys, asset_key).items():
         materialization = record.asset_materialization
         metadata = materialization.metadata if materialization else {}
         column, _ = parse_partition_key(key)
         members = plain(metadata[BY_INSTRUMENT]) if BY_INSTRUMENT in metadata else {column: metadata}
-        out[key] = {inst_id: _fingerprint(member) for inst_id, member in members.items()}
+        out[key] = {inst_id: _text(member.get(name)) for inst_id, member in members.items()}
     return out
 
 
-def _fingerprint(metadata: Mapping[str, Any]) -> str:
-    value = plain(metadata.get("fingerprint"))
+def _text(value: Any) -> str:
+    value = plain(value)
     return value if isinstance(value, str) else ""

@@ -126,9 +126,6 @@ class LakeResource(ConfigurableResource):
         if self.lake_url and self.replica_dirs:
             raise ValueError("L2_LAKE_URL and L2_REPLICA_DIRS cannot be combined yet: canonical_hour merges replica "
                              "spools into a local lake. Use one of them")
-        if self.instrument_groups and self.replica_dirs:
-            raise ValueError("L2_INSTRUMENT_GROUPS and L2_REPLICA_DIRS cannot be combined yet: canonical_hour merges "
-                             "replicas per instrument-hour. Unset L2_INSTRUMENT_GROUPS (or set it to 0) with replicas")
         return self
 
     @property

@@ -27,6 +27,7 @@ from l2_pipeline.resources import lake_resource_from_env
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
     BTC,
+    ETH,
     event,
     lake_resource,
     make_record,
@@ -276,6 +277,51 @@ def test_canonical_hour_asset_check_and_sensor_on_an_instance(tmp_path, dagster_
         third = replica_tick(defs, instance, lake, second.cursor)
         assert requested(third)["canonical_hour"] == {good_key}
 
+
+
+def test_replicas_in_instrument_groups_merge_and_check_each_member(tmp_path, dagster_instances):
+    """BTC and ETH in one group: a group-hour merges each member a replica holds, its replicas_agree
+    fails naming BTC (whose replicas disagree), and a change in one member's replica file merges its
+    group-hour again."""
+    replicas = spools(tmp_path)
+    good, bad = HOUR, HOUR + timedelta(hours=1)
+    records = make_records(BTC, good, count=30)
+    write_hour(replicas["a"], BTC, good, records[:20])
+    write_hour(replicas["b"], BTC, good, records[10:])
+    plant_disagreement(replicas, bad)
+    for hour in (good, bad):
+        plant_good_hour(replicas["a"], ETH, hour, count=12)
+    lake = lake_resource(tmp_path / "lake", instruments=[BTC, ETH], instrument_groups=1,
+                         replica_dirs=",".join(f"{rid}={path}" for rid, path in replicas.items()))
+    defs = build_definitions(lake)
+    good_key, bad_key = str(partition_key(BTC, good, 1)), str(partition_key(ETH, bad, 1))
+    with dagster_instances.persistent(tmp_path / "home") as instance:
+        first = replica_tick(defs, instance, lake)
+        both = {good_key, bad_key}
+        assert requested(first) == {"canonical_hour": both, "raw_hour": both, "curated_parquet": both,
+                                    "book_features": both}
+        result = materialize_named(
+            lake, ["canonical_hour", "replicas_agree_check", "raw_hour"], instance=instance,
+            resources={"lake": lake}, tags={ASSET_PARTITION_RANGE_START_TAG: good_key,
+                                            ASSET_PARTITION_RANGE_END_TAG: bad_key})
+        assert result.success
+        metas = {(e.asset_key, e.materialization.partition): e.materialization.metadata
+                 for e in result.get_asset_materialization_events()}
+        merged = metas[(CANONICAL_HOUR, good_key)]
+        assert merged["instrument_ids"].value == f"{BTC}, {ETH}" and merged["records"].value == 30 + 12
+        assert merged["by_instrument"].value[BTC]["replica_b_only"] == 10
+        assert metas[(RAW_HOUR, good_key)]["by_instrument"].value[ETH]["records"] == 12
+        assert metas[(CANONICAL_HOUR, bad_key)]["disagreements"].value == 1
+        evaluations = {e.partition: e for e in result.get_asset_check_evaluations() if e.check_name == REPLICAS_AGREE}
+        assert evaluations[good_key].passed and not evaluations[bad_key].passed
+        assert evaluations[bad_key].description.startswith(f"1 of 2 instrument(s) fail: {BTC}: 1 record(s)")
+        assert evaluations[bad_key].metadata["failed_instruments"].value == BTC
+
+        second = replica_tick(defs, instance, lake, first.cursor)
+        assert requested(second) == {} and "4 unchanged" in second.skip_reason.skip_message
+        plant_good_hour(replicas["b"], ETH, good, count=12)
+        third = replica_tick(defs, instance, lake, second.cursor)
+        assert requested(third)["canonical_hour"] == {good_key}
 
 def agreement_status(instance, lake_dir: Path, replicas: dict[str, Path]) -> dict[str, set[str]]:
     """status (SUCCEEDED, FAILED, …) → partitions of `replicas_agree`, as Dagster's UI computes check health."""

@@ -79,7 +79,14 @@ from l2_lake.tiers.hour_tiers import CURATE, FEATURES, build_hour_tiers
 from l2_lake.tiers.instruments import RefreshResult, refresh_instruments
 from l2_lake.venues import rest
 from l2_lake.venues.registry import DEFAULT_VENUE
-from l2_pipeline.group_hours import group_metadata, is_group, members_with_data, no_member_data
+from l2_pipeline.group_hours import (
+    HasHour,
+    group_metadata,
+    is_group,
+    lake_has_hour,
+    members_with_data,
+    no_member_data,
+)
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, INSTRUMENT_METADATA, RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import instrument_groups, parse_partition_key
 from l2_pipeline.resources import LakeResource
@@ -212,7 +219,8 @@ FAILED_TAG_CHARS = 240  # a tag value the Runs table can show in one cell
 
 
 def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: HourWork, needs: Needs | None,
-                      prefix: Path = layout.RAW_PREFIX) -> Iterator[Output | AssetMaterialization]:
+                      prefix: Path = layout.RAW_PREFIX, has_hour: HasHour | None = None
+                      ) -> Iterator[Output | AssetMaterialization]:
     """Run `work` on every partition of the step (one, or a range): on the lake's tree itself
     (`needs` None: `work` takes a tree), or on a directory holding the hour's files that `needs`
     names (the lake directory, or a workspace of object storage's files: `LakeTree.hour_workspace`).
@@ -225,10 +233,15 @@ def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: 
         with tree.hour_workspace(inst_id, hour, needs) as root:
             return {context.asset_key: work(root, inst_id, hour, now_utc(), lake.grace)}
 
-    yield from materialize_assets_hours(context, lake, one_asset, prefix)
+    yield from materialize_assets_hours(context, lake, one_asset, prefix, has_hour)
 
 
 HourOutcomes = Callable[[str, datetime], Mapping[AssetKey, HourResult | Exception]]
+def in_lake(lake: LakeResource, relative: Path) -> str:
+    """Where the lake's `relative` path is, as a message names it (a path, or the object's URL)."""
+    return lake.tree.where(lake.root / relative if isinstance(lake.tree, LocalTree) else relative)
+
+
 HOUR_ERRORS = (HourFailed, ValueError, ArchiveVerificationError, OSError, StoreError)  # OpenHourError too
 
 
@@ -239,9 +252,8 @@ def _materialized(outcome: HourResult | Exception, inst_id: str, hour: datetime,
     if isinstance(outcome, Exception):
         raise outcome
     if outcome.status == "no_data":
-        base = lake.root if isinstance(lake.tree, LocalTree) else Path("")
-        raise missing_data(inst_id, [lake.tree.where(layout.records_path(base, inst_id, hour, prefix)),
-                                     lake.tree.where(layout.archive_path(base, inst_id, hour, prefix))])
+        raise missing_data(inst_id, [in_lake(lake, layout.records_path(Path(""), inst_id, hour, prefix)),
+                                     in_lake(lake, layout.archive_path(Path(""), inst_id, hour, prefix))])
     if outcome.status == "busy":
         raise HourFailed("a live collector still holds this hour's file, or another run is processing it; "
                          "materialize it again later")
@@ -249,11 +261,13 @@ def _materialized(outcome: HourResult | Exception, inst_id: str, hour: datetime,
 
 
 def materialize_assets_hours(context: AssetExecutionContext, lake: LakeResource, outcomes: HourOutcomes,
-                             prefix: Path = layout.RAW_PREFIX) -> Iterator[Output | AssetMaterialization]:
+                             prefix: Path = layout.RAW_PREFIX, has_hour: HasHour | None = None
+                             ) -> Iterator[Output | AssetMaterialization]:
     """Materialize every partition of the step (one, or a range) of each asset `outcomes` gives an
     outcome of, hour by hour: `outcomes(inst_id, hour)` is each asset's result, or the exception that
     stopped it (one that stops the hour's every asset is raised). A group's partition is the hour of
-    each member with a file of it (`l2_pipeline.group_hours`): it is done when every member is, and
+    each member with a file of it (`has_hour`; default: a records or archive file under `prefix` in
+    the lake, `l2_pipeline.group_hours`): it is done when every member is, and
     records them all in one materialization; otherwise it fails naming each member's reason.
 
     An asset all done: its output, with each hour's metadata added to its partition
@@ -270,14 +284,15 @@ def materialize_assets_hours(context: AssetExecutionContext, lake: LakeResource,
     done: dict[AssetKey, dict[str, dict[str, Any]]] = {asset: {} for asset in assets}
     # every key is a group's or none is; a group's members are among the instruments known now
     candidates = lake.known_instruments() if is_group(parse_partition_key(keys[0])[0]) else []
+    has_hour = has_hour or lake_has_hour(lake.tree, prefix)
     started = time.monotonic()
     for key in keys:
         try:
             column, hour = parse_partition_key(key)
             if is_group(column):
-                members = members_with_data(lake.tree, column, hour, candidates, prefix)
+                members = members_with_data(column, hour, candidates, has_hour)
                 if not members:
-                    raise HourFailed(no_member_data(column, hour, candidates, prefix))
+                    raise HourFailed(no_member_data(column, hour, candidates, in_lake(lake, prefix)))
             else:
                 members = [column]
         except HOUR_ERRORS as exc:

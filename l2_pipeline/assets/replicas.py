@@ -38,7 +38,6 @@ from dagster import (
     AssetCheckEvaluation,
     AssetCheckExecutionContext,
     AssetChecksDefinition,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
@@ -70,13 +69,16 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 
 from l2_lake.format import layout
 from l2_lake.format.hours import iso, now_utc
+from l2_lake.quality.verdicts import Verdict, group_verdicts
 from l2_lake.store.lake_walk import OnUnreadable, log_unreadable
 from l2_lake.tiers.replicas import MergeReport, merge_hour, replica_fingerprint
 from l2_lake.tiers.selection import LakeHour, closed_hours_after
-from l2_pipeline.assets.lake import HOURS_PER_RUN, LAKE_GROUP, HourFailed, materialize_hours
+from l2_pipeline.assets.lake import LAKE_GROUP, HourFailed, materialize_hours, partitions_per_run
+from l2_pipeline.checks import verdict_evaluation
+from l2_pipeline.group_hours import BY_INSTRUMENT, HasHour, plain
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_HOUR
-from l2_pipeline.partitions import hours_start, instrument_keys, partition_key
-from l2_pipeline.registry import latest_materializations
+from l2_pipeline.partitions import hours_start, instrument_groups, instrument_keys, partition_key
+from l2_pipeline.registry import latest_materializations, stored_fingerprints
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.sensors import RawCursor, hours_backfill, read_cursor
 
@@ -128,49 +130,53 @@ def merge_work(data_dir: Path, inst_id: str, hour: datetime, now: datetime, grac
     return CanonicalHour(report)
 
 
+def replica_has_hour(replicas: Mapping[str, Path]) -> HasHour:
+    """Whether any replica holds a records or archive file of an instrument-hour (a group-hour's members)."""
+    return lambda inst_id, hour: any(layout.records_path(d, inst_id, hour).exists()
+                                     or layout.archive_path(d, inst_id, hour).exists() for d in replicas.values())
+
+
 def latest_canonical(instance: DagsterInstance, partition_keys: Sequence[str]) -> dict[str, EventLogRecord]:
     """partition → the record of its latest `canonical_hour` materialization (those that have one)."""
     return latest_materializations(instance, partition_keys, CANONICAL_HOUR)
 
 
-def _metadata_value(record: EventLogRecord, name: str) -> Any:
-    materialization = record.asset_materialization
-    value = materialization.metadata.get(name) if materialization else None
-    return None if value is None else value.value
-
-
-def stored_replica_fingerprints(instance: DagsterInstance, partition_keys: Sequence[str]) -> dict[str, str]:
-    """partition → the `replica_fingerprint` its latest `canonical_hour` materialization recorded."""
-    return {key: str(_metadata_value(record, "replica_fingerprint") or "")
-            for key, record in latest_canonical(instance, partition_keys).items()}
-
-
-def agreement_evaluation(key: str, record: EventLogRecord) -> AssetCheckEvaluation:
-    """`replicas_agree` of one partition, from its latest `canonical_hour` materialization `record`."""
-    disagreements = int(_metadata_value(record, "disagreements") or 0)
-    agreed = int(_metadata_value(record, "agreed") or 0)
-    examples = _metadata_value(record, "disagreement_examples") or []
+def agreement_verdict(metadata: Mapping[str, Any]) -> Verdict:
+    """`replicas_agree` of one instrument-hour, from its `canonical_hour` metadata (plain values)."""
+    disagreements = int(metadata.get("disagreements") or 0)
+    agreed = int(metadata.get("agreed") or 0)
+    examples = metadata.get("disagreement_examples") or []
     if disagreements:
         description = (f"{disagreements} record(s) at the same seqId and timestamp differ between replicas (the first "
                        f"replica's kept); {agreed} agreed. E.g. {examples[0] if examples else '?'}")
     else:
         description = f"replicas agree: {agreed} record(s) held by two or more replicas, identical levels"
-    return AssetCheckEvaluation(
-        asset_key=CANONICAL_HOUR, check_name=REPLICAS_AGREE, passed=not disagreements,
-        severity=AssetCheckSeverity.ERROR, description=description, partition=key,
-        metadata={"disagreements": disagreements, "agreed": agreed, "examples": MetadataValue.json(examples),
-                  "summary": MetadataValue.text(description)},
-        target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
-            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp),
-    )
+    return Verdict(REPLICAS_AGREE, not disagreements, False, description,
+                   {"disagreements": disagreements, "agreed": agreed, "examples": examples})
+
+
+def agreement_evaluation(key: str, record: EventLogRecord) -> AssetCheckEvaluation:
+    """`replicas_agree` of one partition, from its latest `canonical_hour` materialization `record`: of
+    its instrument-hour, or of each member of its group (`group_verdicts`)."""
+    materialization = record.asset_materialization
+    metadata = materialization.metadata if materialization else {}
+    if BY_INSTRUMENT in metadata:
+        members = plain(metadata[BY_INSTRUMENT])
+        (verdict,) = group_verdicts({inst_id: [agreement_verdict(member)] for inst_id, member in members.items()})
+    else:
+        verdict = agreement_verdict({name: plain(value) for name, value in metadata.items()})
+    target = AssetCheckEvaluationTargetMaterializationData(storage_id=record.storage_id, run_id=record.run_id,
+                                                           timestamp=record.timestamp)
+    return verdict_evaluation(verdict, key, target, CANONICAL_HOUR)
 
 
 @dataclass
 class MergePlan:
     """What one evaluation of `replica_hours_sensor` decided (pure data, tested without the daemon)."""
 
-    canonical: list[str] = field(default_factory=list)  # hours to merge (and register again)
-    curated: list[str] = field(default_factory=list)  # of those, the ones a replica has records of
+    canonical: dict[str, None] = field(default_factory=dict)  # partitions to merge (and register again)
+    curated: dict[str, None] = field(default_factory=dict)  # of those, the ones a replica has records of
+    merged: int = 0  # instrument-hours to merge (a group's partition holds several)
     unchanged: int = 0  # hours whose replica files kept the fingerprint of their last merge
     skipped_before_start: int = 0
     considered: int = 0
@@ -179,37 +185,39 @@ class MergePlan:
 
 
 def plan_merges(lake: LakeResource, partitions: MultiPartitionsDefinition, cursor: RawCursor, now: datetime,
-                stored_lookup: Callable[[list[str]], Mapping[str, str]], on_unreadable: OnUnreadable) -> MergePlan:
+                stored_lookup: Callable[[list[str]], Mapping[str, Mapping[str, str]]], on_unreadable: OnUnreadable
+                ) -> MergePlan:
     """The closed replica hours to merge now: those after the cursor (less `RECHECK_HOURS`) whose
-    replica fingerprint differs from the stored one, oldest first, at most `sensor_max_hours_per_tick`."""
+    replica fingerprint differs from the stored one, oldest first, at most `sensor_max_hours_per_tick`
+    (a group's hour is merged again, all its members, when one member's changed)."""
     first_hour = hours_start(partitions)
+    groups = instrument_groups(partitions)
     replicas = lake.replicas
     items: set[LakeHour] = set()
-    for inst_id in instrument_keys(partitions):
+    for inst_id in lake.known_instruments() if groups else instrument_keys(partitions):
         last = cursor.last.get(inst_id)
         after = None if last is None else last - timedelta(hours=RECHECK_HOURS)
         for directory in replicas.values():
             items.update(LakeHour(hour, inst_id)
                          for hour in closed_hours_after(directory, inst_id, after, now, lake.grace, on_unreadable))
     pending = sorted(items)
-    keys = {item: str(partition_key(item.inst_id, item.hour)) for item in pending if item.hour >= first_hour}
-    stored = stored_lookup(list(keys.values()))
+    keys = {item: str(partition_key(item.inst_id, item.hour, groups)) for item in pending if item.hour >= first_hour}
+    stored = stored_lookup(list(dict.fromkeys(keys.values())))
     plan = MergePlan(candidates=len(pending), cursor=RawCursor(dict(cursor.last)))
     started = time.monotonic()
     for item in pending:
-        if len(plan.canonical) >= lake.sensor_max_hours_per_tick or \
+        if plan.merged >= lake.sensor_max_hours_per_tick or \
                 time.monotonic() - started > lake.sensor_tick_budget_seconds:
             break
         if item.hour < first_hour:
             plan.skipped_before_start += 1
-        elif stored.get(keys[item]) == replica_fingerprint(replicas, item.inst_id, item.hour):
+        elif stored.get(keys[item], {}).get(item.inst_id) == replica_fingerprint(replicas, item.inst_id, item.hour):
             plan.unchanged += 1
         else:
-            plan.canonical.append(keys[item])
-            has_records = any(layout.records_path(d, item.inst_id, item.hour).exists()
-                              or layout.archive_path(d, item.inst_id, item.hour).exists() for d in replicas.values())
-            if has_records and lake.curate_on_register:
-                plan.curated.append(keys[item])
+            plan.merged += 1
+            plan.canonical[keys[item]] = None
+            if replica_has_hour(replicas)(item.inst_id, item.hour) and lake.curate_on_register:
+                plan.curated[keys[item]] = None
         previous = plan.cursor.last.get(item.inst_id)
         plan.cursor.last[item.inst_id] = item.hour if previous is None else max(previous, item.hour)
         plan.considered += 1
@@ -218,8 +226,9 @@ def plan_merges(lake: LakeResource, partitions: MultiPartitionsDefinition, curso
 
 def merge_request(partitions: MultiPartitionsDefinition, plan: MergePlan) -> RunRequest:
     """One asset backfill of `canonical_hour`, `raw_hour` and the Parquet tiers over the hours of `plan`."""
-    return hours_backfill(partitions, {CANONICAL_HOUR: plan.canonical, RAW_HOUR: plan.canonical,
-                                       CURATED_PARQUET: plan.curated, BOOK_FEATURES: plan.curated}, plan.canonical)
+    canonical, curated = list(plan.canonical), list(plan.curated)
+    return hours_backfill(partitions, {CANONICAL_HOUR: canonical, RAW_HOUR: canonical,
+                                       CURATED_PARQUET: curated, BOOK_FEATURES: curated}, canonical)
 
 
 @dataclass(frozen=True)
@@ -238,7 +247,7 @@ def build_replica_definitions(partitions: MultiPartitionsDefinition) -> ReplicaD
         warnings.simplefilter("ignore", BetaWarning)  # backfill_policy on @asset is "beta" in Dagster 1.13
 
         @asset(key=CANONICAL_HOUR, partitions_def=partitions, group_name=LAKE_GROUP, kinds={"json"},
-               backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=HOURS_PER_RUN),
+               backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run(partitions)),
                output_required=False, dagster_type=Nothing,
                description="The hour merged from every replica's spool (L2_REPLICA_DIRS) into the lake's {HH}.jsonl "
                "and {HH}.events.jsonl: one record per timestamp, exact records preferred, events tagged with their "
@@ -247,7 +256,8 @@ def build_replica_definitions(partitions: MultiPartitionsDefinition) -> ReplicaD
                            ) -> Iterator[Output | AssetMaterialization]:
             yield from materialize_hours(context, lake, partial(merge_work, replicas=lake.replicas,
                                                                 cadence_seconds=lake.cadence_seconds),
-                                         needs=())  # a local lake only (no L2_LAKE_URL with replicas)
+                                         needs=(),  # a local lake only (no L2_LAKE_URL with replicas)
+                                         has_hour=replica_has_hour(lake.replicas))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PreviewWarning)  # partitions_def on AssetCheckSpec is "preview" in 1.13
@@ -277,9 +287,11 @@ def build_replica_definitions(partitions: MultiPartitionsDefinition) -> ReplicaD
     def replica_hours_sensor(context: SensorEvaluationContext, lake: LakeResource) -> SensorResult:
         cursor = read_cursor(context, RawCursor.parse, RawCursor())
         plan = plan_merges(lake, partitions, cursor, now_utc(),
-                           lambda keys: stored_replica_fingerprints(context.instance, keys),
+                           lambda keys: stored_fingerprints(context.instance, keys, CANONICAL_HOUR,
+                                                            "replica_fingerprint"),
                            log_unreadable(context.log))
-        text = (f"merging {len(plan.canonical)} hour(s) ({len(plan.curated)} to curate); {plan.unchanged} unchanged; "
+        text = (f"merging {plan.merged} hour(s) in {len(plan.canonical)} partition(s) ({len(plan.curated)} to "
+                f"curate); {plan.unchanged} unchanged; "
                 f"{plan.candidates - plan.considered} still pending; {plan.skipped_before_start} before the first "
                 f"hour partition")
         if plan.canonical:
