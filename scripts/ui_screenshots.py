@@ -1,6 +1,7 @@
 """Screenshots of the Dagster UI over the demo's history (or a planted lake with one damaged hour per check).
 
     .venv/bin/python scripts/ui_screenshots.py [--out docs/img/ui] [--hours 6] [--planted] [--timeout 900] [--tape LAKE]
+                                               [--groups N]
 
 1. Writes, in a temporary directory, the demo's history (`l2-collector history`: BTC-USDT-SWAP and
    ETH-USDT-SWAP over the last `--hours` closed hours, the simulator's 400-level books, with a gap,
@@ -10,7 +11,9 @@
    and ETH, so the code location has the tape's assets and one more page is shot: a `book_tape`
    partition's picture.
 2. Starts `dagster dev -w workspace.yaml` from the repository root on 127.0.0.1 (a free port), with a
-   temporary DAGSTER_HOME and `L2_DATA_DIR`, `L2_INSTRUMENTS`, `L2_PARTITIONS_START` pointing at the lake.
+   temporary DAGSTER_HOME and `L2_DATA_DIR`, `L2_INSTRUMENTS`, `L2_PARTITIONS_START` pointing at the lake
+   (and `L2_INSTRUMENT_GROUPS` with `--groups N`: the pages show group-hour partitions, e.g. `--groups 1
+   --out docs/img/ui-groups`).
 3. Polls the webserver's GraphQL endpoint until the code location is loaded, both sensors have
    ticked, every planted full hour is a materialized `raw_hour` partition (the last one closes two
    minutes after its end: started at hh:00 the script waits until about hh:03), and no run or backfill
@@ -136,10 +139,14 @@ class Expectation:
     sensor registers it on its next tick, a minute later at most)."""
 
     hours: list[datetime]
+    groups: int = 0
 
     @property
     def partitions(self) -> int:
-        return len(INSTRUMENTS) * len(self.hours)
+        from l2_pipeline.partitions import group_key
+
+        columns = {group_key(i, self.groups) for i in INSTRUMENTS} if self.groups else INSTRUMENTS
+        return len(columns) * len(self.hours)
 
     def describe(self, now: datetime) -> str:
         closes = self.hours[-1] + timedelta(hours=1) + GRACE
@@ -373,6 +380,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chromium", help="Chromium binary (default: the system chromium)")
     parser.add_argument("--page-timeout", type=float, default=60.0, help="seconds for one page to render")
     parser.add_argument("--keep", action="store_true", help="keep the temporary lake, DAGSTER_HOME and log")
+    parser.add_argument("--groups", type=int, default=0, help="L2_INSTRUMENT_GROUPS (default 0: per instrument)")
     parser.add_argument("--tape", type=Path, metavar="LAKE",
                         help="a lake written by `l2-collector run --tape`: its BTC/ETH tape hours within the planted "
                              "hours are copied in")
@@ -420,6 +428,13 @@ def copy_tape(source: Path, data_dir: Path, hours: list[datetime]) -> str | None
     return copied
 
 
+def in_groups(key: str, groups: int) -> str:
+    """The partition that holds the instrument-hour partition `key` with `groups` instrument groups."""
+    from l2_pipeline.partitions import parse_partition_key, partition_key
+
+    return str(partition_key(*parse_partition_key(key), groups))
+
+
 def raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -453,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if tape:
             print(f"copied the tape of {args.tape}; its picture: book_tape {tape}")
+        damaged = {check: in_groups(key, args.groups) for check, key in damaged.items()}
+        tape = tape and in_groups(tape, args.groups)
         write_dagster_yaml(home)
         port = args.port or free_port()
         env = {
@@ -461,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             "L2_DATA_DIR": str(data_dir),
             "L2_INSTRUMENTS": ",".join(INSTRUMENTS),
             "L2_PARTITIONS_START": f"{hours[0]:%Y-%m-%d-%H:00}",
+            "L2_INSTRUMENT_GROUPS": str(args.groups),
             "L2_REST_URL": "http://127.0.0.1:9",  # nothing here may call OKX (the metadata schedule is off anyway)
         }
         base_url = f"http://127.0.0.1:{port}"
@@ -471,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
                 wait_for(lambda: location_pending(url, proc, log_path), timeout=min(args.timeout, 300), interval=2)
                 print(f"code location loaded ({time.monotonic() - started:.0f}s); waiting for sensors, runs and "
                       "backfills to finish", flush=True)
-                wait_for(lambda: settled_pending(url, proc, log_path, Expectation(hours)),
+                wait_for(lambda: settled_pending(url, proc, log_path, Expectation(hours, args.groups)),
                          timeout=args.timeout, interval=5, settle=2)
             except (WaitTimeout, RuntimeError) as exc:
                 print(f"error: {exc}\n--- last lines of {log_path} ---\n{log_tail(log_path)}", file=sys.stderr)
@@ -479,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             # lake_health_sensor would draw it within 30 s; draw it now from the registered hours
             print(f"settled ({time.monotonic() - started:.0f}s); drawing lake_health "
                   f"(run {launch_job(url, 'lake_health_job')[:8]})", flush=True)
-            wait_for(lambda: settled_pending(url, proc, log_path, Expectation(hours)), timeout=300, interval=3)
+            wait_for(lambda: settled_pending(url, proc, log_path, Expectation(hours, args.groups)), timeout=300, interval=3)
             print(f"taking screenshots ({time.monotonic() - started:.0f}s)", flush=True)
             take_screenshots(base_url, damaged, tape, args.out, chromium, int(args.page_timeout * 1000))
         print(f"done in {time.monotonic() - started:.0f}s")
