@@ -497,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
             # lake_health_sensor would draw it within 30 s; draw it now from the registered hours
             print(f"settled ({time.monotonic() - started:.0f}s); drawing lake_health "
                   f"(run {launch_job(url, 'lake_health_job')[:8]})", flush=True)
-            wait_for(lambda: settled_pending(url, proc, log_path, Expectation(hours, args.groups)), timeout=300, interval=3)
+            wait_for(lambda: settled_pending(url, proc, log_path, Expectation(hours, args.groups)), timeout=300,
+                     interval=3)
             print(f"taking screenshots ({time.monotonic() - started:.0f}s)", flush=True)
             take_screenshots(base_url, damaged, tape, args.out, chromium, int(args.page_timeout * 1000))
         print(f"done in {time.monotonic() - started:.0f}s")
