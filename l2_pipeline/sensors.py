@@ -12,6 +12,9 @@ tick (`RunRequest.for_asset_graph_subset`) over the hours that closed since its 
   archived. Its own cursor (`RawCursor.tape`) and its own fingerprints (stored with `book_tape`).
   A lake without a tape is registered exactly as before. A tape that appears after the code
   location loaded is registered after a reload (the tick says so).
+With instrument groups (`L2_INSTRUMENT_GROUPS`, `l2_pipeline.partitions`) the cursor, the fingerprints
+and the budget stay per instrument-hour; each is requested as its group's hour, once however many of its
+members led to it, and the instruments are those known now (a new one joins its group without a reload).
 The backfill daemon makes runs of up to `HOURS_PER_RUN` partitions (the assets' backfill policy),
 so a catch-up of thousands of hours is tens of runs. The tick itself reads no file: it lists the
 day directories at or after its cursor (the last registered hour per instrument) and stats the

@@ -23,6 +23,10 @@
   again; `raw_hours_sensor` still discovers canonical files in the lake as before and passes over
   those the backfill registered (same fingerprint). The cursor is the last hour considered per
   instrument; resetting it rechecks every hour of the replicas.
+
+With instrument groups, a group-hour merges each member a replica holds a file of, the sensor compares
+each member's replica fingerprint (from the group-hour's `by_instrument`), and `replicas_agree` judges
+each member (`group_verdicts`: it names the members whose replicas disagree).
 """
 
 import time
