@@ -6,6 +6,7 @@ A group-hour's materialization holds, for each asset:
 - the group's figures: counts summed (`records`, `gaps`, `bytes`, …), `*_pct` as the lowest member's
   (`coverage_pct` is the group's worst coverage), `first_ts` / `last_ts` as the span, `quality` as the
   union of the checks that failed with the instruments they failed on (`failed_instruments`);
+- `members`: a Markdown table of each member's main figures (quality, records, coverage, gaps, …);
 - `by_instrument`: every member's own metadata as JSON, exactly what its own partition would have
   recorded (`member_metadata` reads it back: `lake_health` draws one cell per instrument-hour from it
   and `raw_hours_sensor` compares each member's file fingerprint);
@@ -28,6 +29,9 @@ BY_INSTRUMENT = "by_instrument"
 DATA_KINDS = frozenset({"records", "archive"})
 _SPAN = {"first_ts": min, "last_ts": max}
 _SAME = frozenset({"cadence_ms", "depth"})  # a setting every member shares, not a count
+# the columns of the `members` table a person reads in the UI, those any member has (all are in `by_instrument`)
+TABLE_COLUMNS = ("status", "quality", "records", "rows", "lines", "coverage_pct", "gaps", "checksum_failures",
+                 "disagreements", "messages")
 
 
 def is_group(column: str) -> bool:
@@ -97,7 +101,15 @@ def group_metadata(by_member: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
     if "quality" in figures_of_group:
         figures_of_group["failed_instruments"] = ", ".join(failing)
     return {"instruments": len(members), "instrument_ids": ", ".join(members), **figures_of_group,
-            BY_INSTRUMENT: MetadataValue.json(table), **figures}
+            "members": members_table(table), BY_INSTRUMENT: MetadataValue.json(table), **figures}
+
+
+def members_table(table: Mapping[str, Mapping[str, Any]]) -> MetadataValue:
+    """A Markdown table of the members' main figures (`TABLE_COLUMNS`), one row per instrument."""
+    columns = [c for c in TABLE_COLUMNS if any(c in row for row in table.values())]
+    lines = ["| instId | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {inst} | " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for inst, row in table.items()]
+    return MetadataValue.md("\n".join(lines))
 
 
 def member_metadata(metadata: Mapping[str, Any], inst_id: str) -> dict[str, Any] | None:

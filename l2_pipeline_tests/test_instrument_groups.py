@@ -116,6 +116,7 @@ def test_group_metadata_sums_counts_and_keeps_each_member():
     assert (meta["first_ts"], meta["last_ts"], meta["quality"], meta["failed_instruments"]) == \
         (4.0, 9.0, "FAILED: no_gaps", BTC)
     assert "fingerprint" not in meta and "path" not in meta and f"figure {BTC}" in meta
+    assert meta["members"].value.splitlines()[2] == f"| {BTC} | FAILED: no_gaps | 10 | 99.5 |"
     assert member_metadata(meta, ETH) == {"records": 7, "coverage_pct": 80.0, "first_ts": 4.0, "last_ts": 8.0,
                                           "quality": "passed (6 checks)", "fingerprint": "b", "path": "/lake/eth"}
     assert member_metadata(meta, SOL) is None
