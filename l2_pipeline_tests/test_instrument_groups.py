@@ -13,6 +13,7 @@ from dagster import AssetCheckKey, MetadataValue, build_schedule_context, materi
 
 from l2_lake.format import layout
 from l2_lake.quality.verdicts import COVERAGE, HOUR_CHECKS, NO_GAPS, Verdict, group_verdicts
+from l2_pipeline.definitions import partitions_at_load
 from l2_pipeline.group_hours import group_metadata, member_metadata
 from l2_pipeline.keys import LAKE_HEALTH, RAW_HOUR
 from l2_pipeline.partitions import (
@@ -20,6 +21,7 @@ from l2_pipeline.partitions import (
     group_keys,
     group_members,
     instrument_groups,
+    instrument_keys,
     lake_partitions,
     parse_group_key,
     parse_partition_key,
@@ -219,3 +221,14 @@ def test_the_compression_schedule_archives_every_member_of_a_group_hour(grouped_
     for inst_id, h in members:
         assert layout.archive_path(root, inst_id, hour_of(h)).exists()
         assert not layout.records_path(root, inst_id, hour_of(h)).exists()
+
+
+def test_many_instruments_without_groups_are_warned_about_at_load(tmp_path, caplog):
+    many = [f"C{i:02d}-USDT-SWAP" for i in range(30)]
+    with caplog.at_level("WARNING", logger="l2_pipeline.definitions"):
+        partitions = partitions_at_load(lake_resource(tmp_path, instruments=many))
+    assert len(instrument_keys(partitions)) == 30 and "L2_INSTRUMENT_GROUPS=2 (groups of ~25)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="l2_pipeline.definitions"):
+        grouped = partitions_at_load(lake_resource(tmp_path, instruments=many, instrument_groups=2))
+    assert instrument_keys(grouped) == ["group-0-of-2", "group-1-of-2"] and not caplog.text
