@@ -1,36 +1,49 @@
 """The pipeline's Dagster instance at scale, on PostgreSQL: populate it with the events of N instruments × D
 days of registered hours, then time the UI's GraphQL queries and the daemons' ticks against it.
 
-    python -m bench.instance_scale [--instruments 250] [--days 30] [--keep DIR]
+    python -m bench.instance_scale [--instruments 250] [--days 30] [--groups 0] [--keep DIR]
+
+--groups N models a deployment with `L2_INSTRUMENT_GROUPS=N` (`l2_pipeline.partitions`): partitions of
+hour × instrument group, N × D × 24 of them instead of instruments × D × 24. The template is then the
+~instruments/N members of one group (the group of BTC-USDT-SWAP among the instruments, each with files
+of every template hour), registered through the same code paths with `L2_INSTRUMENT_GROUPS` set, so its
+group-hour materializations and check evaluations carry each member's own metadata (`by_instrument`).
+A cloned group-hour's events name its own group's members (`regroup`: each `by_instrument` entry is a
+template member's, taken in turn, under a member's name, with `instruments` and `instrument_ids` to
+match; the group's sums, the check descriptions and the runs' log messages stay the template group's),
+so lake_health draws every instrument-hour from its own entry. Runs hold `partitions_per_run`
+partitions (4 group-hours); an hour's backfill and `compress_job` tick have N partitions; the sensor
+cursor, the new hour files and the heatmap are per instrument as before. --groups 0 (the default) is
+the per-instrument model described below, unchanged.
 
 What it does, in order (everything under a temporary directory, removed afterwards unless --keep; a
 throwaway PostgreSQL server from `l2_pipeline_tests.postgres_server`, stopped at the end):
 
-1. Template: a lake of one instrument × 3 closed hours (depth 10, 1,800 records an hour) is registered
-   through the real code paths on a scratch database: `raw_hours_sensor` via the sensor daemon's
-   `execute_sensor_iteration`, the backfill daemon, the run queue daemon and `DefaultRunLauncher` (a run
-   process through the code server: `hour_tiers` = raw_hour + curated_parquet + book_features, the six
-   hour checks and collector_freshness, hour figures off), then `compression_schedule` through the
-   scheduler daemon (`launch_scheduled_runs`) and the queue (a `compress_job` run of `raw_archive`). Every
-   row those writes left (event_logs, asset_check_executions, asset_event_tags, runs, run_tags, the
-   backfill) is read back as the template.
-2. Population (timed): D × 24 hours × N instruments ending with the hour before the last closed one,
-   as a steady deployment makes them: each hour one sensor backfill (`PartitionBackfill` stored with
-   `add_backfill`, completed) whose runs take ≤ 100 instruments of that hour (`HOURS_PER_RUN`: runs of
-   100, 100 and 50 at N = 250), the same for `compress_job` 6 hours later (so the last 6 hours are not
-   archived), and collector_freshness's runless evaluation every 10 minutes. Each run's event log is the
-   template run's, cloned from its serialized JSON: the per-run events once, each per-partition block
-   (materialization planned, materialization, check evaluation) once per partition of the run, with run
-   id, partition key, hour, date, instrument, paths, data version, timestamps and the check
-   evaluations' target materialization (storage id) changed; the check-planned events carry the run's
-   partitions. Rows are written with COPY: event_logs with ids drawn from its own sequence (so each
-   evaluation can name its materialization, as the run does), asset_check_executions as the planned
-   insert + evaluation update leave them, asset_event_tags as Dagster indexes them (data version, the
-   two partition dimensions), runs and run_tags as `add_run` and the run-status events leave them.
-   The `asset_keys` rows are then written by the storage's own `store_asset_event` for each asset's last
-   materialization; the partition status caches (`asset_keys.cached_status_data`) are left empty, as
-   after daemon writes: the first UI read builds them (timed apart as "cold"). Then ANALYZE, as
-   autovacuum would.
+1. Template: a lake of one instrument (or one group's) × 3 closed hours (depth 10, 1,800 records an hour)
+   is registered through the real code paths on a scratch database: `raw_hours_sensor` via the sensor
+   daemon's `execute_sensor_iteration`, the backfill daemon, the run queue daemon and
+   `DefaultRunLauncher` (a run process through the code server: `hour_tiers` = raw_hour + curated_parquet
+   + book_features, the six hour checks and collector_freshness, hour figures off), then
+   `compression_schedule` through the scheduler daemon (`launch_scheduled_runs`) and the queue (a
+   `compress_job` run of `raw_archive`). Every row those writes left (event_logs, asset_check_executions,
+   asset_event_tags, runs, run_tags, the backfill) is read back as the template.
+2. Population (timed): D × 24 hours × N instruments ending with the hour before the last closed one, as a
+   steady deployment makes them: each hour one sensor backfill (`PartitionBackfill` stored with
+   `add_backfill`, completed) whose runs take ≤ `partitions_per_run` partitions of that hour (100
+   instruments: runs of 100, 100 and 50 at N = 250; with --groups 10, runs of 4, 4 and 2 groups), the
+   same for `compress_job` 6 hours later (so the last 6 hours are not archived), and
+   collector_freshness's runless evaluation every 10 minutes. Each run's event log is the template run's,
+   cloned from its serialized JSON: the per-run events once, each per-partition block (materialization
+   planned, materialization, check evaluation) once per partition of the run, with run id, partition key,
+   hour, date, instrument, paths, data version, timestamps and the check evaluations' target
+   materialization (storage id) changed; the check-planned events carry the run's partitions. Rows are
+   written with COPY: event_logs with ids drawn from its own sequence (so each evaluation can name its
+   materialization, as the run does), asset_check_executions as the planned insert + evaluation update
+   leave them, asset_event_tags as Dagster indexes them (data version, the two partition dimensions),
+   runs and run_tags as `add_run` and the run-status events leave them. The `asset_keys` rows are then
+   written by the storage's own `store_asset_event` for each asset's last materialization; the partition
+   status caches (`asset_keys.cached_status_data`) are left empty, as after daemon writes: the first UI
+   read builds them (timed apart as "cold"). Then ANALYZE, as autovacuum would.
 3. Figures: rows and bytes per table (`pg_total_relation_size`, with indexes and TOAST) and per partition.
 4. A real `dagster-webserver` on 127.0.0.1 (this worktree's code: `PYTHONPATH` is set and checked)
    against the instance and the code location (N instruments, partitions from the first populated hour;
@@ -80,9 +93,9 @@ from bench.timing import Timing
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE_INSTRUMENT = "BTC-USDT-SWAP"
 TEMPLATE_HOURS = 3
-HOURS_PER_RUN = 100  # l2_pipeline.assets.lake.HOURS_PER_RUN
+TEMPLATE_RECORDS = 1800  # records of each instrument-hour of the template (a full hour at depth 10)
 FRESHNESS_PER_HOUR = 6  # collector_freshness_sensor records a verdict at least every 10 minutes
-REGISTRATION_RUN_SECONDS = 60.0  # simulated wall time of a run of 100 partitions (events spread over it)
+REGISTRATION_RUN_SECONDS = 60.0  # simulated wall time of a full run (`partitions_per_run` partitions)
 HEALTH_DAYS = 7
 QUERY_REPEAT = 3
 QUERY_TIMEOUT = 90.0  # a query still running then is reported as such, and the webserver restarted
@@ -110,10 +123,19 @@ def partition(hour: datetime, inst_id: str) -> str:
     return f"{hour_key(hour)}|{inst_id}"
 
 
-def lake_env(lake: Path, instruments: Sequence[str], start: datetime) -> dict[str, str]:
-    """The `L2_*` settings of a code location over `lake` (hour figures off, as at hundreds of instruments)."""
+def lake_env(lake: Path, instruments: Sequence[str], start: datetime, groups: int = 0) -> dict[str, str]:
+    """The `L2_*` settings of a code location over `lake` (hour figures off, as at hundreds of instruments;
+    `groups` instrument groups, 0 for one partition per instrument)."""
     return {"L2_DATA_DIR": str(lake), "L2_INSTRUMENTS": ",".join(instruments), "L2_HOUR_FIGURES": "false",
-            "L2_PARTITIONS_START": hour_key(start), "L2_HEALTH_DAYS": str(HEALTH_DAYS)}
+            "L2_PARTITIONS_START": hour_key(start), "L2_HEALTH_DAYS": str(HEALTH_DAYS),
+            "L2_INSTRUMENT_GROUPS": str(groups)}
+
+
+def column(inst_id: str, groups: int) -> str:
+    """The instrument dimension's key of `inst_id`: its group's key (`groups` > 0) or itself."""
+    from l2_pipeline.partitions import group_key
+
+    return group_key(inst_id, groups) if groups else inst_id
 
 
 @contextmanager
@@ -168,6 +190,7 @@ class TemplateRun:
 @dataclass
 class Template:
     partitions: list[str]  # the template hours' partition keys, in order
+    members: list[str]  # the instruments of the template's partitions (one, or a group's members, sorted)
     lake: str
     registration: TemplateRun
     compress: TemplateRun
@@ -184,8 +207,10 @@ def write_hours(lake: Path, inst_id: str, hours: Sequence[datetime], records: in
         write_hour(lake, inst_id, hour, templates, records)
 
 
-def record_template(pg: Any, root: Path, last_closed: datetime) -> Template:
-    """Register one instrument × 3 hours through the daemons and read back every row they wrote."""
+def record_template(pg: Any, root: Path, last_closed: datetime, members: Sequence[str] = (TEMPLATE_INSTRUMENT,),
+                    groups: int = 0) -> Template:
+    """Register `members` × 3 hours through the daemons and read back every row they wrote: one
+    instrument, or (`groups` > 0) the members of one instrument group, all in one group-hour a hour."""
     from dagster import DagsterEventType, EventLogEntry, instance_for_test
     from dagster._core.test_utils import freeze_time
     from dagster._daemon.backfill import execute_backfill_iteration
@@ -196,8 +221,12 @@ def record_template(pg: Any, root: Path, last_closed: datetime) -> Template:
 
     lake = root / "template-lake"
     hours = [last_closed - timedelta(hours=h) for h in range(12, 12 - TEMPLATE_HOURS, -1)]
-    write_hours(lake, TEMPLATE_INSTRUMENT, hours, 1800)
-    os.environ.update(lake_env(lake, [TEMPLATE_INSTRUMENT], hours[0]))
+    members = sorted(members)
+    if len({column(inst, groups) for inst in members}) != 1:
+        raise ValueError(f"the template's instruments are not one partition's: {members}")
+    for inst in members:
+        write_hours(lake, inst, hours, TEMPLATE_RECORDS)
+    os.environ.update(lake_env(lake, members, hours[0], groups))
     db = pg.create_database("template")
     home = root / "template-home"
     home.mkdir()
@@ -252,7 +281,7 @@ def record_template(pg: Any, root: Path, last_closed: datetime) -> Template:
         return TemplateRun(run.run_id, rows_by_run[run.run_id], run_rows[run.run_id], tags[run.run_id])
 
     freshness = next(row for row in rows_by_run.get("", []) if row.check_name == "collector_freshness")
-    return Template([partition(h, TEMPLATE_INSTRUMENT) for h in hours], str(lake),
+    return Template([partition(h, column(members[0], groups)) for h in hours], members, str(lake),
                     template_run(runs["__ASSET_JOB"]), template_run(runs["compress_job"]), freshness, backfill,
                     snapshots)
 
@@ -322,6 +351,45 @@ def substitute(text: str, subs: Sequence[tuple[str, str]]) -> str:
     return text
 
 
+def regroup(text: str, old: Sequence[str], new: Sequence[str]) -> str:
+    """A template event of a group-hour of the instruments `old` (sorted), made the event of a group-hour of
+    `new` (sorted): each `by_instrument` entry (a materialization's or a check evaluation's metadata) is an
+    old member's entry, taken in turn, under a new member's name and with the old instId in its values
+    (paths, sources) replaced; `instruments` and `instrument_ids` follow. The group's other figures (sums,
+    `failed_instruments`, a check's description) stay the template group's."""
+    if list(old) == list(new):
+        return text
+    source = {inst: old[i % len(old)] for i, inst in enumerate(new)}
+
+    def entry(name: str, data: dict[str, Any]) -> None:
+        if name == "by_instrument" and isinstance(data.get("data"), dict):
+            table = data["data"]
+            data["data"] = {inst: json.loads(json.dumps(table[src]).replace(src, inst))
+                            for inst, src in source.items() if src in table}
+        elif name == "instrument_ids" and "text" in data:
+            data["text"] = ", ".join(new)
+        elif name == "instruments" and "value" in data:
+            data["value"] = len(new)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            if isinstance(node.get("label"), str) and isinstance(node.get("entry_data"), dict):  # metadata_entries
+                entry(node["label"], node["entry_data"])
+            if isinstance(node.get("metadata"), dict):  # a check evaluation's metadata
+                for name, value in node["metadata"].items():
+                    if isinstance(value, dict):
+                        entry(name, value)
+            for value in node.values():
+                walk(value)
+
+    event = json.loads(text)
+    walk(event)
+    return json.dumps(event)
+
+
 def copy_text(value: Any) -> str:
     """A value in PostgreSQL's COPY text format."""
     if value is None:
@@ -377,10 +445,22 @@ class Populator:
     copier: Copier
     lake: str
     next_id: int
+    per_run: int  # partitions of a full run (`partitions_per_run`)
+    members: dict[str, list[str]] = field(default_factory=dict)  # group key → its instruments (groups only)
     last_materialization: dict[str, tuple[int, str]] = field(default_factory=dict)  # asset → (id, JSON)
     events: int = 0
     runs: int = 0
     blocks: dict[str, list[Row | Block]] = field(default_factory=dict)
+    regrouped: dict[tuple[int, str], str] = field(default_factory=dict)  # (row id, group key) → its event
+
+    def member_text(self, row: Row, key: str) -> str:
+        """The template event `row` as partition `key`'s group's (`regroup`), or as it is without groups."""
+        group = key.split("|")[1]
+        if group not in self.members:
+            return row.json
+        if (row.id, group) not in self.regrouped:
+            self.regrouped[row.id, group] = regroup(row.json, self.template.members, self.members[group])
+        return self.regrouped[row.id, group]
 
     def run(self, template: TemplateRun, keys: list[str], start: float, run_id: str, run_subs: list[tuple[str, str]],
             backfill_id: str | None) -> None:
@@ -388,7 +468,7 @@ class Populator:
         blocks = self.blocks.setdefault(template.run_id, split_blocks(template.rows))
         subs = [(template.run_id, run_id), (self.template.lake, self.lake), *run_subs]
         n_events = sum(1 if isinstance(b, Row) else len(b.kinds) * len(keys) for b in blocks)
-        step = REGISTRATION_RUN_SECONDS * len(keys) / HOURS_PER_RUN / n_events
+        step = REGISTRATION_RUN_SECONDS * len(keys) / self.per_run / n_events
         clock = [start]
         targets: dict[str, tuple[int, float]] = {}  # partition → its raw_hour materialization (id, timestamp)
         planned_at = start
@@ -435,7 +515,8 @@ class Populator:
             pairs = ([(rep, key) for rep in block.kinds for key in ordered] if block.kind_major
                      else [(rep, key) for key in ordered for rep in block.kinds])
             for rep, key in pairs:
-                emit(rep, substitute(substitute(rep.json, subs), partition_subs(rep.partition, key)), key)
+                text = substitute(self.member_text(rep, key), subs)
+                emit(rep, substitute(text, partition_subs(rep.partition, key)), key)
         self.run_record(template, run_id, subs, start, clock[0], backfill_id)
 
     def run_record(self, template: TemplateRun, run_id: str, subs: list[tuple[str, str]], start: float, end: float,
@@ -490,27 +571,35 @@ def backfill_for(template: Any, backfill_id: str, keys: list[str], partitions_de
 
 def populate(instance: Any, conn: Any, template: Template, instruments: list[str], hours: list[datetime],
              lake: Path, partitions_def: Any) -> Populator:
-    """Write the runs, events and backfills of `hours` × `instruments` (see the module docstring)."""
+    """Write the runs, events and backfills of the partitions of `hours` × `instruments` (or of their
+    groups, as `partitions_def` says; see the module docstring)."""
+    from l2_pipeline.assets.lake import partitions_per_run
+    from l2_pipeline.partitions import group_members, instrument_groups, instrument_keys
+
     with conn.cursor() as cur:
         cur.execute("SELECT coalesce(max(id), 0) FROM event_logs")
         first_id = cur.fetchone()[0] + 1
         cur.executemany("INSERT INTO snapshots (snapshot_id, snapshot_body, snapshot_type) VALUES (%s, %s, %s) "
                         "ON CONFLICT DO NOTHING", template.snapshots)
-    populator = Populator(template, Copier(conn), str(lake), first_id)
-    chunks = [instruments[i:i + HOURS_PER_RUN] for i in range(0, len(instruments), HOURS_PER_RUN)]
+    per_run = partitions_per_run(partitions_def)
+    grouped = bool(instrument_groups(partitions_def))
+    columns = instrument_keys(partitions_def) if grouped else instruments
+    members = {group: group_members(group, instruments) for group in columns} if grouped else {}
+    populator = Populator(template, Copier(conn), str(lake), first_id, per_run, members)
+    chunks = [columns[i:i + per_run] for i in range(0, len(columns), per_run)]
     backfills = []
     compress_after = 6
     for n, hour in enumerate(hours):
         end = (hour + timedelta(hours=1)).timestamp()
         backfill_id = uuid.uuid4().hex[:8]
-        keys = [partition(hour, inst) for inst in instruments]
+        keys = [partition(hour, name) for name in columns]
         backfills.append(backfill_for(template.backfill, backfill_id, keys, partitions_def, end + 150.0))
         start = end + 180.0
         for chunk in chunks:
-            run_keys = [partition(hour, inst) for inst in chunk]
+            run_keys = [partition(hour, name) for name in chunk]
             subs = [(template.backfill.backfill_id, backfill_id), *range_subs(template.registration, run_keys)]
             populator.run(template.registration, run_keys, start, str(uuid.uuid4()), subs, backfill_id)
-            start += REGISTRATION_RUN_SECONDS * len(chunk) / HOURS_PER_RUN
+            start += REGISTRATION_RUN_SECONDS * len(chunk) / per_run
         for i in range(FRESHNESS_PER_HOUR):
             populator.freshness(end + 600.0 * i + 30.0)
         if n >= compress_after:
@@ -518,12 +607,12 @@ def populate(instance: Any, conn: Any, template: Template, instruments: list[str
             tick = (hour + timedelta(hours=1)).replace(minute=15)
             start = tick.timestamp() + 20.0
             for chunk in chunks:
-                run_keys = [partition(archived, inst) for inst in chunk]
+                run_keys = [partition(archived, name) for name in chunk]
                 subs = [*range_subs(template.compress, run_keys),
                         (template.compress.run_row["run_body"].split('scheduled_execution_time": "')[1][:19],
                          tick.strftime("%Y-%m-%dT%H:%M:%S"))]
                 populator.run(template.compress, run_keys, start, str(uuid.uuid4()), subs, None)
-                start += REGISTRATION_RUN_SECONDS * len(chunk) / HOURS_PER_RUN / 4
+                start += REGISTRATION_RUN_SECONDS * len(chunk) / per_run / 4
         if populator.copier.pending > 200_000:
             populator.copier.flush()
     populator.copier.flush()
@@ -822,9 +911,11 @@ def measure_daemons(instance: Any, lake: Path, instruments: list[str], last_regi
     return out
 
 
-def lake_health_run(instance: Any, lake: Path, instruments: list[str], start: datetime) -> list[Timing]:
-    """`lake_health_job` executed in this process against the instance (the 7-day heatmap), then the same
-    reads done by hand, the materializations fetched in batches of Dagster's limit, and the figure drawn."""
+def lake_health_run(instance: Any, lake: Path, instruments: list[str], start: datetime, groups: int = 0
+                    ) -> list[Timing]:
+    """`lake_health_job` executed in this process against the instance (the 7-day heatmap; its cells' counts
+    by status), then the same reads done by hand, the materializations fetched in batches of Dagster's
+    limit, and the figure drawn (each cell from its instrument's own metadata, `member_metadata`)."""
     from dagster import AssetRecordsFilter, DagsterEventType
 
     from bench.timing import timed
@@ -832,24 +923,30 @@ def lake_health_run(instance: Any, lake: Path, instruments: list[str], start: da
     from l2_lake.pictures.plots import lake_health_figure
     from l2_pipeline.assets.dashboards import health_cell, window
     from l2_pipeline.definitions import build_definitions
-    from l2_pipeline.keys import RAW_HOUR
+    from l2_pipeline.group_hours import member_metadata
+    from l2_pipeline.keys import LAKE_HEALTH, RAW_HOUR
+    from l2_pipeline.partitions import partition_key
     from l2_pipeline.resources import LakeResource
 
     resource = LakeResource(data_dir=str(lake), instruments=instruments, hour_figures=False, health_days=HEALTH_DAYS,
-                            partitions_start=hour_key(start))
+                            partitions_start=hour_key(start), instrument_groups=groups)
     job = build_definitions(resource).resolve_job_def("lake_health_job")
     quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     result, secs = timed(lambda: job.execute_in_process(instance=instance, run_config=quiet, raise_on_error=False))
     failure = next((e.event_specific_data.error.message.strip()[:160] for e in result.all_events
                     if e.is_step_failure), "")
     cells = len(instruments) * HEALTH_DAYS * 24
+    drawn = result.asset_materializations_for_node(LAKE_HEALTH.path[-1]) if result.success else []
+    counts = ", ".join(f"{status} {drawn[0].metadata[status].value:,}" for status in ("passed", "warning", "failed",
+                                                                                     "missing") if drawn)
     out = [scale_row("lake_health_job, in process", secs, f"{HEALTH_DAYS} days × {len(instruments)} instruments = "
-                  f"{cells:,} cells: " + ("success" if result.success else f"FAILED: {failure}"))]
+                  f"{cells:,} cells: " + (f"success ({counts})" if result.success else f"FAILED: {failure}"))]
     hours = window(now_utc(), HEALTH_DAYS)
-    keys = {(inst, hour): partition(hour, inst) for inst in instruments for hour in hours}
+    keys = {(inst, hour): str(partition_key(inst, hour, groups)) for inst in instruments for hour in hours}
     ids, secs = timed(lambda: instance.event_log_storage.get_latest_storage_id_by_partition(
         RAW_HOUR, DagsterEventType.ASSET_MATERIALIZATION, set(keys.values())))
-    out.append(scale_row("  its read 1: latest storage id of each cell", secs, f"{len(ids):,} ids, one query"))
+    out.append(scale_row("  its read 1: latest storage id of each partition", secs,
+                         f"{len(ids):,} ids, one query"))
     batch = 10_000  # the most fetch_materializations returns at once
 
     def fetch() -> dict[int, Any]:
@@ -872,7 +969,8 @@ def lake_health_run(instance: Any, lake: Path, instruments: list[str], start: da
         for (inst, hour), key in keys.items():
             record = by_key.get(key)
             materialization = record.asset_materialization if record else None
-            cells.append(health_cell(inst, hour, materialization.metadata if materialization else None))
+            member = member_metadata(materialization.metadata, inst) if materialization else None
+            cells.append(health_cell(inst, hour, member))
         return lake_health_figure(cells, instruments, hours)
 
     png, secs = timed(draw)
@@ -903,11 +1001,13 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
-def bench(n_instruments: int, days: int, root: Path) -> None:
+def bench(n_instruments: int, days: int, root: Path, groups: int = 0) -> None:
+    """Steps 1 to 5 of the module docstring for `n_instruments` × `days`, in `groups` instrument groups
+    (0: one partition per instrument-hour)."""
     from dagster import instance_for_test
 
     from l2_lake.format import layout
-    from l2_pipeline.partitions import lake_partitions
+    from l2_pipeline.partitions import group_members, instrument_keys, lake_partitions
     from l2_pipeline_tests.postgres_server import find_bin_dir, run_as_prefix, running_postgres
 
     print(f"before: {uptime()}", flush=True)
@@ -916,7 +1016,10 @@ def bench(n_instruments: int, days: int, root: Path) -> None:
     last_registered = last_closed - layout.HOUR  # the last closed hour is the "new hour" of the sensor tick
     hours = [last_registered - layout.HOUR * i for i in range(days * 24 - 1, -1, -1)]
     instruments = instrument_ids(n_instruments)
-    partitions_def = lake_partitions(hours[0], instruments)
+    partitions_def = lake_partitions(hours[0], instruments, groups)
+    columns = instrument_keys(partitions_def)  # instruments, or group keys
+    template_members = (group_members(column(TEMPLATE_INSTRUMENT, groups), instruments) if groups
+                        else [TEMPLATE_INSTRUMENT])
     lake = root / "lake"
     for inst in instruments:  # empty instrument and day directories: the UI reads only the instance
         for day in {hours[-1].date(), last_closed.date()}:
@@ -926,10 +1029,12 @@ def bench(n_instruments: int, days: int, root: Path) -> None:
         print(f"PostgreSQL: {pg.version}", flush=True)
         from bench.timing import timed
 
-        template, secs = timed(lambda: record_template(pg, root, last_closed))
-        print(f"template: 1 instrument × {TEMPLATE_HOURS} hours registered and archived through the daemons "
+        template, secs = timed(lambda: record_template(pg, root, last_closed, template_members, groups))
+        what = f"{len(template_members)} instruments of {column(TEMPLATE_INSTRUMENT, groups)}" if groups else \
+            "1 instrument"
+        print(f"template: {what} × {TEMPLATE_HOURS} hours registered and archived through the daemons "
               f"in {secs:.1f} s ({len(template.registration.rows)} + {len(template.compress.rows)} events)", flush=True)
-        env = lake_env(lake, instruments, hours[0])
+        env = lake_env(lake, instruments, hours[0], groups)
         os.environ.update(env)
         db = pg.create_database("scale")
         home = root / "home"
@@ -940,9 +1045,10 @@ def bench(n_instruments: int, days: int, root: Path) -> None:
             conn.autocommit = False
             populator, secs = timed(lambda: populate(instance, conn, template, instruments, hours, lake,
                                                      partitions_def))
-            n_partitions = len(hours) * len(instruments)
-            print(f"\npopulated {len(instruments)} instruments × {days} days = {n_partitions:,} partitions in "
-                  f"{secs:.0f} s: {populator.events:,} events, {populator.runs:,} runs, {len(hours)} backfills "
+            n_partitions = len(hours) * len(columns)
+            grouping = f" in {groups} groups" if groups else ""
+            print(f"\npopulated {len(instruments)} instruments{grouping} × {days} days = {n_partitions:,} partitions "
+                  f"in {secs:.0f} s: {populator.events:,} events, {populator.runs:,} runs, {len(hours)} backfills "
                   f"({populator.events / secs:,.0f} events/s)", flush=True)
             conn.autocommit = True
             from dagster import AssetKey
@@ -965,7 +1071,7 @@ def bench(n_instruments: int, days: int, root: Path) -> None:
             time_queries(lambda stack: stack.enter_context(webserver(home, env, root)), root / "responses")
             print("\ndaemons (each sensor alone in the sensor daemon's iteration) and lake_health:", flush=True)
             measure_daemons(instance, lake, instruments, last_registered)
-            for timing in lake_health_run(instance, lake, instruments, hours[0]):
+            for timing in lake_health_run(instance, lake, instruments, hours[0], groups):
                 print(timing, flush=True)
             conn.close()
     print(f"after: {uptime()}")
@@ -975,13 +1081,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instance_scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--instruments", type=int, default=250)
     parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--groups", type=int, default=0,
+                        help="partition by hour × this many instrument groups (L2_INSTRUMENT_GROUPS); 0: by instrument")
     parser.add_argument("--keep", type=Path, help="work here and keep the lake, logs and Dagster home")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     root = args.keep or Path(tempfile.mkdtemp(prefix="l2-instance-scale-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
-        bench(args.instruments, args.days, root)
+        bench(args.instruments, args.days, root, args.groups)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
