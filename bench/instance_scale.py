@@ -12,7 +12,7 @@ A cloned group-hour's events name its own group's members (`regroup`: each `by_i
 template member's, taken in turn, under a member's name, with `instruments` and `instrument_ids` to
 match; the group's sums, the check descriptions and the runs' log messages stay the template group's),
 so lake_health draws every instrument-hour from its own entry. Runs hold `partitions_per_run`
-partitions (4 group-hours); an hour's backfill and `compress_job` tick have N partitions; the sensor
+partitions (`GROUP_HOURS_PER_RUN` group-hours); an hour's backfill and `compress_job` tick have N partitions; the sensor
 cursor, the new hour files and the heatmap are per instrument as before. --groups 0 (the default) is
 the per-instrument model described below, unchanged.
 
@@ -30,7 +30,7 @@ throwaway PostgreSQL server from `l2_pipeline_tests.postgres_server`, stopped at
 2. Population (timed): D × 24 hours × N instruments ending with the hour before the last closed one, as a
    steady deployment makes them: each hour one sensor backfill (`PartitionBackfill` stored with
    `add_backfill`, completed) whose runs take ≤ `partitions_per_run` partitions of that hour (100
-   instruments: runs of 100, 100 and 50 at N = 250; with --groups 10, runs of 4, 4 and 2 groups), the
+   instruments: runs of 100, 100 and 50 at N = 250; with --groups 5, runs of 2, 2 and 1 groups), the
    same for `compress_job` 6 hours later (so the last 6 hours are not archived), and
    collector_freshness's runless evaluation every 10 minutes. Each run's event log is the template run's,
    cloned from its serialized JSON: the per-run events once, each per-partition block (materialization

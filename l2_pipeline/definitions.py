@@ -60,13 +60,13 @@ from l2_pipeline.jobs import (
     raw_hour_job,
     retention_job,
 )
-from l2_pipeline.partitions import lake_partitions
+from l2_pipeline.partitions import instrument_keys, lake_partitions
 from l2_pipeline.resources import LakeResource, lake_resource_from_env
 from l2_pipeline.schedules import build_compression_schedule, instrument_metadata_schedule, retention_schedule
 from l2_pipeline.sensors import build_raw_hours_sensor, collector_freshness_sensor
 
 log = logging.getLogger(__name__)
-INSTRUMENTS_PER_HOUR_PARTITIONS = 14  # hour × instrument holds this many over 30 days (docs/PERFORMANCE.md)
+CHECK_PAGE_PARTITIONS = 3_600  # checked partitions per check the raw_hour page rebuilds in ~2 s (docs/PERFORMANCE.md)
 
 
 def partitions_at_load(lake: LakeResource, now: datetime | None = None) -> MultiPartitionsDefinition:
@@ -77,12 +77,24 @@ def partitions_at_load(lake: LakeResource, now: datetime | None = None) -> Multi
     if start is None:
         start = (now or now_utc()).replace(hour=0, minute=0, second=0, microsecond=0)
     instruments = lake.known_instruments()
-    if not lake.instrument_groups and len(instruments) > INSTRUMENTS_PER_HOUR_PARTITIONS:
-        log.warning(f"{len(instruments)} instruments, each its own partition: Dagster's check pages slow down past "
-                    f"about {INSTRUMENTS_PER_HOUR_PARTITIONS} instruments over a 30-day instance window. Set "
-                    f"L2_INSTRUMENT_GROUPS={-(-len(instruments) // 25)} (groups of ~25) before the first registration "
-                    "(docs/PIPELINE.md, \"Instrument groups\")")
-    return lake_partitions(start, instruments, lake.instrument_groups)
+    partitions = lake_partitions(start, instruments, lake.instrument_groups)
+    too_many = checked_partitions_warning(len(instrument_keys(partitions)), lake.instance_retention_days)
+    if too_many:
+        log.warning(too_many)
+    return partitions
+
+
+def checked_partitions_warning(keys: int, window_days: int) -> str | None:
+    """What to change when `keys` instrument keys (instruments or groups) over a `window_days`-day
+    instance window make more checked partitions per check than the `raw_hour` page rebuilds in ~2 s."""
+    checked = keys * 24 * window_days
+    if checked <= CHECK_PAGE_PARTITIONS:
+        return None
+    groups = max(1, CHECK_PAGE_PARTITIONS // (24 * window_days))
+    return (f"{keys} instrument key(s) × {window_days} days of hours = {checked:,} checked partitions per check: "
+            f"Dagster's raw_hour page rebuilds every one, about 2 s per {CHECK_PAGE_PARTITIONS:,}. Set "
+            f"L2_INSTRUMENT_GROUPS={groups} before the first registration, or a shorter L2_INSTANCE_RETENTION_DAYS, "
+            "and turn instance_retention_schedule on (docs/PIPELINE.md, \"Instrument groups\")")
 
 
 def build_definitions(lake: LakeResource | None = None) -> Definitions:

@@ -13,7 +13,7 @@ from dagster import AssetCheckKey, MetadataValue, build_schedule_context, materi
 
 from l2_lake.format import layout
 from l2_lake.quality.verdicts import COVERAGE, HOUR_CHECKS, NO_GAPS, Verdict, group_verdicts
-from l2_pipeline.definitions import partitions_at_load
+from l2_pipeline.definitions import checked_partitions_warning, partitions_at_load
 from l2_pipeline.group_hours import group_metadata, member_metadata
 from l2_pipeline.keys import LAKE_HEALTH, RAW_HOUR
 from l2_pipeline.partitions import (
@@ -227,8 +227,11 @@ def test_many_instruments_without_groups_are_warned_about_at_load(tmp_path, capl
     many = [f"C{i:02d}-USDT-SWAP" for i in range(30)]
     with caplog.at_level("WARNING", logger="l2_pipeline.definitions"):
         partitions = partitions_at_load(lake_resource(tmp_path, instruments=many))
-    assert len(instrument_keys(partitions)) == 30 and "L2_INSTRUMENT_GROUPS=2 (groups of ~25)" in caplog.text
+    assert len(instrument_keys(partitions)) == 30 and "= 21,600 checked partitions per check" in caplog.text
+    assert "L2_INSTRUMENT_GROUPS=5 before the first registration" in caplog.text  # 5 × 24 × 30 = 3,600
     caplog.clear()
     with caplog.at_level("WARNING", logger="l2_pipeline.definitions"):
-        grouped = partitions_at_load(lake_resource(tmp_path, instruments=many, instrument_groups=2))
-    assert instrument_keys(grouped) == ["group-0-of-2", "group-1-of-2"] and not caplog.text
+        grouped = partitions_at_load(lake_resource(tmp_path, instruments=many, instrument_groups=5))
+    assert instrument_keys(grouped)[-1] == "group-4-of-5" and not caplog.text
+    assert checked_partitions_warning(2, 30) is None  # the demo's two instruments
+    assert "L2_INSTRUMENT_GROUPS=1" in checked_partitions_warning(1, 200)  # a window too long even for one group

@@ -93,7 +93,7 @@ from l2_pipeline.resources import LakeResource
 
 LAKE_GROUP = "lake"
 HOURS_PER_RUN = 100  # partitions per run of raw_archive / curated_parquet (≈ 1 min of work on a full hour each)
-GROUP_HOURS_PER_RUN = 4  # group-hours per run: about as many instrument-hours, with groups of ~25
+GROUP_HOURS_PER_RUN = 2  # group-hours per run: about as many instrument-hours, with groups of ~50
 MAX_LISTED = 200  # failed hours listed in a run's failure metadata (the count is always complete)
 EMPTY_NOTE = "the hour's file exists but holds no record"
 T = TypeVar("T")
