@@ -61,7 +61,7 @@ from l2_lake.quality.verdicts import (
     group_verdicts,
     hour_verdicts,
 )
-from l2_pipeline.group_hours import is_group, lake_has_hour, members_with_data
+from l2_pipeline.group_hours import BY_INSTRUMENT, is_group, lake_has_hour, members_table, members_with_data
 from l2_pipeline.keys import RAW_HOUR
 from l2_pipeline.partitions import instrument_groups, parse_partition_key
 from l2_pipeline.registry import latest_materializations
@@ -76,14 +76,17 @@ def _severity(verdict: Verdict) -> AssetCheckSeverity:
 
 def _fields(verdict: Verdict, asset_key: AssetKey) -> dict[str, Any]:
     """What a check result and a runless check evaluation of one verdict (of a check on `asset_key`)
-    have in common."""
+    have in common; a group's verdict also shows each member's outcome as a table."""
+    metadata = {**verdict.metadata, "summary": MetadataValue.text(verdict.description)}
+    if BY_INSTRUMENT in verdict.metadata:
+        metadata["members"] = members_table(verdict.metadata[BY_INSTRUMENT], ("passed", "description"))
     return {
         "asset_key": asset_key,
         "check_name": verdict.check_name,
         "passed": verdict.passed,
         "severity": _severity(verdict),
         "description": verdict.description,
-        "metadata": {**verdict.metadata, "summary": MetadataValue.text(verdict.description)},
+        "metadata": metadata,
     }
 
 

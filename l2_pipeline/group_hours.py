@@ -13,7 +13,7 @@ A group-hour's materialization holds, for each asset:
 - each member's figure (Markdown image) under `figure <instId>`, when figures are on.
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -104,9 +104,9 @@ def group_metadata(by_member: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]
             "members": members_table(table), BY_INSTRUMENT: MetadataValue.json(table), **figures}
 
 
-def members_table(table: Mapping[str, Mapping[str, Any]]) -> MetadataValue:
-    """A Markdown table of the members' main figures (`TABLE_COLUMNS`), one row per instrument."""
-    columns = [c for c in TABLE_COLUMNS if any(c in row for row in table.values())]
+def members_table(table: Mapping[str, Mapping[str, Any]], names: Sequence[str] = TABLE_COLUMNS) -> MetadataValue:
+    """A Markdown table of the members' main figures (those of `names` any member has), one row per instrument."""
+    columns = [c for c in names if any(c in row for row in table.values())]
     lines = ["| instId | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {inst} | " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for inst, row in table.items()]
     return MetadataValue.md("\n".join(lines))

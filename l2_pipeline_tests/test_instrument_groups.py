@@ -179,6 +179,7 @@ def test_a_grouped_lake_is_registered_checked_and_drawn_per_instrument(grouped_l
     gaps = check_evaluations(instance, NO_GAPS)[key[BTC, 0]]
     assert gaps.description.startswith(f"1 of 2 instrument(s) fail: {BTC}: 1 gap(s)")
     assert gaps.metadata["failed_instruments"].value == BTC
+    assert f"| {BTC} | False | 1 gap(s) |" in gaps.metadata["members"].value  # each member's outcome, as a table
     coverage = check_evaluations(instance, COVERAGE)[key[SOL, 1]]
     assert coverage.metadata["failed_instruments"].value == SOL
 
