@@ -236,3 +236,17 @@ def test_many_instruments_without_groups_are_warned_about_at_load(tmp_path, capl
     assert instrument_keys(grouped)[-1] == "group-4-of-5" and not caplog.text
     assert checked_partitions_warning(2, 30) is None  # the demo's two instruments
     assert "L2_INSTRUMENT_GROUPS=1" in checked_partitions_warning(1, 200)  # a window too long even for one group
+
+
+def test_switching_to_groups_registers_the_lake_again_under_group_keys(grouped_lake, instance):
+    """An operator who grew past the per-instrument budget sets L2_INSTRUMENT_GROUPS and resets the
+    sensor's cursor: every hour is registered again under its group's key, checks and heatmap included."""
+    root, grouped = grouped_lake
+    per_instrument = grouped.model_copy(update={"instrument_groups": 0})
+    first = register_closed_hours(instance, per_instrument)
+    assert str(partition_key(BTC, hour_of(0))) in requested(first)["raw_hour"]
+    again = register_closed_hours(instance, grouped, cursor=None)  # the reset cursor, after the reload
+    keys = {str(partition_key(i, hour_of(h), GROUPS)) for i in (BTC, SOL) for h in (0, 1)}
+    assert requested(again)["raw_hour"] == keys
+    assert all(latest_raw_hour(instance, key) is not None for key in keys)
+    assert check_status(instance, grouped)[COVERAGE]["FAILED"] == {str(partition_key(SOL, hour_of(1), GROUPS))}
