@@ -240,8 +240,8 @@ def test_many_instruments_without_groups_are_warned_about_at_load(tmp_path, capl
 
 def test_switching_to_groups_registers_the_lake_again_under_group_keys(grouped_lake, instance):
     """An operator who grew past the per-instrument budget sets L2_INSTRUMENT_GROUPS and resets the
-    sensor's cursor: every hour is registered again under its group's key, checks and heatmap included."""
-    root, grouped = grouped_lake
+    sensor's cursor: every hour is registered again under its group's key, with its checks."""
+    _, grouped = grouped_lake
     per_instrument = grouped.model_copy(update={"instrument_groups": 0})
     first = register_closed_hours(instance, per_instrument)
     assert str(partition_key(BTC, hour_of(0))) in requested(first)["raw_hour"]
