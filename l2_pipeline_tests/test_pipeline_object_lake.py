@@ -22,6 +22,8 @@ from l2_lake.store.s3 import S3Store, parse_lake_url
 from l2_lake.tiers.selection import compression_due
 from l2_pipeline import read_books
 from l2_pipeline.jobs import retention_job
+from l2_pipeline.keys import RAW_HOUR
+from l2_pipeline.partitions import partition_key
 from l2_pipeline.resources import lake_resource_from_env
 from l2_pipeline_tests.lake_factory import (
     BASE_HOUR,
@@ -111,6 +113,27 @@ def test_registration_checks_parquet_and_features_run_on_the_bucket(shipped, s3_
         again = register_closed_hours(instance, lake, cursor=None)
         assert not again.run_requests and "5 unchanged" in again.skip_reason.skip_message
 
+
+
+def test_instrument_groups_on_the_bucket(shipped, s3_server, dagster_instances):
+    """BTC and ETH in one group, the lake in the bucket: each group-hour stages and reads each member's
+    objects, writes each member's Parquet to the bucket and records the bucket's fingerprints."""
+    url, bucket = shipped["url"], shipped["bucket"]
+    lake = lake_resource(shipped["work"], lake_url=url, instrument_groups=1)
+    group = [str(partition_key(BTC, hour, 1)) for hour in HOURS]
+    with dagster_instances.ephemeral() as instance:
+        tick = register_closed_hours(instance, lake)
+        assert set(tick.run_requests[0].asset_graph_subset.partitions_subsets_by_asset_key[RAW_HOUR]
+                   .get_partition_keys()) == set(group)
+        first = latest_raw_hour(instance, group[0]).metadata
+        assert first["instrument_ids"].value == f"{BTC}, {ETH}" and first["records"].value == 120
+        assert first["by_instrument"].value[BTC]["source"] == f"{url}/raw/okx/l2_perps/{BTC}/2026-11-20/00.jsonl.gz"
+        assert latest_raw_hour(instance, group[2]).metadata["instrument_ids"].value == BTC  # ETH has 2 hours
+        assert check_status(instance, lake)["no_gaps"] == {"FAILED": {group[1]}, "SUCCEEDED": {group[0], group[2]}}
+        assert len(object_keys(s3_server, bucket, "lake/curated/")) == 5
+        again = register_closed_hours(instance, lake, cursor=None)
+        assert not again.run_requests and "5 unchanged" in again.skip_reason.skip_message
+        assert not list(shipped["work"].glob(".l2-work-*")), "a workspace was left behind"
 
 def test_compression_of_an_uploaded_jsonl_is_verified_before_the_original_object_goes(
         shipped, s3_server, fault_proxy_factory, monkeypatch, dagster_instances):
