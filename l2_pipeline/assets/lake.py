@@ -236,12 +236,12 @@ def materialize_hours(context: AssetExecutionContext, lake: LakeResource, work: 
     yield from materialize_assets_hours(context, lake, one_asset, prefix, has_hour)
 
 
-HourOutcomes = Callable[[str, datetime], Mapping[AssetKey, HourResult | Exception]]
 def in_lake(lake: LakeResource, relative: Path) -> str:
     """Where the lake's `relative` path is, as a message names it (a path, or the object's URL)."""
     return lake.tree.where(lake.root / relative if isinstance(lake.tree, LocalTree) else relative)
 
 
+HourOutcomes = Callable[[str, datetime], Mapping[AssetKey, HourResult | Exception]]
 HOUR_ERRORS = (HourFailed, ValueError, ArchiveVerificationError, OSError, StoreError)  # OpenHourError too
 
 
