@@ -46,7 +46,7 @@ from l2_lake.format.hours import now_utc
 from l2_lake.store.lake_walk import log_unreadable
 from l2_lake.store.tree import LocalTree
 from l2_pipeline.assets.dashboards import lake_health, lake_health_job, lake_health_sensor
-from l2_pipeline.assets.lake import build_lake_assets, instrument_metadata
+from l2_pipeline.assets.lake import build_lake_assets, instrument_metadata, partitions_per_run
 from l2_pipeline.assets.replicas import ReplicaDefinitions, build_replica_definitions
 from l2_pipeline.assets.tape import TapeDefinitions, build_tape_definitions
 from l2_pipeline.checks import build_hour_checks, collector_freshness_check
@@ -101,12 +101,13 @@ def build_definitions(lake: LakeResource | None = None) -> Definitions:
     """The code location over `lake` (default: configured by the process environment)."""
     settings = lake_resource_from_env(os.environ) if lake is None else lake
     partitions = partitions_at_load(settings)
-    replicas = build_replica_definitions(partitions) if settings.replicas else ReplicaDefinitions()
+    per_run = partitions_per_run(partitions, settings.partitions_per_run)
+    replicas = build_replica_definitions(partitions, per_run) if settings.replicas else ReplicaDefinitions()
     tape = bool(settings.tree.instruments(layout.TAPE_PREFIX))
-    tapes = build_tape_definitions(partitions) if tape else TapeDefinitions()
+    tapes = build_tape_definitions(partitions, per_run) if tape else TapeDefinitions()
     compress_job = build_compress_job(tape)
     return Definitions(
-        assets=[*build_lake_assets(partitions, replicas.raw_hour_deps), *replicas.assets, *tapes.assets,
+        assets=[*build_lake_assets(partitions, replicas.raw_hour_deps, per_run), *replicas.assets, *tapes.assets,
                 instrument_metadata, lake_health],
         asset_checks=[build_hour_checks(partitions), collector_freshness_check, *replicas.checks, *tapes.checks],
         jobs=[compress_job, curate_job, raw_hour_job, hour_checks_job, retention_job, lake_health_job,

@@ -85,6 +85,12 @@ class LakeResource(ConfigurableResource):
         "modulo N. 0: one partition per instrument-hour. Keep N × 24 × instance_retention_days ≤ 3,600 (5 at 30 "
         "days) for more than 5 instruments; set it before the first registration: changing it re-keys every partition",
     )
+    partitions_per_run: int = Field(
+        default=0, ge=0, le=10_000,
+        description="partitions a backfill or compression_schedule puts in one run of the hour assets (read at load). "
+        "0: 100 instrument-hours, or 2 group-hours with instrument groups. Smaller runs spread a catch-up over more "
+        "run workers (L2_EXECUTOR=celery); bigger ones cost fewer runs",
+    )
     replica_dirs: str = Field(
         default="", description="redundant capture: data dirs (spools) of collectors capturing the same instruments, "
         "id=/path,id2=/path2 (ids as their --collector-id); canonical_hour merges them into data_dir. Empty: one "

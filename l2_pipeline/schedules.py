@@ -107,7 +107,7 @@ def dataset_compression_requests(lake: LakeResource, partitions: MultiPartitions
                     f"(before the first hour partition {iso(start)}, or of an instrument that appeared after the "
                     "code location loaded: reload it to add the instrument): left alone")
     requests = []
-    for batch in run_batches(keys, partitions_per_run(partitions), instruments):
+    for batch in run_batches(keys, partitions_per_run(partitions, lake.partitions_per_run), instruments):
         hours = sorted(parse_partition_key(key)[1] for key in batch)
         requests.append(RunRequest(
             run_key=f"{run_key}-{iso(as_of)}-{batch[0]}..{batch[-1]}",

@@ -277,15 +277,16 @@ def execute_backfill_request(instance, lake, result, raise_on_error: bool = True
     from dagster import AssetKey
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-    from l2_pipeline.assets.lake import HOURS_PER_RUN
+    from l2_pipeline.assets.lake import partitions_per_run
     from l2_pipeline.keys import RAW_HOUR
     from l2_pipeline.partitions import instrument_keys, run_batches
 
     by_asset = requested(result)
-    order = instrument_keys(lake_definitions(lake).resolve_asset_graph().get(RAW_HOUR).partitions_def)
+    partitions = lake_definitions(lake).resolve_asset_graph().get(RAW_HOUR).partitions_def
+    order, per_run = instrument_keys(partitions), partitions_per_run(partitions, lake.partitions_per_run)
     runs = []
     for asset_name, job_name in JOB_OF_ASSET.items():
-        for batch in run_batches(by_asset.get(asset_name, ()), HOURS_PER_RUN, order):
+        for batch in run_batches(by_asset.get(asset_name, ()), per_run, order):
             tags = {**result.run_requests[0].tags, ASSET_PARTITION_RANGE_START_TAG: batch[0],
                     ASSET_PARTITION_RANGE_END_TAG: batch[-1]}
             # a backfill's run names its asset: with a tape, compress_job also holds book_tape_archive

@@ -147,19 +147,20 @@ def test_ui_backfill_of_present_hours_ends_green(dagster_instances, tmp_path, mo
 
 
 def test_sensor_catch_up_is_one_backfill_of_few_runs(dagster_instances, tmp_path, monkeypatch):
-    """110 closed hours × 2 instruments registered in one tick of the sensor daemon become one
+    """11 closed hours × 2 instruments registered in one tick of the sensor daemon become one
     backfill of raw_hour (with its six checks), curated_parquet and book_features, which the backfill daemon splits
-    into 2 × ceil(110 / 100) = 4 ranged runs (not 220). Once they ran, every hour's check results
-    are current: partition health as the UI shows it. (Each run stores ~1,000 events: about a
-    minute in all on SQLite, 2 to 4 on PostgreSQL.)"""
-    hours = [(inst_id, offset) for inst_id in (BTC, ETH) for offset in range(-110, 0)]
+    into 2 × ceil(11 / 10) = 4 ranged runs (not 22) with L2_PARTITIONS_PER_RUN=10 (the default 100 splits
+    the same way, ten times the hours: test_pipeline_schedules holds `run_batches` to Dagster's split). Once
+    they ran, every hour's check results are current: partition health as the UI shows it."""
+    hours = [(inst_id, offset) for inst_id in (BTC, ETH) for offset in range(-11, 0)]
     monkeypatch.setenv("L2_COVERAGE_THRESHOLD_PCT", "0")  # 20 records an hour: every check passes
+    monkeypatch.setenv("L2_PARTITIONS_PER_RUN", "10")  # read by the code server
     with daemon_workspace(dagster_instances, tmp_path, monkeypatch, hours) as (instance, workspace):
-        lake = lake_resource(tmp_path / "lake")
+        lake = lake_resource(tmp_path / "lake", partitions_per_run=10)
         list(execute_sensor_iteration(workspace, logging.getLogger("sensor-daemon"), None, None))
         (backfill,) = instance.get_backfills()
         assert set(backfill.asset_selection) == {RAW_HOUR, CURATED_PARQUET, BOOK_FEATURES}
-        assert backfill.tags["l2/backfill_hours"] == "220"
+        assert backfill.tags["l2/backfill_hours"] == "22"
         target = backfill.asset_backfill_data.target_subset
         everything = {key(inst_id, offset) for inst_id, offset in hours}
         for asset_key in (RAW_HOUR, CURATED_PARQUET, BOOK_FEATURES):
@@ -170,7 +171,7 @@ def test_sensor_catch_up_is_one_backfill_of_few_runs(dagster_instances, tmp_path
         assert done.status == BulkActionStatus.COMPLETED_SUCCESS
         runs = backfill_runs(instance, backfill.backfill_id)
         sizes = sorted(len(range_keys(RunRequest(tags=run.tags), lake)) for run in runs)
-        assert sizes == [10, 10, 100, 100]
+        assert sizes == [1, 1, 10, 10]
         for run in runs:  # each run names its own range, not the backfill's
             own = instance.get_run_by_id(run.run_id).tags
             assert (own["l2/first"], own["l2/last"], own["l2/hours"]) == (

@@ -430,34 +430,37 @@ def hour_tier_outcomes(lake: LakeResource, selected: Set[AssetKey], inst_id: str
     return outcomes
 
 
-def partitions_per_run(partitions: MultiPartitionsDefinition) -> int:
-    """The partitions a backfill or a schedule puts in one run of the lake's assets over `partitions`."""
-    return GROUP_HOURS_PER_RUN if instrument_groups(partitions) else HOURS_PER_RUN
+def partitions_per_run(partitions: MultiPartitionsDefinition, configured: int = 0) -> int:
+    """The partitions a backfill or a schedule puts in one run of the lake's assets over `partitions`:
+    `configured` (`LakeResource.partitions_per_run`), or by default `HOURS_PER_RUN` instrument-hours or
+    `GROUP_HOURS_PER_RUN` group-hours."""
+    return configured or (GROUP_HOURS_PER_RUN if instrument_groups(partitions) else HOURS_PER_RUN)
 
 
-def hours_asset(partitions: MultiPartitionsDefinition, key: AssetKey, kind: str, description: str,
+def hours_asset(partitions: MultiPartitionsDefinition, per_run: int, key: AssetKey, kind: str, description: str,
                 deps: Sequence[AssetKey] = (RAW_HOUR,), group: str = LAKE_GROUP
                 ) -> Callable[[Callable[..., Any]], AssetsDefinition]:
-    """Decorator of a lake asset over `partitions` whose runs take a range of partitions."""
+    """Decorator of a lake asset over `partitions` whose runs take a range of up to `per_run` partitions."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)  # backfill_policy on @asset is "beta" in Dagster 1.13
         return asset(key=key, deps=deps, partitions_def=partitions,
-                     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run(partitions)),
+                     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=per_run),
                      group_name=group, output_required=False, dagster_type=Nothing, kinds={kind},
                      description=description)
 
 
-def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequence[AssetKey] = ()
-                      ) -> list[AssetsDefinition]:
-    """`raw_hour`, `raw_archive`, `curated_parquet` and `book_features` over `partitions` (hour × instrument);
-    `raw_hour` depends on `raw_hour_deps` (`canonical_hour` with replicas, `l2_pipeline.assets.replicas`)."""
+def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequence[AssetKey] = (),
+                      per_run: int = HOURS_PER_RUN) -> list[AssetsDefinition]:
+    """`raw_hour`, `raw_archive`, `curated_parquet` and `book_features` over `partitions` (hour × instrument),
+    in runs of up to `per_run` partitions; `raw_hour` depends on `raw_hour_deps` (`canonical_hour` with
+    replicas, `l2_pipeline.assets.replicas`)."""
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)  # backfill_policy on @multi_asset is "beta" in Dagster 1.13
 
         @multi_asset(
             name="hour_tiers", partitions_def=partitions, can_subset=True, group_name=LAKE_GROUP,
-            backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run(partitions)),
+            backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=per_run),
             description="An hour's registration, curated Parquet and features, built from one read of it.",
             specs=[
                 AssetSpec(RAW_HOUR, deps=list(raw_hour_deps), kinds={"json"}, skippable=True, description=(
@@ -479,7 +482,7 @@ def build_lake_assets(partitions: MultiPartitionsDefinition, raw_hour_deps: Sequ
             yield from materialize_assets_hours(context, lake, partial(hour_tier_outcomes, lake, selected))
 
     @hours_asset(
-        partitions, RAW_ARCHIVE,
+        partitions, per_run, RAW_ARCHIVE,
         "gzip", "Verified gzip of the hour ({HH}.jsonl.gz; sha256 and line count of the decompressed "
         "archive equal the original's before the .jsonl is removed). Idempotent; never the open hour."
     )

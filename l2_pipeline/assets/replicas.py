@@ -8,7 +8,7 @@
   records, coverage and records only it had (`replica_<id>_records`, `replica_<id>_coverage_pct`,
   `replica_<id>_only`, and the `replicas` table), `agreed`, `disagreements` (and examples),
   `flagged_superseded`, `seq_conflicts`, and the `replica_fingerprint` of the files it read. Same run
-  shape as the other hour assets (`BackfillPolicy.multi_run(HOURS_PER_RUN)`, `materialize_hours`).
+  shape as the other hour assets (`BackfillPolicy.multi_run(partitions_per_run)`, `materialize_hours`).
   `raw_hour` depends on it (`build_lake_assets(partitions, raw_hour_deps=…)`).
 - `replicas_agree` (non-blocking, partitioned): fails for an hour whose replicas hold different
   levels at the same seqId and timestamp. Evaluated in every run that materializes `canonical_hour`,
@@ -77,7 +77,7 @@ from l2_lake.quality.verdicts import Verdict, group_verdicts
 from l2_lake.store.lake_walk import OnUnreadable, log_unreadable
 from l2_lake.tiers.replicas import MergeReport, merge_hour, replica_fingerprint
 from l2_lake.tiers.selection import LakeHour, closed_hours_after
-from l2_pipeline.assets.lake import LAKE_GROUP, HourFailed, materialize_hours, partitions_per_run
+from l2_pipeline.assets.lake import HOURS_PER_RUN, LAKE_GROUP, HourFailed, materialize_hours
 from l2_pipeline.checks import verdict_evaluation
 from l2_pipeline.group_hours import BY_INSTRUMENT, HasHour, plain
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_HOUR
@@ -245,13 +245,14 @@ class ReplicaDefinitions:
     raw_hour_deps: list[AssetKey] = field(default_factory=list)
 
 
-def build_replica_definitions(partitions: MultiPartitionsDefinition) -> ReplicaDefinitions:
+def build_replica_definitions(partitions: MultiPartitionsDefinition, per_run: int = HOURS_PER_RUN
+                              ) -> ReplicaDefinitions:
     """`canonical_hour`, `replicas_agree` and `replica_hours_sensor` over `partitions` (hour × instrument)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)  # backfill_policy on @asset is "beta" in Dagster 1.13
 
         @asset(key=CANONICAL_HOUR, partitions_def=partitions, group_name=LAKE_GROUP, kinds={"json"},
-               backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run(partitions)),
+               backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=per_run),
                output_required=False, dagster_type=Nothing,
                description="The hour merged from every replica's spool (L2_REPLICA_DIRS) into the lake's {HH}.jsonl "
                "and {HH}.events.jsonl: one record per timestamp, exact records preferred, events tagged with their "

@@ -61,6 +61,7 @@ from l2_lake.store.tree import LakeTree
 from l2_lake.tiers.archive import archive_hour
 from l2_lake.tiers.resampled import DEFAULT_CADENCE_MS, DEFAULT_DEPTH, write_resampled
 from l2_pipeline.assets.lake import (
+    HOURS_PER_RUN,
     RegisteredHour,
     figures_metadata,
     hours_asset,
@@ -124,10 +125,10 @@ class TapeDefinitions:
     jobs: list[UnresolvedAssetJobDefinition] = field(default_factory=list)
 
 
-def build_tape_definitions(partitions: MultiPartitionsDefinition) -> TapeDefinitions:
+def build_tape_definitions(partitions: MultiPartitionsDefinition, per_run: int = HOURS_PER_RUN) -> TapeDefinitions:
     """`book_tape` and its checks, `book_tape_archive`, `resampled_books`, `book_tape_job` and
-    `resample_job` over `partitions` (hour × instrument)."""
-    tape_asset = partial(hours_asset, partitions, group=TAPE_GROUP)
+    `resample_job` over `partitions` (hour × instrument), in runs of up to `per_run` partitions."""
+    tape_asset = partial(hours_asset, partitions, per_run, group=TAPE_GROUP)
 
     @tape_asset(
         BOOK_TAPE, "json", "One closed hour of one instrument's full-resolution tape (raw/okx/l2_tape/…/{HH}.jsonl or "
