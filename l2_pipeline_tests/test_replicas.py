@@ -5,7 +5,7 @@ Dagster instance, and a code location without replicas that is exactly what it w
 from __future__ import annotations
 
 import fcntl
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -229,17 +229,43 @@ def requested(result) -> dict[str, set[str]]:
     return {key.to_user_string(): set(subset.get_partition_keys()) for key, subset in subsets.items()}
 
 
+def plant_split_and_disagreeing_hours(replicas: dict[str, Path]) -> tuple[datetime, datetime, list[dict]]:
+    """BTC's hour `good` split between the replicas (a: records 0-19, b: 10-29; 10 shared) and hour
+    `bad` where they disagree on one record: (good, bad, good's 30 records)."""
+    good, bad = HOUR, HOUR + timedelta(hours=1)
+    records = make_records(BTC, good, count=30)
+    write_hour(replicas["a"], BTC, good, records[:20])
+    write_hour(replicas["b"], BTC, good, records[10:])
+    plant_disagreement(replicas, bad)
+    return good, bad, records
+
+
+def tick_and_merge(defs, instance, lake, good_key: str, bad_key: str):
+    """replica_hours_sensor's first tick, which must request both partitions of every asset it names,
+    then one ranged run of canonical_hour, replicas_agree and raw_hour over them (it succeeds: a failed
+    check does not fail the run): (the tick, (asset, partition) → metadata, partition → replicas_agree)."""
+    first = replica_tick(defs, instance, lake)
+    both = {good_key, bad_key}
+    assert requested(first) == {"canonical_hour": both, "raw_hour": both, "curated_parquet": both,
+                                "book_features": both}
+    result = materialize_named(
+        lake, ["canonical_hour", "replicas_agree_check", "raw_hour"], instance=instance,
+        resources={"lake": lake}, tags={ASSET_PARTITION_RANGE_START_TAG: good_key,
+                                        ASSET_PARTITION_RANGE_END_TAG: bad_key})
+    assert result.success
+    metas = {(e.asset_key, e.materialization.partition): e.materialization.metadata
+             for e in result.get_asset_materialization_events()}
+    evaluations = {e.partition: e for e in result.get_asset_check_evaluations() if e.check_name == REPLICAS_AGREE}
+    return first, metas, evaluations
+
+
 def test_canonical_hour_asset_check_and_sensor_on_an_instance(tmp_path, dagster_instances):
     """Two closed hours in two spools: the sensor requests canonical_hour and raw_hour (and the Parquet
     tiers) for both; one ranged run merges them, evaluates replicas_agree for each (fails where the
     replicas disagree) and raw_hour reads the canonical files; the next tick passes over both, until a
     replica's file changes."""
     replicas = spools(tmp_path)
-    good, bad = HOUR, HOUR + timedelta(hours=1)
-    records = make_records(BTC, good, count=30)
-    write_hour(replicas["a"], BTC, good, records[:20])
-    write_hour(replicas["b"], BTC, good, records[10:])
-    plant_disagreement(replicas, bad)
+    good, bad, records = plant_split_and_disagreeing_hours(replicas)
     lake = lake_resource(tmp_path / "lake", instruments=[BTC],
                          replica_dirs=",".join(f"{rid}={path}" for rid, path in replicas.items()))
     defs = build_definitions(lake)
@@ -248,25 +274,14 @@ def test_canonical_hour_asset_check_and_sensor_on_an_instance(tmp_path, dagster_
     assert AssetCheckKey(CANONICAL_HOUR, REPLICAS_AGREE) in graph.asset_check_keys
     good_key, bad_key = str(partition_key(BTC, good)), str(partition_key(BTC, bad))
     with dagster_instances.persistent(tmp_path / "home") as instance:  # persistent, like a deployment's
-        first = replica_tick(defs, instance, lake)
-        both = {good_key, bad_key}
-        assert requested(first) == {"canonical_hour": both, "raw_hour": both, "curated_parquet": both,
-                                    "book_features": both}
-        result = materialize_named(
-            lake, ["canonical_hour", "replicas_agree_check", "raw_hour"], instance=instance,
-            resources={"lake": lake}, tags={ASSET_PARTITION_RANGE_START_TAG: good_key,
-                                            ASSET_PARTITION_RANGE_END_TAG: bad_key})
-        assert result.success  # a failed check does not fail the run
-        metas = {(e.asset_key, e.materialization.partition): e.materialization.metadata
-                 for e in result.get_asset_materialization_events()}
+        first, metas, evaluations = tick_and_merge(defs, instance, lake, good_key, bad_key)
         merged = metas[(CANONICAL_HOUR, good_key)]
         assert (merged["records"].value, merged["agreed"].value, merged["disagreements"].value) == (30, 10, 0)
         assert merged["replica_a_records"].value == 20 and merged["replica_b_only"].value == 10
         assert merged["replicas"].value["b"]["share_pct"] == round(100 * 20 / 30, 3)
         assert metas[(RAW_HOUR, good_key)]["records"].value == 30  # raw_hour reads the canonical hour
         assert metas[(CANONICAL_HOUR, bad_key)]["disagreements"].value == 1
-        evaluations = {e.partition: e for e in result.get_asset_check_evaluations() if e.check_name == REPLICAS_AGREE}
-        assert set(evaluations) == both
+        assert set(evaluations) == {good_key, bad_key}
         assert evaluations[good_key].passed and not evaluations[bad_key].passed
         assert evaluations[bad_key].severity.value == "ERROR" and "1 record(s)" in evaluations[bad_key].description
         assert evaluations[bad_key].target_materialization_data is not None
@@ -278,17 +293,12 @@ def test_canonical_hour_asset_check_and_sensor_on_an_instance(tmp_path, dagster_
         assert requested(third)["canonical_hour"] == {good_key}
 
 
-
 def test_replicas_in_instrument_groups_merge_and_check_each_member(tmp_path, dagster_instances):
     """BTC and ETH in one group: a group-hour merges each member a replica holds, its replicas_agree
     fails naming BTC (whose replicas disagree), and a change in one member's replica file merges its
     group-hour again."""
     replicas = spools(tmp_path)
-    good, bad = HOUR, HOUR + timedelta(hours=1)
-    records = make_records(BTC, good, count=30)
-    write_hour(replicas["a"], BTC, good, records[:20])
-    write_hour(replicas["b"], BTC, good, records[10:])
-    plant_disagreement(replicas, bad)
+    good, bad, _ = plant_split_and_disagreeing_hours(replicas)
     for hour in (good, bad):
         plant_good_hour(replicas["a"], ETH, hour, count=12)
     lake = lake_resource(tmp_path / "lake", instruments=[BTC, ETH], instrument_groups=1,
@@ -296,23 +306,12 @@ def test_replicas_in_instrument_groups_merge_and_check_each_member(tmp_path, dag
     defs = build_definitions(lake)
     good_key, bad_key = str(partition_key(BTC, good, 1)), str(partition_key(ETH, bad, 1))
     with dagster_instances.persistent(tmp_path / "home") as instance:
-        first = replica_tick(defs, instance, lake)
-        both = {good_key, bad_key}
-        assert requested(first) == {"canonical_hour": both, "raw_hour": both, "curated_parquet": both,
-                                    "book_features": both}
-        result = materialize_named(
-            lake, ["canonical_hour", "replicas_agree_check", "raw_hour"], instance=instance,
-            resources={"lake": lake}, tags={ASSET_PARTITION_RANGE_START_TAG: good_key,
-                                            ASSET_PARTITION_RANGE_END_TAG: bad_key})
-        assert result.success
-        metas = {(e.asset_key, e.materialization.partition): e.materialization.metadata
-                 for e in result.get_asset_materialization_events()}
+        first, metas, evaluations = tick_and_merge(defs, instance, lake, good_key, bad_key)
         merged = metas[(CANONICAL_HOUR, good_key)]
         assert merged["instrument_ids"].value == f"{BTC}, {ETH}" and merged["records"].value == 30 + 12
         assert merged["by_instrument"].value[BTC]["replica_b_only"] == 10
         assert metas[(RAW_HOUR, good_key)]["by_instrument"].value[ETH]["records"] == 12
         assert metas[(CANONICAL_HOUR, bad_key)]["disagreements"].value == 1
-        evaluations = {e.partition: e for e in result.get_asset_check_evaluations() if e.check_name == REPLICAS_AGREE}
         assert evaluations[good_key].passed and not evaluations[bad_key].passed
         assert evaluations[bad_key].description.startswith(f"1 of 2 instrument(s) fail: {BTC}: 1 record(s)")
         assert evaluations[bad_key].metadata["failed_instruments"].value == BTC
@@ -322,6 +321,7 @@ def test_replicas_in_instrument_groups_merge_and_check_each_member(tmp_path, dag
         plant_good_hour(replicas["b"], ETH, good, count=12)
         third = replica_tick(defs, instance, lake, second.cursor)
         assert requested(third)["canonical_hour"] == {good_key}
+
 
 def agreement_status(instance, lake_dir: Path, replicas: dict[str, Path]) -> dict[str, set[str]]:
     """status (SUCCEEDED, FAILED, …) → partitions of `replicas_agree`, as Dagster's UI computes check health."""
