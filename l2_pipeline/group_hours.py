@@ -112,10 +112,16 @@ def members_table(table: Mapping[str, Mapping[str, Any]], names: Sequence[str] =
     return MetadataValue.md("\n".join(lines))
 
 
+def recorded_members(metadata: Mapping[str, Any], column: str) -> dict[str, dict[str, Any]]:
+    """instId → its own metadata, as plain values, of each instrument-hour a materialization's `metadata`
+    records for a partition whose instrument key is `column`: a group's `by_instrument`, or the
+    instrument-hour's own metadata."""
+    if BY_INSTRUMENT in metadata:
+        return {inst_id: dict(member) for inst_id, member in plain(metadata[BY_INSTRUMENT]).items()}
+    return {column: {name: plain(value) for name, value in metadata.items()}}
+
+
 def member_metadata(metadata: Mapping[str, Any], inst_id: str) -> dict[str, Any] | None:
-    """An instrument's own metadata, as plain values, in a materialization's `metadata`: the group's
-    `by_instrument` entry of it (None if the group-hour did not include it), or the instrument-hour's own."""
-    if BY_INSTRUMENT not in metadata:
-        return {name: plain(value) for name, value in metadata.items()}
-    member = plain(metadata[BY_INSTRUMENT]).get(inst_id)
-    return dict(member) if isinstance(member, dict) else None
+    """An instrument's own metadata, as plain values, in a materialization's `metadata` (of its own
+    partition, or of its group's: None if the group-hour did not include it)."""
+    return recorded_members(metadata, inst_id).get(inst_id)

@@ -11,7 +11,7 @@ from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, EventLogRecord
 
-from l2_pipeline.group_hours import BY_INSTRUMENT, plain
+from l2_pipeline.group_hours import recorded_members
 from l2_pipeline.keys import RAW_HOUR
 from l2_pipeline.partitions import parse_partition_key
 
@@ -48,11 +48,9 @@ def stored_fingerprints(instance: DagsterInstance, partition_keys: Sequence[str]
         materialization = record.asset_materialization
         metadata = materialization.metadata if materialization else {}
         column, _ = parse_partition_key(key)
-        members = plain(metadata[BY_INSTRUMENT]) if BY_INSTRUMENT in metadata else {column: metadata}
-        out[key] = {inst_id: _text(member.get(name)) for inst_id, member in members.items()}
+        out[key] = {inst_id: _text(member.get(name)) for inst_id, member in recorded_members(metadata, column).items()}
     return out
 
 
 def _text(value: Any) -> str:
-    value = plain(value)
     return value if isinstance(value, str) else ""

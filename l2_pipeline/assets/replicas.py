@@ -79,9 +79,9 @@ from l2_lake.tiers.replicas import MergeReport, merge_hour, replica_fingerprint
 from l2_lake.tiers.selection import LakeHour, closed_hours_after
 from l2_pipeline.assets.lake import HOURS_PER_RUN, LAKE_GROUP, HourFailed, materialize_hours
 from l2_pipeline.checks import verdict_evaluation
-from l2_pipeline.group_hours import BY_INSTRUMENT, HasHour, plain
+from l2_pipeline.group_hours import HasHour, is_group, recorded_members
 from l2_pipeline.keys import BOOK_FEATURES, CURATED_PARQUET, RAW_HOUR
-from l2_pipeline.partitions import hours_start, instrument_groups, instrument_keys, partition_key
+from l2_pipeline.partitions import hours_start, instrument_groups, instrument_keys, parse_partition_key, partition_key
 from l2_pipeline.registry import latest_materializations, stored_fingerprints
 from l2_pipeline.resources import LakeResource
 from l2_pipeline.sensors import RawCursor, hours_backfill, read_cursor
@@ -163,12 +163,10 @@ def agreement_evaluation(key: str, record: EventLogRecord) -> AssetCheckEvaluati
     """`replicas_agree` of one partition, from its latest `canonical_hour` materialization `record`: of
     its instrument-hour, or of each member of its group (`group_verdicts`)."""
     materialization = record.asset_materialization
-    metadata = materialization.metadata if materialization else {}
-    if BY_INSTRUMENT in metadata:
-        members = plain(metadata[BY_INSTRUMENT])
-        (verdict,) = group_verdicts({inst_id: [agreement_verdict(member)] for inst_id, member in members.items()})
-    else:
-        verdict = agreement_verdict({name: plain(value) for name, value in metadata.items()})
+    column, _ = parse_partition_key(key)
+    members = recorded_members(materialization.metadata if materialization else {}, column)
+    by_member = {inst_id: [agreement_verdict(member)] for inst_id, member in members.items()}
+    (verdict,) = group_verdicts(by_member) if is_group(column) else by_member[column]
     target = AssetCheckEvaluationTargetMaterializationData(storage_id=record.storage_id, run_id=record.run_id,
                                                            timestamp=record.timestamp)
     return verdict_evaluation(verdict, key, target, CANONICAL_HOUR)
@@ -197,6 +195,7 @@ def plan_merges(lake: LakeResource, partitions: MultiPartitionsDefinition, curso
     first_hour = hours_start(partitions)
     groups = instrument_groups(partitions)
     replicas = lake.replicas
+    has_hour = replica_has_hour(replicas)
     items: set[LakeHour] = set()
     for inst_id in lake.known_instruments() if groups else instrument_keys(partitions):
         last = cursor.last.get(inst_id)
@@ -220,7 +219,7 @@ def plan_merges(lake: LakeResource, partitions: MultiPartitionsDefinition, curso
         else:
             plan.merged += 1
             plan.canonical[keys[item]] = None
-            if replica_has_hour(replicas)(item.inst_id, item.hour) and lake.curate_on_register:
+            if has_hour(item.inst_id, item.hour) and lake.curate_on_register:
                 plan.curated[keys[item]] = None
         previous = plan.cursor.last.get(item.inst_id)
         plan.cursor.last[item.inst_id] = item.hour if previous is None else max(previous, item.hour)
