@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from l2_lake.format import layout
+from l2_lake.format.hours import parse_utc
 from l2_lake.format.record import ADDED_FIELDS, build_event, build_record, encode_line
 
 BTC = "BTC-USDT-SWAP"
@@ -28,6 +29,12 @@ def hour_at(offset_hours: int, base: datetime = BASE_HOUR) -> datetime:
 
 def ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
+
+
+def hours_drawn_after(health: dict, hour: datetime) -> int:
+    """How many hours the lake_health heatmap's window runs past `hour`: it ends at the last hour closed
+    when it was drawn, which moves on if the wall clock crossed an hour since the test planted its lake."""
+    return (parse_utc(health["last_hour"].value) - hour) // timedelta(hours=1)
 
 
 def levels(mid_ticks: int, depth: int, tick: Decimal = Decimal("0.1"), seed: int = 0) -> tuple[list, list]:

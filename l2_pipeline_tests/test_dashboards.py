@@ -19,10 +19,11 @@ from l2_lake.format import layout
 from l2_lake.tiers.features import FEATURES_SCHEMA
 from l2_pipeline.assets.dashboards import health_cell, window
 from l2_pipeline.keys import BOOK_FEATURES, LAKE_HEALTH
-from l2_pipeline.partitions import partition_key
+from l2_pipeline.partitions import parse_partition_key, partition_key
 from l2_pipeline_tests.lake_factory import (
     BTC,
     ETH,
+    hours_drawn_after,
     lake_assets,
     lake_resource,
     make_records,
@@ -85,13 +86,15 @@ def test_book_features_shows_the_hours_figure(registered):
 
 
 def test_lake_health_heatmap_colours_the_failed_hours(registered):
-    instance, lake, _ = registered
+    instance, lake, damaged = registered
+    _, last = parse_partition_key(damaged["coverage"])  # the last registered hour
     done = materialize([lake_assets(lake)["lake_health"]], instance=instance, resources={"lake": lake})
     assert done.success
     meta = instance.get_latest_materialization_event(LAKE_HEALTH).asset_materialization.metadata
     pixels = looks_drawn(png_of(meta["heatmap"].value))
     assert (meta["failed"].value, meta["warning"].value, meta["passed"].value) == (1, 1, 4)
-    assert meta["missing"].value == 2  # from the first registered hour on: no grey cells before it
+    # from the first registered hour on (no grey cells before it) to the last closed hour
+    assert meta["missing"].value == 2 * hours_drawn_after(meta, last)
     red = (pixels[..., 0] > 0.75) & (pixels[..., 1] < 0.35) & (pixels[..., 2] < 0.35)
     assert red.sum() > 100  # the failed cells are drawn red
 

@@ -54,6 +54,9 @@ query Ready($running: [RunStatus!]) {
   health: assetOrError(assetKey: {path: ["lake_health"]}) {
     ... on Asset { assetMaterializations(limit: 1) { timestamp } }
   }
+  newest: assetOrError(assetKey: {path: ["raw_hour"]}) {
+    ... on Asset { assetMaterializations(limit: 1) { timestamp } }
+  }
   runsOrError(filter: {statuses: $running}, limit: 50) { ... on Runs { results { runId } } }
 }
 """
@@ -147,11 +150,19 @@ def not_ready(url: str, expected: int) -> list[str]:
     reasons = []
     if stats["numMaterialized"] < expected:
         reasons.append(f"hours registered and checked {stats['numMaterialized']}/{expected}")
-    if not (data["health"] or {}).get("assetMaterializations"):
-        reasons.append("the lake_health heatmap")
+    # an hour that closes while the history registers (the live one) is drawn by a later heatmap
+    drawn = newest_timestamp(data["health"])
+    if not drawn or drawn < newest_timestamp(data["newest"]):
+        reasons.append("the lake_health heatmap drawn after the newest registered hour")
     if runs := data["runsOrError"].get("results"):
         reasons.append(f"{len(runs)} run(s) to finish")
     return reasons
+
+
+def newest_timestamp(asset: dict | None) -> int:
+    """When the asset's newest materialization happened (ms; 0: never)."""
+    materializations = (asset or {}).get("assetMaterializations") or []
+    return int(materializations[0]["timestamp"]) if materializations else 0
 
 
 def say(text: str) -> None:
