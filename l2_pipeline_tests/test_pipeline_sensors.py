@@ -12,6 +12,7 @@ from dagster import AssetCheckSeverity, build_sensor_context
 
 from l2_lake.format import layout
 from l2_lake.quality.verdicts import HOUR_CHECKS
+from l2_pipeline import sensors
 from l2_pipeline.assets.dashboards import lake_health_sensor
 from l2_pipeline.keys import RAW_ARCHIVE, RAW_HOUR
 from l2_pipeline.partitions import partition_key
@@ -43,11 +44,14 @@ def key(inst_id, offset):
     return str(partition_key(inst_id, BASE_HOUR + timedelta(hours=offset)))
 
 
-def test_registers_exactly_the_closed_hours(instance, tmp_path):
+def test_registers_exactly_the_closed_hours(instance, tmp_path, monkeypatch):
     for offset in range(3):
         plant_good_hour(tmp_path, BTC, BASE_HOUR + timedelta(hours=offset), count=60)
     plant_good_hour(tmp_path, SOL, BASE_HOUR + timedelta(hours=1), count=60, archived=True)
     now = datetime.now(UTC)
+    # the tick runs at `now`: were the wall clock to cross the hour before it, `current` would have ended
+    # and the sensor would take the hour before it for the newest closed one, grace or not
+    monkeypatch.setattr(sensors, "now_utc", lambda: now)
     current = layout.hour_floor(ms(now))
     plant_good_hour(tmp_path, BTC, current, count=2)  # the open hour
     previous = current - timedelta(hours=1)
