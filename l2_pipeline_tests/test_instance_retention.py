@@ -53,15 +53,20 @@ def never_finished() -> None:
     wait()
 
 
-def day_hour(day: int) -> datetime:
-    """The hour registered on `day` (day DAYS is today: its hour ended 2 h ago)."""
-    last = layout.hour_floor(int(datetime.now(UTC).timestamp() * 1000)) - 2 * layout.HOUR
-    return last - timedelta(days=DAYS - day)
+def todays_hour() -> datetime:
+    """The hour day DAYS (today) registers: the one that ended 2 h ago. Read once per test, so every
+    day's hour stays put if the wall clock crosses an hour while the test runs."""
+    return layout.hour_floor(int(datetime.now(UTC).timestamp() * 1000)) - 2 * layout.HOUR
 
 
-def day_time(day: int) -> datetime:
+def day_hour(today: datetime, day: int) -> datetime:
+    """The hour registered on `day` (day DAYS is today: its hour is `today`)."""
+    return today - timedelta(days=DAYS - day)
+
+
+def day_time(today: datetime, day: int) -> datetime:
     """When `day`'s run runs: 5 minutes after its hour closed."""
-    return day_hour(day) + timedelta(hours=1, minutes=5)
+    return day_hour(today, day) + timedelta(hours=1, minutes=5)
 
 
 def storage_rows(instance: DagsterInstance) -> dict[str, int]:
@@ -86,8 +91,8 @@ def registration_rows(instance: DagsterInstance) -> dict[str, int]:
     return {"runs": len(runs), "events": sum(len(instance.all_logs(run.run_id)) for run in runs)}
 
 
-def registered_days(instance: DagsterInstance) -> list[int]:
-    keys = {str(partition_key(BTC, day_hour(day))): day for day in range(DAYS + 1)}
+def registered_days(instance: DagsterInstance, today: datetime) -> list[int]:
+    keys = {str(partition_key(BTC, day_hour(today, day))): day for day in range(DAYS + 1)}
     runs = instance.get_runs(RunsFilter(job_name="raw_hour_job"))
     return sorted(keys[run.tags["dagster/partition"]] for run in runs)
 
@@ -106,20 +111,21 @@ def purge_metadata(result) -> dict:
 
 def test_storage_stays_bounded_as_days_pass(instances: DagsterInstances, tmp_path: Path):
     root = tmp_path / "lake"
+    today = todays_hour()
     for day in range(DAYS + 1):
-        plant_good_hour(root, BTC, day_hour(day), count=40)
+        plant_good_hour(root, BTC, day_hour(today, day), count=40)
     lake = lake_resource(root, coverage_threshold_pct=1, instance_retention_days=WINDOW, curated_retention_days=0,
-                         partitions_start=day_hour(0).strftime("%Y-%m-%d-%H:%M"))
+                         partitions_start=day_hour(today, 0).strftime("%Y-%m-%d-%H:%M"))
     with instances.persistent(tmp_path / "home") as instance:
         def register(day: int) -> None:
-            with freeze_time(day_time(day)):
+            with freeze_time(day_time(today, day)):
                 done = execute_ranged(instance, lake, "raw_hour_job",
-                                      {"dagster/partition": str(partition_key(BTC, day_hour(day)))})
+                                      {"dagster/partition": str(partition_key(BTC, day_hour(today, day)))})
             assert done.success
 
         for day in range(MIDWAY + 1):
             register(day)
-        with freeze_time(day_time(0)):  # runs that never finished: one queued, one started on day 0
+        with freeze_time(day_time(today, 0)):  # runs that never finished: one queued, one started on day 0
             unfinished = [instance.create_run_for_job(never_finished, status=status).run_id
                           for status in (DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTED)]
         before = registration_rows(instance)
@@ -127,17 +133,17 @@ def test_storage_stays_bounded_as_days_pass(instances: DagsterInstances, tmp_pat
         assert before == {"runs": MIDWAY + 1, "events": (MIDWAY + 1) * per_run}
         first_kept = MIDWAY - WINDOW  # finished exactly WINDOW days before the purge: kept; the days before go
 
-        dry = purge(instance, lake, day_time(MIDWAY), dry_run=True)
+        dry = purge(instance, lake, day_time(today, MIDWAY), dry_run=True)
         assert dry.success and purge_metadata(dry)["runs_due"] == first_kept and registration_rows(instance) == before
 
-        done = purge(instance, lake, day_time(MIDWAY))
+        done = purge(instance, lake, day_time(today, MIDWAY))
         assert done.success
         meta = purge_metadata(done)
         assert (meta["runs_deleted"], meta["events_deleted"]) == (first_kept, first_kept * per_run)
         assert meta["check_executions_deleted"] == first_kept * len(HOUR_CHECKS) and meta["seconds"] >= 0
-        assert registered_days(instance) == list(range(first_kept, MIDWAY + 1))
-        assert latest_raw_hour(instance, str(partition_key(BTC, day_hour(first_kept - 1)))) is None
-        assert latest_raw_hour(instance, str(partition_key(BTC, day_hour(first_kept)))) is not None
+        assert registered_days(instance, today) == list(range(first_kept, MIDWAY + 1))
+        assert latest_raw_hour(instance, str(partition_key(BTC, day_hour(today, first_kept - 1)))) is None
+        assert latest_raw_hour(instance, str(partition_key(BTC, day_hour(today, first_kept)))) is not None
         assert [instance.get_run_by_id(run_id).status for run_id in unfinished] == [DagsterRunStatus.NOT_STARTED,
                                                                                     DagsterRunStatus.STARTED]
         at_midway = storage_rows(instance)
@@ -146,10 +152,10 @@ def test_storage_stays_bounded_as_days_pass(instances: DagsterInstances, tmp_pat
 
         for day in range(MIDWAY + 1, DAYS + 1):
             register(day)
-        done = purge(instance, lake, day_time(DAYS))
+        done = purge(instance, lake, day_time(today, DAYS))
         assert done.success and purge_metadata(done)["runs_deleted"] == DAYS - MIDWAY
         at_end = storage_rows(instance)
-        assert registered_days(instance) == list(range(DAYS - WINDOW, DAYS + 1))
+        assert registered_days(instance, today) == list(range(DAYS - WINDOW, DAYS + 1))
         # steady state: the same rows as at midway but for one more purge run (of today, inside the window)
         purge_run = newest_run_events(instance, "instance_retention_job")
         assert {k: at_end[k] - at_midway[k] for k in at_end} == {
@@ -157,12 +163,12 @@ def test_storage_stays_bounded_as_days_pass(instances: DagsterInstances, tmp_pat
             **({"run_databases": 1} if "run_databases" in at_end else {})}
 
         # what remains still works: the six checks of the window, lake_health over its last 3 days
-        window_keys = {str(partition_key(BTC, day_hour(day))) for day in range(DAYS - WINDOW, DAYS + 1)}
+        window_keys = {str(partition_key(BTC, day_hour(today, day))) for day in range(DAYS - WINDOW, DAYS + 1)}
         status = check_status(instance, lake)
         assert set(status) == set(HOUR_CHECKS)
         assert all(by_status == {"SUCCEEDED": window_keys} for by_status in status.values()), status
         recheck = execute_ranged(instance, lake, "hour_checks_job",
-                                 {"dagster/partition": str(partition_key(BTC, day_hour(DAYS)))})
+                                 {"dagster/partition": str(partition_key(BTC, day_hour(today, DAYS)))})
         assert recheck.success
         drawn = materialize([lake_assets(lake)["lake_health"]], instance=instance, resources={"lake": lake})
         assert drawn.success
