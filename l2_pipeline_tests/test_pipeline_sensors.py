@@ -54,9 +54,9 @@ def test_registers_exactly_the_closed_hours(instance, tmp_path, monkeypatch):
     monkeypatch.setattr(sensors, "now_utc", lambda: now)
     current = layout.hour_floor(ms(now))
     plant_good_hour(tmp_path, BTC, current, count=2)  # the open hour
-    previous = current - timedelta(hours=1)
-    plant_good_hour(tmp_path, ETH, previous, count=2)  # closed, but inside the grace chosen below
-    grace_minutes = (now - current).total_seconds() / 60 + 10
+    for hours_back in (1, 2):  # closed, but inside the grace chosen below, which reaches back past an hour
+        plant_good_hour(tmp_path, ETH, current - timedelta(hours=hours_back), count=2)
+    grace_minutes = (now - current).total_seconds() / 60 + 70
     lake = lake_resource(tmp_path, closed_grace_minutes=grace_minutes, cadence_seconds=60)
 
     result = raw_hours_tick(instance, lake)

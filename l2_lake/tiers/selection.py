@@ -42,7 +42,7 @@ def closed_hours_after(
 ) -> list[datetime]:
     """Closed hours of `inst_id` after `after` that have any file (records, archive or events)."""
     latest_closed = now.replace(minute=0, second=0, microsecond=0) - layout.HOUR
-    if not is_closed(latest_closed, now, grace):
+    while not is_closed(latest_closed, now, grace):  # a grace of an hour or more reaches back past one hour
         latest_closed -= layout.HOUR
     return sorted(as_tree(lake).hour_files(inst_id, after=after, until=latest_closed, on_unreadable=on_unreadable,
                                            prefix=prefix))
