@@ -9,7 +9,8 @@
 3. **Dagster.** `dagster dev` on 127.0.0.1:`DEMO_PORT` (3000) with a project-local
    `DEMO_DIR/dagster_home` (its own `dagster.yaml`). The sensor registers the history at its first
    tick, the backfill runs the six checks and draws each hour's figure, and `lake_health_sensor`
-   draws the heatmap; the script says when all of it is there (about a minute).
+   draws the heatmap; the script says when all of it is there (about a minute; up to three in an
+   hour's first two minutes, while the newest closed hour is inside its grace).
 
 Then it runs until Ctrl-C (SIGINT or SIGTERM), or for `DEMO_SECONDS` when set (CI), and stops Dagster,
 the collector and the simulator in that order. `DEMO_DIR` (default `./demo`) is replaced on each
