@@ -3,11 +3,12 @@ of them takes.
 
 The second dimension (named `instrument`) holds one of two kinds of key, fixed by `L2_INSTRUMENT_GROUPS`:
 - 0 (the default): one key per instrument, its instId. An instrument-hour is a partition.
-- N > 0: N group keys `group-07-of-10`, each holding the instruments whose CRC32 of the instId is 7
-  modulo 10 (`group_key`). A group-hour is a partition: its steps do the hour of every instrument of
-  the group that has a file of it (`group_members`), and its checks judge them all. The membership
-  depends only on the instId and N, so it never changes as instruments come and go; an instrument that
-  appears later joins its group without a reload. Dagster's `raw_hour` page stays within 2 s up to
+- N > 0: N group keys `group-7-of-10` (the index zero-padded to the width of N - 1: `group-07-of-12`),
+  each holding the instruments whose CRC32 of the instId is 7 modulo 10 (`group_key`). A group-hour is
+  a partition: its steps do the hour of every instrument of the group that has a file of it
+  (`group_members`), and its checks judge them all. The membership depends only on the instId and N,
+  so it never changes as instruments come and go; an instrument that appears later joins its group
+  without a reload. Dagster's `raw_hour` page stays within 2 s up to
   about 3,600 checked partitions per check (docs/PERFORMANCE.md): 5 instruments over a 30-day instance
   window, or 5 groups of any size (250 instruments in groups of ~50).
 
@@ -50,8 +51,13 @@ MAX_GROUPS = 1000
 
 
 def group_key(inst_id: str, groups: int) -> str:
-    """The key of the group of `groups` that holds `inst_id`, e.g. `group-07-of-10`."""
-    return _group_name(zlib.crc32(validate_inst_id(inst_id).encode()) % groups, groups)
+    """The key of the group of `groups` that holds `inst_id`, e.g. `group-7-of-10`."""
+    return _group_name(_group_index(validate_inst_id(inst_id), groups), groups)
+
+
+def _group_index(inst_id: str, groups: int) -> int:
+    """The membership rule: the group of an instrument is the CRC32 of its instId modulo `groups`."""
+    return zlib.crc32(inst_id.encode()) % groups
 
 
 def _group_name(index: int, groups: int) -> str:
@@ -81,7 +87,7 @@ def group_members(column: str, candidates: Iterable[str]) -> list[str]:
     if group is None:
         return [validate_inst_id(column)]
     index, groups = group
-    return sorted(i for i in set(candidates) if zlib.crc32(i.encode()) % groups == index)
+    return sorted(i for i in set(candidates) if _group_index(i, groups) == index)
 
 
 def parse_hour_key(text: str) -> datetime:
