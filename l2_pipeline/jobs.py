@@ -146,7 +146,7 @@ hour_checks_job = define_asset_job(
     "hour_checks_job",
     selection=AssetSelection.checks(*HOUR_CHECK_KEYS),
     description="Re-run the quality checks of raw_hour on chosen hours, without touching them. Name the hours "
-    "with a tag: dagster/partition = '<YYYY-MM-DD-HH:MM>|<instId>' (or '…|group-07-of-10' with instrument "
+    "with a tag: dagster/partition = '<YYYY-MM-DD-HH:MM>|<instId>' (or '…|group-7-of-10' with instrument "
     "groups), or dagster/asset_partition_range_start and dagster/asset_partition_range_end.",
 )
 

@@ -81,7 +81,7 @@ class LakeResource(ConfigurableResource):
     instrument_groups: int = Field(
         default=0, ge=0, le=MAX_GROUPS,
         description="partition the lake's assets by hour × instrument group instead of hour × instrument (env "
-        "L2_INSTRUMENT_GROUPS): N groups `group-07-of-10`, an instrument in the group of the CRC32 of its instId "
+        "L2_INSTRUMENT_GROUPS): N groups `group-7-of-10`, an instrument in the group of the CRC32 of its instId "
         "modulo N. 0: one partition per instrument-hour. Keep N × 24 × instance_retention_days ≤ 3,600 (5 at 30 "
         "days) for more than 5 instruments; set it before the first registration: changing it re-keys every partition",
     )
