@@ -49,8 +49,8 @@ def test_registers_exactly_the_closed_hours(instance, tmp_path, monkeypatch):
         plant_good_hour(tmp_path, BTC, BASE_HOUR + timedelta(hours=offset), count=60)
     plant_good_hour(tmp_path, SOL, BASE_HOUR + timedelta(hours=1), count=60, archived=True)
     now = datetime.now(UTC)
-    # the tick runs at `now`: were the wall clock to cross the hour before it, `current` would have ended
-    # and the sensor would take the hour before it for the newest closed one, grace or not
+    # the tick runs at `now`, the instant the grace below is measured from: a wall clock crossing the hour
+    # before the tick would close `current` and move every hour's place relative to the grace
     monkeypatch.setattr(sensors, "now_utc", lambda: now)
     current = layout.hour_floor(ms(now))
     plant_good_hour(tmp_path, BTC, current, count=2)  # the open hour

@@ -151,7 +151,8 @@ def not_ready(url: str, expected: int) -> list[str]:
     reasons = []
     if stats["numMaterialized"] < expected:
         reasons.append(f"hours registered and checked {stats['numMaterialized']}/{expected}")
-    # an hour that closes while the history registers (the live one) is drawn by a later heatmap
+    # an hour registered after the heatmap was drawn needs a later one: the history's last hour, still in
+    # its grace when the demo starts just after an hour turns, or the live hour once it closes
     drawn = newest_timestamp(data["health"])
     if not drawn or drawn < newest_timestamp(data["newest"]):
         reasons.append("the lake_health heatmap drawn after the newest registered hour")
