@@ -114,7 +114,6 @@ def test_registration_checks_parquet_and_features_run_on_the_bucket(shipped, s3_
         assert not again.run_requests and "5 unchanged" in again.skip_reason.skip_message
 
 
-
 def test_instrument_groups_on_the_bucket(shipped, s3_server, dagster_instances):
     """BTC and ETH in one group, the lake in the bucket: each group-hour stages and reads each member's
     objects, writes each member's Parquet to the bucket and records the bucket's fingerprints."""
@@ -134,6 +133,7 @@ def test_instrument_groups_on_the_bucket(shipped, s3_server, dagster_instances):
         again = register_closed_hours(instance, lake, cursor=None)
         assert not again.run_requests and "5 unchanged" in again.skip_reason.skip_message
         assert not list(shipped["work"].glob(".l2-work-*")), "a workspace was left behind"
+
 
 def test_compression_of_an_uploaded_jsonl_is_verified_before_the_original_object_goes(
         shipped, s3_server, fault_proxy_factory, monkeypatch, dagster_instances):

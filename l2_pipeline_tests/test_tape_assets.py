@@ -274,7 +274,6 @@ def test_sensor_registers_tape_hours_with_figures_and_current_checks(recording, 
     assert again.run_requests == [] and "4 unchanged" in again.skip_reason.skip_message
 
 
-
 def test_a_tape_in_instrument_groups_is_registered_and_checked_per_member(recording, lake_dir, instance,
                                                                           backfill_with_tape):
     """With one instrument group, BTC and ETH share a partition: its book_tape materialization holds each
@@ -295,6 +294,7 @@ def test_a_tape_in_instrument_groups_is_registered_and_checked_per_member(record
     assert health == {"tape_no_gaps": {key: "FAILED"}, "tape_coverage": {key: "SUCCEEDED"},
                       "tape_schema_valid": {key: "SUCCEEDED"}}
     assert raw_hours_tick(instance, lake, None).run_requests == []  # each member's fingerprint is unchanged
+
 
 def damage(path: Path) -> None:
     """Into a tape file: a garbage line, a line of an unknown kind and a frame that does not decode, and
